@@ -1,0 +1,102 @@
+"""TicketFlow configuration: one Settings object, read from the environment.
+
+Every variable is documented in README.md ("Configuration"). Names the reference and the
+deployment world already use (DATABASE_URL, REDIS_URL, JWT_SECRET, SEAT_LOCK_TTL, STRIPE_API_KEY,
+SMTP_URL, RAY_ADDRESS) are read bare; everything else carries the TICKETFLOW_ prefix.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MAX_SEAT_LOCK_TTL = 300
+PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "dev", "test"}
+
+
+def _bare(name: str) -> AliasChoices:
+    return AliasChoices(name, f"TICKETFLOW_{name}")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TICKETFLOW_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    env: Literal["dev", "prod"] = "dev"
+    host: str = "127.0.0.1"
+    port: int = Field(default=3000, ge=1, le=65535)
+    state_dir: Path = Path(".ticketflow")
+    log_level: str = "INFO"
+
+    database_url: str | None = Field(default=None, validation_alias=_bare("DATABASE_URL"))
+    redis_url: str | None = Field(default=None, validation_alias=_bare("REDIS_URL"))
+    ray_address: str | None = Field(default=None, validation_alias=_bare("RAY_ADDRESS"))
+    db_pool_min: int = Field(default=1, ge=0)
+    db_pool_max: int = Field(default=10, ge=1)
+    db_command_timeout: float = Field(default=5.0, gt=0)
+
+    jwt_secret: SecretStr | None = Field(default=None, validation_alias=_bare("JWT_SECRET"))
+    jwt_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    password_hash_memory_kib: int = Field(default=19 * 1024, ge=8)
+    password_hash_time_cost: int = Field(default=2, ge=1)
+    admin_email: str = "admin@ticketflow.dev"
+    admin_password: SecretStr = SecretStr("Admin1234!")
+    seed_demo: bool = True
+
+    seat_lock_ttl: int = Field(default=MAX_SEAT_LOCK_TTL, ge=1, validation_alias=_bare("SEAT_LOCK_TTL"))
+    seats_per_row: int = Field(default=20, ge=1, le=500)
+    seat_actor_idle_seconds: float = Field(default=600.0, gt=0)
+    seat_actor_sweep_seconds: float = Field(default=1.0, gt=0)
+    seat_actor_max_restarts: int = -1
+
+    saga_pool_size: int = Field(default=2, ge=1, le=64)
+    saga_step_timeout_seconds: float = Field(default=30.0, gt=0)
+    saga_recovery_interval_seconds: float = Field(default=5.0, gt=0)
+    saga_stale_after_seconds: float = Field(default=10.0, gt=0)
+
+    stripe_api_key: SecretStr | None = Field(default=None, validation_alias=_bare("STRIPE_API_KEY"))
+    stripe_api_base: str | None = Field(default=None, validation_alias=_bare("STRIPE_API_BASE"))
+    payment_latency_ms: int = Field(default=0, ge=0)
+
+    smtp_url: str | None = Field(default=None, validation_alias=_bare("SMTP_URL"))
+    smtp_from: str = "TicketFlow <tickets@ticketflow.dev>"
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0)
+    outbox_dir: Path | None = None
+    notify_max_attempts: int = Field(default=8, ge=1)
+    notify_retry_base_seconds: float = Field(default=2.0, gt=0)
+    notify_poll_seconds: float = Field(default=2.0, gt=0)
+
+    @field_validator("seat_lock_ttl")
+    @classmethod
+    def _cap_lock_ttl(cls, value: int) -> int:
+        if value > MAX_SEAT_LOCK_TTL:
+            raise ValueError(f"SEAT_LOCK_TTL is at most {MAX_SEAT_LOCK_TTL} seconds")
+        return value
+
+    @model_validator(mode="after")
+    def _enforce_real_secrets_in_prod(self) -> Settings:
+        if self.env != "prod":
+            return self
+        if self.jwt_secret is None or self.jwt_secret.get_secret_value() in PLACEHOLDER_SECRETS:
+            raise ValueError("JWT_SECRET must be set to a real secret when TICKETFLOW_ENV=prod")
+        if len(self.jwt_secret.get_secret_value()) < 32:
+            raise ValueError("JWT_SECRET must be at least 32 characters when TICKETFLOW_ENV=prod")
+        if self.admin_password.get_secret_value() == "Admin1234!":
+            raise ValueError("TICKETFLOW_ADMIN_PASSWORD must be changed when TICKETFLOW_ENV=prod")
+        if self.database_url is None:
+            raise ValueError("DATABASE_URL must be set when TICKETFLOW_ENV=prod")
+        return self
+
+    @property
+    def resolved_outbox_dir(self) -> Path:
+        return self.outbox_dir if self.outbox_dir is not None else self.state_dir / "outbox"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

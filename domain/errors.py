@@ -1,0 +1,141 @@
+"""One error type for every expected failure; each maps to the spec's error envelope.
+
+Constructors take exactly one message argument: exceptions with more positional
+arguments fail to unpickle when Ray carries them back from an actor.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class TicketFlowError(Exception):
+    code: ClassVar[str] = "INTERNAL_ERROR"
+    http_status: ClassVar[int] = 500
+    default_message: ClassVar[str] = "An unexpected error occurred"
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message or self.default_message)
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else self.default_message
+
+
+class ValidationFailed(TicketFlowError):
+    code = "VALIDATION_ERROR"
+    http_status = 400
+    default_message = "The request is not valid"
+
+
+class InvalidSeatCount(TicketFlowError):
+    code = "INVALID_SEAT_COUNT"
+    http_status = 400
+    default_message = "Must book between 1 and 10 seats"
+
+
+class Unauthorized(TicketFlowError):
+    code = "UNAUTHORIZED"
+    http_status = 401
+    default_message = "A valid bearer token is required"
+
+
+class InvalidCredentials(TicketFlowError):
+    code = "INVALID_CREDENTIALS"
+    http_status = 401
+    default_message = "Email/password combination incorrect"
+
+
+class Forbidden(TicketFlowError):
+    code = "FORBIDDEN"
+    http_status = 403
+    default_message = "You do not have permission to do this"
+
+
+class NotFound(TicketFlowError):
+    code = "NOT_FOUND"
+    http_status = 404
+    default_message = "The requested resource does not exist"
+
+
+class UserNotFound(NotFound):
+    code = "USER_NOT_FOUND"
+
+
+class EventNotFound(NotFound):
+    code = "EVENT_NOT_FOUND"
+    default_message = "Event does not exist"
+
+
+class VenueNotFound(NotFound):
+    code = "VENUE_NOT_FOUND"
+    default_message = "Venue does not exist"
+
+
+class BookingNotFound(NotFound):
+    code = "BOOKING_NOT_FOUND"
+    default_message = "Booking does not exist"
+
+
+class PaymentNotFound(NotFound):
+    code = "PAYMENT_NOT_FOUND"
+    default_message = "No payment found"
+
+
+class EmailAlreadyExists(TicketFlowError):
+    code = "EMAIL_ALREADY_EXISTS"
+    http_status = 409
+    default_message = "Email is already registered"
+
+
+class BusinessRuleViolation(TicketFlowError):
+    http_status = 422
+
+
+class BookingNotCancellable(BusinessRuleViolation):
+    code = "BOOKING_NOT_CANCELLABLE"
+    default_message = "Booking is not in CONFIRMED status"
+
+
+class CancellationWindowExpired(BusinessRuleViolation):
+    code = "CANCELLATION_WINDOW_EXPIRED"
+    default_message = "Event is less than 24 hours away"
+
+
+class EventHasBookings(BusinessRuleViolation):
+    code = "EVENT_HAS_BOOKINGS"
+    default_message = "Tiers and seat map cannot change once seats are locked or sold"
+
+
+class CapacityExceeded(BusinessRuleViolation):
+    code = "CAPACITY_EXCEEDED"
+    default_message = "Tier capacities exceed the venue's capacity"
+
+
+class RefundFailed(TicketFlowError):
+    code = "REFUND_FAILED"
+    http_status = 502
+    default_message = "The refund could not be processed; the booking is unchanged"
+
+
+class RateLimited(TicketFlowError):
+    code = "RATE_LIMITED"
+    http_status = 429
+    default_message = "Too many requests"
+
+
+class ServiceUnavailable(TicketFlowError):
+    code = "SERVICE_UNAVAILABLE"
+    http_status = 503
+    default_message = "A dependency is unavailable; retry shortly"
+
+
+def all_error_types() -> list[type[TicketFlowError]]:
+    """Every concrete error class (for the pickling round-trip test and the docs)."""
+    found: list[type[TicketFlowError]] = []
+    stack: list[type[TicketFlowError]] = [TicketFlowError]
+    while stack:
+        cls = stack.pop()
+        found.append(cls)
+        stack.extend(cls.__subclasses__())
+    return found
