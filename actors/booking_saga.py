@@ -1,0 +1,170 @@
+"""BookingSaga: one of a fixed pool of actors, each driving many booking sagas at once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import ray
+
+from actors import registry
+from config.settings import get_settings
+from domain.bookings import FailureReason, SagaStep
+from domain.inventory import LockResult, ReserveResult
+from domain.saga import BookingSagaRunner, Charge, SagaBooking, SagaOutcome, SeatLock
+from storage import booking_repository
+from storage.pool import create_pool
+
+logger = logging.getLogger(__name__)
+
+
+class _Clock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class _Seats:
+    async def lock(self, *, event_id: str, booking_id: str, seat_ids: tuple[str, ...]) -> SeatLock:
+        result: LockResult = await registry.call_seat_actor(
+            event_id, lambda h: h.lock.remote(booking_id, seat_ids)
+        )
+        if not result.ok:
+            return SeatLock(ok=False, conflicts=result.conflicts + result.unknown)
+        return SeatLock(ok=True, expires_at=datetime.fromtimestamp(result.expires_at, tz=UTC))
+
+    async def release(self, *, event_id: str, booking_id: str) -> None:
+        await registry.call_seat_actor(event_id, lambda h: h.release.remote(booking_id))
+
+    async def reserve(self, *, event_id: str, booking_id: str) -> bool:
+        result: ReserveResult = await registry.call_seat_actor(event_id, lambda h: h.reserve.remote(booking_id))
+        return result.ok
+
+
+class _Payments:
+    async def charge(
+        self, *, booking_id: str, user_id: str, amount: int, currency: str, token: str, idempotency_key: str
+    ) -> Charge:
+        return await registry.call_actor(registry.PAYMENT_ACTOR, registry.payment_gateway, lambda h: h.charge.remote(
+            booking_id=booking_id, user_id=user_id, amount=amount, currency=currency, token=token,
+            idempotency_key=idempotency_key,
+        ))
+
+    async def refund(self, *, payment_id: str, idempotency_key: str) -> None:
+        await registry.call_actor(registry.PAYMENT_ACTOR, registry.payment_gateway, lambda h: h.refund.remote(
+            payment_id=payment_id, idempotency_key=idempotency_key,
+        ))
+
+
+class _Notifier:
+    async def poke(self) -> None:
+        registry.notifier().poke.remote()
+
+
+class _Store:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def load(self, booking_id: str) -> SagaBooking | None:
+        async with self._pool.acquire() as conn:
+            booking = await booking_repository.get(conn, booking_id)
+        return booking_repository.to_saga(booking) if booking else None
+
+    async def mark_locked(self, booking_id: str, expires_at: datetime) -> bool:
+        async with self._pool.acquire() as conn:
+            return await booking_repository.mark_locked(conn, booking_id, expires_at)
+
+    async def mark_step(self, booking_id: str, step: SagaStep) -> bool:
+        async with self._pool.acquire() as conn:
+            return await booking_repository.mark_step(conn, booking_id, step)
+
+    async def mark_charged(self, booking_id: str, payment_id: str) -> bool:
+        async with self._pool.acquire() as conn:
+            return await booking_repository.mark_charged(conn, booking_id, payment_id)
+
+    async def confirm(self, booking_id: str) -> bool:
+        async with self._pool.acquire() as conn:
+            return await booking_repository.confirm(conn, booking_id)
+
+    async def fail(self, booking_id: str, reason: FailureReason) -> bool:
+        async with self._pool.acquire() as conn:
+            return await booking_repository.fail(conn, booking_id, reason)
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=10_000)
+class BookingSaga:
+    """Drives booking sagas (`domain.saga.BookingSagaRunner`) for the bookings of its slot.
+
+    State: the set of bookings it is driving right now; everything else is in Postgres, written
+    after every step. Concurrency: each booking runs as its own asyncio task; one booking is never
+    driven twice at once by this actor, and a booking belongs to exactly one slot.
+
+    Restarts: `max_restarts=-1`. On (re)start, and every `saga_recovery_interval_seconds`, it
+    resumes its slot's PENDING bookings that have not moved for `saga_stale_after_seconds`, so a
+    saga cut short by a crash of this actor, a seat actor or the whole server ends CONFIRMED or
+    FAILED. Resuming repeats a step with the same idempotency keys, so nothing is charged twice.
+    """
+
+    def __init__(self, slot: int, pool_size: int) -> None:
+        self._settings = get_settings()
+        self._slot = slot
+        self._pool_size = pool_size
+        self._active: dict[str, asyncio.Task[SagaOutcome | None]] = {}
+        self._runner: BookingSagaRunner | None = None
+        self._pool: asyncpg.Pool | None = None
+        self._recovery = asyncio.get_running_loop().create_task(self._recover_forever())
+
+    async def _get_runner(self) -> BookingSagaRunner:
+        if self._runner is None:
+            self._pool = await create_pool(self._settings, min_size=1, max_size=10)
+            self._runner = BookingSagaRunner(
+                seats=_Seats(), payments=_Payments(), store=_Store(self._pool), notifier=_Notifier(),
+                clock=_Clock(), step_timeout=self._settings.saga_step_timeout_seconds,
+                deadline=timedelta(seconds=max(self._settings.seat_lock_ttl, 60) * 2),
+            )
+        return self._runner
+
+    async def start(self, booking_id: str) -> None:
+        """Starts (or joins) the saga of a booking and returns at once."""
+        await self._drive(booking_id)
+
+    async def run(self, booking_id: str) -> SagaOutcome | None:
+        """Drives a booking and waits for it (tests and recovery tools)."""
+        task = await self._drive(booking_id)
+        return await asyncio.shield(task)
+
+    async def _drive(self, booking_id: str) -> asyncio.Task[SagaOutcome | None]:
+        task = self._active.get(booking_id)
+        if task is None:
+            runner = await self._get_runner()
+            task = asyncio.get_running_loop().create_task(runner.run(booking_id))
+            self._active[booking_id] = task
+            task.add_done_callback(lambda _t: self._active.pop(booking_id, None))
+        return task
+
+    async def active_count(self) -> int:
+        return len(self._active)
+
+    async def _recover_forever(self) -> None:
+        while True:
+            try:
+                await self.recover_once()
+            except Exception as exc:  # noqa: BLE001 - the database may be down; try again later
+                logger.warning("saga %d: recovery round failed (%s)", self._slot, type(exc).__name__)
+            await asyncio.sleep(self._settings.saga_recovery_interval_seconds)
+
+    async def recover_once(self) -> int:
+        await self._get_runner()
+        assert self._pool is not None
+        stale_before = datetime.now(UTC) - timedelta(seconds=self._settings.saga_stale_after_seconds)
+        async with self._pool.acquire() as conn:
+            ids = await booking_repository.stale_pending(
+                conn, slot=self._slot, pool_size=self._pool_size, updated_before=stale_before, limit=500
+            )
+        resumed = [b for b in ids if b not in self._active]
+        for booking_id in resumed:
+            await self._drive(booking_id)
+        if resumed:
+            logger.info("saga %d: resumed %d unfinished bookings", self._slot, len(resumed))
+        return len(resumed)

@@ -1,0 +1,95 @@
+"""Notifier: delivers the notifications that bookings recorded, by SMTP or to the outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+import ray
+
+from config.settings import get_settings
+from domain.notifications import BookingSummary, NotificationType, compose, retry_delay
+from providers.email import EmailDeliveryFailed, EmailRejected, EmailSender, check_smtp, sender_from_settings
+from storage import queries as q
+from storage.pool import create_pool
+
+logger = logging.getLogger(__name__)
+BATCH = 50
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=100)
+class Notifier:
+    """Sends every PENDING notification row, retrying failed deliveries with backoff.
+
+    State: none that matters; the `notifications` table is the outbox. Rows are written in the
+    same transaction as the booking status they announce, so a notification is never lost; this
+    actor only moves them from PENDING to SENT (or FAILED after `notify_max_attempts`).
+
+    Concurrency: one delivery loop, woken by `poke()` or every `notify_poll_seconds`; a single
+    loop means a row is never sent by two deliveries at once. A crash between the send and the
+    SENT update can repeat an email (at-least-once); the Message-ID stays the same.
+    Restarts: `max_restarts=-1`; the loop starts again in `__init__`.
+    """
+
+    def __init__(self) -> None:
+        self._settings = get_settings()
+        self._sender: EmailSender = sender_from_settings(
+            smtp_url=self._settings.smtp_url, smtp_from=self._settings.smtp_from,
+            timeout=self._settings.smtp_timeout_seconds, outbox_dir=self._settings.resolved_outbox_dir,
+        )
+        self._pool: asyncpg.Pool | None = None
+        self._wake = asyncio.Event()
+        self._loop = asyncio.get_running_loop().create_task(self._deliver_forever())
+
+    async def poke(self) -> None:
+        self._wake.set()
+
+    async def smtp_status(self) -> str:
+        return str(await check_smtp(self._settings.smtp_url))
+
+    async def _deliver_forever(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self._settings.notify_poll_seconds)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                while await self.deliver_due() == BATCH:
+                    pass
+            except Exception as exc:  # noqa: BLE001 - the database may be down; try again later
+                logger.warning("notifier: delivery round failed (%s)", type(exc).__name__)
+
+    async def deliver_due(self) -> int:
+        if self._pool is None:
+            self._pool = await create_pool(self._settings, min_size=1, max_size=2)
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(q.SELECT_DUE_NOTIFICATIONS, BATCH)
+        for row in rows:
+            await self._deliver(row)
+        return len(rows)
+
+    async def _deliver(self, row: asyncpg.Record) -> None:
+        assert self._pool is not None
+        summary = BookingSummary(
+            booking_id=row["booking_id"], user_name=row["user_name"], user_email=row["recipient"],
+            event_name=row["event_name"], event_starts_at=row["event_date"], venue_name=row["venue_name"],
+            seat_ids=tuple(row["seat_ids"]), amount=row["total_amount"], currency=row["currency"],
+            failure_reason=row["failure_reason"],
+        )
+        try:
+            await self._sender.send(compose(NotificationType(row["type"]), summary), message_id_key=row["id"])
+        except EmailDeliveryFailed as exc:
+            attempts = row["attempts"] + 1
+            async with self._pool.acquire() as conn:
+                if isinstance(exc, EmailRejected) or attempts >= self._settings.notify_max_attempts:
+                    await conn.execute(q.UPDATE_NOTIFICATION_GAVE_UP, row["id"], str(exc)[:500])
+                    logger.error("notification %s (booking_id=%s) given up: %s", row["id"], row["booking_id"], exc)
+                else:
+                    delay = retry_delay(attempts - 1, self._settings.notify_retry_base_seconds)
+                    await conn.execute(q.UPDATE_NOTIFICATION_RETRY, row["id"], str(exc)[:500], delay)
+                    logger.warning("notification %s (booking_id=%s) retry in %.1f s", row["id"], row["booking_id"], delay)
+            return
+        async with self._pool.acquire() as conn:
+            await conn.execute(q.UPDATE_NOTIFICATION_SENT, row["id"])

@@ -1,0 +1,141 @@
+"""SeatInventory: the one actor that decides who holds which seat of one event."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import asyncpg
+import ray
+
+from config.settings import get_settings
+from domain.inventory import LockResult, ReserveResult, SeatMap, Summary
+from storage import booking_repository, catalog_repository
+from storage import queries as q
+from storage.pool import create_pool
+
+logger = logging.getLogger(__name__)
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=1000)
+class SeatInventory:
+    """The seat map of one event: every seat's status, and each lock's booking and expiry.
+
+    State: a `domain.inventory.SeatMap` in memory, rebuilt from Postgres when the actor starts
+    (active seat sales become RESERVED, locks the sagas persisted and that are still live become
+    LOCKED again), so a restart neither frees a seat a buyer is paying for nor sells one twice.
+
+    Concurrency: an async actor; its methods interleave only at `await`. Every check-and-change is
+    one synchronous SeatMap call. A reserve marks the lock as being written, awaits the sale
+    insert (the unique index is the last guard), then settles or rolls back synchronously.
+
+    Restarts and retries: detached, named `seat-inventory:<event_id>`, `max_restarts=-1`,
+    `max_task_retries=0`. Every method is idempotent for its booking, so callers may repeat a
+    call whose outcome they did not see. Expired locks are swept every
+    `seat_actor_sweep_seconds`; after `seat_actor_idle_seconds` with no call and no live lock the
+    actor retires itself and the next call starts a fresh one.
+    """
+
+    def __init__(self, event_id: str) -> None:
+        self._settings = get_settings()
+        self._event_id = event_id
+        self._map: SeatMap | None = None
+        self._pool: asyncpg.Pool | None = None
+        self._loading: asyncio.Task[SeatMap] | None = None
+        self._last_call = time.monotonic()
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    async def _ready(self) -> SeatMap:
+        self._last_call = time.monotonic()
+        if self._map is not None:
+            return self._map
+        if self._loading is None or (self._loading.done() and self._loading.exception() is not None):
+            self._loading = asyncio.get_running_loop().create_task(self._load())
+        return await asyncio.shield(self._loading)
+
+    async def _load(self) -> SeatMap:
+        if self._pool is None:
+            self._pool = await create_pool(self._settings, min_size=1, max_size=4)
+        async with self._pool.acquire() as conn:
+            seat_ids = await catalog_repository.seat_ids_of(conn, self._event_id)
+            sales = await conn.fetch(q.SELECT_ACTIVE_SALES_OF_EVENT, self._event_id)
+            locks = await conn.fetch(q.SELECT_LIVE_LOCKS_OF_EVENT, self._event_id)
+        seat_map = SeatMap(tuple(seat_ids))
+        for row in sales:
+            seat_map.restore_reserved(row["seat_id"], row["booking_id"])
+        now = time.time()
+        restored = sum(
+            seat_map.restore_lock(r["id"], r["seat_ids"], r["lock_expires_at"].timestamp(), now) for r in locks
+        )
+        logger.info(
+            "seat actor %s loaded: %d seats, %d sold, %d live locks restored",
+            self._event_id, len(seat_ids), len(sales), restored,
+        )
+        self._map = seat_map
+        return seat_map
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.seat_actor_sweep_seconds)
+            if self._map is not None:
+                lapsed = self._map.expire(time.time())
+                if lapsed:
+                    logger.info("seat actor %s: %d locks expired", self._event_id, len(lapsed))
+            idle_for = time.monotonic() - self._last_call
+            holds = self._map is not None and self._map.holds_anything()
+            if not holds and idle_for > self._settings.seat_actor_idle_seconds:
+                logger.info("seat actor %s idle for %.0f s; retiring", self._event_id, idle_for)
+                if self._pool is not None:
+                    await self._pool.close()
+                ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+                return
+
+    async def lock(self, booking_id: str, seat_ids: tuple[str, ...], ttl: float | None = None) -> LockResult:
+        seat_map = await self._ready()
+        limit = float(self._settings.seat_lock_ttl)
+        return seat_map.lock(booking_id, tuple(seat_ids), ttl=min(ttl or limit, limit), now=time.time())
+
+    async def release(self, booking_id: str) -> tuple[str, ...]:
+        return (await self._ready()).release(booking_id)
+
+    async def reserve(self, booking_id: str) -> ReserveResult:
+        seat_map = await self._ready()
+        begun = seat_map.begin_reserve(booking_id, now=time.time())
+        if not begun.ok:
+            return begun
+        assert self._pool is not None
+        try:
+            async with self._pool.acquire() as conn:
+                await booking_repository.record_sale(
+                    conn, event_id=self._event_id, booking_id=booking_id, seat_ids=list(begun.seat_ids)
+                )
+        except asyncpg.UniqueViolationError:
+            # Postgres says another active sale holds one of these seats: memory was wrong (it
+            # cannot be, short of a bug); the database wins and this booking loses its lock.
+            logger.error("seat actor %s: sale for %s refused by the database", self._event_id, booking_id)
+            seat_map.abort_reserve(booking_id)
+            seat_map.release(booking_id)
+            return ReserveResult(ok=False, reason="SEATS_TAKEN")
+        except BaseException:
+            seat_map.abort_reserve(booking_id)
+            raise
+        seat_map.settle_reserve(booking_id)
+        return begun
+
+    async def unreserve(self, booking_id: str) -> tuple[str, ...]:
+        """After a cancellation released the sale in Postgres: the seats are AVAILABLE again."""
+        return (await self._ready()).unreserve(booking_id)
+
+    async def snapshot(self) -> tuple[dict[str, str], Summary]:
+        seat_map = await self._ready()
+        now = time.time()
+        statuses = {seat: status.value for seat, status in seat_map.statuses(now).items()}
+        return statuses, seat_map.summary(now)
+
+    async def summary(self) -> Summary:
+        return (await self._ready()).summary(time.time())
+
+    async def lock_of(self, booking_id: str) -> Any:
+        return (await self._ready()).lock_of(booking_id)

@@ -1,0 +1,34 @@
+"""The FastAPI application: routers, error envelope, OpenAPI."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from api import routes_bookings, routes_catalog, routes_system, routes_users
+from api.http import RequestContextMiddleware, install_error_handlers
+from api.routes_system import VERSION
+from api.schemas import ErrorResponse
+
+DESCRIPTION = """TicketFlow: every seat sold exactly once.
+
+Errors always have the shape `{"error": {"code", "message", "requestId"}}`; every response
+carries `X-Request-Id`. Authenticate with `Authorization: Bearer <token>` from `/api/users/login`.
+"""
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="TicketFlow", version=VERSION, description=DESCRIPTION,
+        responses={
+            400: {"model": ErrorResponse, "description": "Validation error"},
+            401: {"model": ErrorResponse, "description": "Missing or invalid token"},
+            404: {"model": ErrorResponse, "description": "Not found"},
+            500: {"model": ErrorResponse, "description": "Unexpected error"},
+            503: {"model": ErrorResponse, "description": "A dependency is unavailable"},
+        },
+    )
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+    for module in (routes_system, routes_users, routes_catalog, routes_bookings):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,82 @@
+"""Per-replica services (pool, token and password services) and the auth dependencies."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Annotated
+
+import asyncpg
+from fastapi import Depends, Request
+
+from api.auth import PasswordService, Principal, TokenService, make_hasher
+from config.settings import Settings, get_settings
+from domain.errors import Forbidden, Unauthorized
+from storage.pool import create_pool
+
+
+@dataclass
+class Services:
+    settings: Settings
+    tokens: TokenService
+    passwords: PasswordService
+    started_at: float = field(default_factory=time.monotonic)
+    _pool: asyncpg.Pool | None = None
+    _pool_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Services:
+        if settings.jwt_secret is None:
+            raise RuntimeError("JWT_SECRET is not configured (ticketflow serve generates one)")
+        return cls(
+            settings=settings,
+            tokens=TokenService(secret=settings.jwt_secret.get_secret_value(), ttl_seconds=settings.jwt_ttl_seconds),
+            passwords=PasswordService(make_hasher(
+                memory_kib=settings.password_hash_memory_kib, time_cost=settings.password_hash_time_cost
+            )),
+        )
+
+    async def db(self) -> asyncpg.Pool:
+        if self._pool is None:
+            async with self._pool_lock:
+                if self._pool is None:
+                    self._pool = await create_pool(self.settings)
+        return self._pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+
+def services(request: Request) -> Services:
+    """The replica's services, built on first use from the process's settings."""
+    state = request.app.state
+    svc: Services | None = getattr(state, "services", None)
+    if svc is None:
+        svc = Services.from_settings(get_settings())
+        state.services = svc
+    return svc
+
+
+ServicesDep = Annotated[Services, Depends(services)]
+
+
+def current_principal(request: Request, svc: ServicesDep) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("A bearer token is required")
+    return svc.tokens.verify(token.strip())
+
+
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+def admin_principal(principal: PrincipalDep) -> Principal:
+    if not principal.is_admin:
+        raise Forbidden("This route requires the ADMIN role")
+    return principal
+
+
+AdminDep = Annotated[Principal, Depends(admin_principal)]

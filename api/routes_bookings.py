@@ -1,0 +1,204 @@
+"""/api/bookings and /api/payments."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import JSONResponse
+
+from actors import registry
+from api.auth import Principal
+from api.deps import PrincipalDep, ServicesDep
+from api.schemas import (
+    BookingAccepted,
+    BookingDetail,
+    BookingItem,
+    BookingList,
+    CancelResponse,
+    CreateBookingRequest,
+    Pagination,
+    PaymentResponse,
+)
+from domain.bookings import MAX_SEATS, MIN_SEATS, Booking, check_cancellable, refund_key, saga_slot
+from domain.errors import (
+    BookingNotCancellable,
+    BookingNotFound,
+    EventNotFound,
+    InvalidSeatCount,
+    PaymentNotFound,
+    ValidationFailed,
+)
+from domain.ids import new_id
+from domain.seating import SEAT_ID_RE
+from storage import booking_repository, catalog_repository, payment_repository
+from storage.payment_repository import Payment
+
+router = APIRouter(tags=["bookings"])
+_IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,255}$")
+
+
+def accepted(booking_id: str) -> JSONResponse:
+    body = BookingAccepted(
+        bookingId=booking_id, status="PENDING",
+        message=f"Booking is being processed. Poll GET /api/bookings/{booking_id} for status.",
+    )
+    return JSONResponse(body.model_dump(), status_code=202)
+
+
+def booking_item(b: Booking) -> BookingItem:
+    return BookingItem(
+        id=b.id, eventId=b.event_id, eventName=b.event_name, eventDate=b.event_date, seatIds=list(b.seat_ids),
+        status=b.status.value, totalAmount=b.total_amount, currency=b.currency, createdAt=b.created_at,
+        confirmedAt=b.confirmed_at, failureReason=b.failure_reason.value if b.failure_reason else None,
+    )
+
+
+def booking_detail(b: Booking) -> BookingDetail:
+    return BookingDetail(
+        **booking_item(b).model_dump(), userId=b.user_id, venueName=b.venue_name, paymentId=b.payment_id,
+        cancelledAt=b.cancelled_at,
+    )
+
+
+def _check_seats(seat_ids: list[str]) -> list[str]:
+    if not MIN_SEATS <= len(seat_ids) <= MAX_SEATS:
+        raise InvalidSeatCount(f"Must book between {MIN_SEATS} and {MAX_SEATS} seats; got {len(seat_ids)}")
+    bad = [s for s in seat_ids if not SEAT_ID_RE.match(s)]
+    if bad:
+        raise ValidationFailed(f"seatIds: not seat ids of the form seat_A1: {', '.join(s[:20] for s in bad[:5])}")
+    if len(set(seat_ids)) != len(seat_ids):
+        raise ValidationFailed("seatIds: each seat may appear only once")
+    return seat_ids
+
+
+@router.post("/api/bookings", status_code=202, response_model=BookingAccepted, responses={202: {"model": BookingAccepted}})
+async def create_booking(
+    body: CreateBookingRequest, principal: PrincipalDep, svc: ServicesDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JSONResponse:
+    seat_ids = _check_seats(body.seatIds)
+    if idempotency_key is not None and not _IDEMPOTENCY_KEY.match(idempotency_key):
+        raise ValidationFailed("Idempotency-Key must be 1-255 characters of [A-Za-z0-9_.:-]")
+    pool = await svc.db()
+    async with pool.acquire() as conn:
+        prices = await catalog_repository.seat_prices(conn, body.eventId, seat_ids)
+        if len(prices) != len(seat_ids):
+            if await catalog_repository.get_event(conn, body.eventId) is None:
+                raise EventNotFound(f"Event {body.eventId} does not exist")
+            unknown = [s for s in seat_ids if s not in prices]
+            raise ValidationFailed(f"seatIds: not seats of event {body.eventId}: {', '.join(unknown)}")
+        currencies = {currency for _, currency in prices.values()}
+        # The price comes from the seats' tiers on the server, never from the client.
+        total = sum(price for price, _ in prices.values())
+        booking_id = new_id("bkg")
+        slot = saga_slot(booking_id, svc.settings.saga_pool_size)
+        created = await booking_repository.add(
+            conn, booking_id=booking_id, user_id=principal.user_id, event_id=body.eventId, seat_ids=seat_ids,
+            saga_slot=slot, total_amount=total, currency=currencies.pop(), payment_token=body.paymentMethod.token,
+            idempotency_key=idempotency_key,
+        )
+        if created is None:
+            assert idempotency_key is not None
+            original = await booking_repository.get_by_idempotency_key(conn, user_id=principal.user_id, key=idempotency_key)
+            if original is None:  # the first request's key expired between the two statements
+                raise ValidationFailed("Idempotency-Key collided with an expiring key; retry")
+            return accepted(original)
+    # Fire and forget: the saga actor persists every step; if this call is lost, the saga
+    # actor's recovery sweep finds the PENDING booking and drives it.
+    registry.booking_saga(slot).start.remote(booking_id)
+    return accepted(booking_id)
+
+
+@router.get("/api/bookings/my", response_model=BookingList)
+async def my_bookings(
+    principal: PrincipalDep, svc: ServicesDep,
+    status: Literal["PENDING", "CONFIRMED", "FAILED", "CANCELLED"] | None = None,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+    perPage: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> BookingList:
+    pool = await svc.db()
+    async with pool.acquire() as conn:
+        bookings, total = await booking_repository.list_by_user(
+            conn, user_id=principal.user_id, status=status, limit=perPage, offset=(page - 1) * perPage
+        )
+    return BookingList(data=[booking_item(b) for b in bookings], pagination=Pagination(
+        page=page, perPage=perPage, total=total, totalPages=math.ceil(total / perPage) if total else 0
+    ))
+
+
+async def _visible_booking(svc: ServicesDep, principal: Principal, booking_id: str, *, owner_only: bool = False) -> Booking:
+    pool = await svc.db()
+    async with pool.acquire() as conn:
+        booking = await booking_repository.get(conn, booking_id)
+    allowed = booking is not None and (
+        booking.user_id == principal.user_id or (principal.is_admin and not owner_only)
+    )
+    if booking is None or not allowed:
+        # Never reveal that another user's booking exists.
+        raise BookingNotFound(f"Booking {booking_id} does not exist")
+    return booking
+
+
+@router.get("/api/bookings/{booking_id}", response_model=BookingDetail)
+async def get_booking(booking_id: str, principal: PrincipalDep, svc: ServicesDep) -> BookingDetail:
+    return booking_detail(await _visible_booking(svc, principal, booking_id))
+
+
+@router.post("/api/bookings/{booking_id}/cancel", response_model=CancelResponse)
+async def cancel_booking(booking_id: str, principal: PrincipalDep, svc: ServicesDep) -> CancelResponse:
+    booking = await _visible_booking(svc, principal, booking_id, owner_only=True)
+    check_cancellable(booking, now=datetime.now(UTC))
+    if booking.payment_id is None:
+        raise BookingNotCancellable(f"Booking {booking_id} has no payment to refund")
+    # The refund must succeed before the booking is cancelled and its seats released.
+    await registry.call_actor(registry.PAYMENT_ACTOR, registry.payment_gateway, lambda h: h.refund.remote(
+        payment_id=booking.payment_id, idempotency_key=refund_key(booking.id),
+    ))
+    pool = await svc.db()
+    async with pool.acquire() as conn:
+        cancelled_at = await booking_repository.cancel(conn, booking_id)
+    if cancelled_at is None:
+        raise BookingNotCancellable(f"Booking {booking_id} is no longer CONFIRMED")
+    handle = await asyncio.to_thread(registry.find_seat_inventory, booking.event_id)
+    if handle is not None:
+        await registry.call_seat_actor(booking.event_id, lambda h: h.unreserve.remote(booking_id))
+    registry.notifier().poke.remote()
+    return CancelResponse(
+        bookingId=booking_id, status="CANCELLED", refundAmount=booking.total_amount, currency=booking.currency,
+        cancelledAt=cancelled_at,
+    )
+
+
+def payment_response(p: Payment) -> PaymentResponse:
+    return PaymentResponse(
+        id=p.id, bookingId=p.booking_id, userId=p.user_id, amount=p.amount, currency=p.currency, status=p.status,
+        providerTransactionId=p.provider_transaction_id, processedAt=p.processed_at,
+    )
+
+
+def _visible_payment(p: Payment | None, principal: Principal, what: str) -> Payment:
+    # A charge still in flight has no outcome to show yet.
+    if p is None or p.status == "PROCESSING" or not (p.user_id == principal.user_id or principal.is_admin):
+        raise PaymentNotFound(f"No payment found for {what}")
+    return p
+
+
+@router.get("/api/payments/booking/{booking_id}", response_model=PaymentResponse, tags=["payments"])
+async def payment_of_booking(booking_id: str, principal: PrincipalDep, svc: ServicesDep) -> PaymentResponse:
+    pool = await svc.db()
+    async with pool.acquire() as conn:
+        payment = await payment_repository.get_of_booking(conn, booking_id)
+    return payment_response(_visible_payment(payment, principal, f"booking {booking_id}"))
+
+
+@router.get("/api/payments/{payment_id}", response_model=PaymentResponse, tags=["payments"])
+async def get_payment(payment_id: str, principal: PrincipalDep, svc: ServicesDep) -> PaymentResponse:
+    pool = await svc.db()
+    async with pool.acquire() as conn:
+        payment = await payment_repository.get(conn, payment_id)
+    return payment_response(_visible_payment(payment, principal, f"payment {payment_id}"))

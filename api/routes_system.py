@@ -1,0 +1,65 @@
+"""/health and /api/notifications."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from actors import registry
+from api.deps import PrincipalDep, ServicesDep
+from api.schemas import HealthResponse, NotificationHealth, NotificationItem, NotificationList
+from providers.email import check_smtp
+from storage import queries as q
+
+router = APIRouter()
+VERSION = "1.0.0"
+
+
+@router.get("/health", response_model=HealthResponse, tags=["health"])
+async def health(svc: ServicesDep) -> HealthResponse:
+    return HealthResponse(status="ok", version=VERSION, uptime=int(time.monotonic() - svc.started_at))
+
+
+@router.get("/api/notifications/recent", response_model=NotificationList, tags=["notifications"])
+async def recent_notifications(principal: PrincipalDep, svc: ServicesDep) -> NotificationList:
+    pool = await svc.db()
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(q.SELECT_RECENT_NOTIFICATIONS, principal.user_id)
+    return NotificationList(data=[
+        NotificationItem(id=r["id"], type=r["type"], subject=r["subject"], sentAt=r["sent_at"],
+                         bookingId=r["booking_id"], status=r["status"], createdAt=r["created_at"])
+        for r in rows
+    ])
+
+
+async def _postgres_status(svc: ServicesDep) -> str:
+    try:
+        pool = await svc.db()
+        async with pool.acquire(timeout=2.0) as conn:
+            await conn.fetchval(q.SELECT_ONE, timeout=2.0)
+        return "connected"
+    except Exception:  # noqa: BLE001 - any failure means "down" to a health check
+        return "down"
+
+
+async def _ray_status() -> str:
+    try:
+        await asyncio.wait_for(registry.notifier().poke.remote(), timeout=2.0)
+        return "connected"
+    except Exception:  # noqa: BLE001
+        registry.forget(registry.NOTIFIER_ACTOR)
+        return "down"
+
+
+@router.get("/api/notifications/health", response_model=NotificationHealth, tags=["notifications"],
+            responses={503: {"model": NotificationHealth}})
+async def notifications_health(svc: ServicesDep) -> JSONResponse:
+    ray_state, pg_state, smtp_state = await asyncio.gather(
+        _ray_status(), _postgres_status(svc), check_smtp(svc.settings.smtp_url)
+    )
+    healthy = ray_state == "connected" and pg_state == "connected" and smtp_state != "down"
+    body = NotificationHealth(status="ok" if healthy else "degraded", ray=ray_state, postgres=pg_state, smtp=str(smtp_state))
+    return JSONResponse(body.model_dump(), status_code=200 if healthy else 503)

@@ -1,0 +1,348 @@
+"""Request and response models of the public API (field names as api-reference.txt gives them)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, field_validator
+
+from domain.codes import COUNTRIES, CURRENCIES
+from domain.seating import TIERS
+from domain.users import has_control_chars
+
+
+def _utc_z(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+UtcTime = Annotated[datetime, PlainSerializer(_utc_z, return_type=str)]
+
+
+def _require_tz(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("must include a timezone (e.g. 2025-09-15T19:30:00Z)")
+    return value.astimezone(UTC)
+
+
+AwareDatetime = Annotated[datetime, AfterValidator(_require_tz)]
+
+
+def _text(max_length: int, min_length: int = 1) -> type[str]:
+    def check(value: str) -> str:
+        value = value.strip()
+        if not min_length <= len(value) <= max_length:
+            raise ValueError(f"must be {min_length}-{max_length} characters")
+        if has_control_chars(value):
+            raise ValueError("must not contain control characters")
+        return value
+
+    return Annotated[str, AfterValidator(check)]  # type: ignore[return-value]
+
+
+Name200 = _text(200)
+Description = _text(5000, 0)
+Line200 = _text(200)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_max_length=10_000)
+
+
+# -- users --------------------------------------------------------------------------------------
+class RegisterUserRequest(Strict):
+    name: str
+    email: str = Field(max_length=254)
+    password: str = Field(max_length=128)
+
+
+class LoginRequest(Strict):
+    email: str = Field(max_length=254)
+    password: str = Field(max_length=128)
+
+
+class UserResponse(BaseModel):
+    id: str
+    name: str
+    email: str
+    role: str
+    createdAt: UtcTime
+
+
+class LoginUser(BaseModel):
+    id: str
+    name: str
+    email: str
+    role: str
+
+
+class LoginResponse(BaseModel):
+    token: str
+    expiresAt: UtcTime
+    user: LoginUser
+
+
+# -- common -------------------------------------------------------------------------------------
+class Pagination(BaseModel):
+    page: int
+    perPage: int
+    total: int
+    totalPages: int
+
+
+class HealthResponse(BaseModel):
+    status: str
+    version: str
+    uptime: int
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    requestId: str
+    details: list[ErrorDetail] | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+# -- venues and events --------------------------------------------------------------------------
+class CreateVenueRequest(Strict):
+    name: Name200
+    address: Line200
+    city: Line200
+    country: str
+    capacity: int = Field(gt=0, le=1_000_000)
+
+    @field_validator("country")
+    @classmethod
+    def _country(cls, value: str) -> str:
+        if value not in COUNTRIES:
+            raise ValueError("must be an ISO 3166-1 alpha-2 country code (e.g. GB, US)")
+        return value
+
+
+class VenueResponse(BaseModel):
+    id: str
+    name: str
+    address: str
+    city: str
+    country: str
+    capacity: int
+
+
+class TierRequest(Strict):
+    tier: Literal["GENERAL", "VIP", "STANDING"]
+    price: int = Field(gt=0, le=100_000_000)
+    currency: str
+    capacity: int = Field(gt=0, le=100_000)
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        if value not in CURRENCIES:
+            raise ValueError("must be an ISO 4217 currency code (e.g. GBP, USD)")
+        return value
+
+
+class SeatMapRowRequest(Strict):
+    row: str = Field(pattern=r"^[A-Z]{1,3}$")
+    tier: Literal["GENERAL", "VIP", "STANDING"]
+    seats: int = Field(gt=0, le=1000)
+
+
+class SeatMapRequest(Strict):
+    rows: list[SeatMapRowRequest] = Field(min_length=1, max_length=2000)
+
+
+class CreateEventRequest(Strict):
+    name: Name200
+    description: Description = ""
+    venueId: str = Field(max_length=64)
+    startsAt: AwareDatetime
+    endsAt: AwareDatetime
+    ticketTiers: list[TierRequest] = Field(min_length=1, max_length=len(TIERS))
+    seatMap: SeatMapRequest | None = None
+
+
+class UpdateEventRequest(Strict):
+    name: Name200 | None = None
+    description: Description | None = None
+    venueId: str | None = Field(default=None, max_length=64)
+    startsAt: AwareDatetime | None = None
+    endsAt: AwareDatetime | None = None
+    ticketTiers: list[TierRequest] | None = Field(default=None, min_length=1, max_length=len(TIERS))
+    seatMap: SeatMapRequest | None = None
+
+
+class EventCreatedResponse(BaseModel):
+    id: str
+    name: str
+    createdAt: UtcTime
+
+
+class EventVenue(BaseModel):
+    id: str
+    name: str
+    city: str
+
+
+class TierView(BaseModel):
+    tier: str
+    price: int
+    currency: str
+    capacity: int
+    available: int
+
+
+class EventItem(BaseModel):
+    id: str
+    name: str
+    description: str
+    venue: EventVenue
+    startsAt: UtcTime
+    endsAt: UtcTime
+    availableSeats: int
+    totalSeats: int
+    ticketTiers: list[TierView]
+
+
+class SeatView(BaseModel):
+    id: str
+    row: str
+    number: int
+    tier: str
+    price: int
+    currency: str
+
+
+class SeatMapRow(BaseModel):
+    row: str
+    tier: str
+    seats: list[SeatView]
+
+
+class SeatMapView(BaseModel):
+    rows: list[SeatMapRow]
+
+
+class EventDetail(EventItem):
+    seatMap: SeatMapView
+
+
+class EventList(BaseModel):
+    data: list[EventItem]
+    pagination: Pagination
+
+
+class VenueDetail(VenueResponse):
+    events: list[EventItem]
+
+
+# -- inventory ----------------------------------------------------------------------------------
+class InventorySeat(SeatView):
+    status: Literal["AVAILABLE", "LOCKED", "RESERVED"]
+
+
+class InventorySummary(BaseModel):
+    total: int
+    available: int
+    locked: int
+    reserved: int
+
+
+class InventoryResponse(BaseModel):
+    eventId: str
+    seats: list[InventorySeat]
+    summary: InventorySummary
+
+
+# -- bookings -----------------------------------------------------------------------------------
+class PaymentMethod(Strict):
+    type: Literal["card"]
+    token: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_]+$")
+
+
+class CreateBookingRequest(Strict):
+    eventId: str = Field(max_length=64)
+    seatIds: list[str]
+    paymentMethod: PaymentMethod
+
+
+class BookingAccepted(BaseModel):
+    bookingId: str
+    status: str
+    message: str
+
+
+class BookingItem(BaseModel):
+    id: str
+    eventId: str
+    eventName: str
+    eventDate: UtcTime
+    seatIds: list[str]
+    status: str
+    totalAmount: int
+    currency: str
+    createdAt: UtcTime
+    confirmedAt: UtcTime | None = None
+    failureReason: str | None = None
+
+
+class BookingDetail(BookingItem):
+    userId: str
+    venueName: str
+    paymentId: str | None = None
+    cancelledAt: UtcTime | None = None
+
+
+class BookingList(BaseModel):
+    data: list[BookingItem]
+    pagination: Pagination
+
+
+class CancelResponse(BaseModel):
+    bookingId: str
+    status: str
+    refundAmount: int
+    currency: str
+    cancelledAt: UtcTime
+
+
+class PaymentResponse(BaseModel):
+    id: str
+    bookingId: str
+    userId: str
+    amount: int
+    currency: str
+    status: str
+    providerTransactionId: str | None
+    processedAt: UtcTime | None
+
+
+# -- notifications ------------------------------------------------------------------------------
+class NotificationItem(BaseModel):
+    id: str
+    type: str
+    subject: str
+    sentAt: UtcTime | None
+    bookingId: str | None
+    status: str
+    createdAt: UtcTime
+
+
+class NotificationList(BaseModel):
+    data: list[NotificationItem]
+
+
+class NotificationHealth(BaseModel):
+    status: Literal["ok", "degraded"]
+    ray: str
+    postgres: str
+    smtp: str

@@ -1,0 +1,85 @@
+"""Bookings: statuses, failure reasons, saga steps and the booking read model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from domain.errors import BookingNotCancellable, CancellationWindowExpired
+
+MIN_SEATS, MAX_SEATS = 1, 10
+CANCELLATION_WINDOW = timedelta(hours=24)
+
+
+class BookingStatus(StrEnum):
+    PENDING = "PENDING"
+    CONFIRMED = "CONFIRMED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+class FailureReason(StrEnum):
+    SEATS_UNAVAILABLE = "SEATS_UNAVAILABLE"
+    PAYMENT_DECLINED = "PAYMENT_DECLINED"
+    LOCK_EXPIRED = "LOCK_EXPIRED"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+
+
+class SagaStep(StrEnum):
+    """Where a saga stands; persisted before the next step starts."""
+
+    STARTED = "STARTED"  # booking written, nothing held yet
+    SEATS_LOCKED = "SEATS_LOCKED"  # the seat actor holds the seats until lock_expires_at
+    CHARGING = "CHARGING"  # a charge may be in flight: resume by replaying its idempotency key
+    CHARGED = "CHARGED"  # money taken: either the seats are sold or the money is refunded
+    CONFIRMED = "CONFIRMED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+@dataclass(frozen=True)
+class Booking:
+    id: str
+    user_id: str
+    event_id: str
+    event_name: str
+    event_date: datetime
+    venue_name: str
+    seat_ids: tuple[str, ...]
+    status: BookingStatus
+    saga_step: SagaStep
+    saga_slot: int
+    failure_reason: FailureReason | None
+    total_amount: int
+    currency: str
+    payment_token: str
+    payment_id: str | None
+    lock_expires_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    confirmed_at: datetime | None
+    failed_at: datetime | None
+    cancelled_at: datetime | None
+
+
+def charge_key(booking_id: str) -> str:
+    return f"{booking_id}:charge"
+
+
+def refund_key(booking_id: str) -> str:
+    return f"{booking_id}:refund"
+
+
+def saga_slot(booking_id: str, pool_size: int) -> int:
+    """Which saga actor drives a booking: stable for a booking id, spread evenly by its random part."""
+    return sum(booking_id.encode()) % pool_size
+
+
+def check_cancellable(booking: Booking, *, now: datetime) -> None:
+    if booking.status is not BookingStatus.CONFIRMED:
+        raise BookingNotCancellable(f"Booking {booking.id} is {booking.status.value}, not CONFIRMED")
+    if booking.event_date - now < CANCELLATION_WINDOW:
+        raise CancellationWindowExpired(
+            f"Booking {booking.id} cannot be cancelled: the event starts in less than 24 hours"
+        )

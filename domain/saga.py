@@ -1,0 +1,214 @@
+"""The booking saga: lock -> charge -> reserve -> CONFIRMED -> notify, with compensation.
+
+Pure orchestration over four ports; the BookingSaga actor supplies real ones (seat actors, the
+payment actor, Postgres, the notifier), the unit tests in-memory fakes. Each step's outcome is
+persisted before the next step begins, so `run` can resume a booking from any persisted step:
+every external call it repeats carries the same idempotency key, so a resumed saga never locks,
+charges or refunds twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from collections.abc import Awaitable
+from typing import Protocol, TypeVar
+
+from domain.bookings import BookingStatus, FailureReason, SagaStep, charge_key, refund_key
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SagaBooking:
+    """What the saga needs to know of a booking, as persisted."""
+
+    id: str
+    user_id: str
+    event_id: str
+    seat_ids: tuple[str, ...]
+    amount: int
+    currency: str
+    payment_token: str
+    status: BookingStatus
+    step: SagaStep
+    payment_id: str | None
+    lock_expires_at: datetime | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class SeatLock:
+    ok: bool
+    expires_at: datetime | None = None
+    conflicts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Charge:
+    payment_id: str
+    succeeded: bool
+    decline_code: str | None = None
+
+
+class SeatsPort(Protocol):
+    async def lock(self, *, event_id: str, booking_id: str, seat_ids: tuple[str, ...]) -> SeatLock: ...
+    async def release(self, *, event_id: str, booking_id: str) -> None: ...
+    async def reserve(self, *, event_id: str, booking_id: str) -> bool: ...
+
+
+class PaymentsPort(Protocol):
+    async def charge(
+        self, *, booking_id: str, user_id: str, amount: int, currency: str, token: str, idempotency_key: str
+    ) -> Charge: ...
+    async def refund(self, *, payment_id: str, idempotency_key: str) -> None: ...
+
+
+class BookingStore(Protocol):
+    async def load(self, booking_id: str) -> SagaBooking | None: ...
+    async def mark_locked(self, booking_id: str, expires_at: datetime) -> bool: ...
+    async def mark_step(self, booking_id: str, step: SagaStep) -> bool: ...
+    async def mark_charged(self, booking_id: str, payment_id: str) -> bool: ...
+    async def confirm(self, booking_id: str) -> bool: ...
+    async def fail(self, booking_id: str, reason: FailureReason) -> bool: ...
+
+
+class NotifierPort(Protocol):
+    async def poke(self) -> None: ...
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+@dataclass(frozen=True)
+class SagaOutcome:
+    booking_id: str
+    status: BookingStatus
+    failure_reason: FailureReason | None = None
+
+
+# Do not start a charge on a lock that will lapse before the charge can finish.
+CHARGE_MARGIN = timedelta(seconds=5)
+
+
+class BookingSagaRunner:
+    def __init__(
+        self, *, seats: SeatsPort, payments: PaymentsPort, store: BookingStore, notifier: NotifierPort,
+        clock: Clock, step_timeout: float, deadline: timedelta,
+    ) -> None:
+        self._seats = seats
+        self._payments = payments
+        self._store = store
+        self._notifier = notifier
+        self._clock = clock
+        self._step_timeout = step_timeout
+        self._deadline = deadline
+
+    async def run(self, booking_id: str) -> SagaOutcome | None:
+        """Drives one booking as far as it can go; None when it must be resumed later.
+
+        Transient failures (an actor or the provider unreachable, a step timing out) leave the
+        booking at its persisted step for the recovery sweep, until the saga's deadline passes;
+        after that the saga compensates and fails with INTERNAL_ERROR.
+        """
+        booking = await self._store.load(booking_id)
+        if booking is None:
+            logger.warning("saga: booking %s does not exist", booking_id)
+            return None
+        if booking.status is not BookingStatus.PENDING:
+            return SagaOutcome(booking.id, booking.status)
+        try:
+            return await self._advance(booking)
+        except Exception as exc:  # noqa: BLE001 - any failure of a dependency is retried or failed
+            if self._clock.now() - booking.created_at < self._deadline:
+                logger.warning("saga %s: step %s interrupted (%s); will resume", booking.id, booking.step, type(exc).__name__)
+                return None
+            logger.error("saga %s: deadline passed in step %s; compensating", booking.id, booking.step)
+            return await self._give_up(booking_id)
+
+    async def _call(self, awaitable: Awaitable[T]) -> T:
+        return await asyncio.wait_for(awaitable, timeout=self._step_timeout)
+
+    async def _advance(self, b: SagaBooking) -> SagaOutcome:
+        step = b.step
+        lock_expires_at = b.lock_expires_at
+        if step is SagaStep.STARTED:
+            lock = await self._call(self._seats.lock(event_id=b.event_id, booking_id=b.id, seat_ids=b.seat_ids))
+            if not lock.ok:
+                return await self._fail(b, FailureReason.SEATS_UNAVAILABLE)
+            assert lock.expires_at is not None
+            lock_expires_at = lock.expires_at
+            await self._store.mark_locked(b.id, lock.expires_at)
+            step = SagaStep.SEATS_LOCKED
+
+        if step is SagaStep.SEATS_LOCKED:
+            if lock_expires_at is None or lock_expires_at - self._clock.now() < CHARGE_MARGIN:
+                await self._release(b)
+                return await self._fail(b, FailureReason.LOCK_EXPIRED)
+            await self._store.mark_step(b.id, SagaStep.CHARGING)
+            step = SagaStep.CHARGING
+
+        payment_id = b.payment_id
+        if step is SagaStep.CHARGING:
+            charge = await self._call(self._payments.charge(
+                booking_id=b.id, user_id=b.user_id, amount=b.amount, currency=b.currency,
+                token=b.payment_token, idempotency_key=charge_key(b.id),
+            ))
+            if not charge.succeeded:
+                await self._release(b)
+                return await self._fail(b, FailureReason.PAYMENT_DECLINED)
+            payment_id = charge.payment_id
+            await self._store.mark_charged(b.id, payment_id)
+            step = SagaStep.CHARGED
+
+        if step is SagaStep.CHARGED:
+            assert payment_id is not None
+            if not await self._call(self._seats.reserve(event_id=b.event_id, booking_id=b.id)):
+                # The lock lapsed while the card was charged and the seats may be someone else's:
+                # the money goes back before the booking is reported failed.
+                await self._call(self._payments.refund(payment_id=payment_id, idempotency_key=refund_key(b.id)))
+                return await self._fail(b, FailureReason.LOCK_EXPIRED)
+            await self._store.confirm(b.id)
+            await self._notify()
+            return SagaOutcome(b.id, BookingStatus.CONFIRMED)
+
+        raise RuntimeError(f"saga {b.id}: unexpected step {step}")
+
+    async def _give_up(self, booking_id: str) -> SagaOutcome | None:
+        """Compensates whatever may have happened, then fails the booking."""
+        booking = await self._store.load(booking_id)
+        if booking is None or booking.status is not BookingStatus.PENDING:
+            return SagaOutcome(booking_id, booking.status) if booking else None
+        try:
+            if booking.step in (SagaStep.CHARGING, SagaStep.CHARGED):
+                # Replaying the charge's key learns its real outcome without charging again.
+                charge = await self._call(self._payments.charge(
+                    booking_id=booking.id, user_id=booking.user_id, amount=booking.amount,
+                    currency=booking.currency, token=booking.payment_token,
+                    idempotency_key=charge_key(booking.id),
+                ))
+                if charge.succeeded:
+                    await self._call(self._payments.refund(payment_id=charge.payment_id, idempotency_key=refund_key(booking.id)))
+            await self._release(booking)
+        except Exception as exc:  # noqa: BLE001
+            logger.error("saga %s: compensation interrupted (%s); will retry", booking.id, type(exc).__name__)
+            return None
+        return await self._fail(booking, FailureReason.INTERNAL_ERROR)
+
+    async def _release(self, b: SagaBooking) -> None:
+        await self._call(self._seats.release(event_id=b.event_id, booking_id=b.id))
+
+    async def _fail(self, b: SagaBooking, reason: FailureReason) -> SagaOutcome:
+        await self._store.fail(b.id, reason)
+        await self._notify()
+        return SagaOutcome(b.id, BookingStatus.FAILED, reason)
+
+    async def _notify(self) -> None:
+        try:
+            await self._notifier.poke()
+        except Exception as exc:  # noqa: BLE001 - the notification row is already persisted
+            logger.warning("notifier unreachable (%s); its poller will deliver", type(exc).__name__)

@@ -1,0 +1,512 @@
+"""Card processors behind the `PaymentProcessor` port: an offline simulator and Stripe.
+
+Both may be called again with the same idempotency key and then return the
+original outcome, but only for as long as the provider remembers the key
+(Stripe: 24 h; the simulator: this process). Durable "charge at most once" is the
+payment actor's job: it records each attempt and its outcome in Postgres and only
+ever re-sends the same `ChargeRequest` with the same key.
+
+Card tokens, API keys and provider payloads are never logged and never put in
+outcome messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import string
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+import stripe
+
+from domain.errors import TicketFlowError
+from domain.payments import (
+    ChargeOutcome,
+    ChargeRequest,
+    PaymentProcessor,
+    PaymentProviderUnavailable,
+    RefundOutcome,
+)
+
+if TYPE_CHECKING:
+    from stripe.params import RefundCreateParams
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+_ID_ALPHABET = string.ascii_letters + string.digits
+
+DECLINE_MESSAGES: dict[str, str] = {
+    "generic_decline": "Your card was declined.",
+    "insufficient_funds": "Your card has insufficient funds.",
+    "invalid_payment_method": "The payment method is invalid.",
+    "authentication_required": "The card requires authentication, which is not supported.",
+}
+_FALLBACK_DECLINE_MESSAGE = "The payment was declined."
+
+
+class IdempotencyKeyReused(TicketFlowError):
+    """The same idempotency key came with different parameters: a caller bug, never retry it."""
+
+    default_message = "A payment idempotency key was reused with different parameters"
+
+
+def _provider_id(prefix: str) -> str:
+    """Return a Stripe-shaped object id: the prefix (`ch_`, `re_`) and 24 alphanumerics."""
+    return prefix + "".join(secrets.choice(_ID_ALPHABET) for _ in range(24))
+
+
+def _declined(
+    decline_code: str, *, transaction_id: str | None = None, message: str | None = None
+) -> ChargeOutcome:
+    return ChargeOutcome(
+        succeeded=False,
+        provider_transaction_id=transaction_id,
+        decline_code=decline_code,
+        message=message or DECLINE_MESSAGES.get(decline_code, _FALLBACK_DECLINE_MESSAGE),
+    )
+
+
+def _unknown_transaction(provider_transaction_id: str) -> RefundOutcome | None:
+    if provider_transaction_id.startswith(("ch_", "pi_")):
+        return None
+    return RefundOutcome(succeeded=False, refund_id=None, message="Unknown payment transaction")
+
+
+# --------------------------------------------------------------------------- simulated
+
+_SIMULATED_SUCCESS_TOKENS = frozenset({"pm_card_visa", "pm_card_mastercard", "tok_visa"})
+_SIMULATED_DECLINE_TOKENS: dict[str, str] = {
+    "pm_card_chargeDeclined": "generic_decline",
+    "tok_chargeDeclined": "generic_decline",
+    "pm_card_chargeDeclinedInsufficientFunds": "insufficient_funds",
+}
+
+
+@dataclass(frozen=True)
+class _Remembered(Generic[_T]):
+    fingerprint: tuple[object, ...]
+    outcome: _T
+
+
+class SimulatedProcessor:
+    """Offline processor that answers Stripe's test-mode tokens the way Stripe would.
+
+    Idempotency keys live in memory only (bounded, oldest forgotten first): enough
+    for a retry within one process to get the same outcome and the same `ch_`/`re_`
+    id. Durable idempotency across restarts is the payment actor's job via Postgres.
+
+    Args:
+        latency_ms: Simulated provider latency added to every charge and refund.
+        max_remembered_keys: How many idempotency keys charges and refunds each keep.
+    """
+
+    name: str = "simulated"
+
+    def __init__(self, latency_ms: int = 0, *, max_remembered_keys: int = 100_000) -> None:
+        if latency_ms < 0:
+            raise ValueError("latency_ms must be >= 0")
+        self._latency_s = latency_ms / 1000
+        self._max_keys = max_remembered_keys
+        self._charges: OrderedDict[str, _Remembered[ChargeOutcome]] = OrderedDict()
+        self._refunds: OrderedDict[str, _Remembered[RefundOutcome]] = OrderedDict()
+
+    async def charge(self, request: ChargeRequest) -> ChargeOutcome:
+        """Charge a test token.
+
+        Args:
+            request: The charge; `idempotency_key` makes a repeat return the original outcome.
+
+        Returns:
+            Success with a `ch_` id, or a decline with Stripe's decline code.
+
+        Raises:
+            IdempotencyKeyReused: The key was used before for a different request.
+        """
+        fingerprint = (
+            request.booking_id,
+            request.amount,
+            request.currency.upper(),
+            request.payment_token,
+        )
+        # Decide and remember before the first await, so two concurrent calls with
+        # the same key cannot both mint a charge.
+        outcome = self._remember(
+            self._charges,
+            key=request.idempotency_key,
+            fingerprint=fingerprint,
+            decide=lambda: self._decide_charge(request.payment_token),
+        )
+        await self._simulate_latency()
+        return outcome
+
+    async def refund(
+        self, *, provider_transaction_id: str, amount: int, idempotency_key: str
+    ) -> RefundOutcome:
+        """Refund a `ch_`/`pi_` transaction.
+
+        Args:
+            provider_transaction_id: The id a successful charge returned.
+            amount: Minor units to refund.
+            idempotency_key: A repeat with the same key returns the original refund.
+
+        Returns:
+            Success with a `re_` id, or a failure for an unknown id or a non-positive amount.
+
+        Raises:
+            IdempotencyKeyReused: The key was used before for a different refund.
+        """
+        outcome = self._remember(
+            self._refunds,
+            key=idempotency_key,
+            fingerprint=(provider_transaction_id, amount),
+            decide=lambda: self._decide_refund(provider_transaction_id, amount),
+        )
+        await self._simulate_latency()
+        return outcome
+
+    @staticmethod
+    def _decide_charge(token: str) -> ChargeOutcome:
+        if token in _SIMULATED_SUCCESS_TOKENS:
+            return ChargeOutcome(succeeded=True, provider_transaction_id=_provider_id("ch_"))
+        decline_code = _SIMULATED_DECLINE_TOKENS.get(token)
+        if decline_code is not None:
+            # Stripe records a failed charge for a card decline (never refundable),
+            # but none for a payment method it does not know.
+            return _declined(decline_code, transaction_id=_provider_id("ch_"))
+        return _declined("invalid_payment_method")
+
+    @staticmethod
+    def _decide_refund(provider_transaction_id: str, amount: int) -> RefundOutcome:
+        unknown = _unknown_transaction(provider_transaction_id)
+        if unknown is not None:
+            return unknown
+        if amount <= 0:
+            return RefundOutcome(
+                succeeded=False, refund_id=None, message="Refund amount must be positive"
+            )
+        return RefundOutcome(succeeded=True, refund_id=_provider_id("re_"))
+
+    def _remember(
+        self,
+        store: OrderedDict[str, _Remembered[_T]],
+        *,
+        key: str,
+        fingerprint: tuple[object, ...],
+        decide: Callable[[], _T],
+    ) -> _T:
+        seen = store.get(key)
+        if seen is not None:
+            if seen.fingerprint != fingerprint:
+                raise IdempotencyKeyReused()
+            return seen.outcome
+        outcome = decide()
+        store[key] = _Remembered(fingerprint, outcome)
+        while len(store) > self._max_keys:
+            store.popitem(last=False)
+        return outcome
+
+    async def _simulate_latency(self) -> None:
+        if self._latency_s > 0:
+            await asyncio.sleep(self._latency_s)
+
+
+# --------------------------------------------------------------------------- stripe
+
+
+def _keep_sdk_logs_free_of_card_data() -> None:
+    # The SDK logs request bodies at DEBUG and Stripe's error messages (which echo
+    # payment method ids, e.g. "No such PaymentMethod: 'pm_...'") at INFO. Pin the
+    # logger's own level: inheriting would let a DEBUG root logger turn them back on.
+    sdk_logger = logging.getLogger("stripe")
+    if sdk_logger.level < logging.WARNING:
+        sdk_logger.setLevel(logging.WARNING)
+
+
+def _charge_id(value: str | stripe.Charge | None) -> str | None:
+    """Return the id of an expandable charge field, whether Stripe sent the id or the object."""
+    if value is None or isinstance(value, str):
+        return value
+    return value.id
+
+
+class StripeProcessor:
+    """Stripe through the official SDK's async API: PaymentIntents and Refunds.
+
+    Every call carries the caller's idempotency key, so the SDK's own retries
+    (`max_network_retries`, on connection errors, 409 and 5xx) and the caller's
+    retries after `PaymentProviderUnavailable` never charge or refund twice.
+
+    Args:
+        api_key: Secret key (`sk_...`/`rk_...`); never logged.
+        api_base: Base URL of the API, e.g. a local fake; None for api.stripe.com.
+        timeout: Seconds per HTTP attempt.
+        max_network_retries: Retries the SDK makes before giving up.
+    """
+
+    name: str = "stripe"
+
+    def __init__(
+        self,
+        api_key: str,
+        api_base: str | None = None,
+        timeout: float = 10.0,
+        *,
+        max_network_retries: int = 2,
+    ) -> None:
+        if not api_key:
+            raise ValueError("api_key must not be empty")
+        self._api_key = api_key
+        self._api_base = api_base.rstrip("/") if api_base else None
+        self._timeout = timeout
+        self._max_network_retries = max_network_retries
+        self._client: stripe.StripeClient | None = None
+        self._http: stripe.HTTPXClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        _keep_sdk_logs_free_of_card_data()
+
+    def __repr__(self) -> str:
+        return f"StripeProcessor(api_base={self._api_base!r})"
+
+    async def charge(self, request: ChargeRequest) -> ChargeOutcome:
+        """Create a PaymentIntent confirmed at creation.
+
+        Args:
+            request: The charge; `idempotency_key` goes to Stripe as `Idempotency-Key`.
+
+        Returns:
+            Success with the PaymentIntent's latest charge (`ch_`, else its `pi_` id),
+            or a decline with Stripe's decline code.
+
+        Raises:
+            PaymentProviderUnavailable: Stripe could not be reached, answered 5xx or
+                429, or rejected our key; retry with the same request.
+            IdempotencyKeyReused: Stripe saw the key before with other parameters.
+        """
+        client = self._stripe()
+        try:
+            intent = await client.v1.payment_intents.create_async(
+                params={
+                    "amount": request.amount,
+                    "currency": request.currency.lower(),
+                    "payment_method": request.payment_token,
+                    "confirm": True,
+                    # Cards only, no redirects: confirming server-side needs no return_url.
+                    "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
+                    "metadata": {"booking_id": request.booking_id},
+                },
+                options={"idempotency_key": request.idempotency_key},
+            )
+        except stripe.CardError as err:
+            return self._card_declined(err, booking_id=request.booking_id)
+        except stripe.IdempotencyError:
+            logger.error(
+                "Stripe refused a reused idempotency key (booking_id=%s, idempotency_key=%s)",
+                request.booking_id,
+                request.idempotency_key,
+            )
+            raise IdempotencyKeyReused()
+        except stripe.InvalidRequestError as err:
+            return self._invalid_charge(err, booking_id=request.booking_id)
+        except stripe.StripeError as err:
+            raise self._unavailable(err, operation="charge", booking_id=request.booking_id)
+
+        if intent.status == "succeeded":
+            return ChargeOutcome(
+                succeeded=True,
+                provider_transaction_id=_charge_id(intent.latest_charge) or intent.id,
+            )
+        if intent.status == "processing":
+            # Neither paid nor declined yet; a decline here could drop money that settles later.
+            logger.warning(
+                "Stripe PaymentIntent still processing (booking_id=%s, payment_intent=%s)",
+                request.booking_id,
+                intent.id,
+            )
+            raise PaymentProviderUnavailable("The payment is still processing; retry shortly")
+        logger.info(
+            "Stripe PaymentIntent not completed (booking_id=%s, payment_intent=%s, status=%s)",
+            request.booking_id,
+            intent.id,
+            intent.status,
+        )
+        return _declined("authentication_required", transaction_id=intent.id)
+
+    async def refund(
+        self, *, provider_transaction_id: str, amount: int, idempotency_key: str
+    ) -> RefundOutcome:
+        """Refund a charge (`ch_`) or PaymentIntent (`pi_`) through the Refunds API.
+
+        Args:
+            provider_transaction_id: The id `charge` returned.
+            amount: Minor units to refund.
+            idempotency_key: Sent as `Idempotency-Key`.
+
+        Returns:
+            Success (refund `succeeded` or `pending`, or the charge was already fully
+            refunded), or a failure Stripe will not change its mind about.
+
+        Raises:
+            PaymentProviderUnavailable: Stripe could not be reached, answered 5xx or
+                429, or rejected our key; retry with the same key.
+            IdempotencyKeyReused: Stripe saw the key before with other parameters.
+        """
+        unknown = _unknown_transaction(provider_transaction_id)
+        if unknown is not None:
+            return unknown
+        params: RefundCreateParams = {"amount": amount}
+        if provider_transaction_id.startswith("ch_"):
+            params["charge"] = provider_transaction_id
+        else:
+            params["payment_intent"] = provider_transaction_id
+
+        client = self._stripe()
+        try:
+            refund = await client.v1.refunds.create_async(
+                params=params, options={"idempotency_key": idempotency_key}
+            )
+        except stripe.IdempotencyError:
+            logger.error(
+                "Stripe refused a reused idempotency key (idempotency_key=%s)", idempotency_key
+            )
+            raise IdempotencyKeyReused()
+        except (stripe.InvalidRequestError, stripe.CardError) as err:
+            if err.code == "charge_already_refunded":
+                # An earlier refund under another key already did the job.
+                return RefundOutcome(succeeded=True, refund_id=None, message="Already refunded")
+            logger.warning(
+                "Stripe rejected a refund (idempotency_key=%s, code=%s, request_id=%s)",
+                idempotency_key,
+                err.code,
+                err.request_id,
+            )
+            return RefundOutcome(
+                succeeded=False, refund_id=None, message="The payment provider rejected the refund"
+            )
+        except stripe.StripeError as err:
+            raise self._unavailable(err, operation="refund", idempotency_key=idempotency_key)
+
+        if refund.status in ("succeeded", "pending"):
+            return RefundOutcome(succeeded=True, refund_id=refund.id)
+        logger.warning(
+            "Stripe refund not successful (idempotency_key=%s, refund=%s, status=%s)",
+            idempotency_key,
+            refund.id,
+            refund.status,
+        )
+        return RefundOutcome(
+            succeeded=False, refund_id=refund.id, message=f"The refund is {refund.status}"
+        )
+
+    async def aclose(self) -> None:
+        """Close the HTTP connection pool; the processor reopens one if used again."""
+        http, self._http, self._client, self._loop = self._http, None, None, None
+        if http is not None:
+            await http.close_async()  # type: ignore[no-untyped-call]  # the SDK leaves it unannotated
+
+    def _stripe(self) -> stripe.StripeClient:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            # An httpx pool belongs to the event loop that first used it, so a new
+            # loop (another test, a restarted actor) gets a new client.
+            self._http = stripe.HTTPXClient(timeout=self._timeout)
+            self._client = stripe.StripeClient(
+                self._api_key,
+                base_addresses={"api": self._api_base} if self._api_base else {},
+                http_client=self._http,
+                max_network_retries=self._max_network_retries,
+            )
+            self._loop = loop
+        return self._client
+
+    @staticmethod
+    def _card_declined(err: stripe.CardError, *, booking_id: str) -> ChargeOutcome:
+        details = err.error
+        decline_code = (details.decline_code if details else None) or err.code or "card_declined"
+        failed_charge = details.charge if details else None
+        logger.info(
+            "Stripe declined a charge (booking_id=%s, decline_code=%s, request_id=%s)",
+            booking_id,
+            decline_code,
+            err.request_id,
+        )
+        return _declined(decline_code, transaction_id=failed_charge)
+
+    @staticmethod
+    def _invalid_charge(err: stripe.InvalidRequestError, *, booking_id: str) -> ChargeOutcome:
+        # A 400 is final for these parameters: no charge was made and a retry would
+        # be refused the same way, so it is a decline, not an outage.
+        if err.param == "payment_method" or (err.param or "").startswith("payment_method["):
+            decline_code = "invalid_payment_method"
+        else:
+            decline_code = err.code or "invalid_request"
+        logger.warning(
+            "Stripe rejected a charge request (booking_id=%s, code=%s, param=%s, request_id=%s)",
+            booking_id,
+            err.code,
+            err.param,
+            err.request_id,
+        )
+        return _declined(decline_code)
+
+    @staticmethod
+    def _unavailable(
+        err: stripe.StripeError,
+        *,
+        operation: str,
+        booking_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> PaymentProviderUnavailable:
+        if isinstance(err, stripe.AuthenticationError | stripe.PermissionError):
+            logger.error(
+                "Stripe rejected the configured API key; check STRIPE_API_KEY "
+                "(operation=%s, booking_id=%s, idempotency_key=%s, http_status=%s)",
+                operation,
+                booking_id,
+                idempotency_key,
+                err.http_status,
+            )
+            return PaymentProviderUnavailable(
+                "The payment provider rejected our credentials (server misconfiguration)"
+            )
+        logger.warning(
+            "Stripe unavailable (operation=%s, booking_id=%s, idempotency_key=%s, "
+            "error=%s, http_status=%s, request_id=%s)",
+            operation,
+            booking_id,
+            idempotency_key,
+            type(err).__name__,
+            err.http_status,
+            err.request_id,
+        )
+        return PaymentProviderUnavailable(
+            "The payment provider is unavailable; the outcome is unknown, retry with the same key"
+        )
+
+
+# --------------------------------------------------------------------------- factory
+
+
+def processor_from_settings(
+    *, stripe_api_key: str | None, stripe_api_base: str | None, latency_ms: int
+) -> PaymentProcessor:
+    """Pick Stripe when a key is configured, else the offline simulator.
+
+    Args:
+        stripe_api_key: The unwrapped secret, or None/empty for the simulator.
+        stripe_api_base: Override for the Stripe API base URL (tests, proxies).
+        latency_ms: Simulated latency; the simulator only.
+
+    Returns:
+        The processor the payment actor should use.
+    """
+    if stripe_api_key:
+        logger.info("Payments go to Stripe (api_base=%s)", stripe_api_base or "default")
+        return StripeProcessor(stripe_api_key, api_base=stripe_api_base)
+    logger.info("Payments use the simulated processor (latency_ms=%s)", latency_ms)
+    return SimulatedProcessor(latency_ms)

@@ -1,0 +1,255 @@
+"""TicketFlow's composition root: the Serve application and the `ticketflow` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from ray import serve
+from ray.serve import Application
+
+from api.app import create_app
+from config.settings import Settings, get_settings
+
+logger = logging.getLogger("ticketflow")
+
+fastapi_app = create_app()
+
+
+@serve.deployment(
+    name="Gateway",
+    max_ongoing_requests=256,  # Serve's default of 5 starves an I/O-bound replica (see docs)
+    ray_actor_options={"num_cpus": 0},
+)
+@serve.ingress(fastapi_app)
+class Gateway:
+    """The HTTP ingress: validation, auth and routing; business state lives in actors and Postgres."""
+
+
+class AppArgs(BaseModel):
+    pass
+
+
+def build_app(args: AppArgs) -> Application:
+    return Gateway.bind()  # type: ignore[attr-defined,no-any-return]
+
+
+app = build_app(AppArgs())
+
+
+# -- runtime set-up -----------------------------------------------------------------------------
+SHARED_ENV = ("DATABASE_URL", "REDIS_URL", "JWT_SECRET", "SEAT_LOCK_TTL", "STRIPE_API_KEY", "STRIPE_API_BASE", "SMTP_URL")
+
+
+def load_or_create_jwt_secret(state_dir: Path) -> str:
+    """A development secret, generated once and kept in the state directory (never in code)."""
+    path = state_dir / "jwt_secret"
+    if path.exists():
+        return path.read_text().strip()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secret)
+    return secret
+
+
+@contextmanager
+def embedded_services(settings: Settings) -> Iterator[Settings]:
+    """Starts an embedded Postgres/Redis for what is not configured; yields the resolved settings."""
+    from storage.embedded import EmbeddedPostgres, EmbeddedRedis, start_embedded_postgres, start_embedded_redis
+
+    state_dir = settings.state_dir.resolve()
+    started: list[EmbeddedPostgres | EmbeddedRedis] = []
+    try:
+        if not settings.database_url:
+            pg = start_embedded_postgres(state_dir)
+            started.append(pg)
+            os.environ["DATABASE_URL"] = pg.url
+            logger.info("embedded Postgres on 127.0.0.1:%d (data in %s)", pg.port, pg.data_dir)
+        if not settings.redis_url:
+            redis = start_embedded_redis(state_dir)
+            started.append(redis)
+            os.environ["REDIS_URL"] = redis.url
+            logger.info("embedded Redis on 127.0.0.1:%d", redis.port)
+        if settings.jwt_secret is None:
+            os.environ["JWT_SECRET"] = load_or_create_jwt_secret(state_dir)
+        get_settings.cache_clear()
+        yield get_settings()
+    finally:
+        for service in reversed(started):
+            service.stop()
+        get_settings.cache_clear()
+
+
+async def prepare_database(settings: Settings, *, seed: bool) -> None:
+    import asyncpg
+
+    from api.bootstrap import ensure_admin_from_settings, seed_demo
+    from storage.migrate import apply_migrations
+
+    assert settings.database_url
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        applied = await apply_migrations(conn)
+        if applied:
+            logger.info("migrations applied: %s", ", ".join(applied))
+        await ensure_admin_from_settings(conn, settings)
+        if seed:
+            await seed_demo(conn, settings)
+    finally:
+        await conn.close()
+
+
+def runtime_env_vars() -> dict[str, str]:
+    """What every Ray worker must see: the resolved URLs and secret, and TicketFlow's settings."""
+    return {k: v for k, v in os.environ.items() if k in SHARED_ENV or k.startswith("TICKETFLOW_")}
+
+
+def start_ray(settings: Settings) -> None:
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    kwargs: dict[str, Any] = {
+        "namespace": "ticketflow", "runtime_env": {"env_vars": runtime_env_vars()},
+        "logging_level": "WARNING", "log_to_driver": True,
+    }
+    if settings.ray_address:
+        ray.init(address=settings.ray_address, **kwargs)
+    else:
+        ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", **kwargs)
+
+
+def deploy(settings: Settings) -> None:
+    from actors import registry
+
+    serve.start(http_options={"host": settings.host, "port": settings.port})
+    serve.run(app, name="ticketflow", route_prefix="/")
+    registry.start_service_actors()
+
+
+def cmd_serve(_args: argparse.Namespace) -> int:
+    import ray
+
+    base = get_settings()
+    stop = threading.Event()
+    with embedded_services(base) as settings:
+        asyncio.run(prepare_database(settings, seed=settings.seed_demo))
+        start_ray(settings)
+        # Ray installs its own SIGTERM handler; ours must win so that shutdown is orderly.
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        try:
+            deploy(settings)
+            print(f"TicketFlow is serving on http://{settings.host}:{settings.port}", flush=True)
+            while not stop.wait(0.5):
+                pass
+            print("TicketFlow shutting down", flush=True)
+        finally:
+            try:
+                serve.shutdown()
+            except Exception:  # noqa: BLE001 - keep shutting down
+                logger.exception("serve shutdown failed")
+            if not settings.ray_address:
+                from actors.registry import kill_all_actors
+
+                kill_all_actors()
+            ray.shutdown()
+    return 0
+
+
+def cmd_migrate(_args: argparse.Namespace) -> int:
+    from storage.migrate import migrate
+
+    settings = get_settings()
+    if not settings.database_url:
+        with embedded_services(settings) as resolved:
+            assert resolved.database_url
+            applied = asyncio.run(migrate(resolved.database_url))
+    else:
+        applied = asyncio.run(migrate(settings.database_url))
+    print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+    return 0
+
+
+async def _with_conn(settings: Settings, action: Any) -> None:
+    import asyncpg
+
+    from storage.migrate import apply_migrations
+
+    assert settings.database_url
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await apply_migrations(conn)
+        await action(conn, settings)
+    finally:
+        await conn.close()
+
+
+def _run_with_db(action: Any) -> None:
+    settings = get_settings()
+    if settings.database_url:
+        asyncio.run(_with_conn(settings, action))
+        return
+    with embedded_services(settings) as resolved:
+        asyncio.run(_with_conn(resolved, action))
+
+
+def cmd_create_admin(args: argparse.Namespace) -> int:
+    from api.bootstrap import create_admin
+
+    async def action(conn: Any, settings: Settings) -> None:
+        await create_admin(conn, settings, email=args.email, password=args.password, name=args.name)
+
+    try:
+        _run_with_db(action)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"admin {args.email} ready")
+    return 0
+
+
+def cmd_seed_demo(_args: argparse.Namespace) -> int:
+    from api.bootstrap import seed_demo
+
+    result: list[bool] = []
+
+    async def action(conn: Any, settings: Settings) -> None:
+        result.append(await seed_demo(conn, settings))
+
+    _run_with_db(action)
+    print("demo data seeded" if result and result[0] else "demo data already present")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ticketflow", description="TicketFlow event-ticketing server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the API on TICKETFLOW_HOST:TICKETFLOW_PORT (foreground)").set_defaults(func=cmd_serve)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+    admin = sub.add_parser("create-admin", help="create (or promote) an ADMIN account")
+    admin.add_argument("--email", required=True)
+    admin.add_argument("--password", required=True)
+    admin.add_argument("--name", default="Administrator")
+    admin.set_defaults(func=cmd_create_admin)
+    sub.add_parser("seed-demo", help="seed the demo user, venues and events").set_defaults(func=cmd_seed_demo)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=get_settings().log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Venues, events, tiers and seats in Postgres."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+
+from domain.catalog import Event, HeldCounts, SeatWithPrice, Venue
+from domain.ids import new_id
+from domain.seating import SEAT_ID_RE, Seat, TicketTier
+from storage import queries as q
+
+
+def _venue(row: asyncpg.Record) -> Venue:
+    return Venue(
+        id=row["id"], name=row["name"], address=row["address"], city=row["city"],
+        country=row["country"], capacity=row["capacity"], created_at=row["created_at"],
+    )
+
+
+def _event(row: asyncpg.Record, tiers: list[TicketTier]) -> Event:
+    return Event(
+        id=row["id"], name=row["name"], description=row["description"],
+        venue_id=row["venue_id"], venue_name=row["venue_name"], venue_city=row["venue_city"],
+        venue_capacity=row["venue_capacity"], starts_at=row["starts_at"], ends_at=row["ends_at"],
+        created_at=row["created_at"], updated_at=row["updated_at"], tiers=tiers,
+    )
+
+
+async def add_venue(conn: asyncpg.Connection, *, name: str, address: str, city: str, country: str, capacity: int) -> Venue:
+    row = await conn.fetchrow(q.INSERT_VENUE, new_id("ven"), name, address, city, country, capacity)
+    assert row is not None
+    return _venue(row)
+
+
+async def get_venue(conn: asyncpg.Connection, venue_id: str) -> Venue | None:
+    row = await conn.fetchrow(q.SELECT_VENUE_BY_ID, venue_id)
+    return _venue(row) if row else None
+
+
+async def get_venue_by_name(conn: asyncpg.Connection, name: str) -> Venue | None:
+    row = await conn.fetchrow(q.SELECT_VENUE_BY_NAME, name)
+    return _venue(row) if row else None
+
+
+async def _tiers_of(conn: asyncpg.Connection, event_ids: list[str]) -> dict[str, list[TicketTier]]:
+    tiers: dict[str, list[TicketTier]] = {eid: [] for eid in event_ids}
+    for row in await conn.fetch(q.SELECT_TIERS_FOR_EVENTS, event_ids):
+        tiers[row["event_id"]].append(TicketTier(row["tier"], row["price"], row["currency"], row["capacity"]))
+    return tiers
+
+
+async def _events(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> list[Event]:
+    tiers = await _tiers_of(conn, [r["id"] for r in rows])
+    return [_event(r, tiers[r["id"]]) for r in rows]
+
+
+async def add_event(
+    conn: asyncpg.Connection, *, venue_id: str, name: str, description: str,
+    starts_at: datetime, ends_at: datetime, tiers: list[TicketTier], seats: list[Seat],
+) -> tuple[str, datetime]:
+    """Inserts the event, its tiers and its seats; the caller owns the transaction."""
+    row = await conn.fetchrow(q.INSERT_EVENT, new_id("evnt"), venue_id, name, description, starts_at, ends_at)
+    assert row is not None
+    await replace_seat_map(conn, event_id=row["id"], tiers=tiers, seats=seats, clear=False)
+    return row["id"], row["created_at"]
+
+
+async def replace_seat_map(
+    conn: asyncpg.Connection, *, event_id: str, tiers: list[TicketTier], seats: list[Seat], clear: bool = True
+) -> None:
+    if clear:
+        await conn.execute(q.DELETE_SEATS_OF_EVENT, event_id)
+        await conn.execute(q.DELETE_TIERS_OF_EVENT, event_id)
+    await conn.executemany(
+        q.INSERT_TIER, [(event_id, t.tier, i, t.price, t.currency, t.capacity) for i, t in enumerate(tiers)]
+    )
+    # COPY: a 20 000-seat event is one round trip instead of 20 000 inserts.
+    await conn.copy_records_to_table(
+        "seats", columns=list(q.SEAT_COLUMNS),
+        records=[(event_id, s.id, s.row, s.number, s.tier, s.position) for s in seats],
+    )
+
+
+async def lock_event(conn: asyncpg.Connection, event_id: str) -> bool:
+    return await conn.fetchval(q.LOCK_EVENT_FOR_UPDATE, event_id) is not None
+
+
+async def update_event_fields(
+    conn: asyncpg.Connection, *, event_id: str, name: str, description: str, starts_at: datetime, ends_at: datetime
+) -> None:
+    await conn.execute(q.UPDATE_EVENT_FIELDS, event_id, name, description, starts_at, ends_at)
+
+
+async def move_event(conn: asyncpg.Connection, *, event_id: str, venue_id: str) -> None:
+    await conn.execute(q.UPDATE_EVENT_VENUE, event_id, venue_id)
+
+
+async def has_active_bookings(conn: asyncpg.Connection, event_id: str) -> bool:
+    return bool(await conn.fetchval(q.EVENT_HAS_ACTIVE_BOOKINGS, event_id))
+
+
+async def get_event(conn: asyncpg.Connection, event_id: str) -> Event | None:
+    row = await conn.fetchrow(q.SELECT_EVENT_BY_ID, event_id)
+    if row is None:
+        return None
+    return (await _events(conn, [row]))[0]
+
+
+async def list_upcoming(
+    conn: asyncpg.Connection, *, now: datetime, venue_id: str | None, starts_from: datetime | None,
+    starts_before: datetime | None, limit: int, offset: int,
+) -> tuple[list[Event], int]:
+    rows = await conn.fetch(q.SELECT_UPCOMING_EVENTS, now, venue_id, starts_from, starts_before, limit, offset)
+    total = await conn.fetchval(q.COUNT_UPCOMING_EVENTS, now, venue_id, starts_from, starts_before)
+    return await _events(conn, list(rows)), int(total)
+
+
+async def list_by_venue(conn: asyncpg.Connection, *, venue_id: str, now: datetime) -> list[Event]:
+    return await _events(conn, list(await conn.fetch(q.SELECT_EVENTS_OF_VENUE, venue_id, now)))
+
+
+async def held_counts(conn: asyncpg.Connection, event_ids: list[str]) -> dict[str, dict[str, HeldCounts]]:
+    """event -> tier -> seats held now (sold, or under a live lock), straight from Postgres."""
+    result: dict[str, dict[str, HeldCounts]] = {eid: {} for eid in event_ids}
+    if not event_ids:
+        return result
+    for row in await conn.fetch(q.SELECT_HELD_COUNTS_BY_TIER, event_ids):
+        result[row["event_id"]][row["tier"]] = HeldCounts(reserved=row["reserved"], locked=row["locked"])
+    return result
+
+
+async def held_seats(conn: asyncpg.Connection, event_id: str) -> dict[str, bool]:
+    """seat -> True if sold, False if locked (seats not in the map are available)."""
+    return {row["seat_id"]: row["sold"] for row in await conn.fetch(q.SELECT_HELD_SEATS, [event_id])}
+
+
+async def seats_of(conn: asyncpg.Connection, event_id: str) -> list[SeatWithPrice]:
+    return [
+        SeatWithPrice(Seat(r["seat_id"], r["row_label"], r["number"], r["tier"], r["position"]), r["price"], r["currency"])
+        for r in await conn.fetch(q.SELECT_SEATS_OF_EVENT, event_id)
+    ]
+
+
+async def seat_prices(conn: asyncpg.Connection, event_id: str, seat_ids: list[str]) -> dict[str, tuple[int, str]]:
+    valid = [s for s in seat_ids if SEAT_ID_RE.match(s)]
+    rows = await conn.fetch(q.SELECT_SEAT_PRICES, event_id, valid)
+    return {r["seat_id"]: (r["price"], r["currency"]) for r in rows}
+
+
+async def seat_ids_of(conn: asyncpg.Connection, event_id: str) -> list[str]:
+    return [r["seat_id"] for r in await conn.fetch(q.SELECT_SEAT_IDS_OF_EVENT, event_id)]

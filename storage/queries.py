@@ -1,0 +1,248 @@
+"""Every SQL statement TicketFlow runs, one constant each, values always as $n parameters."""
+
+# -- migrations ---------------------------------------------------------------------------------
+LOCK_MIGRATIONS = "SELECT pg_advisory_lock($1)"
+UNLOCK_MIGRATIONS = "SELECT pg_advisory_unlock($1)"
+CREATE_SCHEMA_MIGRATIONS = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)"""
+SELECT_APPLIED_MIGRATIONS = "SELECT version FROM schema_migrations ORDER BY version"
+INSERT_MIGRATION = "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)"
+SELECT_ONE = "SELECT 1"
+
+# -- users --------------------------------------------------------------------------------------
+INSERT_USER = """
+INSERT INTO users (id, name, email, password_hash, role)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (email) DO NOTHING
+RETURNING id, name, email, role, created_at"""
+UPSERT_ADMIN = """
+INSERT INTO users (id, name, email, password_hash, role)
+VALUES ($1, $2, $3, $4, 'ADMIN')
+ON CONFLICT (email) DO UPDATE SET role = 'ADMIN'
+RETURNING id, name, email, role, created_at"""
+SELECT_USER_BY_ID = "SELECT id, name, email, role, created_at FROM users WHERE id = $1"
+SELECT_USER_LOGIN = """
+SELECT id, name, email, role, created_at, password_hash FROM users WHERE email = $1"""
+COUNT_USERS = "SELECT count(*) FROM users"
+
+# -- venues -------------------------------------------------------------------------------------
+INSERT_VENUE = """
+INSERT INTO venues (id, name, address, city, country, capacity)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING id, name, address, city, country, capacity, created_at"""
+SELECT_VENUE_BY_ID = """
+SELECT id, name, address, city, country, capacity, created_at FROM venues WHERE id = $1"""
+SELECT_VENUE_BY_NAME = """
+SELECT id, name, address, city, country, capacity, created_at FROM venues WHERE name = $1
+ORDER BY created_at LIMIT 1"""
+
+# -- events -------------------------------------------------------------------------------------
+_EVENT_COLUMNS = """
+e.id, e.name, e.description, e.starts_at, e.ends_at, e.created_at, e.updated_at,
+v.id AS venue_id, v.name AS venue_name, v.city AS venue_city, v.capacity AS venue_capacity"""
+INSERT_EVENT = """
+INSERT INTO events (id, venue_id, name, description, starts_at, ends_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING id, name, created_at"""
+SELECT_EVENT_BY_ID = f"""
+SELECT {_EVENT_COLUMNS}
+FROM events e JOIN venues v ON v.id = e.venue_id
+WHERE e.id = $1"""
+LOCK_EVENT_FOR_UPDATE = "SELECT id FROM events WHERE id = $1 FOR UPDATE"
+UPDATE_EVENT_FIELDS = """
+UPDATE events SET name = $2, description = $3, starts_at = $4, ends_at = $5, updated_at = now()
+WHERE id = $1"""
+UPDATE_EVENT_VENUE = "UPDATE events SET venue_id = $2, updated_at = now() WHERE id = $1"
+# Upcoming events ($1 = now), optional venue ($2), from ($3, inclusive) and to ($4, exclusive).
+_UPCOMING_FILTER = """
+WHERE e.starts_at >= $1
+  AND ($2::text IS NULL OR e.venue_id = $2)
+  AND ($3::timestamptz IS NULL OR e.starts_at >= $3)
+  AND ($4::timestamptz IS NULL OR e.starts_at < $4)"""
+SELECT_UPCOMING_EVENTS = f"""
+SELECT {_EVENT_COLUMNS}
+FROM events e JOIN venues v ON v.id = e.venue_id
+{_UPCOMING_FILTER}
+ORDER BY e.starts_at, e.id
+LIMIT $5 OFFSET $6"""
+COUNT_UPCOMING_EVENTS = f"SELECT count(*) FROM events e {_UPCOMING_FILTER}"
+SELECT_TIERS_FOR_EVENTS = """
+SELECT event_id, tier, price, currency, capacity FROM ticket_tiers
+WHERE event_id = ANY($1::text[]) ORDER BY event_id, position"""
+INSERT_TIER = """
+INSERT INTO ticket_tiers (event_id, tier, position, price, currency, capacity)
+VALUES ($1, $2, $3, $4, $5, $6)"""
+DELETE_SEATS_OF_EVENT = "DELETE FROM seats WHERE event_id = $1"
+DELETE_TIERS_OF_EVENT = "DELETE FROM ticket_tiers WHERE event_id = $1"
+SEAT_COLUMNS = ("event_id", "seat_id", "row_label", "number", "tier", "position")
+SELECT_SEATS_OF_EVENT = """
+SELECT s.seat_id, s.row_label, s.number, s.tier, s.position, t.price, t.currency
+FROM seats s JOIN ticket_tiers t ON t.event_id = s.event_id AND t.tier = s.tier
+WHERE s.event_id = $1 ORDER BY s.position"""
+SELECT_SEAT_PRICES = """
+SELECT s.seat_id, t.price, t.currency
+FROM seats s JOIN ticket_tiers t ON t.event_id = s.event_id AND t.tier = s.tier
+WHERE s.event_id = $1 AND s.seat_id = ANY($2::text[])"""
+# Seats held right now: sold (active sale) or locked by a pending booking whose lock is live.
+_HELD_SEATS = """
+held AS (
+    SELECT event_id, seat_id, bool_or(sold) AS sold FROM (
+        SELECT event_id, seat_id, true AS sold FROM seat_sales
+        WHERE event_id = ANY($1::text[]) AND released_at IS NULL
+        UNION ALL
+        SELECT b.event_id, u.seat_id, false FROM bookings b
+        CROSS JOIN LATERAL unnest(b.seat_ids) AS u(seat_id)
+        WHERE b.event_id = ANY($1::text[]) AND b.status = 'PENDING' AND b.lock_expires_at > now()
+    ) h GROUP BY event_id, seat_id
+)"""
+SELECT_HELD_COUNTS_BY_TIER = f"""
+WITH {_HELD_SEATS}
+SELECT s.event_id, s.tier,
+       count(*) FILTER (WHERE h.sold) AS reserved,
+       count(*) FILTER (WHERE NOT h.sold) AS locked
+FROM held h JOIN seats s ON s.event_id = h.event_id AND s.seat_id = h.seat_id
+GROUP BY s.event_id, s.tier"""
+SELECT_HELD_SEATS = f"""
+WITH {_HELD_SEATS}
+SELECT seat_id, sold FROM held"""
+EVENT_HAS_ACTIVE_BOOKINGS = """
+SELECT EXISTS (SELECT 1 FROM bookings WHERE event_id = $1 AND status IN ('PENDING', 'CONFIRMED'))
+    OR EXISTS (SELECT 1 FROM seat_sales WHERE event_id = $1 AND released_at IS NULL)"""
+SELECT_EVENTS_OF_VENUE = f"""
+SELECT {_EVENT_COLUMNS}
+FROM events e JOIN venues v ON v.id = e.venue_id
+WHERE e.venue_id = $1 AND e.starts_at >= $2
+ORDER BY e.starts_at, e.id
+LIMIT 100"""
+
+# -- seat inventory (the seat actor's view) -----------------------------------------------------
+SELECT_SEAT_IDS_OF_EVENT = "SELECT seat_id FROM seats WHERE event_id = $1 ORDER BY position"
+SELECT_ACTIVE_SALES_OF_EVENT = """
+SELECT seat_id, booking_id FROM seat_sales WHERE event_id = $1 AND released_at IS NULL"""
+SELECT_LIVE_LOCKS_OF_EVENT = """
+SELECT id, seat_ids, lock_expires_at FROM bookings
+WHERE event_id = $1 AND status = 'PENDING' AND lock_expires_at > now()
+ORDER BY created_at"""
+INSERT_SEAT_SALES = """
+INSERT INTO seat_sales (event_id, seat_id, booking_id)
+SELECT $1, unnest($2::text[]), $3"""
+SELECT_SALE_OF_BOOKING = """
+SELECT seat_id FROM seat_sales WHERE booking_id = $1 AND released_at IS NULL"""
+RELEASE_SEAT_SALES = """
+UPDATE seat_sales SET released_at = now() WHERE booking_id = $1 AND released_at IS NULL
+RETURNING seat_id"""
+
+# -- bookings -----------------------------------------------------------------------------------
+_BOOKING_COLUMNS = """
+b.id, b.user_id, b.event_id, b.seat_ids, b.status, b.saga_step, b.saga_slot, b.failure_reason,
+b.total_amount, b.currency, b.payment_token, b.payment_id, b.lock_expires_at, b.created_at,
+b.updated_at, b.confirmed_at, b.failed_at, b.cancelled_at,
+e.name AS event_name, e.starts_at AS event_date, v.name AS venue_name"""
+_BOOKING_FROM = "FROM bookings b JOIN events e ON e.id = b.event_id JOIN venues v ON v.id = e.venue_id"
+INSERT_BOOKING = """
+INSERT INTO bookings (id, user_id, event_id, seat_ids, status, saga_step, saga_slot,
+                      total_amount, currency, payment_token, idempotency_key)
+VALUES ($1, $2, $3, $4, 'PENDING', 'STARTED', $5, $6, $7, $8, $9)
+ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING id"""
+SELECT_BOOKING_BY_IDEMPOTENCY_KEY = """
+SELECT id, status, created_at FROM bookings WHERE user_id = $1 AND idempotency_key = $2"""
+EXPIRE_IDEMPOTENCY_KEY = """
+UPDATE bookings SET idempotency_key = NULL WHERE user_id = $1 AND idempotency_key = $2
+  AND created_at < now() - interval '24 hours'"""
+SELECT_BOOKING_BY_ID = f"SELECT {_BOOKING_COLUMNS} {_BOOKING_FROM} WHERE b.id = $1"
+SELECT_BOOKINGS_OF_USER = f"""
+SELECT {_BOOKING_COLUMNS} {_BOOKING_FROM}
+WHERE b.user_id = $1 AND ($2::text IS NULL OR b.status = $2)
+ORDER BY b.created_at DESC, b.id DESC
+LIMIT $3 OFFSET $4"""
+COUNT_BOOKINGS_OF_USER = """
+SELECT count(*) FROM bookings WHERE user_id = $1 AND ($2::text IS NULL OR status = $2)"""
+# Saga progress. Every write is guarded by the status so that a late, repeated or concurrent
+# step can never move a finished booking.
+UPDATE_BOOKING_STEP = """
+UPDATE bookings SET saga_step = $2, updated_at = now()
+WHERE id = $1 AND status = 'PENDING' RETURNING id"""
+UPDATE_BOOKING_LOCKED = """
+UPDATE bookings SET saga_step = 'SEATS_LOCKED', lock_expires_at = $2, updated_at = now()
+WHERE id = $1 AND status = 'PENDING' RETURNING id"""
+UPDATE_BOOKING_CHARGED = """
+UPDATE bookings SET saga_step = 'CHARGED', payment_id = $2, updated_at = now()
+WHERE id = $1 AND status = 'PENDING' RETURNING id"""
+UPDATE_BOOKING_CONFIRMED = """
+UPDATE bookings SET status = 'CONFIRMED', saga_step = 'CONFIRMED', lock_expires_at = NULL,
+       confirmed_at = now(), updated_at = now()
+WHERE id = $1 AND status = 'PENDING' RETURNING id"""
+UPDATE_BOOKING_FAILED = """
+UPDATE bookings SET status = 'FAILED', saga_step = 'FAILED', failure_reason = $2,
+       lock_expires_at = NULL, failed_at = now(), updated_at = now()
+WHERE id = $1 AND status = 'PENDING' RETURNING id"""
+UPDATE_BOOKING_CANCELLED = """
+UPDATE bookings SET status = 'CANCELLED', saga_step = 'CANCELLED', cancelled_at = now(),
+       updated_at = now()
+WHERE id = $1 AND status = 'CONFIRMED' RETURNING cancelled_at"""
+SELECT_STALE_PENDING_BOOKINGS = """
+SELECT id FROM bookings
+WHERE status = 'PENDING' AND (saga_slot = $1 OR ($1 = 0 AND saga_slot >= $2))
+  AND updated_at < $3
+ORDER BY updated_at LIMIT $4"""
+
+# -- payments -----------------------------------------------------------------------------------
+_PAYMENT_COLUMNS = """
+id, booking_id, user_id, amount, currency, status, provider, provider_transaction_id,
+decline_code, refund_id, idempotency_key, created_at, processed_at, refunded_at"""
+INSERT_PAYMENT = f"""
+INSERT INTO payments (id, booking_id, user_id, amount, currency, status, provider, idempotency_key)
+VALUES ($1, $2, $3, $4, $5, 'PROCESSING', $6, $7)
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING {_PAYMENT_COLUMNS}"""
+SELECT_PAYMENT_BY_KEY = f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE idempotency_key = $1"
+SELECT_PAYMENT_BY_ID = f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE id = $1"
+SELECT_PAYMENT_OF_BOOKING = f"""
+SELECT {_PAYMENT_COLUMNS} FROM payments WHERE booking_id = $1
+ORDER BY (status IN ('SUCCESS', 'REFUNDED')) DESC, created_at DESC LIMIT 1"""
+UPDATE_PAYMENT_OUTCOME = f"""
+UPDATE payments SET status = $2, provider_transaction_id = $3, decline_code = $4,
+       processed_at = now()
+WHERE id = $1 AND status = 'PROCESSING'
+RETURNING {_PAYMENT_COLUMNS}"""
+UPDATE_PAYMENT_REFUNDED = f"""
+UPDATE payments SET status = 'REFUNDED', refund_id = $2, refunded_at = now()
+WHERE id = $1 AND status = 'SUCCESS'
+RETURNING {_PAYMENT_COLUMNS}"""
+
+# -- notifications ------------------------------------------------------------------------------
+INSERT_NOTIFICATION = """
+INSERT INTO notifications (id, user_id, booking_id, type, subject, recipient, status)
+SELECT $1, b.user_id, b.id, $3, $4, u.email, 'PENDING'
+FROM bookings b JOIN users u ON u.id = b.user_id WHERE b.id = $2
+ON CONFLICT (booking_id, type) DO NOTHING
+RETURNING id"""
+SELECT_DUE_NOTIFICATIONS = """
+SELECT n.id, n.type, n.recipient, n.attempts, n.booking_id,
+       u.name AS user_name, b.seat_ids, b.total_amount, b.currency, b.failure_reason,
+       e.name AS event_name, e.starts_at AS event_date, v.name AS venue_name
+FROM notifications n
+JOIN users u ON u.id = n.user_id
+JOIN bookings b ON b.id = n.booking_id
+JOIN events e ON e.id = b.event_id
+JOIN venues v ON v.id = e.venue_id
+WHERE n.status = 'PENDING' AND n.next_attempt_at <= now()
+ORDER BY n.next_attempt_at LIMIT $1"""
+UPDATE_NOTIFICATION_SENT = """
+UPDATE notifications SET status = 'SENT', sent_at = now(), attempts = attempts + 1, last_error = NULL
+WHERE id = $1 AND status = 'PENDING'"""
+UPDATE_NOTIFICATION_RETRY = """
+UPDATE notifications SET attempts = attempts + 1, last_error = $2,
+       next_attempt_at = now() + make_interval(secs => $3)
+WHERE id = $1 AND status = 'PENDING'"""
+UPDATE_NOTIFICATION_GAVE_UP = """
+UPDATE notifications SET status = 'FAILED', attempts = attempts + 1, last_error = $2
+WHERE id = $1 AND status = 'PENDING'"""
+SELECT_RECENT_NOTIFICATIONS = """
+SELECT id, type, subject, sent_at, created_at, booking_id, status FROM notifications
+WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT 20"""
