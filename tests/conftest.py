@@ -1,0 +1,175 @@
+"""Shared fixtures: one database, one Ray, one Serve app, one SMTP sink per test session.
+
+With DATABASE_URL / REDIS_URL set (CI on this machine type) the suite uses those servers, in a
+fresh database of its own; without them it starts the embedded Postgres and Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+import pytest_asyncio
+
+from tests.fakes.smtp_server import SmtpSink
+from tests.helpers import ADMIN, login, new_user
+
+PAYMENT_LATENCY_MS = 300
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+@pytest.fixture(scope="session")
+def state_dir() -> Path:
+    path = Path(tempfile.mkdtemp(prefix="tf-test-"))
+    path.chmod(0o755)  # the embedded Postgres runs as an unprivileged user when we are root
+    return path
+
+
+@pytest.fixture(scope="session")
+def database_url(state_dir: Path) -> Iterator[str]:
+    base = os.environ.get("DATABASE_URL")
+    if not base:
+        from storage.embedded import start_embedded_postgres
+
+        pg = start_embedded_postgres(state_dir)
+        yield pg.url
+        pg.stop()
+        return
+    name = f"tf_test_{secrets.token_hex(4)}"
+    admin_url = _with_database(base, "postgres")
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(admin_url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    yield _with_database(base, name)
+    asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def redis_url(state_dir: Path) -> Iterator[str]:
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    from storage.embedded import start_embedded_redis
+
+    redis = start_embedded_redis(state_dir)
+    yield redis.url
+    redis.stop()
+
+
+@pytest.fixture(scope="session")
+def smtp_sink() -> Iterator[SmtpSink]:
+    sink = SmtpSink()
+    sink.start()
+    yield sink
+    sink.stop()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def app_env(database_url: str, redis_url: str, smtp_sink: SmtpSink, state_dir: Path) -> dict[str, str]:
+    env = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "JWT_SECRET": secrets.token_urlsafe(48),
+        "SMTP_URL": smtp_sink.url,
+        "TICKETFLOW_STATE_DIR": str(state_dir),
+        "TICKETFLOW_PORT": str(_free_port()),
+        "TICKETFLOW_SEED_DEMO": "false",
+        "TICKETFLOW_ADMIN_EMAIL": ADMIN[0],
+        "TICKETFLOW_ADMIN_PASSWORD": ADMIN[1],
+        # Cheap hashing in tests only: production uses argon2id at OWASP's minimum.
+        "TICKETFLOW_PASSWORD_HASH_MEMORY_KIB": "64",
+        "TICKETFLOW_PASSWORD_HASH_TIME_COST": "1",
+        "TICKETFLOW_PAYMENT_LATENCY_MS": str(PAYMENT_LATENCY_MS),
+        "TICKETFLOW_SEAT_ACTOR_IDLE_SECONDS": "6",
+        "TICKETFLOW_SAGA_STALE_AFTER_SECONDS": "3",
+        "TICKETFLOW_SAGA_RECOVERY_INTERVAL_SECONDS": "1",
+        "TICKETFLOW_NOTIFY_POLL_SECONDS": "0.5",
+        "TICKETFLOW_NOTIFY_RETRY_BASE_SECONDS": "0.5",
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    os.environ.update(env)
+    from config.settings import get_settings
+
+    get_settings.cache_clear()
+    return env
+
+
+@pytest.fixture(scope="session")
+def server(app_env: dict[str, str]) -> Iterator[str]:
+    """The real Serve app on a free port, backed by a real local Ray."""
+    import ray
+    from ray import serve
+
+    import serve_app
+    from actors import registry
+    from config.settings import get_settings
+
+    settings = get_settings()
+    asyncio.run(serve_app.prepare_database(settings, seed=False))
+    os.environ["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] = serve_app.PROXY_CALLBACK
+    ray.init(
+        address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+        namespace=registry.NAMESPACE, runtime_env={"env_vars": serve_app.runtime_env_vars()},
+    )
+    serve.start(http_options={"host": "127.0.0.1", "port": settings.port}, logging_config={"log_level": "WARNING"})
+    serve.run(serve_app.app, name="ticketflow", route_prefix="/")
+    registry.start_service_actors()
+    yield f"http://127.0.0.1:{settings.port}"
+    ray.shutdown()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def http(server: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server, timeout=30.0) as client:
+        yield client
+
+
+@pytest_asyncio.fixture(scope="session")
+async def db(app_env: dict[str, str], server: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(app_env["DATABASE_URL"], min_size=1, max_size=4)
+    assert pool is not None
+    yield pool
+    await pool.close()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def admin_token(http: httpx.AsyncClient) -> str:
+    return await login(http, *ADMIN)
+
+
+async def new_user(http: httpx.AsyncClient, name: str = "Buyer") -> tuple[str, dict[str, Any]]:
+    email = f"user-{secrets.token_hex(6)}@example.com"
+    r = await http.post("/api/users/register", json={"name": name, "email": email, "password": "Passw0rdX"})
+    assert r.status_code == 201, r.text
+    return await login(http, email, "Passw0rdX"), r.json()
+
+
+@pytest_asyncio.fixture
+async def user_token(http: httpx.AsyncClient) -> str:
+    return (await new_user(http))[0]
