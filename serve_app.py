@@ -41,7 +41,7 @@ class AppArgs(BaseModel):
     pass
 
 
-def build_app(args: AppArgs) -> Application:
+def build_app(args: AppArgs) -> Application:  # noqa: ARG001 - the builder signature Serve expects
     return Gateway.bind()  # type: ignore[attr-defined,no-any-return]
 
 
@@ -68,7 +68,12 @@ def load_or_create_jwt_secret(state_dir: Path) -> str:
 @contextmanager
 def embedded_services(settings: Settings) -> Iterator[Settings]:
     """Starts an embedded Postgres/Redis for what is not configured; yields the resolved settings."""
-    from storage.embedded import EmbeddedPostgres, EmbeddedRedis, start_embedded_postgres, start_embedded_redis
+    from storage.embedded import (
+        EmbeddedPostgres,
+        EmbeddedRedis,
+        start_embedded_postgres,
+        start_embedded_redis,
+    )
 
     state_dir = settings.state_dir.resolve()
     started: list[EmbeddedPostgres | EmbeddedRedis] = []

@@ -92,7 +92,7 @@ class _Store:
             return await booking_repository.fail(conn, booking_id, reason)
 
 
-@ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=10_000)
+@ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=10_000)  # type: ignore[call-overload]
 class BookingSaga:
     """Drives booking sagas (`domain.saga.BookingSagaRunner`) for the bookings of its slot.
 

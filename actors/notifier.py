@@ -10,7 +10,13 @@ import ray
 
 from config.settings import get_settings
 from domain.notifications import BookingSummary, NotificationType, compose, retry_delay
-from providers.email import EmailDeliveryFailed, EmailRejected, EmailSender, check_smtp, sender_from_settings
+from providers.email import (
+    EmailDeliveryFailed,
+    EmailRejected,
+    EmailSender,
+    check_smtp,
+    sender_from_settings,
+)
 from storage import queries as q
 from storage.pool import create_pool
 
@@ -18,7 +24,7 @@ logger = logging.getLogger(__name__)
 BATCH = 50
 
 
-@ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=100)
+@ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=100)  # type: ignore[call-overload]
 class Notifier:
     """Sends every PENDING notification row, retrying failed deliveries with backoff.
 

@@ -18,7 +18,7 @@ from storage.pool import create_pool
 logger = logging.getLogger(__name__)
 
 
-@ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=1000)
+@ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=1000)  # type: ignore[call-overload]
 class PaymentGateway:
     """Talks to the card processor (simulated, or Stripe when STRIPE_API_KEY is set).
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import ray
 from ray.actor import ActorHandle
@@ -25,7 +25,7 @@ PAYMENT_ACTOR = "payment-gateway"
 NOTIFIER_ACTOR = "notifier"
 T = TypeVar("T")
 
-_handles: dict[str, ActorHandle] = {}
+_handles: dict[str, ActorHandle[Any]] = {}
 
 
 def seat_actor_name(event_id: str) -> str:
@@ -36,7 +36,7 @@ def saga_actor_name(slot: int) -> str:
     return f"booking-saga:{slot}"
 
 
-def _get_or_create(name: str, factory: Callable[[], ActorHandle]) -> ActorHandle:
+def _get_or_create(name: str, factory: Callable[[], ActorHandle[Any]]) -> ActorHandle[Any]:
     handle = _handles.get(name)
     if handle is None:
         handle = factory()
@@ -48,7 +48,7 @@ def forget(name: str) -> None:
     _handles.pop(name, None)
 
 
-def seat_inventory(event_id: str) -> ActorHandle:
+def seat_inventory(event_id: str) -> ActorHandle[Any]:
     from actors.seat_inventory import SeatInventory
 
     name = seat_actor_name(event_id)
@@ -60,7 +60,7 @@ def seat_inventory(event_id: str) -> ActorHandle:
     ).remote(event_id))
 
 
-def find_seat_inventory(event_id: str) -> ActorHandle | None:
+def find_seat_inventory(event_id: str) -> ActorHandle[Any] | None:
     """The live seat actor of an event, without starting one."""
     name = seat_actor_name(event_id)
     if name in _handles:
@@ -83,7 +83,7 @@ def retire_seat_inventory(event_id: str) -> None:
         pass
 
 
-def booking_saga(slot: int) -> ActorHandle:
+def booking_saga(slot: int) -> ActorHandle[Any]:
     from actors.booking_saga import BookingSaga
 
     name = saga_actor_name(slot)
@@ -93,7 +93,7 @@ def booking_saga(slot: int) -> ActorHandle:
     ).remote(slot, pool_size))
 
 
-def payment_gateway() -> ActorHandle:
+def payment_gateway() -> ActorHandle[Any]:
     from actors.payment import PaymentGateway
 
     return _get_or_create(PAYMENT_ACTOR, lambda: PaymentGateway.options(  # type: ignore[attr-defined]
@@ -101,7 +101,7 @@ def payment_gateway() -> ActorHandle:
     ).remote())
 
 
-def notifier() -> ActorHandle:
+def notifier() -> ActorHandle[Any]:
     from actors.notifier import Notifier
 
     return _get_or_create(NOTIFIER_ACTOR, lambda: Notifier.options(  # type: ignore[attr-defined]
@@ -117,7 +117,7 @@ def start_service_actors() -> None:
         booking_saga(slot)
 
 
-async def call_seat_actor(event_id: str, call: Callable[[ActorHandle], Awaitable[T]], *, attempts: int = 3) -> T:
+async def call_seat_actor(event_id: str, call: Callable[[ActorHandle[Any]], Awaitable[T]], *, attempts: int = 3) -> T:
     """Calls an event's seat actor, re-creating it when it has exited (idle retirement).
 
     Every seat actor method is idempotent for its booking, so a call that may or may not have
@@ -136,7 +136,7 @@ async def call_seat_actor(event_id: str, call: Callable[[ActorHandle], Awaitable
     raise AssertionError("unreachable")
 
 
-async def call_actor(name: str, get: Callable[[], ActorHandle], call: Callable[[ActorHandle], Awaitable[T]], *, attempts: int = 3) -> T:
+async def call_actor(name: str, get: Callable[[], ActorHandle[Any]], call: Callable[[ActorHandle[Any]], Awaitable[T]], *, attempts: int = 3) -> T:
     """Calls a restartable service actor, waiting out a restart with bounded backoff."""
     for attempt in range(attempts):
         try:

@@ -19,7 +19,7 @@ from storage.pool import create_pool
 logger = logging.getLogger(__name__)
 
 
-@ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=1000)
+@ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=1000)  # type: ignore[call-overload]
 class SeatInventory:
     """The seat map of one event: every seat's status, and each lock's booking and expiry.
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
-
 from api.auth import PasswordService, make_hasher
 from config.settings import Settings
 from domain.seating import TicketTier, generate_layout
 from domain.users import Role, normalize_email, password_problem
 from storage import catalog_repository, user_repository
+from storage.pool import Conn
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +31,7 @@ def password_service(settings: Settings) -> PasswordService:
     return PasswordService(make_hasher(memory_kib=settings.password_hash_memory_kib, time_cost=settings.password_hash_time_cost))
 
 
-async def create_admin(conn: asyncpg.Connection, settings: Settings, *, email: str, password: str, name: str = "Administrator") -> None:
+async def create_admin(conn: Conn, settings: Settings, *, email: str, password: str, name: str = "Administrator") -> None:
     problem = password_problem(password)
     if problem:
         raise ValueError(f"admin {problem}")
@@ -41,11 +40,11 @@ async def create_admin(conn: asyncpg.Connection, settings: Settings, *, email: s
     logger.info("admin account %s ready", user.email)
 
 
-async def ensure_admin_from_settings(conn: asyncpg.Connection, settings: Settings) -> None:
+async def ensure_admin_from_settings(conn: Conn, settings: Settings) -> None:
     await create_admin(conn, settings, email=settings.admin_email, password=settings.admin_password.get_secret_value())
 
 
-async def seed_demo(conn: asyncpg.Connection, settings: Settings, *, force: bool = False) -> bool:
+async def seed_demo(conn: Conn, settings: Settings, *, force: bool = False) -> bool:
     """Seeds the demo user, venues and events; only on an empty catalogue unless forced."""
     if not force and await catalog_repository.get_venue_by_name(conn, DEMO_VENUES[0][0]) is not None:
         return False

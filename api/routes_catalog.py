@@ -7,7 +7,6 @@ import math
 from datetime import UTC, datetime
 from typing import Annotated
 
-import asyncpg
 from fastapi import APIRouter, Query
 
 from actors import registry
@@ -35,10 +34,24 @@ from api.schemas import (
     VenueResponse,
 )
 from domain.catalog import Event, HeldCounts, Venue, tier_availability
-from domain.errors import CapacityExceeded, EventHasBookings, EventNotFound, ValidationFailed, VenueNotFound
+from domain.errors import (
+    CapacityExceeded,
+    EventHasBookings,
+    EventNotFound,
+    ValidationFailed,
+    VenueNotFound,
+)
 from domain.inventory import Summary
-from domain.seating import ExplicitRow, Seat, TicketTier, explicit_layout, generate_layout, group_rows
+from domain.seating import (
+    ExplicitRow,
+    Seat,
+    TicketTier,
+    explicit_layout,
+    generate_layout,
+    group_rows,
+)
 from storage import catalog_repository
+from storage.pool import Conn
 
 router = APIRouter(tags=["events"])
 
@@ -55,12 +68,12 @@ def event_item(event: Event, held: dict[str, HeldCounts]) -> EventItem:
     )
 
 
-async def event_items(conn: asyncpg.Connection, events: list[Event]) -> list[EventItem]:
+async def event_items(conn: Conn, events: list[Event]) -> list[EventItem]:
     held = await catalog_repository.held_counts(conn, [e.id for e in events])
     return [event_item(e, held[e.id]) for e in events]
 
 
-async def event_detail(conn: asyncpg.Connection, event_id: str) -> EventDetail:
+async def event_detail(conn: Conn, event_id: str) -> EventDetail:
     event = await catalog_repository.get_event(conn, event_id)
     if event is None:
         raise EventNotFound(f"Event {event_id} does not exist")
@@ -253,7 +266,7 @@ async def event_seats(event_id: str, svc: ServicesDep) -> InventoryResponse:
             statuses = {seat: ("RESERVED" if sold else "LOCKED") for seat, sold in held.items()}
     views = [
         InventorySeat(id=s.seat.id, row=s.seat.row, number=s.seat.number, tier=s.seat.tier, price=s.price,
-                      currency=s.currency, status=statuses.get(s.seat.id, "AVAILABLE"))  # type: ignore[arg-type]
+                      currency=s.currency, status=statuses.get(s.seat.id, "AVAILABLE"))
         for s in seats
     ]
     counts = Summary(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -28,7 +29,7 @@ def _require_tz(value: datetime) -> datetime:
 AwareDatetime = Annotated[datetime, AfterValidator(_require_tz)]
 
 
-def _text(max_length: int, min_length: int = 1) -> type[str]:
+def _text(max_length: int, min_length: int = 1) -> Callable[[str], str]:
     def check(value: str) -> str:
         value = value.strip()
         if not min_length <= len(value) <= max_length:
@@ -37,12 +38,12 @@ def _text(max_length: int, min_length: int = 1) -> type[str]:
             raise ValueError("must not contain control characters")
         return value
 
-    return Annotated[str, AfterValidator(check)]  # type: ignore[return-value]
+    return check
 
 
-Name200 = _text(200)
-Description = _text(5000, 0)
-Line200 = _text(200)
+Name200 = Annotated[str, AfterValidator(_text(200))]
+Description = Annotated[str, AfterValidator(_text(5000, 0))]
+Line200 = Annotated[str, AfterValidator(_text(200))]
 
 
 class Strict(BaseModel):

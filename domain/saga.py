@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from collections.abc import Awaitable
 from typing import Protocol, TypeVar
 
 from domain.bookings import BookingStatus, FailureReason, SagaStep, charge_key, refund_key

@@ -11,6 +11,7 @@ from domain.ids import new_id
 from domain.notifications import SUBJECTS, NotificationType
 from domain.saga import SagaBooking
 from storage import queries as q
+from storage.pool import Conn
 
 
 def _booking(r: asyncpg.Record) -> Booking:
@@ -35,7 +36,7 @@ def to_saga(b: Booking) -> SagaBooking:
 
 
 async def add(
-    conn: asyncpg.Connection, *, booking_id: str, user_id: str, event_id: str, seat_ids: list[str],
+    conn: Conn, *, booking_id: str, user_id: str, event_id: str, seat_ids: list[str],
     saga_slot: int, total_amount: int, currency: str, payment_token: str, idempotency_key: str | None,
 ) -> str | None:
     """The new booking's id, or None when this user already used the idempotency key."""
@@ -47,41 +48,41 @@ async def add(
     )
 
 
-async def get_by_idempotency_key(conn: asyncpg.Connection, *, user_id: str, key: str) -> str | None:
+async def get_by_idempotency_key(conn: Conn, *, user_id: str, key: str) -> str | None:
     row = await conn.fetchrow(q.SELECT_BOOKING_BY_IDEMPOTENCY_KEY, user_id, key)
     return row["id"] if row else None
 
 
-async def get(conn: asyncpg.Connection, booking_id: str) -> Booking | None:
+async def get(conn: Conn, booking_id: str) -> Booking | None:
     row = await conn.fetchrow(q.SELECT_BOOKING_BY_ID, booking_id)
     return _booking(row) if row else None
 
 
 async def list_by_user(
-    conn: asyncpg.Connection, *, user_id: str, status: str | None, limit: int, offset: int
+    conn: Conn, *, user_id: str, status: str | None, limit: int, offset: int
 ) -> tuple[list[Booking], int]:
     rows = await conn.fetch(q.SELECT_BOOKINGS_OF_USER, user_id, status, limit, offset)
     total = await conn.fetchval(q.COUNT_BOOKINGS_OF_USER, user_id, status)
     return [_booking(r) for r in rows], int(total)
 
 
-async def mark_locked(conn: asyncpg.Connection, booking_id: str, expires_at: datetime) -> bool:
+async def mark_locked(conn: Conn, booking_id: str, expires_at: datetime) -> bool:
     return await conn.fetchval(q.UPDATE_BOOKING_LOCKED, booking_id, expires_at) is not None
 
 
-async def mark_step(conn: asyncpg.Connection, booking_id: str, step: SagaStep) -> bool:
+async def mark_step(conn: Conn, booking_id: str, step: SagaStep) -> bool:
     return await conn.fetchval(q.UPDATE_BOOKING_STEP, booking_id, step.value) is not None
 
 
-async def mark_charged(conn: asyncpg.Connection, booking_id: str, payment_id: str) -> bool:
+async def mark_charged(conn: Conn, booking_id: str, payment_id: str) -> bool:
     return await conn.fetchval(q.UPDATE_BOOKING_CHARGED, booking_id, payment_id) is not None
 
 
-async def add_notification(conn: asyncpg.Connection, booking_id: str, kind: NotificationType) -> None:
+async def add_notification(conn: Conn, booking_id: str, kind: NotificationType) -> None:
     await conn.execute(q.INSERT_NOTIFICATION, new_id("notif"), booking_id, kind.value, SUBJECTS[kind])
 
 
-async def confirm(conn: asyncpg.Connection, booking_id: str) -> bool:
+async def confirm(conn: Conn, booking_id: str) -> bool:
     """CONFIRMED and its notification in one transaction: the email can be late, never lost."""
     async with conn.transaction():
         done = await conn.fetchval(q.UPDATE_BOOKING_CONFIRMED, booking_id) is not None
@@ -90,7 +91,7 @@ async def confirm(conn: asyncpg.Connection, booking_id: str) -> bool:
     return done
 
 
-async def fail(conn: asyncpg.Connection, booking_id: str, reason: FailureReason) -> bool:
+async def fail(conn: Conn, booking_id: str, reason: FailureReason) -> bool:
     async with conn.transaction():
         done = await conn.fetchval(q.UPDATE_BOOKING_FAILED, booking_id, reason.value) is not None
         if done:
@@ -98,7 +99,7 @@ async def fail(conn: asyncpg.Connection, booking_id: str, reason: FailureReason)
     return done
 
 
-async def cancel(conn: asyncpg.Connection, booking_id: str) -> datetime | None:
+async def cancel(conn: Conn, booking_id: str) -> datetime | None:
     """CANCELLED, its sale released and its notification, in one transaction."""
     async with conn.transaction():
         cancelled_at: datetime | None = await conn.fetchval(q.UPDATE_BOOKING_CANCELLED, booking_id)
@@ -108,7 +109,7 @@ async def cancel(conn: asyncpg.Connection, booking_id: str) -> datetime | None:
     return cancelled_at
 
 
-async def record_sale(conn: asyncpg.Connection, *, event_id: str, booking_id: str, seat_ids: list[str]) -> None:
+async def record_sale(conn: Conn, *, event_id: str, booking_id: str, seat_ids: list[str]) -> None:
     """Writes the sale; the partial unique index refuses a seat another active sale holds."""
     async with conn.transaction():
         existing = {r["seat_id"] for r in await conn.fetch(q.SELECT_SALE_OF_BOOKING, booking_id)}
@@ -118,6 +119,6 @@ async def record_sale(conn: asyncpg.Connection, *, event_id: str, booking_id: st
 
 
 async def stale_pending(
-    conn: asyncpg.Connection, *, slot: int, pool_size: int, updated_before: datetime, limit: int
+    conn: Conn, *, slot: int, pool_size: int, updated_before: datetime, limit: int
 ) -> list[str]:
     return [r["id"] for r in await conn.fetch(q.SELECT_STALE_PENDING_BOOKINGS, slot, pool_size, updated_before, limit)]

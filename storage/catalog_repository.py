@@ -10,6 +10,7 @@ from domain.catalog import Event, HeldCounts, SeatWithPrice, Venue
 from domain.ids import new_id
 from domain.seating import SEAT_ID_RE, Seat, TicketTier
 from storage import queries as q
+from storage.pool import Conn
 
 
 def _venue(row: asyncpg.Record) -> Venue:
@@ -28,36 +29,36 @@ def _event(row: asyncpg.Record, tiers: list[TicketTier]) -> Event:
     )
 
 
-async def add_venue(conn: asyncpg.Connection, *, name: str, address: str, city: str, country: str, capacity: int) -> Venue:
+async def add_venue(conn: Conn, *, name: str, address: str, city: str, country: str, capacity: int) -> Venue:
     row = await conn.fetchrow(q.INSERT_VENUE, new_id("ven"), name, address, city, country, capacity)
     assert row is not None
     return _venue(row)
 
 
-async def get_venue(conn: asyncpg.Connection, venue_id: str) -> Venue | None:
+async def get_venue(conn: Conn, venue_id: str) -> Venue | None:
     row = await conn.fetchrow(q.SELECT_VENUE_BY_ID, venue_id)
     return _venue(row) if row else None
 
 
-async def get_venue_by_name(conn: asyncpg.Connection, name: str) -> Venue | None:
+async def get_venue_by_name(conn: Conn, name: str) -> Venue | None:
     row = await conn.fetchrow(q.SELECT_VENUE_BY_NAME, name)
     return _venue(row) if row else None
 
 
-async def _tiers_of(conn: asyncpg.Connection, event_ids: list[str]) -> dict[str, list[TicketTier]]:
+async def _tiers_of(conn: Conn, event_ids: list[str]) -> dict[str, list[TicketTier]]:
     tiers: dict[str, list[TicketTier]] = {eid: [] for eid in event_ids}
     for row in await conn.fetch(q.SELECT_TIERS_FOR_EVENTS, event_ids):
         tiers[row["event_id"]].append(TicketTier(row["tier"], row["price"], row["currency"], row["capacity"]))
     return tiers
 
 
-async def _events(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> list[Event]:
+async def _events(conn: Conn, rows: list[asyncpg.Record]) -> list[Event]:
     tiers = await _tiers_of(conn, [r["id"] for r in rows])
     return [_event(r, tiers[r["id"]]) for r in rows]
 
 
 async def add_event(
-    conn: asyncpg.Connection, *, venue_id: str, name: str, description: str,
+    conn: Conn, *, venue_id: str, name: str, description: str,
     starts_at: datetime, ends_at: datetime, tiers: list[TicketTier], seats: list[Seat],
 ) -> tuple[str, datetime]:
     """Inserts the event, its tiers and its seats; the caller owns the transaction."""
@@ -68,7 +69,7 @@ async def add_event(
 
 
 async def replace_seat_map(
-    conn: asyncpg.Connection, *, event_id: str, tiers: list[TicketTier], seats: list[Seat], clear: bool = True
+    conn: Conn, *, event_id: str, tiers: list[TicketTier], seats: list[Seat], clear: bool = True
 ) -> None:
     if clear:
         await conn.execute(q.DELETE_SEATS_OF_EVENT, event_id)
@@ -83,25 +84,25 @@ async def replace_seat_map(
     )
 
 
-async def lock_event(conn: asyncpg.Connection, event_id: str) -> bool:
+async def lock_event(conn: Conn, event_id: str) -> bool:
     return await conn.fetchval(q.LOCK_EVENT_FOR_UPDATE, event_id) is not None
 
 
 async def update_event_fields(
-    conn: asyncpg.Connection, *, event_id: str, name: str, description: str, starts_at: datetime, ends_at: datetime
+    conn: Conn, *, event_id: str, name: str, description: str, starts_at: datetime, ends_at: datetime
 ) -> None:
     await conn.execute(q.UPDATE_EVENT_FIELDS, event_id, name, description, starts_at, ends_at)
 
 
-async def move_event(conn: asyncpg.Connection, *, event_id: str, venue_id: str) -> None:
+async def move_event(conn: Conn, *, event_id: str, venue_id: str) -> None:
     await conn.execute(q.UPDATE_EVENT_VENUE, event_id, venue_id)
 
 
-async def has_active_bookings(conn: asyncpg.Connection, event_id: str) -> bool:
+async def has_active_bookings(conn: Conn, event_id: str) -> bool:
     return bool(await conn.fetchval(q.EVENT_HAS_ACTIVE_BOOKINGS, event_id))
 
 
-async def get_event(conn: asyncpg.Connection, event_id: str) -> Event | None:
+async def get_event(conn: Conn, event_id: str) -> Event | None:
     row = await conn.fetchrow(q.SELECT_EVENT_BY_ID, event_id)
     if row is None:
         return None
@@ -109,7 +110,7 @@ async def get_event(conn: asyncpg.Connection, event_id: str) -> Event | None:
 
 
 async def list_upcoming(
-    conn: asyncpg.Connection, *, now: datetime, venue_id: str | None, starts_from: datetime | None,
+    conn: Conn, *, now: datetime, venue_id: str | None, starts_from: datetime | None,
     starts_before: datetime | None, limit: int, offset: int,
 ) -> tuple[list[Event], int]:
     rows = await conn.fetch(q.SELECT_UPCOMING_EVENTS, now, venue_id, starts_from, starts_before, limit, offset)
@@ -117,11 +118,11 @@ async def list_upcoming(
     return await _events(conn, list(rows)), int(total)
 
 
-async def list_by_venue(conn: asyncpg.Connection, *, venue_id: str, now: datetime) -> list[Event]:
+async def list_by_venue(conn: Conn, *, venue_id: str, now: datetime) -> list[Event]:
     return await _events(conn, list(await conn.fetch(q.SELECT_EVENTS_OF_VENUE, venue_id, now)))
 
 
-async def held_counts(conn: asyncpg.Connection, event_ids: list[str]) -> dict[str, dict[str, HeldCounts]]:
+async def held_counts(conn: Conn, event_ids: list[str]) -> dict[str, dict[str, HeldCounts]]:
     """event -> tier -> seats held now (sold, or under a live lock), straight from Postgres."""
     result: dict[str, dict[str, HeldCounts]] = {eid: {} for eid in event_ids}
     if not event_ids:
@@ -131,23 +132,23 @@ async def held_counts(conn: asyncpg.Connection, event_ids: list[str]) -> dict[st
     return result
 
 
-async def held_seats(conn: asyncpg.Connection, event_id: str) -> dict[str, bool]:
+async def held_seats(conn: Conn, event_id: str) -> dict[str, bool]:
     """seat -> True if sold, False if locked (seats not in the map are available)."""
     return {row["seat_id"]: row["sold"] for row in await conn.fetch(q.SELECT_HELD_SEATS, [event_id])}
 
 
-async def seats_of(conn: asyncpg.Connection, event_id: str) -> list[SeatWithPrice]:
+async def seats_of(conn: Conn, event_id: str) -> list[SeatWithPrice]:
     return [
         SeatWithPrice(Seat(r["seat_id"], r["row_label"], r["number"], r["tier"], r["position"]), r["price"], r["currency"])
         for r in await conn.fetch(q.SELECT_SEATS_OF_EVENT, event_id)
     ]
 
 
-async def seat_prices(conn: asyncpg.Connection, event_id: str, seat_ids: list[str]) -> dict[str, tuple[int, str]]:
+async def seat_prices(conn: Conn, event_id: str, seat_ids: list[str]) -> dict[str, tuple[int, str]]:
     valid = [s for s in seat_ids if SEAT_ID_RE.match(s)]
     rows = await conn.fetch(q.SELECT_SEAT_PRICES, event_id, valid)
     return {r["seat_id"]: (r["price"], r["currency"]) for r in rows}
 
 
-async def seat_ids_of(conn: asyncpg.Connection, event_id: str) -> list[str]:
+async def seat_ids_of(conn: Conn, event_id: str) -> list[str]:
     return [r["seat_id"] for r in await conn.fetch(q.SELECT_SEAT_IDS_OF_EVENT, event_id)]

@@ -10,6 +10,7 @@ from importlib import resources
 import asyncpg
 
 from storage import queries as q
+from storage.pool import Conn
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def load_migrations() -> list[Migration]:
     return found
 
 
-async def apply_migrations(conn: asyncpg.Connection) -> list[str]:
+async def apply_migrations(conn: Conn) -> list[str]:
     """Applies every migration not yet recorded; returns the names applied now."""
     applied_now: list[str] = []
     await conn.execute(q.LOCK_MIGRATIONS, MIGRATION_LOCK_KEY)

@@ -9,6 +9,7 @@ import asyncpg
 
 from domain.ids import new_id
 from storage import queries as q
+from storage.pool import Conn
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ def _payment(r: asyncpg.Record) -> Payment:
 
 
 async def start(
-    conn: asyncpg.Connection, *, booking_id: str, user_id: str, amount: int, currency: str,
+    conn: Conn, *, booking_id: str, user_id: str, amount: int, currency: str,
     provider: str, idempotency_key: str,
 ) -> Payment:
     """The attempt for this key: a new PROCESSING row, or the one already recorded."""
@@ -46,7 +47,7 @@ async def start(
 
 
 async def record_outcome(
-    conn: asyncpg.Connection, *, payment_id: str, succeeded: bool, provider_transaction_id: str | None, decline_code: str | None
+    conn: Conn, *, payment_id: str, succeeded: bool, provider_transaction_id: str | None, decline_code: str | None
 ) -> Payment | None:
     row = await conn.fetchrow(
         q.UPDATE_PAYMENT_OUTCOME, payment_id, "SUCCESS" if succeeded else "FAILED", provider_transaction_id, decline_code
@@ -54,21 +55,21 @@ async def record_outcome(
     return _payment(row) if row else None
 
 
-async def record_refund(conn: asyncpg.Connection, *, payment_id: str, refund_id: str | None) -> Payment | None:
+async def record_refund(conn: Conn, *, payment_id: str, refund_id: str | None) -> Payment | None:
     row = await conn.fetchrow(q.UPDATE_PAYMENT_REFUNDED, payment_id, refund_id)
     return _payment(row) if row else None
 
 
-async def get(conn: asyncpg.Connection, payment_id: str) -> Payment | None:
+async def get(conn: Conn, payment_id: str) -> Payment | None:
     row = await conn.fetchrow(q.SELECT_PAYMENT_BY_ID, payment_id)
     return _payment(row) if row else None
 
 
-async def get_by_key(conn: asyncpg.Connection, idempotency_key: str) -> Payment | None:
+async def get_by_key(conn: Conn, idempotency_key: str) -> Payment | None:
     row = await conn.fetchrow(q.SELECT_PAYMENT_BY_KEY, idempotency_key)
     return _payment(row) if row else None
 
 
-async def get_of_booking(conn: asyncpg.Connection, booking_id: str) -> Payment | None:
+async def get_of_booking(conn: Conn, booking_id: str) -> Payment | None:
     row = await conn.fetchrow(q.SELECT_PAYMENT_OF_BOOKING, booking_id)
     return _payment(row) if row else None

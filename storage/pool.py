@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 
 from config.settings import Settings
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+    # What a repository function accepts: a plain connection or one borrowed from the pool.
+    Conn: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
+else:
+    Conn = Any
 
 # Errors that mean Postgres is unreachable or refusing work right now (503, not 500).
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (

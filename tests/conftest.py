@@ -121,7 +121,7 @@ def app_env(database_url: str, redis_url: str, smtp_sink: SmtpSink, state_dir: P
 
 
 @pytest.fixture(scope="session")
-def server(app_env: dict[str, str]) -> Iterator[str]:
+def server(app_env: dict[str, str]) -> Iterator[str]:  # noqa: ARG001 - app_env must be set first
     """The real Serve app on a free port, backed by a real local Ray."""
     import ray
     from ray import serve
@@ -151,7 +151,7 @@ async def http(server: str) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest_asyncio.fixture(scope="session")
-async def db(app_env: dict[str, str], server: str) -> AsyncIterator[asyncpg.Pool]:
+async def db(app_env: dict[str, str], server: str) -> AsyncIterator[asyncpg.Pool]:  # noqa: ARG001 - migrated by server
     pool = await asyncpg.create_pool(app_env["DATABASE_URL"], min_size=1, max_size=4)
     assert pool is not None
     yield pool
@@ -161,13 +161,6 @@ async def db(app_env: dict[str, str], server: str) -> AsyncIterator[asyncpg.Pool
 @pytest_asyncio.fixture(scope="session")
 async def admin_token(http: httpx.AsyncClient) -> str:
     return await login(http, *ADMIN)
-
-
-async def new_user(http: httpx.AsyncClient, name: str = "Buyer") -> tuple[str, dict[str, Any]]:
-    email = f"user-{secrets.token_hex(6)}@example.com"
-    r = await http.post("/api/users/register", json={"name": name, "email": email, "password": "Passw0rdX"})
-    assert r.status_code == 201, r.text
-    return await login(http, email, "Passw0rdX"), r.json()
 
 
 @pytest_asyncio.fixture

@@ -45,7 +45,7 @@ def iso(dt: datetime) -> str:
 
 async def create_event(
     http: httpx.AsyncClient, admin: str, *, venue_id: str | None = None, vip: int = 10, general: int = 40,
-    starts_in: timedelta = timedelta(days=30), name: str = "Test Show", seats_per_row: int | None = None,
+    starts_in: timedelta = timedelta(days=30), name: str = "Test Show",
 ) -> dict[str, Any]:
     if venue_id is None:
         venue_id = (await create_venue(http, admin))["id"]
