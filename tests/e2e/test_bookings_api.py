@@ -1,0 +1,207 @@
+"""Bookings end to end: saga, payments, email, cancellation, concurrency and a crash."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import ray
+
+from actors import registry
+from tests.fakes.smtp_server import SmtpSink
+from tests.helpers import assert_error, auth, book, book_and_wait, create_event, new_user, wait_final
+
+
+async def test_happy_path(http: httpx.AsyncClient, admin_token: str, smtp_sink: SmtpSink) -> None:
+    event = await create_event(http, admin_token, vip=4, general=4)
+    token, user = await new_user(http, "Happy Buyer")
+    r = await book(http, token, event["id"], ["seat_A1", "seat_B1"])
+    assert r.status_code == 202
+    body = r.json()
+    assert set(body) == {"bookingId", "status", "message"} and body["status"] == "PENDING"
+    assert body["bookingId"].startswith("bkg_") and body["bookingId"] in body["message"]
+    b = await wait_final(http, token, body["bookingId"])
+    assert b["status"] == "CONFIRMED" and b["failureReason"] is None
+    assert b["totalAmount"] == 25000 + 7500 and b["currency"] == "GBP"  # computed on the server
+    assert b["userId"] == user["id"] and b["venueName"] == "Test Hall" and b["confirmedAt"]
+    seats = {s["id"]: s["status"] for s in (await http.get(f"/api/inventory/events/{event['id']}/seats")).json()["seats"]}
+    assert seats["seat_A1"] == seats["seat_B1"] == "RESERVED"
+    p = (await http.get(f"/api/payments/booking/{b['id']}", headers=auth(token))).json()
+    assert p["status"] == "SUCCESS" and p["amount"] == 32500 and p["id"] == b["paymentId"]
+    assert p["providerTransactionId"].startswith("ch_")
+    assert (await http.get(f"/api/payments/{p['id']}", headers=auth(token))).json() == p
+    mine = (await http.get("/api/bookings/my", headers=auth(token))).json()
+    assert [x["id"] for x in mine["data"]] == [b["id"]] and mine["pagination"]["total"] == 1
+    assert (await http.get("/api/bookings/my", params={"status": "FAILED"}, headers=auth(token))).json()["data"] == []
+    # The confirmation email reaches a real SMTP server.
+    deadline = time.monotonic() + 15
+    while not any(user["email"] in m["To"] for m in smtp_sink.messages):
+        assert time.monotonic() < deadline, "no confirmation email"
+        await asyncio.sleep(0.2)
+    mail = next(m for m in smtp_sink.messages if user["email"] in m["To"])
+    assert mail["Subject"] == "Your booking is confirmed!" and "seat_A1" in mail.get_body(("plain",)).get_content()
+    notes = (await http.get("/api/notifications/recent", headers=auth(token))).json()["data"]
+    assert notes[0]["type"] == "BOOKING_CONFIRMED" and notes[0]["bookingId"] == b["id"]
+
+
+async def test_declined_card_frees_seats(http: httpx.AsyncClient, admin_token: str, user_token: str) -> None:
+    event = await create_event(http, admin_token, vip=2, general=2)
+    for card in ("pm_card_chargeDeclined", "pm_card_chargeDeclinedInsufficientFunds", "pm_card_unknown"):
+        b = await book_and_wait(http, user_token, event["id"], ["seat_A1"], card=card)
+        assert b["status"] == "FAILED" and b["failureReason"] == "PAYMENT_DECLINED"
+        p = (await http.get(f"/api/payments/booking/{b['id']}", headers=auth(user_token))).json()
+        assert p["status"] == "FAILED"
+    inv = (await http.get(f"/api/inventory/events/{event['id']}/seats")).json()
+    assert inv["summary"]["available"] == 4
+
+
+async def test_seat_already_sold(http: httpx.AsyncClient, admin_token: str, user_token: str) -> None:
+    event = await create_event(http, admin_token, vip=2, general=2)
+    assert (await book_and_wait(http, user_token, event["id"], ["seat_A1"]))["status"] == "CONFIRMED"
+    other, _ = await new_user(http)
+    b = await book_and_wait(http, other, event["id"], ["seat_A1", "seat_A2"])
+    assert b["status"] == "FAILED" and b["failureReason"] == "SEATS_UNAVAILABLE"
+    assert_error(await http.get(f"/api/payments/booking/{b['id']}", headers=auth(other)), 404, "PAYMENT_NOT_FOUND")
+
+
+async def test_booking_validation(http: httpx.AsyncClient, admin_token: str, user_token: str) -> None:
+    event = await create_event(http, admin_token, vip=2, general=20)
+    eid = event["id"]
+    assert_error(await book(http, user_token, "evnt_missing", ["seat_A1"]), 404, "EVENT_NOT_FOUND")
+    assert_error(await book(http, user_token, eid, []), 400, "INVALID_SEAT_COUNT")
+    assert_error(await book(http, user_token, eid, [f"seat_B{i}" for i in range(1, 12)]), 400, "INVALID_SEAT_COUNT")
+    assert_error(await book(http, user_token, eid, ["seat_A1", "seat_A1"]), 400, "VALIDATION_ERROR")
+    assert_error(await book(http, user_token, eid, ["seat_Z99"]), 400, "VALIDATION_ERROR")
+    assert_error(await book(http, user_token, eid, ["'; DROP TABLE seats;--"]), 400, "VALIDATION_ERROR")
+    r = await http.post("/api/bookings", headers=auth(user_token), json={"eventId": eid, "seatIds": ["seat_A1"]})
+    assert_error(r, 400, "VALIDATION_ERROR")
+    r = await http.post("/api/bookings", json={"eventId": eid, "seatIds": ["seat_A1"], "paymentMethod": {"type": "card", "token": "pm_card_visa"}})
+    assert_error(r, 401, "UNAUTHORIZED")
+
+
+async def test_idempotent_retry(http: httpx.AsyncClient, admin_token: str, user_token: str, db: asyncpg.Pool) -> None:
+    event = await create_event(http, admin_token, vip=2, general=2)
+    key = {"Idempotency-Key": f"retry-{time.time_ns()}"}
+    first = await book(http, user_token, event["id"], ["seat_A2"], headers=key)
+    second = await book(http, user_token, event["id"], ["seat_A2"], headers=key)
+    assert first.status_code == second.status_code == 202 and first.json() == second.json()
+    count = await db.fetchval("SELECT count(*) FROM bookings WHERE event_id = $1", event["id"])
+    assert count == 1
+    other, _ = await new_user(http)
+    third = await book(http, other, event["id"], ["seat_A1"], headers=key)  # same key, another user
+    assert third.json()["bookingId"] != first.json()["bookingId"]
+    assert (await wait_final(http, user_token, first.json()["bookingId"]))["status"] == "CONFIRMED"
+
+
+async def test_cancellation_refunds_and_frees_seats(http: httpx.AsyncClient, admin_token: str, db: asyncpg.Pool) -> None:
+    event = await create_event(http, admin_token, vip=2, general=2)
+    token, _ = await new_user(http)
+    b = await book_and_wait(http, token, event["id"], ["seat_A1", "seat_A2"])
+    other, _ = await new_user(http)
+    assert_error(await http.post(f"/api/bookings/{b['id']}/cancel", json={}, headers=auth(other)), 404, "BOOKING_NOT_FOUND")
+    assert_error(await http.post(f"/api/bookings/{b['id']}/cancel", json={}, headers=auth(admin_token)), 404, "BOOKING_NOT_FOUND")
+    r = await http.post(f"/api/bookings/{b['id']}/cancel", json={}, headers=auth(token))
+    assert r.status_code == 200, r.text
+    c = r.json()
+    assert c["bookingId"] == b["id"] and c["status"] == "CANCELLED" and c["refundAmount"] == 50000 and c["currency"] == "GBP"
+    assert (await http.get(f"/api/payments/booking/{b['id']}", headers=auth(token))).json()["status"] == "REFUNDED"
+    assert_error(await http.post(f"/api/bookings/{b['id']}/cancel", json={}, headers=auth(token)), 422, "BOOKING_NOT_CANCELLABLE")
+    inv = (await http.get(f"/api/inventory/events/{event['id']}/seats")).json()
+    assert inv["summary"]["available"] == 4
+    again = await book_and_wait(http, other, event["id"], ["seat_A1", "seat_A2"])
+    assert again["status"] == "CONFIRMED"
+    types = [r["type"] for r in await db.fetch("SELECT type FROM notifications WHERE booking_id = $1 ORDER BY created_at", b["id"])]
+    assert types == ["BOOKING_CONFIRMED", "BOOKING_CANCELLED"]
+
+
+async def test_cancellation_window_and_failed_bookings(http: httpx.AsyncClient, admin_token: str, user_token: str) -> None:
+    soon = await create_event(http, admin_token, vip=2, general=0, starts_in=timedelta(hours=23))
+    b = await book_and_wait(http, user_token, soon["id"], ["seat_A1"])
+    assert b["status"] == "CONFIRMED"
+    assert_error(await http.post(f"/api/bookings/{b['id']}/cancel", json={}, headers=auth(user_token)), 422, "CANCELLATION_WINDOW_EXPIRED")
+    failed = await book_and_wait(http, user_token, soon["id"], ["seat_A2"], card="pm_card_chargeDeclined")
+    assert_error(await http.post(f"/api/bookings/{failed['id']}/cancel", json={}, headers=auth(user_token)), 422, "BOOKING_NOT_CANCELLABLE")
+
+
+async def test_booking_and_payment_authorisation(http: httpx.AsyncClient, admin_token: str, user_token: str) -> None:
+    event = await create_event(http, admin_token, vip=1, general=1)
+    b = await book_and_wait(http, user_token, event["id"], ["seat_A1"])
+    other, _ = await new_user(http)
+    pid = b["paymentId"]
+    for path in (f"/api/bookings/{b['id']}", f"/api/payments/{pid}", f"/api/payments/booking/{b['id']}"):
+        assert_error(await http.get(path), 401, "UNAUTHORIZED")
+        code = "BOOKING_NOT_FOUND" if path.startswith("/api/bookings") else "PAYMENT_NOT_FOUND"
+        assert_error(await http.get(path, headers=auth(other)), 404, code)
+        assert (await http.get(path, headers=auth(admin_token))).status_code == 200
+        assert (await http.get(path, headers=auth(user_token))).status_code == 200
+    assert_error(await http.get("/api/bookings/bkg_missing", headers=auth(user_token)), 404, "BOOKING_NOT_FOUND")
+    assert_error(await http.get("/api/payments/pay_missing", headers=auth(user_token)), 404, "PAYMENT_NOT_FOUND")
+    assert_error(await http.get("/api/bookings/my"), 401, "UNAUTHORIZED")
+    assert_error(await http.get("/api/notifications/recent"), 401, "UNAUTHORIZED")
+    health = await http.get("/api/notifications/health")
+    assert health.status_code == 200 and health.json() == {"status": "ok", "ray": "connected", "postgres": "connected", "smtp": "reachable"}
+
+
+async def _consistency(db: asyncpg.Pool, event_id: str) -> dict[str, Any]:
+    confirmed = await db.fetch("SELECT id, seat_ids FROM bookings WHERE event_id = $1 AND status = 'CONFIRMED'", event_id)
+    sold = [s for r in confirmed for s in r["seat_ids"]]
+    assert len(sold) == len(set(sold)), "a seat is in two CONFIRMED bookings"
+    reserved = await db.fetchval("SELECT count(*) FROM seat_sales WHERE event_id = $1 AND released_at IS NULL", event_id)
+    assert reserved == len(sold)
+    kept = await db.fetch(
+        "SELECT p.booking_id, b.status FROM payments p JOIN bookings b ON b.id = p.booking_id "
+        "WHERE b.event_id = $1 AND p.status = 'SUCCESS'", event_id)
+    assert all(r["status"] == "CONFIRMED" for r in kept), "money kept for a booking that is not confirmed"
+    pending = await db.fetchval("SELECT count(*) FROM bookings WHERE event_id = $1 AND status = 'PENDING'", event_id)
+    assert pending == 0
+    return {"confirmed": len(confirmed), "sold": len(sold), "kept_charges": len(kept)}
+
+
+async def test_forty_buyers_race_for_two_seats(http: httpx.AsyncClient, admin_token: str, db: asyncpg.Pool) -> None:
+    event = await create_event(http, admin_token, vip=2, general=2)
+    users = [await new_user(http) for _ in range(40)]
+    responses = await asyncio.gather(*(book(http, t, event["id"], ["seat_A1", "seat_A2"]) for t, _ in users))
+    assert all(r.status_code == 202 for r in responses)
+    finals = await asyncio.gather(*(wait_final(http, t, r.json()["bookingId"]) for (t, _), r in zip(users, responses, strict=True)))
+    confirmed = [f for f in finals if f["status"] == "CONFIRMED"]
+    assert len(confirmed) == 1
+    assert all(f["failureReason"] == "SEATS_UNAVAILABLE" for f in finals if f["status"] == "FAILED")
+    facts = await _consistency(db, event["id"])
+    assert facts["kept_charges"] == 1
+
+
+async def test_thirty_buyers_random_pairs(http: httpx.AsyncClient, admin_token: str, db: asyncpg.Pool) -> None:
+    event = await create_event(http, admin_token, vip=0, general=50, )
+    seat_ids = [s["id"] for row in event["seatMap"]["rows"] for s in row["seats"]]
+    rng = random.Random(7)
+    users = [await new_user(http) for _ in range(30)]
+    picks = [rng.sample(seat_ids, 2) for _ in users]
+    responses = await asyncio.gather(*(book(http, t, event["id"], p) for (t, _), p in zip(users, picks, strict=True)))
+    finals = await asyncio.gather(*(wait_final(http, t, r.json()["bookingId"]) for (t, _), r in zip(users, responses, strict=True)))
+    facts = await _consistency(db, event["id"])
+    assert facts["sold"] == 2 * sum(1 for f in finals if f["status"] == "CONFIRMED")
+    inv = (await http.get(f"/api/inventory/events/{event['id']}/seats")).json()
+    assert inv["summary"]["reserved"] == facts["sold"]
+
+
+async def test_saga_actor_killed_mid_charge(http: httpx.AsyncClient, admin_token: str, db: asyncpg.Pool) -> None:
+    event = await create_event(http, admin_token, vip=4, general=0)
+    token, _ = await new_user(http)
+    r = await book(http, token, event["id"], ["seat_A3", "seat_A4"])
+    booking_id = r.json()["bookingId"]
+    deadline = time.monotonic() + 20
+    while await db.fetchval("SELECT saga_step FROM bookings WHERE id = $1", booking_id) != "CHARGING":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    slot = await db.fetchval("SELECT saga_slot FROM bookings WHERE id = $1", booking_id)
+    ray.kill(ray.get_actor(registry.saga_actor_name(slot), namespace=registry.NAMESPACE), no_restart=False)
+    final = await wait_final(http, token, booking_id, timeout=90)
+    assert final["status"] in ("CONFIRMED", "FAILED")
+    charges = await db.fetch("SELECT status FROM payments WHERE booking_id = $1", booking_id)
+    assert len(charges) == 1  # one idempotency key, one payment row
+    await _consistency(db, event["id"])
