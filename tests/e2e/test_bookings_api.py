@@ -14,7 +14,15 @@ import ray
 
 from actors import registry
 from tests.fakes.smtp_server import SmtpSink
-from tests.helpers import assert_error, auth, book, book_and_wait, create_event, new_user, wait_final
+from tests.helpers import (
+    assert_error,
+    auth,
+    book,
+    book_and_wait,
+    create_event,
+    new_user,
+    wait_final,
+)
 
 
 async def test_happy_path(http: httpx.AsyncClient, admin_token: str, smtp_sink: SmtpSink) -> None:
