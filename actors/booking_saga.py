@@ -91,6 +91,10 @@ class _Store:
         async with self._pool.acquire() as conn:
             return await booking_repository.fail(conn, booking_id, reason)
 
+    async def has_sale(self, booking_id: str) -> bool:
+        async with self._pool.acquire() as conn:
+            return await booking_repository.has_sale(conn, booking_id)
+
 
 @ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=10_000)  # type: ignore[call-overload]
 class BookingSaga:

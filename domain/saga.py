@@ -74,6 +74,7 @@ class BookingStore(Protocol):
     async def mark_charged(self, booking_id: str, payment_id: str) -> bool: ...
     async def confirm(self, booking_id: str) -> bool: ...
     async def fail(self, booking_id: str, reason: FailureReason) -> bool: ...
+    async def has_sale(self, booking_id: str) -> bool: ...
 
 
 class NotifierPort(Protocol):
@@ -184,6 +185,13 @@ class BookingSagaRunner:
         if booking is None or booking.status is not BookingStatus.PENDING:
             return SagaOutcome(booking_id, booking.status) if booking else None
         try:
+            if booking.step is SagaStep.CHARGED and await self._store.has_sale(booking.id):
+                # Paid for and the sale is written (Postgres says so, whatever state the seat
+                # actor is in): the buyer gets the seats; refunding now would leave them sold
+                # to a FAILED booking.
+                await self._store.confirm(booking.id)
+                await self._notify()
+                return SagaOutcome(booking.id, BookingStatus.CONFIRMED)
             if booking.step in (SagaStep.CHARGING, SagaStep.CHARGED):
                 # Replaying the charge's key learns its real outcome without charging again.
                 charge = await self._call(self._payments.charge(

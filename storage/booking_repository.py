@@ -95,6 +95,8 @@ async def fail(conn: Conn, booking_id: str, reason: FailureReason) -> bool:
     async with conn.transaction():
         done = await conn.fetchval(q.UPDATE_BOOKING_FAILED, booking_id, reason.value) is not None
         if done:
+            # A FAILED booking holds no seats, even if a reserve raced the failure.
+            await conn.execute(q.RELEASE_SEAT_SALES, booking_id)
             await add_notification(conn, booking_id, NotificationType.BOOKING_FAILED)
     return done
 
@@ -116,6 +118,10 @@ async def record_sale(conn: Conn, *, event_id: str, booking_id: str, seat_ids: l
         if existing == set(seat_ids):
             return
         await conn.execute(q.INSERT_SEAT_SALES, event_id, seat_ids, booking_id)
+
+
+async def has_sale(conn: Conn, booking_id: str) -> bool:
+    return bool(await conn.fetchval(q.BOOKING_HAS_SALE, booking_id))
 
 
 async def stale_pending(

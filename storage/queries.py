@@ -132,6 +132,8 @@ INSERT INTO seat_sales (event_id, seat_id, booking_id)
 SELECT $1, unnest($2::text[]), $3"""
 SELECT_SALE_OF_BOOKING = """
 SELECT seat_id FROM seat_sales WHERE booking_id = $1 AND released_at IS NULL"""
+BOOKING_HAS_SALE = """
+SELECT EXISTS (SELECT 1 FROM seat_sales WHERE booking_id = $1 AND released_at IS NULL)"""
 RELEASE_SEAT_SALES = """
 UPDATE seat_sales SET released_at = now() WHERE booking_id = $1 AND released_at IS NULL
 RETURNING seat_id"""
