@@ -125,7 +125,7 @@ class BookingSaga:
             self._runner = BookingSagaRunner(
                 seats=_Seats(), payments=_Payments(), store=_Store(self._pool), notifier=_Notifier(),
                 clock=_Clock(), step_timeout=self._settings.saga_step_timeout_seconds,
-                deadline=timedelta(seconds=max(self._settings.seat_lock_ttl, 60) * 2),
+                deadline=timedelta(seconds=self._settings.saga_timeout_seconds),
             )
         return self._runner
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import ray
 
 from config.settings import get_settings
+from domain.bookings import refund_key
 from domain.errors import RefundFailed
 from domain.payments import ChargeRequest, PaymentProcessor
 from domain.saga import Charge
@@ -25,6 +28,11 @@ class PaymentGateway:
     State: none of its own beyond a connection pool and the processor client; every attempt is a
     row in `payments` keyed by its idempotency key, written before the processor is called.
 
+    Reconciliation: every `payment_reconcile_interval_seconds` it settles charges whose outcome
+    was never recorded (replaying their key) and refunds every successful charge of a FAILED
+    booking (a saga that gave up while the processor did not answer), so a late success never
+    keeps money for a seat that was not delivered.
+
     Idempotency: a charge or refund repeated with the same key returns the recorded outcome, or,
     when the outcome was never recorded (the actor died mid-call), asks the processor again with
     the same key, which the processor answers without charging twice. So a restart
@@ -38,8 +46,10 @@ class PaymentGateway:
             stripe_api_key=key.get_secret_value() if key else None,
             stripe_api_base=self._settings.stripe_api_base,
             latency_ms=self._settings.payment_latency_ms,
+            timeout=self._settings.payment_timeout_seconds,
         )
         self._pool: asyncpg.Pool | None = None
+        self._reconciler = asyncio.get_running_loop().create_task(self._reconcile_forever())
 
     async def _db(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -92,6 +102,33 @@ class PaymentGateway:
         async with pool.acquire() as conn:
             await payment_repository.record_refund(conn, payment_id=payment_id, refund_id=outcome.refund_id)
         logger.info("refund booking_id=%s payment_id=%s refund_id=%s", payment.booking_id, payment_id, outcome.refund_id)
+
+    async def _reconcile_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.payment_reconcile_interval_seconds)
+            try:
+                await self.reconcile_once()
+            except Exception as exc:  # noqa: BLE001 - provider or database away: next round
+                logger.warning("payment reconciliation round failed (%s)", type(exc).__name__)
+
+    async def reconcile_once(self) -> int:
+        """Settles what sagas left open; returns how many payments it touched."""
+        pool = await self._db()
+        started_before = datetime.now(UTC) - timedelta(seconds=2 * self._settings.payment_timeout_seconds)
+        async with pool.acquire() as conn:
+            open_payments = await payment_repository.unsettled(conn, started_before=started_before)
+        for item in open_payments:
+            p = item.payment
+            charge = Charge(p.id, p.status == "SUCCESS")
+            if p.status == "PROCESSING":
+                charge = await self.charge(
+                    booking_id=p.booking_id, user_id=p.user_id, amount=p.amount, currency=p.currency,
+                    token=item.payment_token, idempotency_key=p.idempotency_key,
+                )
+            if charge.succeeded and item.booking_status == "FAILED":
+                await self.refund(payment_id=p.id, idempotency_key=refund_key(p.booking_id))
+                logger.warning("reconciliation refunded payment %s of failed booking %s", p.id, p.booking_id)
+        return len(open_payments)
 
     async def ping(self) -> str:
         return self._processor.name

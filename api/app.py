@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from api import routes_bookings, routes_catalog, routes_system, routes_users
+from api.deps import limit_by_ip
 from api.http import RequestContextMiddleware, install_error_handlers
 from api.routes_system import VERSION
 from api.schemas import ErrorResponse
@@ -29,6 +30,7 @@ def create_app() -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
-    for module in (routes_system, routes_users, routes_catalog, routes_bookings):
-        app.include_router(module.router)
+    app.include_router(routes_system.router)
+    for module in (routes_users, routes_catalog, routes_bookings):
+        app.include_router(module.router, dependencies=[Depends(limit_by_ip)])
     return app

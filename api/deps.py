@@ -11,6 +11,7 @@ import asyncpg
 from fastapi import Depends, Request
 
 from api.auth import PasswordService, Principal, TokenService, make_hasher
+from api.ratelimit import Limit, RateLimiter
 from config.settings import Settings, get_settings
 from domain.errors import Forbidden, Unauthorized
 from storage.pool import create_pool
@@ -21,6 +22,7 @@ class Services:
     settings: Settings
     tokens: TokenService
     passwords: PasswordService
+    limiter: RateLimiter
     started_at: float = field(default_factory=time.monotonic)
     _pool: asyncpg.Pool | None = None
     _pool_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -35,7 +37,16 @@ class Services:
             passwords=PasswordService(make_hasher(
                 memory_kib=settings.password_hash_memory_kib, time_cost=settings.password_hash_time_cost
             )),
+            limiter=RateLimiter(settings.redis_url, enabled=settings.rate_limit_enabled),
         )
+
+    def limit(self, scope: str) -> Limit:
+        s = self.settings
+        per_minute = {
+            "ip": s.rate_limit_ip_per_minute, "user": s.rate_limit_user_per_minute,
+            "auth": s.rate_limit_auth_per_minute, "login": s.rate_limit_login_per_email_per_minute,
+        }[scope]
+        return Limit(scope, per_minute)
 
     async def db(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -47,6 +58,7 @@ class Services:
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close()
+        await self.limiter.close()
 
 
 def services(request: Request) -> Services:
@@ -62,12 +74,22 @@ def services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(services)]
 
 
-def current_principal(request: Request, svc: ServicesDep) -> Principal:
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def limit_by_ip(request: Request, svc: ServicesDep) -> None:
+    await svc.limiter.hit(svc.limit("ip"), client_ip(request))
+
+
+async def current_principal(request: Request, svc: ServicesDep) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("A bearer token is required")
-    return svc.tokens.verify(token.strip())
+    principal = svc.tokens.verify(token.strip())
+    await svc.limiter.hit(svc.limit("user"), principal.user_id)
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]

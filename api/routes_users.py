@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import hashlib
 
-from api.deps import PrincipalDep, ServicesDep
+from fastapi import APIRouter, Request
+
+from api.deps import PrincipalDep, ServicesDep, client_ip
 from api.schemas import LoginRequest, LoginResponse, LoginUser, RegisterUserRequest, UserResponse
 from domain.errors import EmailAlreadyExists, InvalidCredentials, Unauthorized, ValidationFailed
 from domain.users import User, clean_name, normalize_email, password_problem
@@ -18,7 +20,8 @@ def user_response(user: User) -> UserResponse:
 
 
 @router.post("/register", status_code=201, response_model=UserResponse)
-async def register(body: RegisterUserRequest, svc: ServicesDep) -> UserResponse:
+async def register(body: RegisterUserRequest, request: Request, svc: ServicesDep) -> UserResponse:
+    await svc.limiter.hit(svc.limit("auth"), client_ip(request))
     try:
         name = clean_name(body.name)
         email = normalize_email(body.email)
@@ -37,7 +40,10 @@ async def register(body: RegisterUserRequest, svc: ServicesDep) -> UserResponse:
 
 
 @router.post("/login", response_model=LoginResponse)
-async def login(body: LoginRequest, svc: ServicesDep) -> LoginResponse:
+async def login(body: LoginRequest, request: Request, svc: ServicesDep) -> LoginResponse:
+    await svc.limiter.hit(svc.limit("auth"), client_ip(request))
+    # Per account too, so a botnet cannot guess one password from many addresses.
+    await svc.limiter.hit(svc.limit("login"), hashlib.sha256(body.email.strip().lower().encode()).hexdigest()[:32])
     try:
         email = normalize_email(body.email)
     except ValueError:

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     admin_password: SecretStr = SecretStr("Admin1234!")
     seed_demo: bool = True
 
+    rate_limit_enabled: bool = True
+    rate_limit_ip_per_minute: int = Field(default=1200, ge=1)
+    rate_limit_user_per_minute: int = Field(default=600, ge=1)
+    rate_limit_auth_per_minute: int = Field(default=20, ge=1)
+    rate_limit_login_per_email_per_minute: int = Field(default=10, ge=1)
+
     seat_lock_ttl: int = Field(default=MAX_SEAT_LOCK_TTL, ge=1, validation_alias=_bare("SEAT_LOCK_TTL"))
     seats_per_row: int = Field(default=20, ge=1, le=500)
     seat_actor_idle_seconds: float = Field(default=600.0, gt=0)
@@ -56,12 +62,15 @@ class Settings(BaseSettings):
 
     saga_pool_size: int = Field(default=2, ge=1, le=64)
     saga_step_timeout_seconds: float = Field(default=30.0, gt=0)
+    saga_timeout_seconds: float = Field(default=120.0, gt=0)
     saga_recovery_interval_seconds: float = Field(default=5.0, gt=0)
     saga_stale_after_seconds: float = Field(default=10.0, gt=0)
 
     stripe_api_key: SecretStr | None = Field(default=None, validation_alias=_bare("STRIPE_API_KEY"))
     stripe_api_base: str | None = Field(default=None, validation_alias=_bare("STRIPE_API_BASE"))
     payment_latency_ms: int = Field(default=0, ge=0)
+    payment_timeout_seconds: float = Field(default=10.0, gt=0)
+    payment_reconcile_interval_seconds: float = Field(default=15.0, gt=0)
 
     smtp_url: str | None = Field(default=None, validation_alias=_bare("SMTP_URL"))
     smtp_from: str = "TicketFlow <tickets@ticketflow.dev>"

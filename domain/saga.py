@@ -129,7 +129,11 @@ class BookingSagaRunner:
                 logger.warning("saga %s: step %s interrupted (%s); will resume", booking.id, booking.step, type(exc).__name__)
                 return None
             logger.error("saga %s: deadline passed in step %s; compensating", booking.id, booking.step)
-            return await self._give_up(booking_id)
+            try:
+                return await self._give_up(booking_id)
+            except Exception as exc:  # noqa: BLE001 - the database itself is away: try again later
+                logger.error("saga %s: could not record the failure (%s)", booking.id, type(exc).__name__)
+                return None
 
     async def _call(self, awaitable: Awaitable[T]) -> T:
         return await asyncio.wait_for(awaitable, timeout=self._step_timeout)
@@ -180,19 +184,26 @@ class BookingSagaRunner:
         raise RuntimeError(f"saga {b.id}: unexpected step {step}")
 
     async def _give_up(self, booking_id: str) -> SagaOutcome | None:
-        """Compensates whatever may have happened, then fails the booking."""
+        """Past the deadline: the buyer gets a final answer now; compensation is best effort.
+
+        A paid booking whose sale Postgres already holds is confirmed (the seats were
+        delivered). Anything else fails with INTERNAL_ERROR after trying to learn the charge's
+        outcome, refund it and release the locks; whatever of that cannot be done now (the
+        processor or an actor does not answer) is finished later by the payment actor's
+        reconciliation, which refunds every successful charge of a FAILED booking, and by
+        the lock's own expiry.
+        """
         booking = await self._store.load(booking_id)
         if booking is None or booking.status is not BookingStatus.PENDING:
             return SagaOutcome(booking_id, booking.status) if booking else None
-        try:
-            if booking.step is SagaStep.CHARGED and await self._store.has_sale(booking.id):
-                # Paid for and the sale is written (Postgres says so, whatever state the seat
-                # actor is in): the buyer gets the seats; refunding now would leave them sold
-                # to a FAILED booking.
-                await self._store.confirm(booking.id)
-                await self._notify()
-                return SagaOutcome(booking.id, BookingStatus.CONFIRMED)
-            if booking.step in (SagaStep.CHARGING, SagaStep.CHARGED):
+        if booking.step is SagaStep.CHARGED and await self._store.has_sale(booking.id):
+            # Paid for and the sale is written (Postgres says so, whatever state the seat actor
+            # is in): refunding now would leave the seats sold to a FAILED booking.
+            await self._store.confirm(booking.id)
+            await self._notify()
+            return SagaOutcome(booking.id, BookingStatus.CONFIRMED)
+        if booking.step in (SagaStep.CHARGING, SagaStep.CHARGED):
+            try:
                 # Replaying the charge's key learns its real outcome without charging again.
                 charge = await self._call(self._payments.charge(
                     booking_id=booking.id, user_id=booking.user_id, amount=booking.amount,
@@ -201,10 +212,12 @@ class BookingSagaRunner:
                 ))
                 if charge.succeeded:
                     await self._call(self._payments.refund(payment_id=charge.payment_id, idempotency_key=refund_key(booking.id)))
+            except Exception as exc:  # noqa: BLE001 - reconciliation refunds it later
+                logger.error("saga %s: charge outcome or refund unavailable (%s); left to reconciliation", booking.id, type(exc).__name__)
+        try:
             await self._release(booking)
-        except Exception as exc:  # noqa: BLE001
-            logger.error("saga %s: compensation interrupted (%s); will retry", booking.id, type(exc).__name__)
-            return None
+        except Exception as exc:  # noqa: BLE001 - the lock expires by itself
+            logger.warning("saga %s: release failed (%s); the lock will expire", booking.id, type(exc).__name__)
         return await self._fail(booking, FailureReason.INTERNAL_ERROR)
 
     async def _release(self, b: SagaBooking) -> None:

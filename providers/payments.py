@@ -493,7 +493,7 @@ class StripeProcessor:
 
 
 def processor_from_settings(
-    *, stripe_api_key: str | None, stripe_api_base: str | None, latency_ms: int
+    *, stripe_api_key: str | None, stripe_api_base: str | None, latency_ms: int, timeout: float = 10.0
 ) -> PaymentProcessor:
     """Pick Stripe when a key is configured, else the offline simulator.
 
@@ -501,12 +501,13 @@ def processor_from_settings(
         stripe_api_key: The unwrapped secret, or None/empty for the simulator.
         stripe_api_base: Override for the Stripe API base URL (tests, proxies).
         latency_ms: Simulated latency; the simulator only.
+        timeout: Seconds a Stripe request may take before it counts as unanswered.
 
     Returns:
         The processor the payment actor should use.
     """
     if stripe_api_key:
         logger.info("Payments go to Stripe (api_base=%s)", stripe_api_base or "default")
-        return StripeProcessor(stripe_api_key, api_base=stripe_api_base)
+        return StripeProcessor(stripe_api_key, api_base=stripe_api_base, timeout=timeout)
     logger.info("Payments use the simulated processor (latency_ms=%s)", latency_ms)
     return SimulatedProcessor(latency_ms)

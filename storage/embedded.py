@@ -710,7 +710,7 @@ class EmbeddedPostgres:
 
 
 def start_embedded_postgres(
-    state_dir: Path, *, database: str = "ticketflow", timeout: float = 30.0
+    state_dir: Path, *, database: str = "ticketflow", timeout: float = 30.0, port: int | None = None
 ) -> EmbeddedPostgres:
     """Start (initialising on first use) a Postgres on a free 127.0.0.1 port.
 
@@ -718,9 +718,11 @@ def start_embedded_postgres(
     (``<state_dir>/postgres.log``). As root, when the unprivileged server account cannot
     traverse ``state_dir``, both live under ``/var/lib/ticketflow/data-<hash>/`` instead and
     those two paths are symlinks to them. The returned handle's ``url`` connects as superuser
-    ``postgres`` with trust authentication.
+    ``postgres`` with trust authentication. A given ``port`` is used as is (a restart that
+    clients must find again at the same address); otherwise a free one is picked.
     """
     deadline = time.monotonic() + timeout
+    fixed_port = port
     state_dir = Path(state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     data_dir, account = _locate_data_dir(state_dir)
@@ -756,7 +758,7 @@ def start_embedded_postgres(
                 )
 
         for attempt in range(1, _PORT_ATTEMPTS + 1):
-            port = free_port()
+            port = fixed_port or free_port()
             offset = _log_size(log_path)
             # Options live on the command line, not in postgresql.conf: the port changes on
             # every start and a cluster initialised elsewhere must still be loopback-only.
@@ -780,7 +782,7 @@ def start_embedded_postgres(
             tail = _log_tail(log_path, offset)
             # A postmaster still in crash recovery when pg_ctl gave up must not linger.
             _pg_ctl_stop(data_dir, bin_dir, account, log, cwd, 10.0)
-            if attempt < _PORT_ATTEMPTS and any(err in tail for err in _BIND_ERRORS):
+            if fixed_port is None and attempt < _PORT_ATTEMPTS and any(err in tail for err in _BIND_ERRORS):
                 logger.info("port %s was taken before Postgres could bind it; retrying", port)
                 continue
             raise RuntimeError(
@@ -788,6 +790,7 @@ def start_embedded_postgres(
                 f"last lines of {log_path}:\n{tail}"
             )
 
+        assert port is not None
         server = EmbeddedPostgres(
             data_dir=data_dir,
             port=port,
@@ -887,8 +890,9 @@ class EmbeddedRedis:
             self._pid_file.unlink(missing_ok=True)
 
 
-def start_embedded_redis(state_dir: Path, *, timeout: float = 10.0) -> EmbeddedRedis:
-    """Start a non-persistent Redis on a free 127.0.0.1 port as a child process."""
+def start_embedded_redis(state_dir: Path, *, timeout: float = 10.0, port: int | None = None) -> EmbeddedRedis:
+    """Start a non-persistent Redis on 127.0.0.1 (on ``port``, or a free one) as a child process."""
+    fixed_port = port
     deadline = time.monotonic() + timeout
     state_dir = Path(state_dir).resolve()
     redis_dir = state_dir / "redis"
@@ -903,7 +907,7 @@ def start_embedded_redis(state_dir: Path, *, timeout: float = 10.0) -> EmbeddedR
     _kill_stale_redis(redis_dir, pid_file)
 
     for attempt in range(1, _PORT_ATTEMPTS + 1):
-        port = free_port()
+        port = fixed_port or free_port()
         offset = _log_size(log_path)
         with log_path.open("ab") as log:
             process = subprocess.Popen(
@@ -930,7 +934,7 @@ def start_embedded_redis(state_dir: Path, *, timeout: float = 10.0) -> EmbeddedR
             return server
         server.stop()
         tail = _log_tail(log_path, offset)
-        if attempt < _PORT_ATTEMPTS and any(err in tail for err in _BIND_ERRORS):
+        if fixed_port is None and attempt < _PORT_ATTEMPTS and any(err in tail for err in _BIND_ERRORS):
             logger.info("port %s was taken before Redis could bind it; retrying", port)
             continue
         reason = "exited" if ready else "did not answer PING in time"

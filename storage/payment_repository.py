@@ -60,6 +60,23 @@ async def record_refund(conn: Conn, *, payment_id: str, refund_id: str | None) -
     return _payment(row) if row else None
 
 
+@dataclass(frozen=True)
+class Unsettled:
+    payment: Payment
+    payment_token: str
+    booking_status: str
+
+
+async def unsettled(conn: Conn, *, started_before: datetime, limit: int = 100) -> list[Unsettled]:
+    rows = await conn.fetch(q.SELECT_PAYMENTS_TO_RECONCILE, started_before, limit)
+    result = []
+    for r in rows:
+        full = await get(conn, r["id"])
+        if full is not None:
+            result.append(Unsettled(full, r["payment_token"], r["booking_status"]))
+    return result
+
+
 async def get(conn: Conn, payment_id: str) -> Payment | None:
     row = await conn.fetchrow(q.SELECT_PAYMENT_BY_ID, payment_id)
     return _payment(row) if row else None

@@ -217,6 +217,16 @@ UPDATE payments SET status = 'REFUNDED', refund_id = $2, refunded_at = now()
 WHERE id = $1 AND status = 'SUCCESS'
 RETURNING {_PAYMENT_COLUMNS}"""
 
+# Charges whose outcome was never recorded (older than $1), and successful charges of bookings
+# that failed: the payment actor settles both, so no money is kept for a seat not delivered.
+SELECT_PAYMENTS_TO_RECONCILE = """
+SELECT p.id, p.booking_id, p.user_id, p.amount, p.currency, p.status, p.idempotency_key,
+       b.payment_token, b.status AS booking_status
+FROM payments p JOIN bookings b ON b.id = p.booking_id
+WHERE (p.status = 'PROCESSING' AND p.created_at < $1)
+   OR (p.status = 'SUCCESS' AND b.status = 'FAILED')
+ORDER BY p.created_at LIMIT $2"""
+
 # -- notifications ------------------------------------------------------------------------------
 INSERT_NOTIFICATION = """
 INSERT INTO notifications (id, user_id, booking_id, type, subject, recipient, status)

@@ -20,9 +20,11 @@ import pytest
 import pytest_asyncio
 
 from tests.fakes.smtp_server import SmtpSink
+from tests.fakes.stripe_api import FakeStripe
 from tests.helpers import ADMIN, login, new_user
 
-PAYMENT_LATENCY_MS = 300
+# Every charge takes this long at the (fake) Stripe API, so tests can catch a saga mid-charge.
+STRIPE_LATENCY_SECONDS = 0.3
 
 
 def _with_database(url: str, name: str) -> str:
@@ -82,6 +84,16 @@ def smtp_sink() -> Iterator[SmtpSink]:
     sink.stop()
 
 
+@pytest.fixture(scope="session")
+def stripe_api() -> Iterator[FakeStripe]:
+    """A local server that answers like the Stripe API: the one edge the tests cannot reach."""
+    fake = FakeStripe()
+    fake.start()
+    fake.delay(STRIPE_LATENCY_SECONDS)
+    yield fake
+    fake.stop()
+
+
 def _free_port() -> int:
     import socket
 
@@ -91,7 +103,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def app_env(database_url: str, redis_url: str, smtp_sink: SmtpSink, state_dir: Path) -> dict[str, str]:
+def app_env(database_url: str, redis_url: str, smtp_sink: SmtpSink, stripe_api: FakeStripe, state_dir: Path) -> dict[str, str]:
     env = {
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
@@ -105,7 +117,18 @@ def app_env(database_url: str, redis_url: str, smtp_sink: SmtpSink, state_dir: P
         # Cheap hashing in tests only: production uses argon2id at OWASP's minimum.
         "TICKETFLOW_PASSWORD_HASH_MEMORY_KIB": "64",
         "TICKETFLOW_PASSWORD_HASH_TIME_COST": "1",
-        "TICKETFLOW_PAYMENT_LATENCY_MS": str(PAYMENT_LATENCY_MS),
+        "STRIPE_API_KEY": stripe_api.api_key,
+        "STRIPE_API_BASE": stripe_api.url,
+        "TICKETFLOW_PAYMENT_TIMEOUT_SECONDS": "3",
+        "TICKETFLOW_PAYMENT_RECONCILE_INTERVAL_SECONDS": "1",
+        "TICKETFLOW_SAGA_TIMEOUT_SECONDS": "15",
+        "TICKETFLOW_SAGA_STEP_TIMEOUT_SECONDS": "5",
+        # Limits high enough for the suite's many users from one address; login per account
+        # stays low so that the 429 path is exercised (tests/e2e/test_security.py).
+        "TICKETFLOW_RATE_LIMIT_IP_PER_MINUTE": "100000",
+        "TICKETFLOW_RATE_LIMIT_USER_PER_MINUTE": "100000",
+        "TICKETFLOW_RATE_LIMIT_AUTH_PER_MINUTE": "100000",
+        "TICKETFLOW_RATE_LIMIT_LOGIN_PER_EMAIL_PER_MINUTE": "5",
         "TICKETFLOW_SEAT_ACTOR_IDLE_SECONDS": "6",
         "TICKETFLOW_SAGA_STALE_AFTER_SECONDS": "3",
         "TICKETFLOW_SAGA_RECOVERY_INTERVAL_SECONDS": "1",

@@ -140,6 +140,17 @@ def test_an_expired_lock_may_be_taken_again_by_its_own_booking_with_a_new_expiry
     assert seat_map.status_of("seat_A1") is SeatStatus.LOCKED
 
 
+def test_the_old_expiry_of_a_released_lock_does_not_free_the_bookings_new_lock() -> None:
+    seat_map = new_map()
+    assert seat_map.lock("b1", ("seat_A1",), ttl=10, now=T0).ok
+    assert seat_map.release("b1") == ("seat_A1",)
+    assert seat_map.lock("b1", ("seat_A1",), ttl=10, now=T0 + 5).ok  # expires at T0 + 15
+
+    assert seat_map.expire(T0 + 10) == []
+    assert seat_map.lock_of("b1") == (("seat_A1",), T0 + 15)
+    assert seat_map.expire(T0 + 15) == ["b1"]
+
+
 def test_summary_and_statuses_see_expired_locks_as_available() -> None:
     seat_map = new_map()
     assert seat_map.lock("b1", ("seat_A1", "seat_A2"), ttl=10, now=T0).ok
@@ -328,6 +339,16 @@ def test_unreserve_frees_only_that_bookings_sold_seats() -> None:
     assert seat_map.status_of("seat_A4") is SeatStatus.LOCKED
     assert seat_map.begin_reserve("b1", now=T0).reason == "NOT_LOCKED"
     assert seat_map.lock("b4", ("seat_A1", "seat_A2"), ttl=TTL, now=T0).ok
+
+
+def test_unreserve_never_frees_a_seat_restored_as_sold_to_another_booking() -> None:
+    seat_map = new_map()
+    seat_map.restore_reserved("seat_A1", "old")
+    seat_map.restore_reserved("seat_A1", "new")  # the last restored sale of a seat wins
+    assert seat_map.unreserve("old") == ("seat_A1",)
+    assert seat_map.status_of("seat_A1") is SeatStatus.RESERVED
+    assert seat_map.unreserve("new") == ("seat_A1",)
+    assert seat_map.status_of("seat_A1") is SeatStatus.AVAILABLE
 
 
 # -- restoring ----------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""The usual designs TicketFlow is measured against (plain FastAPI/uvicorn + asyncpg services)."""
