@@ -14,6 +14,7 @@ from api.auth import PasswordService, Principal, TokenService, make_hasher
 from api.ratelimit import Limit, RateLimiter
 from config.settings import Settings, get_settings
 from domain.errors import Forbidden, Unauthorized
+from storage import user_repository
 from storage.pool import create_pool
 
 
@@ -25,6 +26,8 @@ class Services:
     limiter: RateLimiter
     started_at: float = field(default_factory=time.monotonic)
     _pool: asyncpg.Pool | None = None
+    # user id -> until when it is known to exist (a deleted user's token stops working)
+    _known_users: dict[str, float] = field(default_factory=dict)
     _pool_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
@@ -54,6 +57,19 @@ class Services:
                 if self._pool is None:
                     self._pool = await create_pool(self.settings)
         return self._pool
+
+    async def user_exists(self, user_id: str) -> bool:
+        now = time.monotonic()
+        if self._known_users.get(user_id, 0.0) > now:
+            return True
+        pool = await self.db()
+        async with pool.acquire() as conn:
+            exists = await user_repository.get(conn, user_id) is not None
+        if exists and self.settings.auth_user_cache_seconds > 0:
+            if len(self._known_users) > 100_000:
+                self._known_users.clear()
+            self._known_users[user_id] = now + self.settings.auth_user_cache_seconds
+        return exists
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -89,6 +105,8 @@ async def current_principal(request: Request, svc: ServicesDep) -> Principal:
         raise Unauthorized("A bearer token is required")
     principal = svc.tokens.verify(token.strip())
     await svc.limiter.hit(svc.limit("user"), principal.user_id)
+    if not await svc.user_exists(principal.user_id):
+        raise Unauthorized("The token's user no longer exists")
     return principal
 
 

@@ -14,7 +14,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutErro
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from domain.errors import ServiceUnavailable, TicketFlowError
+from domain.errors import PayloadTooLarge, ServiceUnavailable, TicketFlowError
 from domain.ids import new_id
 from storage.pool import UNAVAILABLE_ERRORS
 
@@ -71,10 +71,24 @@ class RequestContextMiddleware:
                     message["headers"] = headers
                 await send(message)
 
+            too_large = f"Request body exceeds {MAX_BODY_BYTES} bytes"
             if length > MAX_BODY_BYTES:
-                response = error_response(413, "PAYLOAD_TOO_LARGE", f"Request body exceeds {MAX_BODY_BYTES} bytes")
+                response = error_response(413, PayloadTooLarge.code, too_large)
                 await response(scope, receive, send_with_headers)
                 return
+            received = 0
+
+            async def counting_receive() -> Message:
+                # A chunked body has no Content-Length: count what actually arrives.
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > MAX_BODY_BYTES:
+                        # An HTTPException is the one error FastAPI's body parsing lets through.
+                        raise StarletteHTTPException(413, too_large)
+                return message
+
             started = False
 
             async def tracking_send(message: Message) -> None:
@@ -83,7 +97,7 @@ class RequestContextMiddleware:
                 await send_with_headers(message)
 
             try:
-                await self.app(scope, receive, tracking_send)
+                await self.app(scope, counting_receive, tracking_send)
             except Exception as exc:  # noqa: BLE001 - the catch-all of the error envelope
                 if started:
                     raise
@@ -138,6 +152,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_r: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
             return error_response(404, "NOT_FOUND", "No such route")
+        if exc.status_code == 413:
+            return error_response(413, PayloadTooLarge.code, str(exc.detail))
         if exc.status_code == 405:
             return error_response(405, "METHOD_NOT_ALLOWED", "Method not allowed on this route")
         return error_response(exc.status_code, f"HTTP_{exc.status_code}", str(exc.detail))

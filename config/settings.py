@@ -42,6 +42,7 @@ class Settings(BaseSettings):
 
     jwt_secret: SecretStr | None = Field(default=None, validation_alias=_bare("JWT_SECRET"))
     jwt_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    auth_user_cache_seconds: float = Field(default=10.0, ge=0)
     password_hash_memory_kib: int = Field(default=19 * 1024, ge=8)
     password_hash_time_cost: int = Field(default=2, ge=1)
     admin_email: str = "admin@ticketflow.dev"

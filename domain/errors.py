@@ -118,6 +118,12 @@ class RefundFailed(TicketFlowError):
     default_message = "The refund could not be processed; the booking is unchanged"
 
 
+class PayloadTooLarge(TicketFlowError):
+    code = "PAYLOAD_TOO_LARGE"
+    http_status = 413
+    default_message = "Request body is too large"
+
+
 class RateLimited(TicketFlowError):
     code = "RATE_LIMITED"
     http_status = 429

@@ -107,9 +107,11 @@ class SeatMap:
 
     def release(self, booking_id: str) -> tuple[str, ...]:
         """Frees the booking's lock; a late or repeated call touches nothing else."""
-        lock = self._locks.pop(booking_id, None)
-        if lock is None:
+        lock = self._locks.get(booking_id)
+        if lock is None or lock.reserving:
+            # A sale being written is settled or aborted by its own reserve call, never here.
             return ()
+        del self._locks[booking_id]
         for s in lock.seat_ids:
             if self._locked.get(s) == booking_id:
                 del self._locked[s]
@@ -132,6 +134,9 @@ class SeatMap:
         """Second half, once the sale is written: the seats become RESERVED."""
         if booking_id in self._sales:
             return self._sales[booking_id]
+        lock = self._locks.get(booking_id)
+        if lock is not None:
+            lock.reserving = False
         seats = self.release(booking_id)
         for s in seats:
             self._reserved[s] = booking_id

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 TIERS = ("GENERAL", "VIP", "STANDING")
-SEAT_ID_RE = re.compile(r"^seat_([A-Z]{1,3})([1-9][0-9]{0,3})$")
+SEAT_ID_RE = re.compile(r"^seat_([A-Z]{1,4})([1-9][0-9]{0,3})$")
 MAX_SEATS_PER_EVENT = 100_000
 
 

@@ -125,6 +125,7 @@ def app_env(database_url: str, redis_url: str, smtp_sink: SmtpSink, stripe_api: 
         "TICKETFLOW_SAGA_STEP_TIMEOUT_SECONDS": "5",
         # Limits high enough for the suite's many users from one address; login per account
         # stays low so that the 429 path is exercised (tests/e2e/test_security.py).
+        "TICKETFLOW_AUTH_USER_CACHE_SECONDS": "0",
         "TICKETFLOW_RATE_LIMIT_IP_PER_MINUTE": "100000",
         "TICKETFLOW_RATE_LIMIT_USER_PER_MINUTE": "100000",
         "TICKETFLOW_RATE_LIMIT_AUTH_PER_MINUTE": "100000",

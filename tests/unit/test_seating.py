@@ -68,7 +68,7 @@ def test_seat_ids_parse_back(value: str, parsed: tuple[str, int]) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["seat_A0", "seat_A01", "seat_a1", "seat_AAAA1", "seat_A10000", "A1", "seat_A", "seat_1", "seat_A1 ", "xseat_A1"],
+    ["seat_A0", "seat_A01", "seat_a1", "seat_AAAAA1", "seat_A10000", "A1", "seat_A", "seat_1", "seat_A1 ", "xseat_A1"],
 )
 def test_malformed_seat_ids_do_not_parse(value: str) -> None:
     assert parse_seat_id(value) is None

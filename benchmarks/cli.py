@@ -1,0 +1,206 @@
+"""`ticketflow bench ...`: the on-sale benchmark, the lock engines, and the side-by-side comparison.
+
+    python -m benchmarks.cli onsale  --url http://127.0.0.1:3000 [--seats 2000 --attempts 6000 ...]
+    python -m benchmarks.cli locks   [--lock-seats 100000,1000,50 --lock-seconds 3 ...]
+    python -m benchmarks.cli compare --url http://127.0.0.1:3000 [--payment-latency-ms 5 ...]
+
+Results go to stdout as markdown (and to `--json PATH` as JSON); progress and phase messages go to
+stderr. `main(argv)` is what `ticketflow bench` calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import default_database_url, default_redis_url, log, run_async
+from benchmarks.onsale import OnsaleConfig, SetupError, report_markdown, run_onsale
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v.replace("_", "")) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError("a comma-separated list of integers, e.g. 100000,1000,50")
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError("a comma-separated list of integers >= 1")
+    return values
+
+
+def add_onsale_options(p: argparse.ArgumentParser, *, url_required: bool) -> None:
+    g = p.add_argument_group("on-sale scenario")
+    g.add_argument("--url", required=url_required, default=None,
+                   help="base URL of the running TicketFlow server, e.g. http://127.0.0.1:3000")
+    g.add_argument("--admin-email", default="admin@ticketflow.dev", help="ADMIN account used for set-up (default: %(default)s)")
+    g.add_argument("--admin-password", default="Admin1234!", help="its password (default: %(default)s)")
+    g.add_argument("--seats", type=_positive_int, default=2000, help="seats in the event (default: %(default)s)")
+    g.add_argument("--vip-fraction", type=float, default=0.1,
+                   help="share of the seats in the VIP tier, the rest GENERAL (default: %(default)s)")
+    g.add_argument("--buyers", type=_positive_int, default=100,
+                   help="buyers registered and logged in before the sale (not timed); attempts reuse them "
+                        "round-robin (default: %(default)s)")
+    g.add_argument("--attempts", type=_positive_int, default=6000,
+                   help="booking attempts at most (each with its retries) (default: %(default)s)")
+    g.add_argument("--concurrency", type=_positive_int, default=64,
+                   help="attempts in flight at once; also the HTTP connection pool size (default: %(default)s)")
+    g.add_argument("--pick", choices=("random", "adjacent"), default="random",
+                   help="how a buyer picks seats among those believed available (default: %(default)s)")
+    g.add_argument("--seats-per-booking", type=int, default=2, help="seats per booking, 1-10 (default: %(default)s)")
+    g.add_argument("--retries", type=int, default=3,
+                   help="after FAILED/SEATS_UNAVAILABLE, try other seats up to this many times (default: %(default)s)")
+    g.add_argument("--duration", type=float, default=60.0,
+                   help="stop releasing attempts after this many seconds (default: %(default)s)")
+    g.add_argument("--poll-interval", type=float, default=0.02,
+                   help="first wait before polling a booking, in seconds; grows x1.5 per poll (default: %(default)s)")
+    g.add_argument("--poll-max-interval", type=float, default=0.25,
+                   help="longest wait between two polls of one booking (default: %(default)s)")
+    g.add_argument("--booking-timeout", type=float, default=30.0,
+                   help="give up polling a booking after this many seconds; counted as client TIMEOUT (default: %(default)s)")
+    g.add_argument("--request-timeout", type=float, default=30.0, help="HTTP timeout per request (default: %(default)s)")
+    g.add_argument("--grace", type=float, default=15.0,
+                   help="after the phase, how long bookings may stay PENDING before counting as stuck (default: %(default)s)")
+    g.add_argument("--setup-concurrency", type=_positive_int, default=16,
+                   help="concurrent registrations/logins during set-up (default: %(default)s)")
+    g.add_argument("--payment-token", default="pm_card_visa", help="card token buyers pay with (default: %(default)s)")
+    g.add_argument("--decline-fraction", type=float, default=0.0,
+                   help="share of bookings paid with a declining card, to exercise compensation (default: %(default)s)")
+    g.add_argument("--payment-check-sample", type=int, default=200,
+                   help="FAILED/SEATS_UNAVAILABLE bookings sampled for the no-charge check; all other FAILED "
+                        "bookings are checked (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=None, help="random seed for seat picks (default: random)")
+    g.add_argument("--progress", dest="progress", action="store_true", default=None,
+                   help="always draw the progress line on stderr (default: only on a terminal)")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="never draw it")
+
+
+def onsale_config(args: argparse.Namespace, url: str, label: str = "") -> OnsaleConfig:
+    return OnsaleConfig(
+        url=url.rstrip("/"), seats=args.seats, vip_fraction=args.vip_fraction, buyers=args.buyers,
+        attempts=args.attempts, concurrency=args.concurrency, pick=args.pick, seats_per_booking=args.seats_per_booking,
+        retries=args.retries, duration=args.duration, poll_interval=args.poll_interval,
+        poll_max_interval=args.poll_max_interval, booking_timeout=args.booking_timeout,
+        request_timeout=args.request_timeout, grace=args.grace, setup_concurrency=args.setup_concurrency,
+        payment_token=args.payment_token, decline_fraction=args.decline_fraction,
+        payment_check_sample=args.payment_check_sample, admin_email=args.admin_email,
+        admin_password=args.admin_password, label=label, seed=args.seed, progress=args.progress,
+    )
+
+
+def add_lock_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("lock engines")
+    g.add_argument("--lock-seats", type=_int_list, default=[100_000, 1000, 50],
+                   help="contention levels: seats per event, comma-separated (default: 100000,1000,50)")
+    g.add_argument("--lock-callers", type=_positive_int, default=64, help="concurrent lockers (default: %(default)s)")
+    g.add_argument("--lock-seconds", type=float, default=3.0, help="measured seconds per engine and level (default: %(default)s)")
+    g.add_argument("--lock-warmup", type=float, default=0.5, help="unmeasured warm-up seconds per run (default: %(default)s)")
+    g.add_argument("--lock-seats-per-op", type=int, default=2, help="seats per all-or-none lock (default: %(default)s)")
+    g.add_argument("--lock-hold-ms", type=float, default=0.0,
+                   help="how long a granted lock is held before its release (default: %(default)s)")
+    g.add_argument("--batch-max", type=_positive_int, default=50,
+                   help="coalescing: most lock/release requests per actor call (default: %(default)s)")
+    g.add_argument("--batch-wait-ms", type=float, default=1.0,
+                   help="coalescing: longest a request waits for its batch to fill (default: %(default)s)")
+    g.add_argument("--engines", default="ray-batched,ray,redis,pg-skip-locked,pg-update",
+                   help="engines to run, comma-separated from ray-batched, ray, redis, pg-skip-locked, pg-update "
+                        "(default: %(default)s)")
+    g.add_argument("--database-url", default=default_database_url(),
+                   help="Postgres for the baselines; schemas tf_bench_* are created and dropped there "
+                        "(default: $DATABASE_URL or %(default)s)")
+    g.add_argument("--redis-url", default=default_redis_url(),
+                   help="Redis for the baselines; keys under tf:bench:, removed afterwards "
+                        "(default: $REDIS_URL or %(default)s)")
+
+
+def _write_json(path: str | None, data: Any) -> None:
+    if path:
+        Path(path).write_text(json.dumps(data, indent=2) + "\n")
+        log(f"results written to {path}")
+
+
+def cmd_onsale(args: argparse.Namespace) -> int:
+    config = onsale_config(args, args.url)
+    try:
+        report = run_async(run_onsale(config))
+    except SetupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    _write_json(args.json, report)
+    print(report_markdown(report))
+    return 0 if report["checks"]["passed"] else 1
+
+
+def cmd_locks(args: argparse.Namespace) -> int:
+    from benchmarks.locks import LockBenchConfig, locks_markdown, run_lock_bench
+
+    report = run_async(run_lock_bench(LockBenchConfig.from_args(args)))
+    _write_json(args.json, report)
+    print(locks_markdown(report))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from benchmarks.compare import run_compare
+
+    return run_compare(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ticketflow bench", description="TicketFlow benchmarks: the on-sale spike and its baselines",
+    )
+    sub = parser.add_subparsers(dest="bench", required=True)
+
+    onsale = sub.add_parser("onsale", help="the on-sale spike against a running server",
+                            description="Create an event, release buyers at once, report speed and correctness.")
+    add_onsale_options(onsale, url_required=True)
+    onsale.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH")
+    onsale.set_defaults(func=cmd_onsale)
+
+    locks = sub.add_parser("locks", help="seat-lock engines alone: Ray actor (with/without coalescing), Redis Lua, Postgres",
+                           description="Locks per second at several contention levels, no HTTP.")
+    add_lock_options(locks)
+    locks.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH")
+    locks.set_defaults(func=cmd_locks)
+
+    compare = sub.add_parser(
+        "compare", help="TicketFlow and the usual designs in one run, side by side with ratios",
+        description="The HTTP floor, the lock engines, and the on-sale scenario against TicketFlow (--url) and "
+                    "the plain FastAPI + asyncpg baselines (Postgres row lock, Redis Lua lock), each started "
+                    "here on a free 127.0.0.1 port.",
+    )
+    add_onsale_options(compare, url_required=False)
+    add_lock_options(compare)
+    g = compare.add_argument_group("comparison")
+    g.add_argument("--baselines", default="plain-pg,plain-redis",
+                   help="baseline services to run, comma-separated from plain-pg, plain-redis, or 'none' "
+                        "(default: %(default)s)")
+    g.add_argument("--payment-latency-ms", type=int, default=0,
+                   help="simulated charge latency of the baselines; set it to the server's "
+                        "TICKETFLOW_PAYMENT_LATENCY_MS (default: %(default)s)")
+    g.add_argument("--floor-seconds", type=float, default=5.0,
+                   help="seconds of GET /health per target for the HTTP floor (0 skips it) (default: %(default)s)")
+    g.add_argument("--skip-locks", action="store_true", help="skip the lock-engine comparison")
+    g.add_argument("--skip-onsale", action="store_true", help="skip the on-sale runs (floor and locks only)")
+    g.add_argument("--json", metavar="PATH", help="also write every report as JSON to PATH")
+    compare.set_defaults(func=cmd_compare)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

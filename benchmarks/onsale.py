@@ -1,0 +1,663 @@
+"""The on-sale spike: many buyers released at once at one event, every seat sold exactly once.
+
+Against any server with TicketFlow's API (TicketFlow itself, or a plain baseline service):
+
+1. set-up, not timed: log in as ADMIN, create a venue and an event with `seats` seats (VIP and
+   GENERAL tiers), read its seat list, register and log in `buyers` buyers (concurrently);
+2. the booking phase, timed: `concurrency` workers run booking attempts until the event is sold
+   out, `attempts` attempts were made or `duration` seconds passed. An attempt is one buyer
+   (attempt number modulo the number of buyers) choosing seats it believes available (random,
+   or adjacent in a row), `POST /api/bookings`, polling `GET /api/bookings/:id` until the booking
+   is final, and, on FAILED / SEATS_UNAVAILABLE, trying other seats up to `retries` more times.
+   What buyers believe is one shared view, seeded from the inventory and updated with every
+   outcome (confirmed or unavailable seats drop out of it); when it runs dry it is refreshed
+   from the inventory, and the event is sold out when the inventory shows no seat AVAILABLE or
+   LOCKED. Conflicts come from concurrent buyers picking the same seats, as in a real rush;
+3. the checks, from the server's own API: no seat in two CONFIRMED bookings (every buyer's
+   `GET /api/bookings/my`), no booking still PENDING after a grace period, no successful charge
+   for a FAILED booking (`GET /api/payments/booking/:id`), and the inventory's `reserved` equal
+   to the seats of the confirmed bookings.
+
+`run_onsale(OnsaleConfig(...))` returns the report as a JSON-ready dict; `report_markdown` renders it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from benchmarks.common import (
+    CpuMeter,
+    Progress,
+    bar,
+    fmt,
+    latency_summary,
+    log,
+    markdown_table,
+)
+
+FINAL = {"CONFIRMED", "FAILED", "CANCELLED"}
+BUYER_PASSWORD = "Bench1234!"
+DECLINE_TOKEN = "pm_card_chargeDeclined"
+
+
+@dataclass
+class OnsaleConfig:
+    """Every knob of the scenario (the command line mirrors these one to one)."""
+
+    url: str
+    seats: int = 2000
+    vip_fraction: float = 0.1
+    buyers: int = 100
+    attempts: int = 6000
+    concurrency: int = 64
+    pick: str = "random"  # "random" | "adjacent"
+    seats_per_booking: int = 2
+    retries: int = 3
+    duration: float = 60.0
+    poll_interval: float = 0.02
+    poll_max_interval: float = 0.25
+    booking_timeout: float = 30.0
+    request_timeout: float = 30.0
+    grace: float = 15.0
+    setup_concurrency: int = 16
+    payment_token: str = "pm_card_visa"
+    decline_fraction: float = 0.0
+    payment_check_sample: int = 200
+    admin_email: str = "admin@ticketflow.dev"
+    admin_password: str = "Admin1234!"
+    label: str = ""
+    seed: int | None = None
+    progress: bool | None = None  # None: only when stderr is a terminal
+
+    def validate(self) -> None:
+        if self.seats < 1 or self.buyers < 1 or self.attempts < 1 or self.concurrency < 1:
+            raise ValueError("seats, buyers, attempts and concurrency must be >= 1")
+        if not 1 <= self.seats_per_booking <= 10:
+            raise ValueError("seats-per-booking must be 1..10 (the API's limit)")
+        if self.pick not in ("random", "adjacent"):
+            raise ValueError("pick must be random or adjacent")
+        if not 0 <= self.vip_fraction < 1 or not 0 <= self.decline_fraction <= 1:
+            raise ValueError("vip-fraction must be in [0, 1) and decline-fraction in [0, 1]")
+        if self.retries < 0 or self.duration <= 0:
+            raise ValueError("retries must be >= 0 and duration > 0")
+
+
+# -- what the buyers believe ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SeatInfo:
+    id: str
+    row: str
+    number: int
+
+
+class SeatView:
+    """The seats buyers believe available: O(1) random pick, discard and membership."""
+
+    def __init__(self, seats: list[SeatInfo], rng: random.Random) -> None:
+        self._rng = rng
+        self._by_pos = {(s.row, s.number): s.id for s in seats}
+        self._info = {s.id: s for s in seats}
+        self._items: list[str] = []
+        self._index: dict[str, int] = {}
+        self.reset(s.id for s in seats)
+
+    def reset(self, available: Any) -> None:
+        self._items = list(available)
+        self._index = {s: i for i, s in enumerate(self._items)}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def discard(self, seat_ids: list[str]) -> None:
+        for seat in seat_ids:
+            i = self._index.pop(seat, None)
+            if i is None:
+                continue
+            last = self._items.pop()
+            if i < len(self._items):
+                self._items[i] = last
+                self._index[last] = i
+
+    def pick(self, k: int, adjacent: bool) -> list[str]:
+        k = min(k, len(self._items))
+        if k == 0:
+            return []
+        if adjacent:
+            for _ in range(8):
+                seats = self._adjacent_from(self._rng.choice(self._items), k)
+                if len(seats) == k:
+                    return seats
+        return self._rng.sample(self._items, k)
+
+    def _adjacent_from(self, start: str, k: int) -> list[str]:
+        info = self._info[start]
+        seats = [start]
+        for step in (1, -1):
+            n = info.number + step
+            while len(seats) < k:
+                seat = self._by_pos.get((info.row, n))
+                if seat is None or seat not in self._index:
+                    break
+                seats.append(seat)
+                n += step
+        return sorted(seats, key=lambda s: self._info[s].number)
+
+
+# -- the run ----------------------------------------------------------------------------------------
+@dataclass
+class BookingRecord:
+    buyer: int
+    seat_ids: list[str]
+    status: str = "PENDING"
+    failure_reason: str | None = None
+    payment_id: str | None = None
+
+
+@dataclass
+class Buyer:
+    index: int
+    email: str
+    token: str = ""
+
+
+@dataclass
+class _Stats:
+    requests: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    lat_202: list[float] = field(default_factory=list)
+    lat_e2e: list[float] = field(default_factory=list)
+    lat_e2e_confirmed: list[float] = field(default_factory=list)
+    attempts: int = 0
+    bookings_posted: int = 0
+    retries: int = 0
+    confirmed: int = 0
+    confirmed_seats: int = 0
+    in_flight: int = 0
+    refreshes: int = 0
+
+
+class SetupError(RuntimeError):
+    """The scenario could not be prepared (server unreachable, wrong admin credentials, ...)."""
+
+
+class OnsaleRun:
+    def __init__(self, config: OnsaleConfig, client: httpx.AsyncClient) -> None:
+        self.cfg = config
+        self.http = client
+        self.rng = random.Random(config.seed)
+        self.run_id = secrets.token_hex(4)
+        self.stats = _Stats()
+        self.bookings: dict[str, BookingRecord] = {}
+        self.buyers: list[Buyer] = []
+        self.event_id = ""
+        self.total_seats = 0
+        self.view: SeatView | None = None
+        self.stop = asyncio.Event()
+        self.sold_out_at: float | None = None
+        self.phase_start = 0.0
+        self._next_attempt = 0
+        self._refresh_lock = asyncio.Lock()
+        self._last_refresh = 0.0
+        self._admin_token = ""
+
+    # -- HTTP ---------------------------------------------------------------------------------
+    async def call(
+        self, method: str, path: str, *, token: str = "", json: Any = None, params: dict[str, Any] | None = None,
+        count: bool = True,
+    ) -> tuple[int, Any, httpx.Headers | None]:
+        """One request; (0, None, None) on a transport error, which is counted by its class name."""
+        if count:
+            self.stats.requests += 1
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        try:
+            r = await self.http.request(method, path, json=json, params=params, headers=headers)
+        except httpx.TimeoutException:
+            self.stats.errors["transport Timeout"] += 1
+            return 0, None, None
+        except httpx.HTTPError as exc:
+            self.stats.errors[f"transport {type(exc).__name__}"] += 1
+            return 0, None, None
+        try:
+            body = r.json()
+        except ValueError:
+            body = None
+        return r.status_code, body, r.headers
+
+    def record_error(self, status: int, body: Any) -> None:
+        code = ""
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            code = str(body["error"].get("code", ""))
+        self.stats.errors[f"{status} {code}".strip()] += 1
+
+    async def setup_call(self, method: str, path: str, *, token: str = "", json: Any = None,
+                         params: dict[str, Any] | None = None) -> tuple[int, Any]:
+        """A set-up request: waits out 429s (Retry-After) and retries transport errors a few times."""
+        for _ in range(20):
+            status, body, headers = await self.call(method, path, token=token, json=json, params=params, count=False)
+            if status == 429:
+                wait = float(headers.get("retry-after", "1")) if headers is not None else 1.0
+                log(f"set-up: 429 RATE_LIMITED on {path}; waiting {wait:.0f} s (disable rate limits for benchmarks)")
+                await asyncio.sleep(min(wait, 60.0))
+                continue
+            if status in (0, 502, 503, 504):
+                await asyncio.sleep(0.5)
+                continue
+            return status, body
+        raise SetupError(f"{method} {path} kept failing")
+
+    # -- set-up -------------------------------------------------------------------------------
+    async def setup(self) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        cfg = self.cfg
+        status, body = await self.setup_call("POST", "/api/users/login", json={
+            "email": cfg.admin_email, "password": cfg.admin_password,
+        })
+        if status != 200:
+            raise SetupError(f"admin login failed: {status} {body}")
+        self._admin_token = str(body["token"])
+        status, body = await self.setup_call("POST", "/api/venues", token=self._admin_token, json={
+            "name": f"Bench Arena {self.run_id}", "address": "1 Benchmark Road", "city": "London", "country": "GB",
+            "capacity": cfg.seats,
+        })
+        if status != 201:
+            raise SetupError(f"venue creation failed: {status} {body}")
+        venue_id = str(body["id"])
+        vip = round(cfg.seats * cfg.vip_fraction) if cfg.seats > 1 else 0
+        tiers = []
+        if vip:
+            tiers.append({"tier": "VIP", "price": 25000, "currency": "GBP", "capacity": vip})
+        tiers.append({"tier": "GENERAL", "price": 7500, "currency": "GBP", "capacity": cfg.seats - vip})
+        starts = datetime.now(UTC) + timedelta(days=60)
+        status, body = await self.setup_call("POST", "/api/events", token=self._admin_token, json={
+            "name": f"On-sale benchmark {self.run_id}", "description": "ticketflow bench onsale", "venueId": venue_id,
+            "startsAt": _iso(starts), "endsAt": _iso(starts + timedelta(hours=3)), "ticketTiers": tiers,
+        })
+        if status != 201:
+            raise SetupError(f"event creation failed: {status} {body}")
+        self.event_id = str(body["id"])
+        status, body = await self.setup_call("GET", f"/api/inventory/events/{self.event_id}/seats")
+        if status != 200:
+            raise SetupError(f"inventory read failed: {status} {body}")
+        seats = [SeatInfo(s["id"], s["row"], int(s["number"])) for s in body["seats"]]
+        self.total_seats = len(seats)
+        self.view = SeatView(seats, self.rng)
+        created_at = time.perf_counter()
+        await self._prepare_buyers()
+        return {
+            "event_id": self.event_id, "venue_id": venue_id, "seats": self.total_seats, "buyers": len(self.buyers),
+            "event_setup_s": round(created_at - t0, 2), "buyers_setup_s": round(time.perf_counter() - created_at, 2),
+        }
+
+    async def _prepare_buyers(self) -> None:
+        cfg = self.cfg
+        self.buyers = [Buyer(i, f"bench-{self.run_id}-{i}@example.com") for i in range(cfg.buyers)]
+        sem = asyncio.Semaphore(cfg.setup_concurrency)
+        done = 0
+        progress = Progress(enabled=cfg.progress)
+
+        async def prepare(buyer: Buyer) -> None:
+            nonlocal done
+            async with sem:
+                status, body = await self.setup_call("POST", "/api/users/register", json={
+                    "name": f"Bench Buyer {buyer.index}", "email": buyer.email, "password": BUYER_PASSWORD,
+                })
+                if status not in (201, 409):
+                    raise SetupError(f"registering {buyer.email} failed: {status} {body}")
+                status, body = await self.setup_call("POST", "/api/users/login", json={
+                    "email": buyer.email, "password": BUYER_PASSWORD,
+                })
+                if status != 200:
+                    raise SetupError(f"logging {buyer.email} in failed: {status} {body}")
+                buyer.token = str(body["token"])
+                done += 1
+
+        progress.start(lambda: f"set-up: buyers {bar(done / cfg.buyers)} {done}/{cfg.buyers}")
+        try:
+            await asyncio.gather(*(prepare(b) for b in self.buyers))
+        finally:
+            await progress.stop(lambda: f"set-up: buyers {bar(done / cfg.buyers)} {done}/{cfg.buyers}")
+
+    # -- the booking phase ----------------------------------------------------------------------
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.phase_start
+
+    def _mark_sold_out(self) -> None:
+        if self.sold_out_at is None:
+            self.sold_out_at = self.elapsed()
+        self.stop.set()
+
+    async def refresh_view(self) -> None:
+        """Re-reads the inventory when the shared view ran dry (one reader at a time)."""
+        assert self.view is not None
+        async with self._refresh_lock:
+            if len(self.view) > 0 or self.stop.is_set():
+                return
+            wait = 0.2 - (time.perf_counter() - self._last_refresh)
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._last_refresh = time.perf_counter()
+            self.stats.refreshes += 1
+            status, body, _ = await self.call("GET", f"/api/inventory/events/{self.event_id}/seats")
+            if status != 200:
+                self.record_error(status, body)
+                return
+            summary = body["summary"]
+            if summary["available"] == 0 and summary["locked"] == 0:
+                self._mark_sold_out()
+                return
+            self.view.reset(s["id"] for s in body["seats"] if s["status"] == "AVAILABLE")
+
+    async def pick(self) -> list[str] | None:
+        assert self.view is not None
+        while not self.stop.is_set():
+            if self.elapsed() > self.cfg.duration:
+                self.stop.set()
+                return None
+            seats = self.view.pick(self.cfg.seats_per_booking, self.cfg.pick == "adjacent")
+            if seats:
+                return seats
+            await self.refresh_view()
+            if len(self.view) == 0 and not self.stop.is_set():
+                await asyncio.sleep(0.05)  # everything left is locked: wait for those bookings to end
+        return None
+
+    async def book(self, buyer: Buyer, seat_ids: list[str]) -> str:
+        """One booking: POST, then poll to the end. Returns CONFIRMED, a failure reason, or ERROR/TIMEOUT."""
+        cfg = self.cfg
+        token = cfg.payment_token
+        if cfg.decline_fraction and self.rng.random() < cfg.decline_fraction:
+            token = DECLINE_TOKEN
+        t0 = time.perf_counter()
+        status, body, _ = await self.call("POST", "/api/bookings", token=buyer.token, json={
+            "eventId": self.event_id, "seatIds": seat_ids, "paymentMethod": {"type": "card", "token": token},
+        })
+        if status != 202:
+            self.record_error(status, body)
+            return "ERROR"
+        self.stats.lat_202.append(time.perf_counter() - t0)
+        self.stats.bookings_posted += 1
+        booking_id = str(body["bookingId"])
+        record = BookingRecord(buyer.index, seat_ids)
+        self.bookings[booking_id] = record
+        delay = cfg.poll_interval
+        while True:
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, cfg.poll_max_interval)
+            if time.perf_counter() - t0 > cfg.booking_timeout:
+                self.stats.errors["client TIMEOUT"] += 1
+                return "TIMEOUT"
+            status, body, headers = await self.call("GET", f"/api/bookings/{booking_id}", token=buyer.token)
+            if status == 200:
+                if body["status"] in FINAL:
+                    break
+                continue
+            self.record_error(status, body)
+            if status == 429 and headers is not None:
+                delay = max(delay, float(headers.get("retry-after", "1")))
+        end = time.perf_counter() - t0
+        record.status = str(body["status"])
+        record.failure_reason = body.get("failureReason")
+        record.payment_id = body.get("paymentId")
+        self.stats.lat_e2e.append(end)
+        if record.status == "CONFIRMED":
+            self.stats.lat_e2e_confirmed.append(end)
+            return "CONFIRMED"
+        return str(record.failure_reason or record.status)
+
+    async def attempt(self, buyer: Buyer) -> None:
+        assert self.view is not None
+        for try_no in range(self.cfg.retries + 1):
+            seats = await self.pick()
+            if seats is None:
+                return
+            if try_no:
+                self.stats.retries += 1
+            self.stats.in_flight += 1
+            try:
+                outcome = await self.book(buyer, seats)
+            finally:
+                self.stats.in_flight -= 1
+            self.stats.outcomes[outcome] += 1
+            if outcome == "CONFIRMED":
+                self.view.discard(seats)
+                self.stats.confirmed += 1
+                self.stats.confirmed_seats += len(seats)
+                if self.stats.confirmed_seats >= self.total_seats:
+                    self._mark_sold_out()
+                return
+            if outcome != "SEATS_UNAVAILABLE" or self.stop.is_set():
+                return
+            self.view.discard(seats)
+
+    async def worker(self) -> None:
+        while not self.stop.is_set():
+            if self._next_attempt >= self.cfg.attempts:
+                return
+            if self.elapsed() > self.cfg.duration:
+                self.stop.set()
+                return
+            n = self._next_attempt
+            self._next_attempt += 1
+            self.stats.attempts += 1
+            await self.attempt(self.buyers[n % len(self.buyers)])
+
+    def progress_line(self) -> str:
+        s = self.stats
+        t = max(self.elapsed(), 1e-9)
+        sold = s.confirmed_seats / self.total_seats if self.total_seats else 0.0
+        return (
+            f"onsale {bar(sold)} sold {s.confirmed_seats}/{self.total_seats} | {s.confirmed / t:.0f} conf/s | "
+            f"attempts {s.attempts}/{self.cfg.attempts} | in flight {s.in_flight} | "
+            f"errors {sum(s.errors.values())} | {t:.1f} s"
+        )
+
+    async def booking_phase(self) -> dict[str, Any]:
+        progress = Progress(enabled=self.cfg.progress)
+        cpu = CpuMeter()
+        cpu.start()
+        self.phase_start = time.perf_counter()
+        progress.start(self.progress_line)
+        try:
+            await asyncio.gather(*(self.worker() for _ in range(self.cfg.concurrency)))
+        finally:
+            await progress.stop(self.progress_line)
+        phase = self.elapsed()
+        s = self.stats
+        failed = {k: v for k, v in s.outcomes.items() if k not in ("CONFIRMED", "ERROR", "TIMEOUT")}
+        return {
+            "duration_s": round(phase, 3),
+            "attempts": s.attempts,
+            "bookings_posted": s.bookings_posted,
+            "retries": s.retries,
+            "confirmed": s.confirmed,
+            "confirmed_seats": s.confirmed_seats,
+            "failed": dict(sorted(failed.items())),
+            "confirmed_per_s": round(s.confirmed / phase, 1) if phase > 0 else None,
+            "sold_out": self.sold_out_at is not None,
+            "time_to_sell_out_s": round(self.sold_out_at, 3) if self.sold_out_at is not None else None,
+            "http_requests": s.requests,
+            "http_requests_per_s": round(s.requests / phase, 1) if phase > 0 else None,
+            "latency_202_ms": latency_summary(s.lat_202),
+            "latency_e2e_ms": latency_summary(s.lat_e2e),
+            "latency_e2e_confirmed_ms": latency_summary(s.lat_e2e_confirmed),
+            "errors": dict(sorted(s.errors.items())),
+            "inventory_refreshes": s.refreshes,
+            **cpu.stop(),
+        }
+
+    # -- the checks ---------------------------------------------------------------------------
+    async def _list_mine(self, buyer: Buyer, status: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            code, body = await self.setup_call("GET", "/api/bookings/my", token=buyer.token,
+                                               params={"status": status, "page": page, "perPage": 100})
+            if code != 200:
+                raise SetupError(f"GET /api/bookings/my failed: {code} {body}")
+            items += [b for b in body["data"] if b.get("eventId") == self.event_id]
+            if page >= int(body["pagination"]["totalPages"] or 0):
+                return items
+            page += 1
+
+    async def _gather_limited(self, coros: list[Any], limit: int = 16) -> list[Any]:
+        sem = asyncio.Semaphore(limit)
+
+        async def one(c: Any) -> Any:
+            async with sem:
+                return await c
+
+        return list(await asyncio.gather(*(one(c) for c in coros)))
+
+    async def checks(self) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        deadline = t0 + self.cfg.grace
+        # 1. Nothing may stay PENDING past the grace period (the server's own lists say so).
+        while True:
+            pending = await self._gather_limited([self._list_mine(b, "PENDING") for b in self.buyers])
+            stuck = sum(len(p) for p in pending)
+            if stuck == 0 or time.perf_counter() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        # 2. No seat in two CONFIRMED bookings.
+        confirmed_lists = await self._gather_limited([self._list_mine(b, "CONFIRMED") for b in self.buyers])
+        holders: Counter[str] = Counter()
+        confirmed_bookings = 0
+        for items in confirmed_lists:
+            for b in items:
+                confirmed_bookings += 1
+                holders.update(b["seatIds"])
+        oversold = sum(1 for n in holders.values() if n > 1)
+        confirmed_seats = sum(holders.values())
+        # 3. The inventory agrees: reserved == the seats of the confirmed bookings.
+        code, body = await self.setup_call("GET", f"/api/inventory/events/{self.event_id}/seats")
+        summary = body["summary"] if code == 200 else {}
+        reserved = summary.get("reserved")
+        # 4. No successful charge behind a FAILED booking: every failed booking that shows a payment
+        #    or failed after the lock step, plus a random sample of the SEATS_UNAVAILABLE ones.
+        failed = [(bid, r) for bid, r in self.bookings.items() if r.status == "FAILED"]
+        must = [(bid, r) for bid, r in failed if r.payment_id or r.failure_reason != "SEATS_UNAVAILABLE"]
+        rest = [(bid, r) for bid, r in failed if not (r.payment_id or r.failure_reason != "SEATS_UNAVAILABLE")]
+        sample = self.rng.sample(rest, min(len(rest), self.cfg.payment_check_sample))
+        to_check = must + sample
+
+        async def charged(bid: str, r: BookingRecord) -> bool:
+            code, body = await self.setup_call("GET", f"/api/payments/booking/{bid}",
+                                               token=self.buyers[r.buyer].token)
+            return code == 200 and body.get("status") == "SUCCESS"
+
+        charges = sum(await self._gather_limited([charged(bid, r) for bid, r in to_check]))
+        result = {
+            "oversold_seats": oversold,
+            "stuck_pending": stuck,
+            "charges_without_booking": charges,
+            "confirmed_bookings_server": confirmed_bookings,
+            "confirmed_seats_server": confirmed_seats,
+            "inventory_summary": summary,
+            "reserved_mismatch": (reserved - confirmed_seats) if reserved is not None else None,
+            "failed_bookings_checked_for_charges": len(to_check),
+            "failed_bookings": len(failed),
+            "checks_s": round(time.perf_counter() - t0, 2),
+        }
+        result["passed"] = (
+            oversold == 0 and stuck == 0 and charges == 0 and result["reserved_mismatch"] == 0
+        )
+        return result
+
+
+def _iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def run_onsale(config: OnsaleConfig, *, client: httpx.AsyncClient | None = None) -> dict[str, Any]:
+    """Runs the whole scenario against `config.url` and returns the report (JSON-ready)."""
+    config.validate()
+    started = datetime.now(UTC)
+    own_client = client is None
+    if client is None:
+        pool = config.concurrency + config.setup_concurrency + 8
+        client = httpx.AsyncClient(
+            base_url=config.url, timeout=config.request_timeout,
+            limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
+        )
+    try:
+        run = OnsaleRun(config, client)
+        log(f"onsale [{config.label or config.url}]: set-up ({config.seats} seats, {config.buyers} buyers)")
+        setup = await run.setup()
+        log(f"onsale [{config.label or config.url}]: booking phase ({config.attempts} attempts max, "
+            f"concurrency {config.concurrency}, {config.duration:.0f} s max)")
+        results = await run.booking_phase()
+        log(f"onsale [{config.label or config.url}]: checks")
+        checks = await run.checks()
+    finally:
+        if own_client:
+            await client.aclose()
+    params = asdict(config)
+    params.pop("admin_password")
+    return {
+        "benchmark": "onsale",
+        "label": config.label or config.url,
+        "target": config.url,
+        "started_at": _iso(started),
+        "params": params,
+        "setup": setup,
+        "results": results,
+        "checks": checks,
+    }
+
+
+# -- rendering --------------------------------------------------------------------------------------
+def summary_rows(report: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(figure, value) pairs shared by the single-run table and the side-by-side comparison."""
+    r = report["results"]
+    c = report["checks"]
+    lat = r["latency_202_ms"]
+    e2e = r["latency_e2e_confirmed_ms"]
+    return [
+        ("confirmed bookings/s", r["confirmed_per_s"]),
+        ("time to sell out (s)", r["time_to_sell_out_s"]),
+        ("sold out", r["sold_out"]),
+        ("confirmed bookings", r["confirmed"]),
+        ("attempts / bookings posted / retries", f"{r['attempts']} / {r['bookings_posted']} / {r['retries']}"),
+        ("202 latency p50 (ms)", lat["p50"]),
+        ("202 latency p95 (ms)", lat["p95"]),
+        ("202 latency p99 (ms)", lat["p99"]),
+        ("confirmed end-to-end p50 (ms)", e2e["p50"]),
+        ("confirmed end-to-end p95 (ms)", e2e["p95"]),
+        ("confirmed end-to-end p99 (ms)", e2e["p99"]),
+        ("HTTP requests/s", r["http_requests_per_s"]),
+        ("failed bookings", sum(r["failed"].values())),
+        ("errors", sum(r["errors"].values())),
+        ("oversold seats (must be 0)", c["oversold_seats"]),
+        ("stuck PENDING (must be 0)", c["stuck_pending"]),
+        ("charges without booking (must be 0)", c["charges_without_booking"]),
+        ("reserved - confirmed seats (must be 0)", c["reserved_mismatch"]),
+        ("client CPU utilisation", r["client_cpu_util"]),
+    ]
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    r = report["results"]
+    p = report["params"]
+    head = (
+        f"### On-sale: {report['label']}\n\n"
+        f"{p['seats']} seats, {p['buyers']} buyers, up to {p['attempts']} attempts, concurrency "
+        f"{p['concurrency']}, {p['seats_per_booking']} seats per booking ({p['pick']}), {p['retries']} retries, "
+        f"phase {r['duration_s']:.1f} s. Checks: {'PASSED' if report['checks']['passed'] else 'FAILED'}.\n\n"
+    )
+    table = markdown_table(["figure", "value"], [(name, fmt(value)) for name, value in summary_rows(report)])
+    extra = []
+    if r["failed"]:
+        extra.append("Failed bookings by reason: " + ", ".join(f"{k} {v}" for k, v in r["failed"].items()))
+    if r["errors"]:
+        extra.append("Errors by code: " + ", ".join(f"{k} {v}" for k, v in r["errors"].items()))
+    return head + table + ("\n\n" + "\n\n".join(extra) if extra else "") + "\n"
