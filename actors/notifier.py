@@ -93,7 +93,9 @@ class Notifier:
                     await conn.execute(q.UPDATE_NOTIFICATION_GAVE_UP, row["id"], str(exc)[:500])
                     logger.error("notification %s (booking_id=%s) given up: %s", row["id"], row["booking_id"], exc)
                 else:
-                    delay = retry_delay(attempts - 1, self._settings.notify_retry_base_seconds)
+                    delay = retry_delay(
+                        attempts - 1, self._settings.notify_retry_base_seconds, self._settings.notify_retry_max_seconds
+                    )
                     await conn.execute(q.UPDATE_NOTIFICATION_RETRY, row["id"], str(exc)[:500], delay)
                     logger.warning("notification %s (booking_id=%s) retry in %.1f s", row["id"], row["booking_id"], delay)
             return

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import default_database_url, default_redis_url, log, run_async
+from benchmarks.httpclient import CLIENT_KINDS
 from benchmarks.onsale import OnsaleConfig, SetupError, report_markdown, run_onsale
 
 
@@ -78,6 +79,9 @@ def add_onsale_options(p: argparse.ArgumentParser, *, url_required: bool) -> Non
                    help="FAILED/SEATS_UNAVAILABLE bookings sampled for the no-charge check; all other FAILED "
                         "bookings are checked (default: %(default)s)")
     g.add_argument("--seed", type=int, default=None, help="random seed for seat picks (default: random)")
+    g.add_argument("--http-client", choices=CLIENT_KINDS, default="aiohttp",
+                   help="load generator's HTTP client; httpx costs ~6x the CPU per request (see "
+                        "benchmarks/httpclient.py) (default: %(default)s)")
     g.add_argument("--progress", dest="progress", action="store_true", default=None,
                    help="always draw the progress line on stderr (default: only on a terminal)")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="never draw it")
@@ -93,6 +97,7 @@ def onsale_config(args: argparse.Namespace, url: str, label: str = "") -> Onsale
         payment_token=args.payment_token, decline_fraction=args.decline_fraction,
         payment_check_sample=args.payment_check_sample, admin_email=args.admin_email,
         admin_password=args.admin_password, label=label, seed=args.seed, progress=args.progress,
+        http_client=args.http_client,
     )
 
 

@@ -28,11 +28,10 @@ import random
 import secrets
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-import httpx
 
 from benchmarks.common import (
     CpuMeter,
@@ -43,6 +42,7 @@ from benchmarks.common import (
     log,
     markdown_table,
 )
+from benchmarks.httpclient import HttpClient, TransportError, open_client
 
 FINAL = {"CONFIRMED", "FAILED", "CANCELLED"}
 BUYER_PASSWORD = "Bench1234!"
@@ -77,6 +77,7 @@ class OnsaleConfig:
     label: str = ""
     seed: int | None = None
     progress: bool | None = None  # None: only when stderr is a terminal
+    http_client: str = "aiohttp"  # "aiohttp" | "httpx" (see benchmarks/httpclient.py)
 
     def validate(self) -> None:
         if self.seats < 1 or self.buyers < 1 or self.attempts < 1 or self.concurrency < 1:
@@ -191,7 +192,7 @@ class SetupError(RuntimeError):
 
 
 class OnsaleRun:
-    def __init__(self, config: OnsaleConfig, client: httpx.AsyncClient) -> None:
+    def __init__(self, config: OnsaleConfig, client: HttpClient) -> None:
         self.cfg = config
         self.http = client
         self.rng = random.Random(config.seed)
@@ -214,24 +215,16 @@ class OnsaleRun:
     async def call(
         self, method: str, path: str, *, token: str = "", json: Any = None, params: dict[str, Any] | None = None,
         count: bool = True,
-    ) -> tuple[int, Any, httpx.Headers | None]:
-        """One request; (0, None, None) on a transport error, which is counted by its class name."""
+    ) -> tuple[int, Any, Mapping[str, str] | None]:
+        """One request; (0, None, None) on a transport error, which is counted by its kind."""
         if count:
             self.stats.requests += 1
         headers = {"Authorization": f"Bearer {token}"} if token else None
         try:
-            r = await self.http.request(method, path, json=json, params=params, headers=headers)
-        except httpx.TimeoutException:
-            self.stats.errors["transport Timeout"] += 1
+            return await self.http.request(method, path, json_body=json, params=params, headers=headers)
+        except TransportError as exc:
+            self.stats.errors[f"transport {exc.kind}"] += 1
             return 0, None, None
-        except httpx.HTTPError as exc:
-            self.stats.errors[f"transport {type(exc).__name__}"] += 1
-            return 0, None, None
-        try:
-            body = r.json()
-        except ValueError:
-            body = None
-        return r.status_code, body, r.headers
 
     def record_error(self, status: int, body: Any) -> None:
         code = ""
@@ -578,17 +571,14 @@ def _iso(dt: datetime) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-async def run_onsale(config: OnsaleConfig, *, client: httpx.AsyncClient | None = None) -> dict[str, Any]:
+async def run_onsale(config: OnsaleConfig, *, client: HttpClient | None = None) -> dict[str, Any]:
     """Runs the whole scenario against `config.url` and returns the report (JSON-ready)."""
     config.validate()
     started = datetime.now(UTC)
     own_client = client is None
     if client is None:
-        pool = config.concurrency + config.setup_concurrency + 8
-        client = httpx.AsyncClient(
-            base_url=config.url, timeout=config.request_timeout,
-            limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
-        )
+        pool = max(config.concurrency, config.setup_concurrency) + 4
+        client = open_client(config.http_client, config.url, pool=pool, timeout=config.request_timeout)
     try:
         run = OnsaleRun(config, client)
         log(f"onsale [{config.label or config.url}]: set-up ({config.seats} seats, {config.buyers} buyers)")

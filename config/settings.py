@@ -79,6 +79,7 @@ class Settings(BaseSettings):
     outbox_dir: Path | None = None
     notify_max_attempts: int = Field(default=8, ge=1)
     notify_retry_base_seconds: float = Field(default=2.0, gt=0)
+    notify_retry_max_seconds: float = Field(default=300.0, gt=0)
     notify_poll_seconds: float = Field(default=2.0, gt=0)
 
     @field_validator("seat_lock_ttl")

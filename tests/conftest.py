@@ -12,6 +12,7 @@ import secrets
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -40,14 +41,20 @@ def state_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def database_url(state_dir: Path) -> Iterator[str]:
+def embedded() -> dict[str, Any]:
+    """The embedded servers this session started (fault tests stop and restart them)."""
+    return {}
+
+
+@pytest.fixture(scope="session")
+def database_url(state_dir: Path, embedded: dict[str, Any]) -> Iterator[str]:
     base = os.environ.get("DATABASE_URL")
     if not base:
         from storage.embedded import start_embedded_postgres
 
-        pg = start_embedded_postgres(state_dir)
-        yield pg.url
-        pg.stop()
+        embedded["postgres"] = start_embedded_postgres(state_dir)
+        yield embedded["postgres"].url
+        embedded["postgres"].stop()
         return
     name = f"tf_test_{secrets.token_hex(4)}"
     admin_url = _with_database(base, "postgres")
@@ -65,15 +72,15 @@ def database_url(state_dir: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def redis_url(state_dir: Path) -> Iterator[str]:
+def redis_url(state_dir: Path, embedded: dict[str, Any]) -> Iterator[str]:
     if os.environ.get("REDIS_URL"):
         yield os.environ["REDIS_URL"]
         return
     from storage.embedded import start_embedded_redis
 
-    redis = start_embedded_redis(state_dir)
-    yield redis.url
-    redis.stop()
+    embedded["redis"] = start_embedded_redis(state_dir)
+    yield embedded["redis"].url
+    embedded["redis"].stop()
 
 
 @pytest.fixture(scope="session")
@@ -135,6 +142,8 @@ def app_env(database_url: str, redis_url: str, smtp_sink: SmtpSink, stripe_api: 
         "TICKETFLOW_SAGA_RECOVERY_INTERVAL_SECONDS": "1",
         "TICKETFLOW_NOTIFY_POLL_SECONDS": "0.5",
         "TICKETFLOW_NOTIFY_RETRY_BASE_SECONDS": "0.5",
+        "TICKETFLOW_NOTIFY_RETRY_MAX_SECONDS": "2",
+        "TICKETFLOW_NOTIFY_MAX_ATTEMPTS": "100",
         "RAY_USAGE_STATS_ENABLED": "0",
     }
     os.environ.update(env)

@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 
 ADMIN = ("admin@ticketflow.test", "Admin1234!")
@@ -100,3 +101,41 @@ def assert_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
     assert body["error"]["message"]
     assert body["error"]["requestId"] == r.headers["x-request-id"]
     return dict(body["error"])
+
+
+async def consistency_problems(db: asyncpg.Pool, event_id: str | None = None, *, pending_older_than: float = 60.0) -> list[str]:
+    """What breaks the promises, over one event or the whole database (empty when all is well)."""
+    problems = []
+    scope = "($1::text IS NULL OR b.event_id = $1)"
+    doubles = await db.fetch(
+        f"SELECT b.event_id, s AS seat, count(*) AS n FROM bookings b, unnest(b.seat_ids) s "
+        f"WHERE b.status = 'CONFIRMED' AND {scope} GROUP BY 1, 2 HAVING count(*) > 1", event_id)
+    problems += [f"seat {r['seat']} of {r['event_id']} is in {r['n']} CONFIRMED bookings" for r in doubles]
+    mismatch = await db.fetch(
+        f"SELECT b.id FROM bookings b LEFT JOIN seat_sales ss ON ss.booking_id = b.id AND ss.released_at IS NULL "
+        f"WHERE {scope} GROUP BY b.id, b.status, b.seat_ids "
+        f"HAVING (b.status = 'CONFIRMED') <> (count(ss.seat_id) = cardinality(b.seat_ids)) "
+        f"    OR (b.status <> 'CONFIRMED' AND count(ss.seat_id) > 0)", event_id)
+    problems += [f"booking {r['id']}: RESERVED seats disagree with its status" for r in mismatch]
+    kept = await db.fetch(
+        f"SELECT p.id, b.id AS booking, b.status FROM payments p JOIN bookings b ON b.id = p.booking_id "
+        f"WHERE p.status = 'SUCCESS' AND b.status <> 'CONFIRMED' AND {scope}", event_id)
+    problems += [f"payment {r['id']} kept for {r['status']} booking {r['booking']}" for r in kept]
+    stuck = await db.fetch(
+        f"SELECT b.id FROM bookings b WHERE b.status = 'PENDING' AND {scope} "
+        f"AND b.created_at < now() - make_interval(secs => $2)", event_id, pending_older_than)
+    problems += [f"booking {r['id']} stuck PENDING" for r in stuck]
+    return problems
+
+
+async def assert_consistent(db: asyncpg.Pool, event_id: str | None = None, *, settle_seconds: float = 20.0) -> None:
+    """Waits up to settle_seconds for reconciliation, then requires no problem at all."""
+    deadline = time.monotonic() + settle_seconds
+    while True:
+        problems = await consistency_problems(db, event_id)
+        pending = await db.fetchval(
+            "SELECT count(*) FROM bookings WHERE status = 'PENDING' AND ($1::text IS NULL OR event_id = $1)", event_id)
+        if not problems and not pending:
+            return
+        assert time.monotonic() < deadline, problems or f"{pending} bookings still PENDING"
+        await asyncio.sleep(0.5)

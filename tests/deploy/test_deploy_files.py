@@ -217,7 +217,7 @@ def test_cluster_launcher_uses_gcs_port_6380(cluster: dict[str, Any]) -> None:
         assert "ticketflow.env" in commands
 
 
-def test_cluster_launcher_keeps_secrets_out_of_the_file(cluster: dict[str, Any]) -> None:
+def test_cluster_launcher_keeps_secrets_out_of_the_file() -> None:
     text = (DEPLOY / "cluster.yaml").read_text()
     for name in ALL_SECRETS:
         assert not re.search(rf"^\s*(export\s+)?{name}\s*[:=]", text, re.MULTILINE), name

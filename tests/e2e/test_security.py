@@ -9,7 +9,16 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import httpx
 
-from tests.helpers import assert_error, auth, book_and_wait, create_event, create_venue, iso, login, new_user
+from tests.helpers import (
+    assert_error,
+    auth,
+    book_and_wait,
+    create_event,
+    create_venue,
+    iso,
+    login,
+    new_user,
+)
 
 
 async def test_login_is_rate_limited_per_account(http: httpx.AsyncClient) -> None:

@@ -1,0 +1,473 @@
+"""Seat-lock engines alone: the seat-actor design vs the usual Redis and Postgres locks, no HTTP.
+
+Each engine runs the same loop in `callers` concurrent asyncio tasks for `seconds` (after a
+warm-up): pick `seats_per_op` distinct random seats among `n` (the contention level), lock them
+all or none, and if granted hold them `hold_ms` and release them. Reported per engine and level:
+lock attempts per second (each one all-or-none decision), granted locks per second, the share of
+attempts refused because a seat was taken, and the lock call's latency.
+
+Engines:
+- `ray-batched`: `domain.inventory.SeatMap` inside a Ray actor (`BenchSeatMap` below, the same
+  data structure TicketFlow's `SeatInventory` wraps), driven through a caller-side `Coalescer`
+  that gathers lock/release requests for up to `batch_wait_ms` or `batch_max` requests and sends
+  them in one actor call;
+- `ray`: the same actor, one actor call per lock and per release;
+- `redis`: the all-or-none Lua script (SET NX PX on every seat key; compare-and-delete release);
+- `pg-skip-locked`: one statement, `SELECT ... FOR UPDATE SKIP LOCKED` + `UPDATE` only if every seat
+  was got (never waits);
+- `pg-update`: a transaction with the conditional `UPDATE seats SET status = 'LOCKED' ... WHERE
+  status = 'AVAILABLE'`, rolled back unless every seat changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import asyncpg
+import ray
+import redis.asyncio as aioredis
+
+from benchmarks.baselines.seatlocks import (
+    CREATE_LOCK_SEATS,
+    INSERT_LOCK_SEATS,
+    PostgresSeatLocks,
+    RedisSeatLocks,
+)
+from benchmarks.common import (
+    REDIS_PREFIX,
+    CpuMeter,
+    fmt,
+    fmt_ratio,
+    latency_summary,
+    log,
+    markdown_table,
+    new_schema_name,
+    ratio,
+)
+from domain.inventory import SeatMap
+
+ENGINES = ("ray-batched", "ray", "redis", "pg-skip-locked", "pg-update")
+LOCK_TTL_S = 300.0
+
+
+@dataclass
+class LockBenchConfig:
+    levels: list[int] = field(default_factory=lambda: [100_000, 1000, 50])
+    callers: int = 64
+    seconds: float = 3.0
+    warmup: float = 0.5
+    seats_per_op: int = 2
+    hold_ms: float = 0.0
+    batch_max: int = 50
+    batch_wait_ms: float = 1.0
+    engines: list[str] = field(default_factory=lambda: list(ENGINES))
+    database_url: str = ""
+    redis_url: str = ""
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> LockBenchConfig:
+        engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+        unknown = [e for e in engines if e not in ENGINES]
+        if unknown:
+            raise SystemExit(f"unknown engine(s) {', '.join(unknown)}; choose from {', '.join(ENGINES)}")
+        return cls(
+            levels=args.lock_seats, callers=args.lock_callers, seconds=args.lock_seconds, warmup=args.lock_warmup,
+            seats_per_op=args.lock_seats_per_op, hold_ms=args.lock_hold_ms, batch_max=args.batch_max,
+            batch_wait_ms=args.batch_wait_ms, engines=engines, database_url=args.database_url,
+            redis_url=args.redis_url,
+        )
+
+
+# -- the seat-actor engine --------------------------------------------------------------------------
+@ray.remote(num_cpus=0, max_restarts=0)
+class BenchSeatMap:
+    """A `SeatMap` for one benchmark event in a plain (synchronous, one call at a time) actor.
+
+    Holds only in-memory state; not restarted; lives for one benchmark level.
+    """
+
+    def __init__(self, n_seats: int) -> None:
+        self._map = SeatMap(seat_ids(n_seats))
+
+    def lock(self, holder: str, seats: tuple[str, ...]) -> bool:
+        return self._map.lock(holder, seats, ttl=LOCK_TTL_S, now=time.time()).ok
+
+    def release(self, holder: str) -> None:
+        self._map.release(holder)
+
+    def apply(self, ops: list[tuple[str, str, tuple[str, ...]]]) -> list[bool]:
+        """Many lock ("L") / release ("R") requests in one call, in order."""
+        now = time.time()
+        out: list[bool] = []
+        for kind, holder, seats in ops:
+            if kind == "L":
+                out.append(self._map.lock(holder, seats, ttl=LOCK_TTL_S, now=now).ok)
+            else:
+                self._map.release(holder)
+                out.append(True)
+        return out
+
+
+class Coalescer:
+    """Caller-side batching: concurrent requests within `max_wait` (or `max_batch` of them) share
+    one actor call. Batches are pipelined: a full batch goes out while earlier ones are in flight."""
+
+    def __init__(self, submit: Callable[[list[Any]], Awaitable[list[Any]]], *, max_batch: int, max_wait: float) -> None:
+        self._submit = submit
+        self._max_batch = max_batch
+        self._max_wait = max_wait
+        self._ops: list[Any] = []
+        self._futures: list[asyncio.Future[Any]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self.calls = 0
+
+    async def call(self, op: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._ops.append(op)
+        self._futures.append(future)
+        if len(self._ops) >= self._max_batch:
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self._max_wait, self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        ops, futures = self._ops, self._futures
+        self._ops, self._futures = [], []
+        if not ops:
+            return
+        self.calls += 1
+        task = asyncio.get_running_loop().create_task(self._deliver(ops, futures))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    async def _deliver(self, ops: list[Any], futures: list[asyncio.Future[Any]]) -> None:
+        try:
+            results = await self._submit(ops)
+        except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
+            for f in futures:
+                if not f.done():
+                    f.set_exception(exc)
+            return
+        for f, result in zip(futures, results, strict=True):
+            if not f.done():
+                f.set_result(result)
+
+
+def seat_ids(n: int) -> tuple[str, ...]:
+    return tuple(f"s{i}" for i in range(1, n + 1))
+
+
+# -- engines ----------------------------------------------------------------------------------------
+class LockEngine(Protocol):
+    name: str
+
+    async def start_level(self, n_seats: int) -> None: ...
+
+    async def lock(self, holder: str, seats: tuple[str, ...]) -> bool: ...
+
+    async def release(self, holder: str, seats: tuple[str, ...]) -> None: ...
+
+    async def end_level(self) -> None: ...
+
+
+class RayEngine:
+    def __init__(self, *, batched: bool, max_batch: int, max_wait: float) -> None:
+        self.name = "ray-batched" if batched else "ray"
+        self._batched = batched
+        self._max_batch = max_batch
+        self._max_wait = max_wait
+        self._actor: Any = None
+        self._coalescer: Coalescer | None = None
+
+    async def start_level(self, n_seats: int) -> None:
+        self._actor = BenchSeatMap.remote(n_seats)  # type: ignore[attr-defined]
+        await self._actor.lock.remote("warm-up", ())
+        if self._batched:
+            actor = self._actor
+
+            async def submit(ops: list[Any]) -> list[Any]:
+                result: list[Any] = await actor.apply.remote(ops)
+                return result
+
+            self._coalescer = Coalescer(submit, max_batch=self._max_batch, max_wait=self._max_wait)
+
+    async def lock(self, holder: str, seats: tuple[str, ...]) -> bool:
+        if self._coalescer is not None:
+            return bool(await self._coalescer.call(("L", holder, seats)))
+        return bool(await self._actor.lock.remote(holder, seats))
+
+    async def release(self, holder: str, seats: tuple[str, ...]) -> None:  # noqa: ARG002 - the map knows
+        if self._coalescer is not None:
+            await self._coalescer.call(("R", holder, ()))
+        else:
+            await self._actor.release.remote(holder)
+
+    async def end_level(self) -> None:
+        if self._actor is not None:
+            ray.kill(self._actor)
+        self._actor = None
+        self._coalescer = None
+
+
+class RedisEngine:
+    name = "redis"
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._locks = RedisSeatLocks(client, f"{REDIS_PREFIX}locks:{secrets.token_hex(4)}:")
+        self._event = ""
+
+    async def start_level(self, n_seats: int) -> None:
+        self._event = f"lvl{n_seats}"
+
+    async def lock(self, holder: str, seats: tuple[str, ...]) -> bool:
+        return await self._locks.lock(self._event, seats, holder, int(LOCK_TTL_S * 1000))
+
+    async def release(self, holder: str, seats: tuple[str, ...]) -> None:
+        await self._locks.release(self._event, seats, holder)
+
+    async def end_level(self) -> None:
+        await self._locks.delete_all()
+
+
+class PostgresEngine:
+    def __init__(self, pool: asyncpg.Pool, *, skip_locked: bool) -> None:
+        self.name = "pg-skip-locked" if skip_locked else "pg-update"
+        self._locks = PostgresSeatLocks(pool)
+        self._pool = pool
+        self._skip_locked = skip_locked
+        self._event = ""
+
+    async def start_level(self, n_seats: int) -> None:
+        self._event = f"{self.name}-{n_seats}-{secrets.token_hex(3)}"
+        async with self._pool.acquire() as conn:
+            await conn.execute(INSERT_LOCK_SEATS, self._event, n_seats)
+            await conn.execute("ANALYZE seats")
+
+    async def lock(self, holder: str, seats: tuple[str, ...]) -> bool:
+        if self._skip_locked:
+            return await self._locks.lock_skip_locked(self._event, seats, holder, LOCK_TTL_S)
+        return await self._locks.lock_conditional(self._event, seats, holder, LOCK_TTL_S)
+
+    async def release(self, holder: str, seats: tuple[str, ...]) -> None:
+        await self._locks.release(self._event, seats, holder)
+
+    async def end_level(self) -> None:
+        async with self._pool.acquire() as conn:
+            await conn.execute("DELETE FROM seats WHERE event_id = $1", self._event)
+
+
+# -- measuring --------------------------------------------------------------------------------------
+async def measure(engine: LockEngine, n_seats: int, cfg: LockBenchConfig) -> dict[str, Any]:
+    await engine.start_level(n_seats)
+    ids = seat_ids(n_seats)
+    k = min(cfg.seats_per_op, n_seats)
+    hold = cfg.hold_ms / 1000
+    attempts = granted = errors = 0
+    latencies: list[float] = []
+    start = time.perf_counter()
+    measure_from = start + cfg.warmup
+    end = measure_from + cfg.seconds
+    cpu = CpuMeter()
+
+    async def caller(index: int) -> None:
+        nonlocal attempts, granted, errors
+        rng = random.Random(index * 7919 + n_seats)
+        n = 0
+        while True:
+            t0 = time.perf_counter()
+            if t0 >= end:
+                return
+            seats = tuple(ids[i] for i in rng.sample(range(n_seats), k))
+            holder = f"c{index}-{n}"
+            n += 1
+            try:
+                ok = await engine.lock(holder, seats)
+            except Exception:  # noqa: BLE001 - counted; a broken engine shows as errors, not a crash
+                errors += 1
+                await asyncio.sleep(0.01)
+                continue
+            t1 = time.perf_counter()
+            if measure_from <= t1 < end:
+                attempts += 1
+                granted += ok
+                latencies.append(t1 - t0)
+            if ok:
+                if hold:
+                    await asyncio.sleep(hold)
+                await engine.release(holder, seats)
+
+    async def start_meter() -> None:
+        await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
+        cpu.start()
+
+    meter = asyncio.get_running_loop().create_task(start_meter())
+    try:
+        await asyncio.gather(*(caller(i) for i in range(cfg.callers)))
+    finally:
+        await meter
+        used = cpu.stop()
+        await engine.end_level()
+    return {
+        "engine": engine.name,
+        "seats": n_seats,
+        "attempts_per_s": round(attempts / cfg.seconds, 1),
+        "granted_per_s": round(granted / cfg.seconds, 1),
+        "conflict_pct": round(100 * (attempts - granted) / attempts, 1) if attempts else None,
+        "errors": errors,
+        "lock_latency_ms": latency_summary(latencies),
+        **used,
+    }
+
+
+def _ensure_ray() -> bool:
+    """Connects to Ray (a private local one unless already connected); True if we started it."""
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    return True
+
+
+async def run_lock_bench(cfg: LockBenchConfig) -> dict[str, Any]:
+    """Every engine at every contention level; engines whose service is unreachable are skipped."""
+    skipped: dict[str, str] = {}
+    engines: list[LockEngine] = []
+    cleanups: list[Callable[[], Awaitable[None]]] = []
+    started_ray = False
+    try:
+        if {"ray", "ray-batched"} & set(cfg.engines):
+            try:
+                log("locks: starting Ray")
+                started_ray = _ensure_ray()
+                for batched in (True, False):
+                    name = "ray-batched" if batched else "ray"
+                    if name in cfg.engines:
+                        engines.append(RayEngine(batched=batched, max_batch=cfg.batch_max,
+                                                 max_wait=cfg.batch_wait_ms / 1000))
+            except Exception as exc:  # noqa: BLE001 - reported, the other engines still run
+                for name in ("ray-batched", "ray"):
+                    if name in cfg.engines:
+                        skipped[name] = f"Ray unavailable: {exc}"
+        if "redis" in cfg.engines:
+            client = aioredis.from_url(cfg.redis_url, max_connections=cfg.callers + 4, socket_connect_timeout=2)
+            try:
+                await client.ping()
+                engines.append(RedisEngine(client))
+                cleanups.append(client.aclose)
+            except Exception as exc:  # noqa: BLE001
+                skipped["redis"] = f"Redis at {cfg.redis_url} unreachable: {exc}"
+                await client.aclose()
+        pg_wanted = [e for e in ("pg-skip-locked", "pg-update") if e in cfg.engines]
+        if pg_wanted:
+            try:
+                pool, drop = await _postgres_pool(cfg)
+                cleanups.append(drop)
+                for name in pg_wanted:
+                    engines.append(PostgresEngine(pool, skip_locked=name == "pg-skip-locked"))
+            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+                for name in pg_wanted:
+                    skipped[name] = f"Postgres at {cfg.database_url} unreachable: {exc}"
+        order = {name: i for i, name in enumerate(ENGINES)}
+        engines.sort(key=lambda e: order[e.name])
+        results: list[dict[str, Any]] = []
+        for n_seats in cfg.levels:
+            for engine in engines:
+                log(f"locks: {engine.name} at {n_seats} seats ({cfg.callers} callers, {cfg.seconds:.1f} s)")
+                results.append(await measure(engine, n_seats, cfg))
+    finally:
+        for cleanup in reversed(cleanups):
+            try:
+                await cleanup()
+            except Exception as exc:  # noqa: BLE001 - keep cleaning up
+                log(f"locks: clean-up failed: {exc}")
+        if started_ray:
+            ray.shutdown()
+    params = asdict(cfg)
+    return {"benchmark": "locks", "params": params, "results": results, "skipped": skipped}
+
+
+async def _postgres_pool(cfg: LockBenchConfig) -> tuple[asyncpg.Pool, Callable[[], Awaitable[None]]]:
+    schema = new_schema_name("locks")
+    conn = await asyncpg.connect(cfg.database_url, timeout=5)
+    try:
+        await conn.execute(f'CREATE SCHEMA "{schema}"')
+        await conn.execute(f'SET search_path TO "{schema}"')
+        await conn.execute(CREATE_LOCK_SEATS)
+    finally:
+        await conn.close()
+
+    async def no_reset(_conn: asyncpg.Connection) -> None:
+        return None
+
+    pool = await asyncpg.create_pool(
+        cfg.database_url, min_size=min(cfg.callers, 32), max_size=min(cfg.callers, 32),
+        server_settings={"search_path": schema}, reset=no_reset,
+    )
+
+    async def drop() -> None:
+        await pool.close()
+        c = await asyncpg.connect(cfg.database_url, timeout=5)
+        try:
+            await c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await c.close()
+
+    return pool, drop
+
+
+# -- rendering --------------------------------------------------------------------------------------
+def lock_rate(report: dict[str, Any], engine: str, seats: int) -> float | None:
+    for r in report["results"]:
+        if r["engine"] == engine and r["seats"] == seats:
+            return float(r["attempts_per_s"])
+    return None
+
+
+def locks_markdown(report: dict[str, Any]) -> str:
+    p = report["params"]
+    levels: list[int] = p["levels"]
+    engines = [e for e in ENGINES if any(r["engine"] == e for r in report["results"])]
+    head = (
+        f"### Lock engines alone\n\n{p['callers']} concurrent callers, {p['seats_per_op']} seats per all-or-none "
+        f"lock, held {p['hold_ms']:g} ms then released, {p['seconds']:g} s per run after {p['warmup']:g} s of "
+        f"warm-up; coalescing: up to {p['batch_max']} requests or {p['batch_wait_ms']:g} ms per actor call. "
+        "Figures: lock attempts/s (granted/s, % refused because a seat was taken; p99 ms of the lock call).\n\n"
+    )
+    header = ["engine"] + [f"{n:,} seats".replace(",", " ") for n in levels]
+    rows = []
+    by_key = {(r["engine"], r["seats"]): r for r in report["results"]}
+    for e in engines:
+        row = [e]
+        for n in levels:
+            r = by_key.get((e, n))
+            if r is None:
+                row.append("-")
+                continue
+            row.append(
+                f"{fmt(r['attempts_per_s'], 0)} ({fmt(r['granted_per_s'], 0)}, {fmt(r['conflict_pct'])} %; "
+                f"p99 {fmt(r['lock_latency_ms']['p99'])})"
+            )
+        rows.append(row)
+    for base in ("redis", "pg-skip-locked", "pg-update", "ray"):
+        if "ray-batched" in engines and base in engines:
+            rows.append([f"ray-batched / {base}"] + [
+                fmt_ratio(ratio(lock_rate(report, "ray-batched", n), lock_rate(report, base, n))) for n in levels
+            ])
+    text = head + markdown_table(header, rows)
+    if report["skipped"]:
+        text += "\n\nSkipped: " + "; ".join(f"{k}: {v}" for k, v in report["skipped"].items())
+    return text + "\n"
