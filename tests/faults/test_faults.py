@@ -218,6 +218,13 @@ async def test_postgres_restarted_mid_sale(http: httpx.AsyncClient, admin_token:
     assert 500 not in figures["posts"], figures
     figures["outage_answer"] = outage
     await _report(db, "Postgres stopped and restarted", figures, sale.event_id)
+    # The server recovered by itself: a new buyer books as if nothing happened.
+    token, _ = await new_user(http)
+    r = await book(http, token, sale.event_id, ["seat_B20"])
+    if r.status_code == 202:
+        booking = (await http.get(f"/api/bookings/{r.json()['bookingId']}", headers=auth(token))).json()
+        assert booking["status"] in FINAL | {"PENDING"}
+    assert r.status_code == 202, r.text
 
 
 async def test_processor_never_answers(http: httpx.AsyncClient, admin_token: str, db: asyncpg.Pool,
