@@ -24,6 +24,7 @@ Against any server with TicketFlow's API (TicketFlow itself, or a plain baseline
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import secrets
 import time
@@ -458,6 +459,7 @@ class OnsaleRun:
         progress = Progress(enabled=self.cfg.progress)
         cpu = CpuMeter()
         cpu.start()
+        load_start = os.getloadavg()[0]
         self.phase_start = time.perf_counter()
         progress.start(self.progress_line)
         try:
@@ -486,6 +488,8 @@ class OnsaleRun:
             "errors": dict(sorted(s.errors.items())),
             "inventory_refreshes": s.refreshes,
             **cpu.stop(),
+            # The machine's 1-minute load average around the phase: other work running shows here.
+            "loadavg_1m": [round(load_start, 2), round(os.getloadavg()[0], 2)],
         }
 
     # -- the checks ---------------------------------------------------------------------------

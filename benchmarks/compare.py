@@ -1,0 +1,204 @@
+"""`bench compare`: TicketFlow and the usual designs measured in one run, side by side.
+
+1. The HTTP floor: `GET /health` at the scenario's concurrency for `--floor-seconds`, through the
+   same server (for TicketFlow: the same Serve proxy and Gateway deployment as the bookings).
+2. The on-sale scenario (`benchmarks.onsale`) against TicketFlow (`--url`) and against each
+   baseline service (`benchmarks.baselines.plain_service`, started here on a free port, one at a
+   time, so no two servers compete for the two cores).
+3. The lock engines alone (`benchmarks.locks`).
+
+Ratios are always "first target / other target" (TicketFlow first when `--url` is given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks.cli import onsale_config
+from benchmarks.common import (
+    CpuMeter,
+    fmt,
+    fmt_ratio,
+    latency_summary,
+    log,
+    markdown_table,
+    ratio,
+    run_async,
+)
+from benchmarks.httpclient import TransportError, open_client
+from benchmarks.locks import LockBenchConfig, locks_markdown, run_lock_bench
+from benchmarks.onsale import SetupError, run_onsale, summary_rows
+from benchmarks.services import BASELINES, start_plain_service
+
+
+async def http_floor(url: str, *, concurrency: int, seconds: float, client_kind: str) -> dict[str, Any]:
+    """GET /health from `concurrency` workers for `seconds`: the most this server path can answer."""
+    client = open_client(client_kind, url, pool=concurrency, timeout=30.0)
+    latencies: list[float] = []
+    errors = 0
+    end = 0.0
+
+    async def worker() -> None:
+        nonlocal errors
+        while time.perf_counter() < end:
+            t0 = time.perf_counter()
+            try:
+                status, _body, _headers = await client.request("GET", "/health")
+            except TransportError:
+                errors += 1
+                continue
+            if status == 200:
+                latencies.append(time.perf_counter() - t0)
+            else:
+                errors += 1
+
+    try:
+        # A short warm-up opens the connections before the clock starts.
+        end = time.perf_counter() + min(0.5, seconds / 4)
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        latencies.clear()
+        errors = 0
+        cpu = CpuMeter()
+        cpu.start()
+        t0 = time.perf_counter()
+        end = t0 + seconds
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - t0
+    finally:
+        await client.aclose()
+    return {
+        "requests_per_s": round(len(latencies) / elapsed, 1),
+        "latency_ms": latency_summary(latencies),
+        "errors": errors,
+        **cpu.stop(),
+    }
+
+
+def machine_info() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+async def _compare(args: argparse.Namespace) -> dict[str, Any]:
+    baselines = [] if args.baselines.strip() == "none" else [b.strip() for b in args.baselines.split(",") if b.strip()]
+    unknown = [b for b in baselines if b not in BASELINES]
+    if unknown:
+        raise SystemExit(f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)} or none")
+    targets: list[tuple[str, str | None]] = []
+    if args.url:
+        targets.append(("ticketflow", args.url.rstrip("/")))
+    targets += [(b, None) for b in baselines]
+    report: dict[str, Any] = {
+        "benchmark": "compare", "started_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": machine_info(), "payment_latency_ms": args.payment_latency_ms,
+        "floor": [], "onsale": [], "locks": None, "failures": {},
+    }
+    for label, url in targets:
+        service = None
+        try:
+            if url is None:
+                log(f"compare: starting {label}")
+                service = await start_plain_service(
+                    label, database_url=args.database_url, redis_url=args.redis_url,
+                    payment_latency_ms=args.payment_latency_ms, admin_email=args.admin_email,
+                    admin_password=args.admin_password,
+                )
+                url = service.url
+            if args.floor_seconds > 0:
+                log(f"compare: HTTP floor of {label} ({args.floor_seconds:g} s)")
+                floor = await http_floor(url, concurrency=args.concurrency, seconds=args.floor_seconds,
+                                         client_kind=args.http_client)
+                report["floor"].append({"label": label, "url": url, **floor})
+            if not args.skip_onsale:
+                report["onsale"].append(await run_onsale(onsale_config(args, url, label)))
+        except (SetupError, RuntimeError) as exc:
+            log(f"compare: {label} failed: {exc}")
+            report["failures"][label] = str(exc)
+        finally:
+            if service is not None:
+                await service.stop()
+    if not args.skip_locks:
+        report["locks"] = await run_lock_bench(LockBenchConfig.from_args(args))
+    report["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    return report
+
+
+def _ratio_cell(a: Any, b: Any) -> str:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return "-"
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return fmt_ratio(ratio(float(a), float(b)))
+    return "-"
+
+
+def compare_markdown(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    parts = [
+        "## Comparison\n",
+        f"Machine: {m['cpus']} CPUs, {m['platform']}, Python {m['python']}; load average "
+        f"{m['loadavg_at_start']} at start, {m.get('loadavg_at_end')} at end. Simulated charge latency "
+        f"{report['payment_latency_ms']} ms for the baselines. Ratios: first column / other column.\n",
+    ]
+    floors = report["floor"]
+    if floors:
+        first = floors[0]
+        rows = [
+            [f["label"], fmt(f["requests_per_s"]), fmt(f["latency_ms"]["p50"]), fmt(f["latency_ms"]["p99"]),
+             fmt(f["errors"]), fmt(f["client_cpu_util"], 2),
+             _ratio_cell(first["requests_per_s"], f["requests_per_s"]) if f is not first else "-"]
+            for f in floors
+        ]
+        parts.append("### HTTP floor (GET /health)\n\n" + markdown_table(
+            ["target", "requests/s", "p50 ms", "p99 ms", "errors", "client CPU", f"{first['label']} / target"], rows,
+        ) + "\n")
+    runs = report["onsale"]
+    if runs:
+        labels = [r["label"] for r in runs]
+        figures = [summary_rows(r) for r in runs]
+        header = ["figure", *labels] + [f"{labels[0]} / {other}" for other in labels[1:]]
+        rows = []
+        for i, (name, _value) in enumerate(figures[0]):
+            values = [f[i][1] for f in figures]
+            rows.append([name, *(fmt(v) for v in values), *(_ratio_cell(values[0], v) for v in values[1:])])
+        p = runs[0]["params"]
+        parts.append(
+            f"### On-sale, side by side\n\n{p['seats']} seats, {p['buyers']} buyers, up to {p['attempts']} attempts, "
+            f"concurrency {p['concurrency']}, {p['seats_per_booking']} seats per booking ({p['pick']}), "
+            f"{p['retries']} retries.\n\n" + markdown_table(header, rows) + "\n"
+        )
+        for r in runs:
+            extra = []
+            if r["results"]["failed"]:
+                extra.append("failed " + ", ".join(f"{k} {v}" for k, v in r["results"]["failed"].items()))
+            if r["results"]["errors"]:
+                extra.append("errors " + ", ".join(f"{k} {v}" for k, v in r["results"]["errors"].items()))
+            if extra:
+                parts.append(f"- {r['label']}: " + "; ".join(extra))
+        parts.append("")
+    if report["locks"] is not None:
+        parts.append(locks_markdown(report["locks"]))
+    if report["failures"]:
+        parts.append("Failures: " + "; ".join(f"{k}: {v}" for k, v in report["failures"].items()))
+    return "\n".join(parts)
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    report = run_async(_compare(args))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        log(f"results written to {args.json}")
+    print(compare_markdown(report))
+    passed = all(r["checks"]["passed"] for r in report["onsale"])
+    return 0 if passed and not report["failures"] else 1
