@@ -51,7 +51,7 @@ def run_async(coro: Awaitable[_T]) -> _T:
         import uvloop
     except ImportError:
         return asyncio.run(coro)  # type: ignore[arg-type]
-    return uvloop.run(coro)  # type: ignore[arg-type,no-any-return]
+    return uvloop.run(coro)  # type: ignore[arg-type]
 
 
 # -- statistics ---------------------------------------------------------------------------------

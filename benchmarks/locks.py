@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import random
 import secrets
@@ -226,8 +227,9 @@ class RayEngine:
 class RedisEngine:
     name = "redis"
 
-    def __init__(self, client: aioredis.Redis) -> None:
-        self._locks = RedisSeatLocks(client, f"{REDIS_PREFIX}locks:{secrets.token_hex(4)}:")
+    def __init__(self, client: aioredis.Redis[bytes]) -> None:
+        self.prefix = f"{REDIS_PREFIX}locks:{secrets.token_hex(4)}:"
+        self._locks = RedisSeatLocks(client, self.prefix)
         self._event = ""
 
     async def start_level(self, n_seats: int) -> None:
@@ -338,13 +340,14 @@ def _ensure_ray() -> bool:
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     return True
 
 
 async def run_lock_bench(cfg: LockBenchConfig) -> dict[str, Any]:
     """Every engine at every contention level; engines whose service is unreachable are skipped."""
     skipped: dict[str, str] = {}
+    where: dict[str, str] = {}  # the Postgres schema and Redis prefix used (all removed afterwards)
     engines: list[LockEngine] = []
     cleanups: list[Callable[[], Awaitable[None]]] = []
     started_ray = False
@@ -366,15 +369,17 @@ async def run_lock_bench(cfg: LockBenchConfig) -> dict[str, Any]:
             client = aioredis.from_url(cfg.redis_url, max_connections=cfg.callers + 4, socket_connect_timeout=2)
             try:
                 await client.ping()
-                engines.append(RedisEngine(client))
-                cleanups.append(client.aclose)
+                redis_engine = RedisEngine(client)
+                where["redis_prefix"] = redis_engine.prefix
+                engines.append(redis_engine)
+                cleanups.append(client.aclose)  # type: ignore[attr-defined]
             except Exception as exc:  # noqa: BLE001
                 skipped["redis"] = f"Redis at {cfg.redis_url} unreachable: {exc}"
-                await client.aclose()
+                await client.aclose()  # type: ignore[attr-defined]
         pg_wanted = [e for e in ("pg-skip-locked", "pg-update") if e in cfg.engines]
         if pg_wanted:
             try:
-                pool, drop = await _postgres_pool(cfg)
+                pool, drop, where["postgres_schema"] = await _postgres_pool(cfg)
                 cleanups.append(drop)
                 for name in pg_wanted:
                     engines.append(PostgresEngine(pool, skip_locked=name == "pg-skip-locked"))
@@ -397,10 +402,10 @@ async def run_lock_bench(cfg: LockBenchConfig) -> dict[str, Any]:
         if started_ray:
             ray.shutdown()
     params = asdict(cfg)
-    return {"benchmark": "locks", "params": params, "results": results, "skipped": skipped}
+    return {"benchmark": "locks", "params": params, "results": results, "skipped": skipped, "where": where}
 
 
-async def _postgres_pool(cfg: LockBenchConfig) -> tuple[asyncpg.Pool, Callable[[], Awaitable[None]]]:
+async def _postgres_pool(cfg: LockBenchConfig) -> tuple[asyncpg.Pool, Callable[[], Awaitable[None]], str]:
     schema = new_schema_name("locks")
     conn = await asyncpg.connect(cfg.database_url, timeout=5)
     try:
@@ -426,7 +431,7 @@ async def _postgres_pool(cfg: LockBenchConfig) -> tuple[asyncpg.Pool, Callable[[
         finally:
             await c.close()
 
-    return pool, drop
+    return pool, drop, schema
 
 
 # -- rendering --------------------------------------------------------------------------------------

@@ -243,7 +243,7 @@ class PlainService:
         self.schema: str = args.schema or new_schema_name("svc")
         self.secret = secrets.token_urlsafe(32)
         self.pool: asyncpg.Pool | None = None
-        self.redis: aioredis.Redis | None = None
+        self.redis: aioredis.Redis[bytes] | None = None
         self.redis_locks: RedisSeatLocks | None = None
         self.pg_locks: PostgresSeatLocks | None = None
         self.tasks: set[asyncio.Task[None]] = set()
@@ -283,7 +283,7 @@ class PlainService:
         if self.redis_locks is not None:
             await self.redis_locks.delete_all()
         if self.redis is not None:
-            await self.redis.aclose()
+            await self.redis.aclose()  # type: ignore[attr-defined]
         if self.pool is not None:
             await self.pool.close()
         if not self.args.keep_schema:

@@ -54,7 +54,7 @@ return 1
 class RedisSeatLocks:
     """All-or-none seat locks in Redis under `<prefix><event>:<seat>`."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+    def __init__(self, client: aioredis.Redis[bytes], prefix: str) -> None:
         self.client = client
         self.prefix = prefix
         self._lock = client.register_script(REDIS_LOCK_LUA)

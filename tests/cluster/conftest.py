@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import socket
 import tempfile
 import time
@@ -73,10 +74,11 @@ def _with_database(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def cluster_state_dir() -> Path:
+def cluster_state_dir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="tf-cluster-"))
     path.chmod(0o755)  # the embedded Postgres runs as an unprivileged user when we are root
-    return path
+    yield path
+    shutil.rmtree(path, ignore_errors=True)  # after the embedded servers that live in it stopped
 
 
 @pytest.fixture(scope="session")
@@ -198,6 +200,8 @@ def ray_cluster(cluster_env: dict[str, str]) -> Iterator[RunningCluster]:  # noq
     started = time.monotonic()
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "resources": {HEAD_RESOURCE: 1}, "include_dashboard": False,
+        # The head's dashboard agent defaults to port 52365, as does the main session's Ray.
+        "dashboard_agent_listen_port": _free_port(),
         "_system_config": FAST_FAILURE_DETECTION,
     })
     try:

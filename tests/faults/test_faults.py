@@ -220,7 +220,7 @@ async def test_postgres_restarted_mid_sale(http: httpx.AsyncClient, admin_token:
     await _report(db, "Postgres stopped and restarted", figures, sale.event_id)
     # The server recovered by itself: a new buyer books as if nothing happened.
     token, _ = await new_user(http)
-    r = await book(http, token, sale.event_id, ["seat_B20"])
+    r = await book(http, token, sale.event_id, ["seat_B10"])
     if r.status_code == 202:
         booking = (await http.get(f"/api/bookings/{r.json()['bookingId']}", headers=auth(token))).json()
         assert booking["status"] in FINAL | {"PENDING"}
