@@ -36,6 +36,13 @@ fastapi_app = create_app()
 class Gateway:
     """The HTTP ingress: validation, auth and routing; business state lives in actors and Postgres."""
 
+    def __init__(self) -> None:
+        from actors import registry
+
+        # Under `serve deploy` there is no driver of ours: the first replica creates the fixed
+        # actors, so recovery of unfinished sagas starts with the application.
+        registry.start_service_actors()
+
 
 class AppArgs(BaseModel):
     pass
@@ -135,6 +142,8 @@ def start_ray(settings: Settings) -> None:
     kwargs: dict[str, Any] = {
         "namespace": "ticketflow", "runtime_env": {"env_vars": runtime_env_vars()},
         "logging_level": "WARNING", "log_to_driver": True,
+        # Actor and replica loggers are configured too (JSON lines with level and time).
+        "logging_config": ray.LoggingConfig(encoding="JSON", log_level="INFO"),
     }
     if settings.ray_address:
         ray.init(address=settings.ray_address, **kwargs)

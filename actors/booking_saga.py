@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import ray
 
-from actors import registry
+from actors import metrics, registry
 from config.settings import get_settings
 from domain.bookings import FailureReason, SagaStep
 from domain.inventory import LockResult, ReserveResult
@@ -20,6 +23,15 @@ from storage.pool import create_pool
 logger = logging.getLogger(__name__)
 
 
+@contextmanager
+def _timed(step: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        metrics.observe_saga_step(step, time.perf_counter() - started)
+
+
 class _Clock:
     def now(self) -> datetime:
         return datetime.now(UTC)
@@ -27,18 +39,21 @@ class _Clock:
 
 class _Seats:
     async def lock(self, *, event_id: str, booking_id: str, seat_ids: tuple[str, ...]) -> SeatLock:
-        result: LockResult = await registry.call_seat_actor(
-            event_id, lambda h: h.lock.remote(booking_id, seat_ids)
-        )
+        with _timed("lock"):
+            result: LockResult = await registry.call_seat_actor(
+                event_id, lambda h: h.lock.remote(booking_id, seat_ids)
+            )
         if not result.ok:
             return SeatLock(ok=False, conflicts=result.conflicts + result.unknown)
         return SeatLock(ok=True, expires_at=datetime.fromtimestamp(result.expires_at, tz=UTC))
 
     async def release(self, *, event_id: str, booking_id: str) -> None:
-        await registry.call_seat_actor(event_id, lambda h: h.release.remote(booking_id))
+        with _timed("release"):
+            await registry.call_seat_actor(event_id, lambda h: h.release.remote(booking_id))
 
     async def reserve(self, *, event_id: str, booking_id: str) -> bool:
-        result: ReserveResult = await registry.call_seat_actor(event_id, lambda h: h.reserve.remote(booking_id))
+        with _timed("reserve"):
+            result: ReserveResult = await registry.call_seat_actor(event_id, lambda h: h.reserve.remote(booking_id))
         return result.ok
 
 
@@ -46,15 +61,17 @@ class _Payments:
     async def charge(
         self, *, booking_id: str, user_id: str, amount: int, currency: str, token: str, idempotency_key: str
     ) -> Charge:
-        return await registry.call_actor(registry.PAYMENT_ACTOR, registry.payment_gateway, lambda h: h.charge.remote(
-            booking_id=booking_id, user_id=user_id, amount=amount, currency=currency, token=token,
-            idempotency_key=idempotency_key,
-        ))
+        with _timed("charge"):
+            return await registry.call_actor(registry.PAYMENT_ACTOR, registry.payment_gateway, lambda h: h.charge.remote(
+                booking_id=booking_id, user_id=user_id, amount=amount, currency=currency, token=token,
+                idempotency_key=idempotency_key,
+            ))
 
     async def refund(self, *, payment_id: str, idempotency_key: str) -> None:
-        await registry.call_actor(registry.PAYMENT_ACTOR, registry.payment_gateway, lambda h: h.refund.remote(
-            payment_id=payment_id, idempotency_key=idempotency_key,
-        ))
+        with _timed("refund"):
+            await registry.call_actor(registry.PAYMENT_ACTOR, registry.payment_gateway, lambda h: h.refund.remote(
+                payment_id=payment_id, idempotency_key=idempotency_key,
+            ))
 
 
 class _Notifier:
@@ -84,12 +101,19 @@ class _Store:
             return await booking_repository.mark_charged(conn, booking_id, payment_id)
 
     async def confirm(self, booking_id: str) -> bool:
-        async with self._pool.acquire() as conn:
-            return await booking_repository.confirm(conn, booking_id)
+        with _timed("confirm"):
+            async with self._pool.acquire() as conn:
+                done = await booking_repository.confirm(conn, booking_id)
+        if done:
+            metrics.record_booking_final("CONFIRMED", None)
+        return done
 
     async def fail(self, booking_id: str, reason: FailureReason) -> bool:
         async with self._pool.acquire() as conn:
-            return await booking_repository.fail(conn, booking_id, reason)
+            done = await booking_repository.fail(conn, booking_id, reason)
+        if done:
+            metrics.record_booking_final("FAILED", reason.value)
+        return done
 
     async def has_sale(self, booking_id: str) -> bool:
         async with self._pool.acquire() as conn:

@@ -8,6 +8,7 @@ import logging
 import asyncpg
 import ray
 
+from actors import metrics
 from config.settings import get_settings
 from domain.notifications import BookingSummary, NotificationType, compose, retry_delay
 from providers.email import (
@@ -91,13 +92,16 @@ class Notifier:
             async with self._pool.acquire() as conn:
                 if isinstance(exc, EmailRejected) or attempts >= self._settings.notify_max_attempts:
                     await conn.execute(q.UPDATE_NOTIFICATION_GAVE_UP, row["id"], str(exc)[:500])
+                    metrics.record_email("gave_up")
                     logger.error("notification %s (booking_id=%s) given up: %s", row["id"], row["booking_id"], exc)
                 else:
                     delay = retry_delay(
                         attempts - 1, self._settings.notify_retry_base_seconds, self._settings.notify_retry_max_seconds
                     )
                     await conn.execute(q.UPDATE_NOTIFICATION_RETRY, row["id"], str(exc)[:500], delay)
+                    metrics.record_email("retry")
                     logger.warning("notification %s (booking_id=%s) retry in %.1f s", row["id"], row["booking_id"], delay)
             return
         async with self._pool.acquire() as conn:
             await conn.execute(q.UPDATE_NOTIFICATION_SENT, row["id"])
+        metrics.record_email("sent" if self._settings.smtp_url else "outbox")

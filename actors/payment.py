@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import ray
 
+from actors import metrics
 from config.settings import get_settings
 from domain.bookings import refund_key
 from domain.errors import RefundFailed
@@ -69,10 +70,15 @@ class PaymentGateway:
             return Charge(payment.id, True)
         if payment.status == "FAILED":
             return Charge(payment.id, False, payment.decline_code)
-        outcome = await self._processor.charge(ChargeRequest(
-            booking_id=booking_id, amount=amount, currency=currency, payment_token=token,
-            idempotency_key=idempotency_key,
-        ))
+        try:
+            outcome = await self._processor.charge(ChargeRequest(
+                booking_id=booking_id, amount=amount, currency=currency, payment_token=token,
+                idempotency_key=idempotency_key,
+            ))
+        except Exception:
+            metrics.record_payment("error")
+            raise
+        metrics.record_payment("succeeded" if outcome.succeeded else "declined")
         async with pool.acquire() as conn:
             await payment_repository.record_outcome(
                 conn, payment_id=payment.id, succeeded=outcome.succeeded,
@@ -98,7 +104,9 @@ class PaymentGateway:
             idempotency_key=idempotency_key,
         )
         if not outcome.succeeded:
+            metrics.record_payment("refund_failed")
             raise RefundFailed(f"refund of payment {payment_id} was refused: {outcome.message}")
+        metrics.record_payment("refunded")
         async with pool.acquire() as conn:
             await payment_repository.record_refund(conn, payment_id=payment_id, refund_id=outcome.refund_id)
         logger.info("refund booking_id=%s payment_id=%s refund_id=%s", payment.booking_id, payment_id, outcome.refund_id)

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import ray
 
+from actors import metrics
 from config.settings import get_settings
 from domain.inventory import LockResult, ReserveResult, SeatMap, Summary
 from storage import booking_repository, catalog_repository
@@ -46,6 +47,7 @@ class SeatInventory:
         self._loading: asyncio.Task[SeatMap] | None = None
         self._last_call = time.monotonic()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+        metrics.seat_actor_started()
 
     async def _ready(self) -> SeatMap:
         self._last_call = time.monotonic()
@@ -89,13 +91,16 @@ class SeatInventory:
                 logger.info("seat actor %s idle for %.0f s; retiring", self._event_id, idle_for)
                 if self._pool is not None:
                     await self._pool.close()
+                metrics.seat_actor_stopped()
                 ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
                 return
 
     async def lock(self, booking_id: str, seat_ids: tuple[str, ...], ttl: float | None = None) -> LockResult:
         seat_map = await self._ready()
         limit = float(self._settings.seat_lock_ttl)
-        return seat_map.lock(booking_id, tuple(seat_ids), ttl=min(ttl or limit, limit), now=time.time())
+        result = seat_map.lock(booking_id, tuple(seat_ids), ttl=min(ttl or limit, limit), now=time.time())
+        metrics.record_lock(result.ok)
+        return result
 
     async def release(self, booking_id: str) -> tuple[str, ...]:
         return (await self._ready()).release(booking_id)

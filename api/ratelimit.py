@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from actors import metrics
 from domain.errors import RateLimited
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class RateLimiter:
         if int(count) > limit.requests:
             err = TooManyRequests(f"Too many requests; limit is {limit.requests} per {limit.window_seconds} s")
             err.retry_after = max(1, int((window + 1) * limit.window_seconds - now) + 1)
+            metrics.record_rate_limited(limit.scope)
             raise err
 
     async def close(self) -> None:

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 
-from actors import registry
+from actors import metrics, registry
 from api.auth import Principal
 from api.deps import PrincipalDep, ServicesDep
 from api.schemas import (
@@ -164,6 +164,7 @@ async def cancel_booking(booking_id: str, principal: PrincipalDep, svc: Services
         cancelled_at = await booking_repository.cancel(conn, booking_id)
     if cancelled_at is None:
         raise BookingNotCancellable(f"Booking {booking_id} is no longer CONFIRMED")
+    metrics.record_booking_final("CANCELLED", None)
     handle = await asyncio.to_thread(registry.find_seat_inventory, booking.event_id)
     if handle is not None:
         await registry.call_seat_actor(booking.event_id, lambda h: h.unreserve.remote(booking_id))
