@@ -101,6 +101,9 @@ class Settings(BaseSettings):
             raise ValueError("TICKETFLOW_ADMIN_PASSWORD must be changed when TICKETFLOW_ENV=prod")
         if self.database_url is None:
             raise ValueError("DATABASE_URL must be set when TICKETFLOW_ENV=prod")
+        if self.stripe_api_key is None:
+            # The simulated processor takes no money: in production it would give tickets away.
+            raise ValueError("STRIPE_API_KEY must be set when TICKETFLOW_ENV=prod")
         return self
 
     @property

@@ -118,6 +118,7 @@ def test_runtime_env_settings_are_valid_with_secrets_from_the_cluster(
     monkeypatch.setenv("REDIS_URL", "redis://redis:6379/0")
     monkeypatch.setenv("JWT_SECRET", "x" * 48)
     monkeypatch.setenv("TICKETFLOW_ADMIN_PASSWORD", "a-real-admin-password")
+    monkeypatch.setenv("STRIPE_API_KEY", "sk_test_placeholder")
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert settings.env == "prod"
     assert settings.seed_demo is False
