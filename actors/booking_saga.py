@@ -13,6 +13,7 @@ import asyncpg
 import ray
 
 from actors import metrics, registry
+from actors.coalescer import Coalescer
 from config.settings import get_settings
 from domain.bookings import FailureReason, SagaStep
 from domain.inventory import LockResult, ReserveResult
@@ -37,12 +38,19 @@ class _Clock:
         return datetime.now(UTC)
 
 
+async def _lock_batch(event_id: str, requests: list[tuple[str, tuple[str, ...]]]) -> list[LockResult]:
+    results: list[LockResult] = await registry.call_seat_actor(event_id, lambda h: h.lock_many.remote(requests))
+    return results
+
+
 class _Seats:
+    def __init__(self) -> None:
+        # Concurrent sagas' locks for one event travel in one seat-actor call.
+        self._locks: Coalescer[tuple[str, tuple[str, ...]], LockResult] = Coalescer(_lock_batch)
+
     async def lock(self, *, event_id: str, booking_id: str, seat_ids: tuple[str, ...]) -> SeatLock:
         with _timed("lock"):
-            result: LockResult = await registry.call_seat_actor(
-                event_id, lambda h: h.lock.remote(booking_id, seat_ids)
-            )
+            result = await self._locks.submit(event_id, (booking_id, seat_ids))
         if not result.ok:
             return SeatLock(ok=False, conflicts=result.conflicts + result.unknown)
         return SeatLock(ok=True, expires_at=datetime.fromtimestamp(result.expires_at, tz=UTC))

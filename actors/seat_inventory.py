@@ -102,6 +102,16 @@ class SeatInventory:
         metrics.record_lock(result.ok)
         return result
 
+    async def lock_many(self, requests: list[tuple[str, tuple[str, ...]]]) -> list[LockResult]:
+        """Many bookings' locks in one call (coalesced by the callers), each all-or-none, in order."""
+        seat_map = await self._ready()
+        ttl = float(self._settings.seat_lock_ttl)
+        now = time.time()
+        results = [seat_map.lock(booking_id, tuple(seat_ids), ttl=ttl, now=now) for booking_id, seat_ids in requests]
+        for result in results:
+            metrics.record_lock(result.ok)
+        return results
+
     async def release(self, booking_id: str) -> tuple[str, ...]:
         return (await self._ready()).release(booking_id)
 

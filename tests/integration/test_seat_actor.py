@@ -107,3 +107,19 @@ async def test_idle_actor_exits_and_comes_back(http: httpx.AsyncClient, admin_to
     result = await registry.call_seat_actor(event_id, lambda h: h.lock.remote("bkg_back", ("seat_A1",)))
     assert result.ok
     assert registry.find_seat_inventory(event_id) is not None
+
+
+async def test_lock_many_decides_each_request_in_order(http: httpx.AsyncClient, admin_token: str) -> None:
+    event_id = await _event(http, admin_token, seats=4)
+    actor = registry.seat_inventory(event_id)
+    results = await actor.lock_many.remote([
+        ("bkg_m1", ("seat_A1", "seat_A2")),
+        ("bkg_m2", ("seat_A2", "seat_A3")),  # loses seat_A2 to the first request: none of it is held
+        ("bkg_m3", ("seat_A3", "seat_A4")),
+        ("bkg_m1", ("seat_A1", "seat_A2")),  # a repeat of the first: idempotent
+    ])
+    assert [r.ok for r in results] == [True, False, True, True]
+    assert results[1].conflicts == ("seat_A2",)
+    statuses, summary = await actor.snapshot.remote()
+    assert summary.locked == 4 and statuses["seat_A3"] == "LOCKED"
+    assert await actor.lock_of.remote("bkg_m2") is None
