@@ -10,18 +10,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import ray
 from ray.actor import ActorHandle
 from ray.exceptions import ActorDiedError, ActorUnavailableError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from actors.directory import Placement
 from config.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
 NAMESPACE = "ticketflow"
 PAYMENT_ACTOR = "payment-gateway"
+DIRECTORY_ACTOR = "seat-actor-directory"
 NOTIFIER_ACTOR = "notifier"
 T = TypeVar("T")
 
@@ -48,16 +51,60 @@ def forget(name: str) -> None:
     _handles.pop(name, None)
 
 
-def seat_inventory(event_id: str) -> ActorHandle[Any]:
+def directory() -> ActorHandle[Any]:
+    from actors.directory import SeatActorDirectory
+
+    return _get_or_create(DIRECTORY_ACTOR, lambda: SeatActorDirectory.options(  # type: ignore[attr-defined]
+        name=DIRECTORY_ACTOR, namespace=NAMESPACE, get_if_exists=True, lifetime="detached", max_restarts=-1,
+    ).remote())
+
+
+def _existing(name: str) -> ActorHandle[Any] | None:
+    try:
+        handle = ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        return None
+    _handles[name] = handle
+    return handle
+
+
+def _create_seat_inventory(event_id: str, placement: Placement) -> ActorHandle[Any]:
     from actors.seat_inventory import SeatInventory
 
+    for retired in placement.retire:
+        logger.info("retiring idle seat actor of %s to stay within the per-node cap", retired)
+        retire_seat_inventory(retired)
     name = seat_actor_name(event_id)
-    settings = get_settings()
-    return _get_or_create(name, lambda: SeatInventory.options(  # type: ignore[attr-defined]
+    # soft=True: a preference, so the actor still restarts elsewhere when its node is lost.
+    strategy: Any = (
+        NodeAffinitySchedulingStrategy(placement.node_id, soft=True) if placement.node_id else "SPREAD"
+    )
+    handle = SeatInventory.options(  # type: ignore[attr-defined]
         name=name, namespace=NAMESPACE, get_if_exists=True, lifetime="detached",
-        max_restarts=settings.seat_actor_max_restarts,
-        scheduling_strategy="SPREAD",
-    ).remote(event_id))
+        max_restarts=get_settings().seat_actor_max_restarts, scheduling_strategy=strategy,
+    ).remote(event_id)
+    _handles[name] = handle
+    return handle  # type: ignore[no-any-return]
+
+
+async def seat_inventory_async(event_id: str) -> ActorHandle[Any]:
+    """The event's seat actor, created (within the per-node cap) when none is running."""
+    name = seat_actor_name(event_id)
+    handle = _handles.get(name) or _existing(name)
+    if handle is not None:
+        return handle
+    placement: Placement = await directory().place.remote(event_id)
+    return _create_seat_inventory(event_id, placement)
+
+
+def seat_inventory(event_id: str) -> ActorHandle[Any]:
+    """The same, for synchronous callers (tools and tests; never inside an actor or a handler)."""
+    name = seat_actor_name(event_id)
+    handle = _handles.get(name) or _existing(name)
+    if handle is not None:
+        return handle
+    placement = cast(Placement, ray.get(directory().place.remote(event_id)))
+    return _create_seat_inventory(event_id, placement)
 
 
 def find_seat_inventory(event_id: str) -> ActorHandle[Any] | None:
@@ -81,6 +128,7 @@ def retire_seat_inventory(event_id: str) -> None:
         ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
     except ValueError:
         pass
+    directory().forget.remote(event_id)
 
 
 def booking_saga(slot: int) -> ActorHandle[Any]:
@@ -111,6 +159,7 @@ def notifier() -> ActorHandle[Any]:
 
 def start_service_actors() -> None:
     """Creates the fixed actors at start-up, so recovery of unfinished sagas begins at once."""
+    directory()
     payment_gateway()
     notifier()
     for slot in range(get_settings().saga_pool_size):
@@ -124,7 +173,7 @@ async def call_seat_actor(event_id: str, call: Callable[[ActorHandle[Any]], Awai
     run before the actor died can be repeated safely.
     """
     for attempt in range(attempts):
-        handle = seat_inventory(event_id)
+        handle = await seat_inventory_async(event_id)
         try:
             return await call(handle)
         except (ActorDiedError, ActorUnavailableError) as exc:

@@ -18,6 +18,7 @@ from storage import queries as q
 from storage.pool import create_pool
 
 logger = logging.getLogger(__name__)
+REPORT_EVERY_SWEEPS = 5
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=1000)  # type: ignore[call-overload]
@@ -46,6 +47,7 @@ class SeatInventory:
         self._pool: asyncpg.Pool | None = None
         self._loading: asyncio.Task[SeatMap] | None = None
         self._last_call = time.monotonic()
+        self._node_id = ray.get_runtime_context().get_node_id()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
         metrics.seat_actor_started()
 
@@ -78,9 +80,21 @@ class SeatInventory:
         self._map = seat_map
         return seat_map
 
+    def _report(self) -> None:
+        """Tells the directory where this actor lives and whether it may be retired."""
+        from actors import registry
+
+        holds = self._map is not None and self._map.holds_anything()
+        last_used = time.time() - (time.monotonic() - self._last_call)
+        registry.directory().report.remote(self._event_id, self._node_id, last_used, holds)
+
     async def _sweep_forever(self) -> None:
+        sweeps = 0
         while True:
             await asyncio.sleep(self._settings.seat_actor_sweep_seconds)
+            if sweeps % REPORT_EVERY_SWEEPS == 0:
+                self._report()
+            sweeps += 1
             if self._map is not None:
                 lapsed = self._map.expire(time.time())
                 if lapsed:
@@ -92,14 +106,20 @@ class SeatInventory:
                 if self._pool is not None:
                     await self._pool.close()
                 metrics.seat_actor_stopped()
+                from actors import registry
+
+                registry.directory().forget.remote(self._event_id)
                 ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
                 return
 
     async def lock(self, booking_id: str, seat_ids: tuple[str, ...], ttl: float | None = None) -> LockResult:
         seat_map = await self._ready()
         limit = float(self._settings.seat_lock_ttl)
+        held_before = seat_map.holds_anything()
         result = seat_map.lock(booking_id, tuple(seat_ids), ttl=min(ttl or limit, limit), now=time.time())
         metrics.record_lock(result.ok)
+        if not held_before and seat_map.holds_anything():
+            self._report()  # from now on the directory must not retire this actor
         return result
 
     async def lock_many(self, requests: list[tuple[str, tuple[str, ...]]]) -> list[LockResult]:
@@ -107,9 +127,12 @@ class SeatInventory:
         seat_map = await self._ready()
         ttl = float(self._settings.seat_lock_ttl)
         now = time.time()
+        held_before = seat_map.holds_anything()
         results = [seat_map.lock(booking_id, tuple(seat_ids), ttl=ttl, now=now) for booking_id, seat_ids in requests]
         for result in results:
             metrics.record_lock(result.ok)
+        if not held_before and seat_map.holds_anything():
+            self._report()
         return results
 
     async def release(self, booking_id: str) -> tuple[str, ...]:

@@ -115,9 +115,9 @@ def add_lock_options(p: argparse.ArgumentParser) -> None:
                    help="coalescing: most lock/release requests per actor call (default: %(default)s)")
     g.add_argument("--batch-wait-ms", type=float, default=1.0,
                    help="coalescing: longest a request waits for its batch to fill (default: %(default)s)")
-    g.add_argument("--engines", default="ray-batched,ray,redis,pg-skip-locked,pg-update",
-                   help="engines to run, comma-separated from ray-batched, ray, redis, pg-skip-locked, pg-update "
-                        "(default: %(default)s)")
+    g.add_argument("--engines", default="ray-batched,ray,redis-batched,redis,pg-skip-locked,pg-update",
+                   help="engines to run, comma-separated from ray-batched, ray, redis-batched, redis, "
+                        "pg-skip-locked, pg-update (default: %(default)s)")
     g.add_argument("--database-url", default=default_database_url(),
                    help="Postgres for the baselines; schemas tf_bench_* are created and dropped there "
                         "(default: $DATABASE_URL or %(default)s)")

@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     seat_actor_idle_seconds: float = Field(default=600.0, gt=0)
     seat_actor_sweep_seconds: float = Field(default=1.0, gt=0)
     seat_actor_max_restarts: int = -1
+    seat_actors_per_node: int = Field(default=100, ge=1)
 
     saga_pool_size: int = Field(default=2, ge=1, le=64)
     saga_step_timeout_seconds: float = Field(default=30.0, gt=0)

@@ -138,6 +138,8 @@ def app_env(database_url: str, redis_url: str, smtp_sink: SmtpSink, stripe_api: 
         "TICKETFLOW_RATE_LIMIT_AUTH_PER_MINUTE": "100000",
         "TICKETFLOW_RATE_LIMIT_LOGIN_PER_EMAIL_PER_MINUTE": "5",
         "TICKETFLOW_SEAT_ACTOR_IDLE_SECONDS": "6",
+        # A small cap, so that the whole suite runs with idle seat actors being retired for new ones.
+        "TICKETFLOW_SEAT_ACTORS_PER_NODE": "4",
         "TICKETFLOW_SAGA_STALE_AFTER_SECONDS": "3",
         "TICKETFLOW_SAGA_RECOVERY_INTERVAL_SECONDS": "1",
         "TICKETFLOW_NOTIFY_POLL_SECONDS": "0.5",

@@ -73,6 +73,18 @@ class RedisSeatLocks:
     async def release(self, event_id: str, seat_ids: list[str] | tuple[str, ...], holder: str) -> int:
         return int(await self._release(keys=self.keys(event_id, seat_ids), args=[holder]))
 
+    async def apply(self, event_id: str, ops: list[tuple[str, str, tuple[str, ...]]], ttl_ms: int) -> list[bool]:
+        """Many lock ("L") / release ("R") requests in one round trip (a non-transactional pipeline
+        of the same scripts: each script is still atomic on its own)."""
+        pipe = self.client.pipeline(transaction=False)
+        for kind, holder, seats in ops:
+            if kind == "L":
+                await self._lock(keys=self.keys(event_id, seats), args=[holder, ttl_ms], client=pipe)
+            else:
+                await self._release(keys=self.keys(event_id, seats), args=[holder], client=pipe)
+        results = await pipe.execute()
+        return [kind != "L" or int(r) == 1 for (kind, _, _), r in zip(ops, results, strict=True)]
+
     async def promote(self, event_id: str, seat_ids: list[str] | tuple[str, ...], holder: str) -> bool:
         """The sale is written: the lock becomes a sold marker (only if we still hold every seat)."""
         return int(await self._promote(keys=self.keys(event_id, seat_ids), args=[holder, SOLD_TTL_MS])) == 1

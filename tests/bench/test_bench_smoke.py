@@ -50,7 +50,7 @@ async def _redis_problem(url: str) -> str | None:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def postgres_url() -> str:
+async def bench_postgres_url() -> str:
     url = default_database_url()
     problem = await _postgres_problem(url)
     if problem:
@@ -59,7 +59,7 @@ async def postgres_url() -> str:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def redis_url() -> str:
+async def bench_redis_url() -> str:
     url = default_redis_url()
     problem = await _redis_problem(url)
     if problem:
@@ -68,14 +68,14 @@ async def redis_url() -> str:
 
 
 @pytest_asyncio.fixture(loop_scope="session", params=["plain-pg", "plain-redis"])
-async def plain_service(request: pytest.FixtureRequest, postgres_url: str) -> AsyncIterator[ServiceProcess]:
+async def plain_service(request: pytest.FixtureRequest, bench_postgres_url: str) -> AsyncIterator[ServiceProcess]:
     redis_url = default_redis_url()
     if request.param == "plain-redis":
         problem = await _redis_problem(redis_url)
         if problem:
             pytest.skip(problem)
     service = await start_plain_service(
-        request.param, database_url=postgres_url, redis_url=redis_url, payment_latency_ms=2,
+        request.param, database_url=bench_postgres_url, redis_url=redis_url, payment_latency_ms=2,
         admin_email="admin@ticketflow.dev", admin_password="Admin1234!",
     )
     yield service
@@ -183,10 +183,11 @@ async def test_lock_engines_ray_actor_with_and_without_coalescing() -> None:
 
 
 @pytest.mark.asyncio(loop_scope="session")
-async def test_lock_engines_redis_lua_script(redis_url: str) -> None:
-    report = await run_lock_bench(_tiny_lock_config(["redis"], default_database_url(), redis_url))
-    _assert_lock_results(report, ["redis"])
-    client = aioredis.from_url(redis_url)
+async def test_lock_engines_redis_lua_script_with_and_without_pipelining(bench_redis_url: str) -> None:
+    engines = ["redis-batched", "redis"]
+    report = await run_lock_bench(_tiny_lock_config(engines, default_database_url(), bench_redis_url))
+    _assert_lock_results(report, engines)
+    client = aioredis.from_url(bench_redis_url)
     try:
         assert [k async for k in client.scan_iter(match=report["where"]["redis_prefix"] + "*")] == []
     finally:
@@ -194,11 +195,11 @@ async def test_lock_engines_redis_lua_script(redis_url: str) -> None:
 
 
 @pytest.mark.asyncio(loop_scope="session")
-async def test_lock_engines_postgres_skip_locked_and_conditional_update(postgres_url: str) -> None:
+async def test_lock_engines_postgres_skip_locked_and_conditional_update(bench_postgres_url: str) -> None:
     engines = ["pg-skip-locked", "pg-update"]
-    report = await run_lock_bench(_tiny_lock_config(engines, postgres_url, default_redis_url()))
+    report = await run_lock_bench(_tiny_lock_config(engines, bench_postgres_url, default_redis_url()))
     _assert_lock_results(report, engines)
-    conn = await asyncpg.connect(postgres_url)
+    conn = await asyncpg.connect(bench_postgres_url)
     try:
         left = await conn.fetchval("SELECT count(*) FROM pg_namespace WHERE nspname = $1", report["where"]["postgres_schema"])
     finally:

@@ -1,0 +1,106 @@
+"""SeatActorDirectory: which seat actors live on which node, and which may go when one must.
+
+A Ray actor is a whole process (~50 MB), so the number of live seat actors per node is capped
+(`TICKETFLOW_SEAT_ACTORS_PER_NODE`). Before a new seat actor is created the registry asks the
+directory where to put it: on the node with the fewest live seat actors and, when every node is
+at the cap, after retiring that node's least recently used seat actor that holds no lock. A
+seat actor that holds locks is never retired: a sale in progress matters more than the cap, so
+the cap is exceeded (and logged) instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from config.settings import get_settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Entry:
+    node_id: str
+    last_used: float
+    holds_locks: bool
+
+
+@dataclass(frozen=True)
+class Placement:
+    node_id: str | None  # None: let Ray choose (no node known yet)
+    retire: tuple[str, ...]  # event ids whose seat actors must exit first
+
+
+def choose_placement(
+    entries: dict[str, _Entry], nodes: list[str], *, cap: int, now: float, protect: str
+) -> Placement:
+    """Pure decision: the emptiest node, and the idle actors to retire to stay within the cap."""
+    if not nodes:
+        return Placement(None, ())
+    counts = dict.fromkeys(nodes, 0)
+    for entry in entries.values():
+        if entry.node_id in counts:
+            counts[entry.node_id] += 1
+    node = min(nodes, key=lambda n: (counts[n], n))
+    if counts[node] < cap:
+        return Placement(node, ())
+    idle = sorted(
+        (e.last_used, event_id) for event_id, e in entries.items()
+        if e.node_id == node and not e.holds_locks and event_id != protect
+    )
+    over = counts[node] - cap + 1
+    retire = tuple(event_id for _, event_id in idle[:over])
+    if len(retire) < over:
+        logger.warning("node %s: %d seat actors hold locks; exceeding the cap of %d", node, counts[node], cap)
+    del now
+    return Placement(node, retire)
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0)
+class SeatActorDirectory:
+    """Live seat actors by node, as they report themselves.
+
+    State: event id -> (node, last use, holds locks), refreshed by every seat actor's sweeper
+    (`report`) and dropped when it retires (`forget`). Losing it (a restart) only loosens the cap
+    until the next reports arrive, so it is kept in memory alone. A sync actor: calls are
+    serialised, so two placements never count the same free slot.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _Entry] = {}
+        self._cap = get_settings().seat_actors_per_node
+
+    def _alive_nodes(self) -> list[str]:
+        nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
+        return [n["NodeID"] for n in nodes if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
+
+    def place(self, event_id: str) -> Placement:
+        now = time.time()
+        self._expire(now)
+        placement = choose_placement(self._entries, self._alive_nodes(), cap=self._cap, now=now, protect=event_id)
+        for retired in placement.retire:
+            self._entries.pop(retired, None)
+        if placement.node_id is not None:
+            self._entries[event_id] = _Entry(placement.node_id, now, False)
+        return placement
+
+    def report(self, event_id: str, node_id: str, last_used: float, holds_locks: bool) -> None:
+        self._entries[event_id] = _Entry(node_id, last_used, holds_locks)
+
+    def forget(self, event_id: str) -> None:
+        self._entries.pop(event_id, None)
+
+    def live(self) -> dict[str, str]:
+        """event id -> node id (for operators and tests)."""
+        self._expire(time.time())
+        return {event_id: e.node_id for event_id, e in self._entries.items()}
+
+    def _expire(self, now: float) -> None:
+        # An actor that stopped reporting (killed with its node) no longer counts after a while.
+        stale = [event_id for event_id, e in self._entries.items() if now - e.last_used > 3600 and not e.holds_locks]
+        for event_id in stale:
+            del self._entries[event_id]

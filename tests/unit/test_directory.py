@@ -1,0 +1,38 @@
+"""Placement of seat actors within the per-node cap (the pure decision)."""
+
+from __future__ import annotations
+
+from actors.directory import _Entry, choose_placement
+
+
+def entries(**spec: tuple[str, float, bool]) -> dict[str, _Entry]:
+    return {event: _Entry(node, last_used, holds) for event, (node, last_used, holds) in spec.items()}
+
+
+def test_the_emptiest_node_is_chosen() -> None:
+    live = entries(e1=("n1", 1.0, False), e2=("n1", 2.0, False), e3=("n2", 3.0, False))
+    placement = choose_placement(live, ["n1", "n2"], cap=5, now=10.0, protect="new")
+    assert placement.node_id == "n2" and placement.retire == ()
+
+
+def test_at_the_cap_the_least_recently_used_idle_actor_goes() -> None:
+    live = entries(e1=("n1", 5.0, False), e2=("n1", 1.0, True), e3=("n1", 3.0, False))
+    placement = choose_placement(live, ["n1"], cap=3, now=10.0, protect="new")
+    assert placement.node_id == "n1"
+    assert placement.retire == ("e3",)  # e2 is older but holds locks: never retired
+
+
+def test_actors_holding_locks_are_kept_even_over_the_cap() -> None:
+    live = entries(e1=("n1", 1.0, True), e2=("n1", 2.0, True))
+    placement = choose_placement(live, ["n1"], cap=2, now=10.0, protect="new")
+    assert placement.retire == ()
+
+
+def test_the_event_being_placed_is_never_its_own_victim() -> None:
+    live = entries(new=("n1", 1.0, False), e2=("n1", 2.0, False))
+    placement = choose_placement(live, ["n1"], cap=2, now=10.0, protect="new")
+    assert placement.retire == ("e2",)
+
+
+def test_without_known_nodes_ray_chooses() -> None:
+    assert choose_placement({}, [], cap=1, now=0.0, protect="x").node_id is None
