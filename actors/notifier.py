@@ -73,11 +73,16 @@ class Notifier:
             self._pool = await create_pool(self._settings, min_size=1, max_size=2)
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(q.SELECT_DUE_NOTIFICATIONS, BATCH)
-        for row in rows:
-            await self._deliver(row)
+        sent = [row["id"] for row in rows if await self._deliver(row)]
+        if sent:
+            # One statement for the whole batch: a crash before it repeats these emails (at least
+            # once, same Message-ID), it never loses one.
+            async with self._pool.acquire() as conn:
+                await conn.execute(q.UPDATE_NOTIFICATIONS_SENT, sent)
         return len(rows)
 
-    async def _deliver(self, row: asyncpg.Record) -> None:
+    async def _deliver(self, row: asyncpg.Record) -> bool:
+        """Sends one notification; False when it failed (its retry or failure is recorded)."""
         assert self._pool is not None
         summary = BookingSummary(
             booking_id=row["booking_id"], user_name=row["user_name"], user_email=row["recipient"],
@@ -101,7 +106,6 @@ class Notifier:
                     await conn.execute(q.UPDATE_NOTIFICATION_RETRY, row["id"], str(exc)[:500], delay)
                     metrics.record_email("retry")
                     logger.warning("notification %s (booking_id=%s) retry in %.1f s", row["id"], row["booking_id"], delay)
-            return
-        async with self._pool.acquire() as conn:
-            await conn.execute(q.UPDATE_NOTIFICATION_SENT, row["id"])
+            return False
         metrics.record_email("sent" if self._settings.smtp_url else "outbox")
+        return True

@@ -245,9 +245,9 @@ JOIN events e ON e.id = b.event_id
 JOIN venues v ON v.id = e.venue_id
 WHERE n.status = 'PENDING' AND n.next_attempt_at <= now()
 ORDER BY n.next_attempt_at LIMIT $1"""
-UPDATE_NOTIFICATION_SENT = """
+UPDATE_NOTIFICATIONS_SENT = """
 UPDATE notifications SET status = 'SENT', sent_at = now(), attempts = attempts + 1, last_error = NULL
-WHERE id = $1 AND status = 'PENDING'"""
+WHERE id = ANY($1::text[]) AND status = 'PENDING'"""
 UPDATE_NOTIFICATION_RETRY = """
 UPDATE notifications SET attempts = attempts + 1, last_error = $2,
        next_attempt_at = now() + make_interval(secs => $3)
