@@ -1,0 +1,24 @@
+"""A seconds-long run of the on-sale benchmark against the real app, so the benchmark cannot rot."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.onsale import OnsaleConfig, run_onsale
+from tests.helpers import ADMIN
+
+
+@pytest.mark.slow
+async def test_onsale_benchmark_against_ticketflow(server: str) -> None:
+    config = OnsaleConfig(
+        url=server, admin_email=ADMIN[0], admin_password=ADMIN[1], seats=20, buyers=3, attempts=30,
+        concurrency=8, retries=3, duration=45, grace=15, setup_concurrency=3, decline_fraction=0.2,
+        seed=3, progress=False, label="ticketflow",
+    )
+    report = await run_onsale(config)
+    results, checks = report["results"], report["checks"]
+    assert results["errors"] == {}, results["errors"]
+    assert results["confirmed"] > 0 and results["sold_out"]
+    assert checks["oversold_seats"] == 0 and checks["stuck_pending"] == 0
+    assert checks["charges_without_booking"] == 0 and checks["reserved_mismatch"] == 0
+    assert checks["passed"] is True
