@@ -110,14 +110,7 @@ def seat_inventory(event_id: str) -> ActorHandle[Any]:
 def find_seat_inventory(event_id: str) -> ActorHandle[Any] | None:
     """The live seat actor of an event, without starting one."""
     name = seat_actor_name(event_id)
-    if name in _handles:
-        return _handles[name]
-    try:
-        handle = ray.get_actor(name, namespace=NAMESPACE)
-    except ValueError:
-        return None
-    _handles[name] = handle
-    return handle
+    return _handles.get(name) or _existing(name)
 
 
 def retire_seat_inventory(event_id: str) -> None:

@@ -38,6 +38,7 @@ import asyncpg
 import ray
 import redis.asyncio as aioredis
 
+from actors.coalescer import Coalescer as ProductionCoalescer
 from benchmarks.baselines.seatlocks import (
     CREATE_LOCK_SEATS,
     INSERT_LOCK_SEATS,
@@ -120,54 +121,21 @@ class BenchSeatMap:
 
 
 class Coalescer:
-    """Caller-side batching: concurrent requests within `max_wait` (or `max_batch` of them) share
-    one actor call. Batches are pipelined: a full batch goes out while earlier ones are in flight."""
+    """The coalescer the saga actors run (`actors/coalescer.py`), with a single key, so the
+    benchmark measures exactly what ships. Batches are pipelined: a full batch goes out while
+    earlier ones are in flight."""
 
     def __init__(self, submit: Callable[[list[Any]], Awaitable[list[Any]]], *, max_batch: int, max_wait: float) -> None:
-        self._submit = submit
-        self._max_batch = max_batch
-        self._max_wait = max_wait
-        self._ops: list[Any] = []
-        self._futures: list[asyncio.Future[Any]] = []
-        self._timer: asyncio.TimerHandle | None = None
-        self._in_flight: set[asyncio.Task[None]] = set()
         self.calls = 0
 
+        async def send(_key: str, ops: list[Any]) -> list[Any]:
+            self.calls += 1
+            return await submit(ops)
+
+        self._inner: ProductionCoalescer[Any, Any] = ProductionCoalescer(send, max_batch=max_batch, max_wait=max_wait)
+
     async def call(self, op: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._ops.append(op)
-        self._futures.append(future)
-        if len(self._ops) >= self._max_batch:
-            self._flush()
-        elif self._timer is None:
-            self._timer = loop.call_later(self._max_wait, self._flush)
-        return await future
-
-    def _flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        ops, futures = self._ops, self._futures
-        self._ops, self._futures = [], []
-        if not ops:
-            return
-        self.calls += 1
-        task = asyncio.get_running_loop().create_task(self._deliver(ops, futures))
-        self._in_flight.add(task)
-        task.add_done_callback(self._in_flight.discard)
-
-    async def _deliver(self, ops: list[Any], futures: list[asyncio.Future[Any]]) -> None:
-        try:
-            results = await self._submit(ops)
-        except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
-            for f in futures:
-                if not f.done():
-                    f.set_exception(exc)
-            return
-        for f, result in zip(futures, results, strict=True):
-            if not f.done():
-                f.set_result(result)
+        return await self._inner.submit("", op)
 
 
 def seat_ids(n: int) -> tuple[str, ...]:
