@@ -13,13 +13,13 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
 
+from tests.databases import scratch_database
 from tests.fakes.smtp_server import SmtpSink
 from tests.fakes.stripe_api import FakeStripe
 from tests.helpers import ADMIN, login, new_user
@@ -28,9 +28,6 @@ from tests.helpers import ADMIN, login, new_user
 STRIPE_LATENCY_SECONDS = 0.3
 
 
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
 
 
 @pytest.fixture(scope="session")
@@ -56,19 +53,8 @@ def database_url(state_dir: Path, embedded: dict[str, Any]) -> Iterator[str]:
         yield embedded["postgres"].url
         embedded["postgres"].stop()
         return
-    name = f"tf_test_{secrets.token_hex(4)}"
-    admin_url = _with_database(base, "postgres")
-
-    async def run(sql: str) -> None:
-        conn = await asyncpg.connect(admin_url)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run(f'CREATE DATABASE "{name}"'))
-    yield _with_database(base, name)
-    asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with scratch_database(base, "tf_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

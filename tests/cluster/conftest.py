@@ -27,13 +27,13 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
 
+from tests.databases import scratch_database
 from tests.helpers import ADMIN
 
 CLUSTER_MARK = "cluster"
@@ -68,9 +68,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
 
 
 @pytest.fixture(scope="session")
@@ -93,21 +90,8 @@ def cluster_database_url(cluster_state_dir: Path) -> Iterator[str]:
         finally:
             pg.stop()
         return
-    name = f"tf_cluster_{secrets.token_hex(4)}"
-    admin_url = _with_database(base, "postgres")
-
-    async def run(sql: str) -> None:
-        conn = await asyncpg.connect(admin_url)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run(f'CREATE DATABASE "{name}"'))
-    try:
-        yield _with_database(base, name)
-    finally:
-        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with scratch_database(base, "tf_cluster") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
