@@ -159,18 +159,24 @@ class BookingSaga:
         self._pool_size = pool_size
         self._active: dict[str, asyncio.Task[SagaOutcome | None]] = {}
         self._runner: BookingSagaRunner | None = None
+        self._runner_lock = asyncio.Lock()
         self._pool: asyncpg.Pool | None = None
         self._recovery = asyncio.get_running_loop().create_task(self._recover_forever())
 
     async def _get_runner(self) -> BookingSagaRunner:
         if self._runner is None:
-            self._pool = await create_pool(self._settings, min_size=1, max_size=10)
-            self._runner = BookingSagaRunner(
-                seats=_Seats(), payments=_Payments(), store=_Store(self._pool), notifier=_Notifier(),
-                clock=_Clock(), step_timeout=self._settings.saga_step_timeout_seconds,
-                deadline=timedelta(seconds=self._settings.saga_timeout_seconds),
-            )
+            async with self._runner_lock:
+                if self._runner is None:
+                    self._runner = await self._build_runner()
         return self._runner
+
+    async def _build_runner(self) -> BookingSagaRunner:
+        self._pool = await create_pool(self._settings, min_size=1, max_size=10)
+        return BookingSagaRunner(
+            seats=_Seats(), payments=_Payments(), store=_Store(self._pool), notifier=_Notifier(),
+            clock=_Clock(), step_timeout=self._settings.saga_step_timeout_seconds,
+            deadline=timedelta(seconds=self._settings.saga_timeout_seconds),
+        )
 
     async def start(self, booking_id: str) -> None:
         """Starts (or joins) the saga of a booking and returns at once."""

@@ -19,7 +19,7 @@ from providers.email import (
     sender_from_settings,
 )
 from storage import queries as q
-from storage.pool import create_pool
+from storage.pool import LazyPool
 
 logger = logging.getLogger(__name__)
 BATCH = 50
@@ -45,7 +45,7 @@ class Notifier:
             smtp_url=self._settings.smtp_url, smtp_from=self._settings.smtp_from,
             timeout=self._settings.smtp_timeout_seconds, outbox_dir=self._settings.resolved_outbox_dir,
         )
-        self._pool: asyncpg.Pool | None = None
+        self._pool = LazyPool(self._settings, min_size=1, max_size=2)
         self._wake = asyncio.Event()
         self._loop = asyncio.get_running_loop().create_task(self._deliver_forever())
 
@@ -69,21 +69,20 @@ class Notifier:
                 logger.warning("notifier: delivery round failed (%s)", type(exc).__name__)
 
     async def deliver_due(self) -> int:
-        if self._pool is None:
-            self._pool = await create_pool(self._settings, min_size=1, max_size=2)
-        async with self._pool.acquire() as conn:
+        pool = await self._pool.get()
+        async with pool.acquire() as conn:
             rows = await conn.fetch(q.SELECT_DUE_NOTIFICATIONS, BATCH)
         sent = [row["id"] for row in rows if await self._deliver(row)]
         if sent:
             # One statement for the whole batch: a crash before it repeats these emails (at least
             # once, same Message-ID), it never loses one.
-            async with self._pool.acquire() as conn:
+            async with pool.acquire() as conn:
                 await conn.execute(q.UPDATE_NOTIFICATIONS_SENT, sent)
         return len(rows)
 
     async def _deliver(self, row: asyncpg.Record) -> bool:
         """Sends one notification; False when it failed (its retry or failure is recorded)."""
-        assert self._pool is not None
+        pool = await self._pool.get()
         summary = BookingSummary(
             booking_id=row["booking_id"], user_name=row["user_name"], user_email=row["recipient"],
             event_name=row["event_name"], event_starts_at=row["event_date"], venue_name=row["venue_name"],
@@ -94,7 +93,7 @@ class Notifier:
             await self._sender.send(compose(NotificationType(row["type"]), summary), message_id_key=row["id"])
         except EmailDeliveryFailed as exc:
             attempts = row["attempts"] + 1
-            async with self._pool.acquire() as conn:
+            async with pool.acquire() as conn:
                 if isinstance(exc, EmailRejected) or attempts >= self._settings.notify_max_attempts:
                     await conn.execute(q.UPDATE_NOTIFICATION_GAVE_UP, row["id"], str(exc)[:500])
                     metrics.record_email("gave_up")

@@ -17,7 +17,7 @@ from domain.payments import ChargeRequest, PaymentProcessor
 from domain.saga import Charge
 from providers.payments import processor_from_settings
 from storage import payment_repository
-from storage.pool import create_pool
+from storage.pool import LazyPool
 
 logger = logging.getLogger(__name__)
 
@@ -49,13 +49,11 @@ class PaymentGateway:
             latency_ms=self._settings.payment_latency_ms,
             timeout=self._settings.payment_timeout_seconds,
         )
-        self._pool: asyncpg.Pool | None = None
+        self._pool = LazyPool(self._settings, min_size=1, max_size=8)
         self._reconciler = asyncio.get_running_loop().create_task(self._reconcile_forever())
 
     async def _db(self) -> asyncpg.Pool:
-        if self._pool is None:
-            self._pool = await create_pool(self._settings, min_size=1, max_size=8)
-        return self._pool
+        return await self._pool.get()
 
     async def charge(
         self, *, booking_id: str, user_id: str, amount: int, currency: str, token: str, idempotency_key: str

@@ -61,3 +61,30 @@ async def create_pool(settings: Settings, *, min_size: int | None = None, max_si
     )
     assert pool is not None
     return pool
+
+
+class LazyPool:
+    """A process's pool, created on first use by exactly one caller.
+
+    Actors start taking calls before any pool exists; without the lock every call that arrives
+    during the first connect would open a pool of its own (seen: 65 connections from one actor).
+    """
+
+    def __init__(self, settings: Settings, *, min_size: int, max_size: int) -> None:
+        self._settings = settings
+        self._min_size = min_size
+        self._max_size = max_size
+        self._pool: asyncpg.Pool | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> asyncpg.Pool:
+        if self._pool is None:
+            async with self._lock:
+                if self._pool is None:
+                    self._pool = await create_pool(self._settings, min_size=self._min_size, max_size=self._max_size)
+        return self._pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
