@@ -46,6 +46,7 @@ class SeatInventory:
         self._map: SeatMap | None = None
         self._pool: asyncpg.Pool | None = None
         self._loading: asyncio.Task[SeatMap] | None = None
+        self._reserving: dict[str, asyncio.Task[ReserveResult]] = {}
         self._last_call = time.monotonic()
         self._node_id = ray.get_runtime_context().get_node_id()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
@@ -139,6 +140,16 @@ class SeatInventory:
         return (await self._ready()).release(booking_id)
 
     async def reserve(self, booking_id: str) -> ReserveResult:
+        # A retried reserve that overlaps the first (a caller's timeout) joins it instead of
+        # writing the same sale twice.
+        running = self._reserving.get(booking_id)
+        if running is None:
+            running = asyncio.get_running_loop().create_task(self._reserve(booking_id))
+            self._reserving[booking_id] = running
+            running.add_done_callback(lambda _t: self._reserving.pop(booking_id, None))
+        return await asyncio.shield(running)
+
+    async def _reserve(self, booking_id: str) -> ReserveResult:
         seat_map = await self._ready()
         begun = seat_map.begin_reserve(booking_id, now=time.time())
         if not begun.ok:

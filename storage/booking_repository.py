@@ -83,22 +83,15 @@ async def add_notification(conn: Conn, booking_id: str, kind: NotificationType) 
 
 
 async def confirm(conn: Conn, booking_id: str) -> bool:
-    """CONFIRMED and its notification in one transaction: the email can be late, never lost."""
-    async with conn.transaction():
-        done = await conn.fetchval(q.UPDATE_BOOKING_CONFIRMED, booking_id) is not None
-        if done:
-            await add_notification(conn, booking_id, NotificationType.BOOKING_CONFIRMED)
-    return done
+    """CONFIRMED and its notification, atomically; False when the booking was not PENDING."""
+    subject = SUBJECTS[NotificationType.BOOKING_CONFIRMED]
+    return bool(await conn.fetchval(q.CONFIRM_BOOKING, booking_id, new_id("notif"), subject))
 
 
 async def fail(conn: Conn, booking_id: str, reason: FailureReason) -> bool:
-    async with conn.transaction():
-        done = await conn.fetchval(q.UPDATE_BOOKING_FAILED, booking_id, reason.value) is not None
-        if done:
-            # A FAILED booking holds no seats, even if a reserve raced the failure.
-            await conn.execute(q.RELEASE_SEAT_SALES, booking_id)
-            await add_notification(conn, booking_id, NotificationType.BOOKING_FAILED)
-    return done
+    """FAILED with its reason, any sale released and its notification, atomically."""
+    subject = SUBJECTS[NotificationType.BOOKING_FAILED]
+    return bool(await conn.fetchval(q.FAIL_BOOKING, booking_id, new_id("notif"), subject, reason.value))
 
 
 async def cancel(conn: Conn, booking_id: str) -> datetime | None:
@@ -113,11 +106,7 @@ async def cancel(conn: Conn, booking_id: str) -> datetime | None:
 
 async def record_sale(conn: Conn, *, event_id: str, booking_id: str, seat_ids: list[str]) -> None:
     """Writes the sale; the partial unique index refuses a seat another active sale holds."""
-    async with conn.transaction():
-        existing = {r["seat_id"] for r in await conn.fetch(q.SELECT_SALE_OF_BOOKING, booking_id)}
-        if existing == set(seat_ids):
-            return
-        await conn.execute(q.INSERT_SEAT_SALES, event_id, seat_ids, booking_id)
+    await conn.execute(q.INSERT_SEAT_SALES, event_id, seat_ids, booking_id)
 
 
 async def has_sale(conn: Conn, booking_id: str) -> bool:

@@ -127,11 +127,12 @@ SELECT_LIVE_LOCKS_OF_EVENT = """
 SELECT id, seat_ids, lock_expires_at FROM bookings
 WHERE event_id = $1 AND status = 'PENDING' AND lock_expires_at > now()
 ORDER BY created_at"""
+# Idempotent in one statement: a repeated reserve of a booking that already holds its sale
+# inserts nothing; a seat held by another active sale violates seat_sales_active_key.
 INSERT_SEAT_SALES = """
 INSERT INTO seat_sales (event_id, seat_id, booking_id)
-SELECT $1, unnest($2::text[]), $3"""
-SELECT_SALE_OF_BOOKING = """
-SELECT seat_id FROM seat_sales WHERE booking_id = $1 AND released_at IS NULL"""
+SELECT $1, s, $3 FROM unnest($2::text[]) AS s
+WHERE NOT EXISTS (SELECT 1 FROM seat_sales WHERE booking_id = $3 AND released_at IS NULL)"""
 BOOKING_HAS_SALE = """
 SELECT EXISTS (SELECT 1 FROM seat_sales WHERE booking_id = $1 AND released_at IS NULL)"""
 RELEASE_SEAT_SALES = """
@@ -175,14 +176,36 @@ WHERE id = $1 AND status = 'PENDING' RETURNING id"""
 UPDATE_BOOKING_CHARGED = """
 UPDATE bookings SET saga_step = 'CHARGED', payment_id = $2, updated_at = now()
 WHERE id = $1 AND status = 'PENDING' RETURNING id"""
-UPDATE_BOOKING_CONFIRMED = """
-UPDATE bookings SET status = 'CONFIRMED', saga_step = 'CONFIRMED', lock_expires_at = NULL,
-       confirmed_at = now(), updated_at = now()
-WHERE id = $1 AND status = 'PENDING' RETURNING id"""
-UPDATE_BOOKING_FAILED = """
-UPDATE bookings SET status = 'FAILED', saga_step = 'FAILED', failure_reason = $2,
-       lock_expires_at = NULL, failed_at = now(), updated_at = now()
-WHERE id = $1 AND status = 'PENDING' RETURNING id"""
+# The final status and its notification in one statement ($1 booking, $2 notification id,
+# $3 subject): one round trip, atomic, and the email can be late but never lost.
+CONFIRM_BOOKING = """
+WITH done AS (
+    UPDATE bookings SET status = 'CONFIRMED', saga_step = 'CONFIRMED', lock_expires_at = NULL,
+           confirmed_at = now(), updated_at = now()
+    WHERE id = $1 AND status = 'PENDING' RETURNING id, user_id
+), note AS (
+    INSERT INTO notifications (id, user_id, booking_id, type, subject, recipient, status)
+    SELECT $2, d.user_id, d.id, 'BOOKING_CONFIRMED', $3, u.email, 'PENDING'
+    FROM done d JOIN users u ON u.id = d.user_id
+    ON CONFLICT (booking_id, type) DO NOTHING RETURNING 1
+)
+SELECT count(*) FROM done"""
+# FAILED holds no seats, even if a reserve raced the failure ($4 failure reason).
+FAIL_BOOKING = """
+WITH done AS (
+    UPDATE bookings SET status = 'FAILED', saga_step = 'FAILED', failure_reason = $4,
+           lock_expires_at = NULL, failed_at = now(), updated_at = now()
+    WHERE id = $1 AND status = 'PENDING' RETURNING id, user_id
+), released AS (
+    UPDATE seat_sales SET released_at = now()
+    WHERE booking_id IN (SELECT id FROM done) AND released_at IS NULL RETURNING 1
+), note AS (
+    INSERT INTO notifications (id, user_id, booking_id, type, subject, recipient, status)
+    SELECT $2, d.user_id, d.id, 'BOOKING_FAILED', $3, u.email, 'PENDING'
+    FROM done d JOIN users u ON u.id = d.user_id
+    ON CONFLICT (booking_id, type) DO NOTHING RETURNING 1
+)
+SELECT count(*) FROM done"""
 UPDATE_BOOKING_CANCELLED = """
 UPDATE bookings SET status = 'CANCELLED', saga_step = 'CANCELLED', cancelled_at = now(),
        updated_at = now()

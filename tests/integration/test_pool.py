@@ -10,7 +10,7 @@ from config.settings import get_settings
 from storage.pool import LazyPool
 
 
-async def test_concurrent_first_calls_share_one_pool(app_env: dict[str, str], db: asyncpg.Pool) -> None:
+async def test_concurrent_first_calls_share_one_pool(db: asyncpg.Pool) -> None:
     count_sql = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
     before = await db.fetchval(count_sql)
     lazy = LazyPool(get_settings(), min_size=2, max_size=2)
