@@ -193,8 +193,24 @@ class BookingSaga:
             runner = await self._get_runner()
             task = asyncio.get_running_loop().create_task(runner.run(booking_id))
             self._active[booking_id] = task
-            task.add_done_callback(lambda _t: self._active.pop(booking_id, None))
+            task.add_done_callback(lambda t: self._finished(booking_id, t))
         return task
+
+    def _finished(self, booking_id: str, task: asyncio.Task[SagaOutcome | None]) -> None:
+        self._active.pop(booking_id, None)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            logger.error("saga crashed", exc_info=exc, extra={"booking_id": booking_id, "saga_slot": self._slot})
+            return
+        outcome = task.result()
+        if outcome is not None:
+            logger.info("saga finished", extra={
+                "booking_id": booking_id, "status": outcome.status.value,
+                "failure_reason": outcome.failure_reason.value if outcome.failure_reason else None,
+                "saga_slot": self._slot,
+            })
 
     async def active_count(self) -> int:
         return len(self._active)

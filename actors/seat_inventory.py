@@ -77,6 +77,7 @@ class SeatInventory:
         logger.info(
             "seat actor %s loaded: %d seats, %d sold, %d live locks restored",
             self._event_id, len(seat_ids), len(sales), restored,
+            extra={"event_id": self._event_id, "seats": len(seat_ids), "sold": len(sales), "locks_restored": restored},
         )
         self._map = seat_map
         return seat_map

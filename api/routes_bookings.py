@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import re
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from fastapi.responses import JSONResponse
 from actors import metrics, registry
 from api.auth import Principal
 from api.deps import PrincipalDep, ServicesDep
+from api.http import current_request_id
 from api.schemas import (
     BookingAccepted,
     BookingDetail,
@@ -38,6 +40,7 @@ from domain.seating import SEAT_ID_RE
 from storage import booking_repository, catalog_repository, payment_repository
 from storage.payment_repository import Payment
 
+logger = logging.getLogger(__name__)
 router = APIRouter(tags=["bookings"])
 _IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,255}$")
 
@@ -111,6 +114,10 @@ async def create_booking(
     # Fire and forget: the saga actor persists every step; if this call is lost, the saga
     # actor's recovery sweep finds the PENDING booking and drives it.
     registry.booking_saga(slot).start.remote(booking_id)
+    logger.info("booking accepted", extra={
+        "request_id": current_request_id(), "booking_id": booking_id, "event_id": body.eventId,
+        "user_id": principal.user_id, "seats": len(seat_ids),
+    })
     return accepted(booking_id)
 
 
@@ -165,6 +172,9 @@ async def cancel_booking(booking_id: str, principal: PrincipalDep, svc: Services
     if cancelled_at is None:
         raise BookingNotCancellable(f"Booking {booking_id} is no longer CONFIRMED")
     metrics.record_booking_final("CANCELLED", None)
+    logger.info("booking cancelled", extra={
+        "request_id": current_request_id(), "booking_id": booking_id, "event_id": booking.event_id,
+    })
     handle = await asyncio.to_thread(registry.find_seat_inventory, booking.event_id)
     if handle is not None:
         await registry.call_seat_actor(booking.event_id, lambda h: h.unreserve.remote(booking_id))

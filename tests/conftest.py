@@ -157,6 +157,7 @@ def server(app_env: dict[str, str]) -> Iterator[str]:  # noqa: ARG001 - app_env 
     ray.init(
         address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
         namespace=registry.NAMESPACE, runtime_env={"env_vars": serve_app.runtime_env_vars()},
+        logging_config=ray.LoggingConfig(encoding="JSON", log_level="INFO"),
     )
     serve.start(http_options={"host": "127.0.0.1", "port": settings.port}, logging_config={"log_level": "WARNING"})
     serve.run(serve_app.app, name="ticketflow", route_prefix="/")

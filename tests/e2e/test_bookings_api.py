@@ -202,3 +202,32 @@ async def test_saga_actor_killed_mid_charge(http: httpx.AsyncClient, admin_token
     charges = await db.fetch("SELECT status FROM payments WHERE booking_id = $1", booking_id)
     assert len(charges) == 1  # one idempotency key, one payment row
     await assert_consistent(db, event["id"])
+
+
+async def test_structured_logs_carry_request_booking_and_event_ids(http: httpx.AsyncClient, admin_token: str) -> None:
+    import json
+    from pathlib import Path
+
+    event = await create_event(http, admin_token, vip=1, general=0)
+    token, _ = await new_user(http)
+    r = await book(http, token, event["id"], ["seat_A1"], headers={"X-Request-Id": "trace-logs-1"})
+    booking_id = r.json()["bookingId"]
+    await wait_final(http, token, booking_id)
+    # The session's own local Ray (address="local") is the latest session on this machine.
+    logs = Path("/tmp/ray/session_latest/logs")
+    wanted = {"booking accepted": False, "saga finished": False}
+    deadline = time.monotonic() + 10
+    while not all(wanted.values()):
+        for path in logs.glob("worker-*"):
+            for line in path.read_text(errors="replace").splitlines():
+                if booking_id not in line or not line.startswith("{"):
+                    continue
+                record = json.loads(line)
+                if record.get("message") == "booking accepted":
+                    assert record["request_id"] == "trace-logs-1" and record["event_id"] == event["id"]
+                    wanted["booking accepted"] = True
+                if record.get("message") == "saga finished":
+                    assert record["status"] == "CONFIRMED"
+                    wanted["saga finished"] = True
+        assert time.monotonic() < deadline, wanted
+        await asyncio.sleep(0.5)
