@@ -146,3 +146,22 @@ async def test_passwords_never_returned_and_headers_set(http: httpx.AsyncClient)
     for header, value in (("x-content-type-options", "nosniff"), ("x-frame-options", "DENY"),
                           ("referrer-policy", "no-referrer"), ("cache-control", "no-store")):
         assert me.headers[header] == value
+
+
+async def test_passwords_and_tokens_never_reach_the_logs(http: httpx.AsyncClient) -> None:
+    from pathlib import Path
+
+    password = f"Pw{secrets.token_hex(8)}X9"
+    email = f"log-{secrets.token_hex(5)}@example.com"
+    assert (await http.post("/api/users/register", json={"name": "Logan", "email": email, "password": password})).status_code == 201
+    await http.post("/api/users/login", json={"email": email, "password": password + "wrong"})
+    token = await login(http, email, password)
+    await http.get("/api/users/me", headers=auth(token))
+    await http.get("/api/users/me", headers=auth(token + "tampered"))
+    # Everything the session's Ray processes (gateway, actors, Serve) wrote: INFO and up, JSON.
+    logs = Path("/tmp/ray/session_latest/logs")
+    for path in logs.rglob("*"):
+        if path.is_file() and path.stat().st_size < 50_000_000:
+            text = path.read_text(errors="replace")
+            assert password not in text, f"password logged in {path}"
+            assert token.split(".")[2] not in text, f"token logged in {path}"
