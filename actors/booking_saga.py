@@ -212,9 +212,6 @@ class BookingSaga:
                 "saga_slot": self._slot,
             })
 
-    async def active_count(self) -> int:
-        return len(self._active)
-
     async def _recover_forever(self) -> None:
         while True:
             try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from contextvars import ContextVar
 from typing import Any
 
@@ -15,13 +14,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from domain.errors import PayloadTooLarge, ServiceUnavailable, TicketFlowError
-from domain.ids import new_id
+from domain.ids import new_id, request_id_from
 from storage.pool import UNAVAILABLE_ERRORS
 
 logger = logging.getLogger(__name__)
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="")
-_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_BODY_BYTES = 64 * 1024
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -60,7 +58,7 @@ class RequestContextMiddleware:
                 incoming = value.decode("latin-1")
             elif name == b"content-length":
                 length = int(value) if value.isdigit() else 0
-        request_id = incoming if _SANE_REQUEST_ID.match(incoming) else new_id("req")
+        request_id = request_id_from(incoming)
         token = request_id_var.set(request_id)
         try:
             async def send_with_headers(message: Message) -> None:

@@ -8,14 +8,10 @@ leaves exactly one `x-request-id` on the way out.
 
 from __future__ import annotations
 
-import re
-
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from domain.ids import new_id
-
-_SANE = re.compile(rb"^[A-Za-z0-9_-]{1,64}$")
+from domain.ids import request_id_from
 
 
 class ProxyRequestIdMiddleware:
@@ -28,7 +24,7 @@ class ProxyRequestIdMiddleware:
             return
         headers = [(k, v) for k, v in scope["headers"] if k != b"x-request-id"]
         incoming = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"")
-        request_id = incoming if _SANE.match(incoming) else new_id("req").encode()
+        request_id = request_id_from(incoming.decode("latin-1")).encode()
         headers.append((b"x-request-id", request_id))
         scope = {**scope, "headers": headers}
 

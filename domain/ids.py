@@ -7,7 +7,8 @@ import re
 from ulid import ULID
 
 PREFIXES = ("usr", "ven", "evnt", "bkg", "pay", "notif", "req")
-_ID_RE = re.compile(r"^[a-z]{3,5}_[0-9A-HJKMNP-TV-Z]{26}$")
+# What a client may send as X-Request-Id and have echoed back.
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 def new_id(prefix: str) -> str:
@@ -16,6 +17,6 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{ULID()}"
 
 
-def looks_like(prefix: str, value: str) -> bool:
-    """True when value is shaped like an id of this kind (cheap pre-check before a query)."""
-    return value.startswith(prefix + "_") and bool(_ID_RE.match(value))
+def request_id_from(incoming: str) -> str:
+    """The client's X-Request-Id when it is a sane token, else a new `req_<ULID>`."""
+    return incoming if _SANE_REQUEST_ID.match(incoming) else new_id("req")

@@ -39,13 +39,14 @@ async def add(
     conn: Conn, *, booking_id: str, user_id: str, event_id: str, seat_ids: list[str],
     saga_slot: int, total_amount: int, currency: str, payment_token: str, idempotency_key: str | None,
 ) -> str | None:
-    """The new booking's id, or None when this user already used the idempotency key."""
-    if idempotency_key is not None:
-        await conn.execute(q.EXPIRE_IDEMPOTENCY_KEY, user_id, idempotency_key)
-    return await conn.fetchval(  # type: ignore[no-any-return]
-        q.INSERT_BOOKING, booking_id, user_id, event_id, seat_ids, saga_slot, total_amount,
-        currency, payment_token, idempotency_key,
-    )
+    """The new booking's id, or None when this user used the idempotency key in the last 24 h."""
+    args = (booking_id, user_id, event_id, seat_ids, saga_slot, total_amount, currency, payment_token, idempotency_key)
+    created: str | None = await conn.fetchval(q.INSERT_BOOKING, *args)
+    # Only a conflict costs the extra statements: a key older than 24 h is freed and reused.
+    if created is None and idempotency_key is not None:
+        if await conn.execute(q.EXPIRE_IDEMPOTENCY_KEY, user_id, idempotency_key) != "UPDATE 0":
+            created = await conn.fetchval(q.INSERT_BOOKING, *args)
+    return created
 
 
 async def get_by_idempotency_key(conn: Conn, *, user_id: str, key: str) -> str | None:

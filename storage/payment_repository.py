@@ -82,11 +82,6 @@ async def get(conn: Conn, payment_id: str) -> Payment | None:
     return _payment(row) if row else None
 
 
-async def get_by_key(conn: Conn, idempotency_key: str) -> Payment | None:
-    row = await conn.fetchrow(q.SELECT_PAYMENT_BY_KEY, idempotency_key)
-    return _payment(row) if row else None
-
-
 async def get_of_booking(conn: Conn, booking_id: str) -> Payment | None:
     row = await conn.fetchrow(q.SELECT_PAYMENT_OF_BOOKING, booking_id)
     return _payment(row) if row else None

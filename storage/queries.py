@@ -27,7 +27,6 @@ RETURNING id, name, email, role, created_at"""
 SELECT_USER_BY_ID = "SELECT id, name, email, role, created_at FROM users WHERE id = $1"
 SELECT_USER_LOGIN = """
 SELECT id, name, email, role, created_at, password_hash FROM users WHERE email = $1"""
-COUNT_USERS = "SELECT count(*) FROM users"
 
 # -- venues -------------------------------------------------------------------------------------
 INSERT_VENUE = """
@@ -178,20 +177,22 @@ UPDATE bookings SET saga_step = 'CHARGED', payment_id = $2, updated_at = now()
 WHERE id = $1 AND status = 'PENDING' RETURNING id"""
 # The final status and its notification in one statement ($1 booking, $2 notification id,
 # $3 subject): one round trip, atomic, and the email can be late but never lost.
-CONFIRM_BOOKING = """
-WITH done AS (
-    UPDATE bookings SET status = 'CONFIRMED', saga_step = 'CONFIRMED', lock_expires_at = NULL,
-           confirmed_at = now(), updated_at = now()
-    WHERE id = $1 AND status = 'PENDING' RETURNING id, user_id
-), note AS (
+# Tail of a final-status statement: the notification of the booking in `done` ($2 id, $3 subject).
+_NOTIFY_DONE = """, note AS (
     INSERT INTO notifications (id, user_id, booking_id, type, subject, recipient, status)
-    SELECT $2, d.user_id, d.id, 'BOOKING_CONFIRMED', $3, u.email, 'PENDING'
+    SELECT $2, d.user_id, d.id, '{kind}', $3, u.email, 'PENDING'
     FROM done d JOIN users u ON u.id = d.user_id
     ON CONFLICT (booking_id, type) DO NOTHING RETURNING 1
 )
 SELECT count(*) FROM done"""
+CONFIRM_BOOKING = f"""
+WITH done AS (
+    UPDATE bookings SET status = 'CONFIRMED', saga_step = 'CONFIRMED', lock_expires_at = NULL,
+           confirmed_at = now(), updated_at = now()
+    WHERE id = $1 AND status = 'PENDING' RETURNING id, user_id
+){_NOTIFY_DONE.format(kind="BOOKING_CONFIRMED")}"""
 # FAILED holds no seats, even if a reserve raced the failure ($4 failure reason).
-FAIL_BOOKING = """
+FAIL_BOOKING = f"""
 WITH done AS (
     UPDATE bookings SET status = 'FAILED', saga_step = 'FAILED', failure_reason = $4,
            lock_expires_at = NULL, failed_at = now(), updated_at = now()
@@ -199,13 +200,7 @@ WITH done AS (
 ), released AS (
     UPDATE seat_sales SET released_at = now()
     WHERE booking_id IN (SELECT id FROM done) AND released_at IS NULL RETURNING 1
-), note AS (
-    INSERT INTO notifications (id, user_id, booking_id, type, subject, recipient, status)
-    SELECT $2, d.user_id, d.id, 'BOOKING_FAILED', $3, u.email, 'PENDING'
-    FROM done d JOIN users u ON u.id = d.user_id
-    ON CONFLICT (booking_id, type) DO NOTHING RETURNING 1
-)
-SELECT count(*) FROM done"""
+){_NOTIFY_DONE.format(kind="BOOKING_FAILED")}"""
 UPDATE_BOOKING_CANCELLED = """
 UPDATE bookings SET status = 'CANCELLED', saga_step = 'CANCELLED', cancelled_at = now(),
        updated_at = now()

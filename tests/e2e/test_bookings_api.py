@@ -231,3 +231,16 @@ async def test_structured_logs_carry_request_booking_and_event_ids(http: httpx.A
                     wanted["saga finished"] = True
         assert time.monotonic() < deadline, wanted
         await asyncio.sleep(0.5)
+
+
+async def test_an_idempotency_key_older_than_24_hours_starts_a_new_booking(
+    http: httpx.AsyncClient, admin_token: str, user_token: str, db: asyncpg.Pool,
+) -> None:
+    event = await create_event(http, admin_token, vip=2, general=0)
+    key = {"Idempotency-Key": f"old-{time.time_ns()}"}
+    first = (await book(http, user_token, event["id"], ["seat_A1"], headers=key)).json()["bookingId"]
+    await wait_final(http, user_token, first)
+    await db.execute("UPDATE bookings SET created_at = now() - interval '25 hours' WHERE id = $1", first)
+    again = await book(http, user_token, event["id"], ["seat_A2"], headers=key)
+    assert again.status_code == 202 and again.json()["bookingId"] != first
+    assert (await wait_final(http, user_token, again.json()["bookingId"]))["status"] == "CONFIRMED"
