@@ -11,7 +11,6 @@ import math
 import os
 import resource
 import secrets
-import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -37,12 +36,6 @@ def default_redis_url() -> str:
 def new_schema_name(kind: str) -> str:
     """A schema of our own per run and component (`tf_bench_<kind>_<hex>`), dropped afterwards."""
     return f"{SCHEMA_PREFIX}{kind}_{secrets.token_hex(4)}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run_async(coro: Awaitable[_T]) -> _T:

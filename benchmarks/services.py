@@ -14,7 +14,8 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.common import free_port, log
+from benchmarks.common import log
+from storage.embedded import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BASELINES = {"plain-pg": "postgres", "plain-redis": "redis"}

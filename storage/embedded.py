@@ -37,6 +37,7 @@ import logging
 import math
 import os
 import pwd
+import random
 import re
 import shutil
 import signal
@@ -63,17 +64,42 @@ _SHARED_ROOT = Path("/var/lib/ticketflow")
 _CACHE_MARKER = ".complete"
 _HASH_CHARS = 12
 _ORPHAN_STOP_TIMEOUT = 10.0
+# Above Ray's default worker ports (10002-19999), below the usual ephemeral range (32768-).
+_UNCONTENDED_PORTS = (20000, 32768)
 
 
 # --------------------------------------------------------------------------- shared helpers
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (callers retry if they lose the race)."""
+    """A TCP port on 127.0.0.1 that was free a moment ago, outside the kernel's ephemeral range.
+
+    Port 0 would hand out an ephemeral port, and Ray binds dozens of those (gRPC servers,
+    object managers, agents) while it starts: a port chosen that way before `ray.init` can
+    be taken before Serve binds it. Ray's worker ports sit at 10002-19999, so the ports here
+    come from between that range and the ephemeral one.
+    """
+    low, high = _UNCONTENDED_PORTS[0], min(_UNCONTENDED_PORTS[1], _ephemeral_floor())
+    for _ in range(200):
+        port = random.randrange(low, high)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        fallback: int = sock.getsockname()[1]
+        return fallback
+
+
+def _ephemeral_floor() -> int:
+    try:
+        floor = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return _UNCONTENDED_PORTS[1]
+    return floor if floor > _UNCONTENDED_PORTS[0] + 1000 else _UNCONTENDED_PORTS[1]
 
 
 def _package_dir(name: str) -> Path:

@@ -19,6 +19,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from storage.embedded import free_port
 from tests.databases import scratch_database
 from tests.fakes.smtp_server import SmtpSink
 from tests.fakes.stripe_api import FakeStripe
@@ -87,14 +88,6 @@ def stripe_api() -> Iterator[FakeStripe]:
     fake.stop()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def app_env(database_url: str, redis_url: str, smtp_sink: SmtpSink, stripe_api: FakeStripe, state_dir: Path) -> dict[str, str]:
     env = {
@@ -103,7 +96,7 @@ def app_env(database_url: str, redis_url: str, smtp_sink: SmtpSink, stripe_api: 
         "JWT_SECRET": secrets.token_urlsafe(48),
         "SMTP_URL": smtp_sink.url,
         "TICKETFLOW_STATE_DIR": str(state_dir),
-        "TICKETFLOW_PORT": str(_free_port()),
+        "TICKETFLOW_PORT": str(free_port()),
         "TICKETFLOW_SEED_DEMO": "false",
         "TICKETFLOW_ADMIN_EMAIL": ADMIN[0],
         "TICKETFLOW_ADMIN_PASSWORD": ADMIN[1],

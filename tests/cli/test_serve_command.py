@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -15,11 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from storage.embedded import free_port
 
 
 def _processes_with(marker: str, state: Path) -> list[str]:
@@ -42,7 +37,7 @@ def _processes_with(marker: str, state: Path) -> list[str]:
 def test_serve_answers_and_leaves_nothing_behind_after_sigterm() -> None:
     state = Path(tempfile.mkdtemp(prefix="tf-cli-"))
     state.chmod(0o755)
-    port = _free_port()
+    port = free_port()
     marker = f"tf-cli-{secrets.token_hex(6)}"
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "JWT_SECRET", "SMTP_URL")}
     env.update({

@@ -20,7 +20,6 @@ import asyncio
 import os
 import secrets
 import shutil
-import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -33,6 +32,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from storage.embedded import free_port
 from tests.databases import scratch_database
 from tests.helpers import ADMIN
 
@@ -60,14 +60,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if cluster_items and len(cluster_items) < len(items):
         for item in cluster_items:
             item.add_marker(pytest.mark.skip(reason=RUN_ALONE))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 
 
 @pytest.fixture(scope="session")
@@ -116,7 +108,7 @@ def cluster_env(cluster_database_url: str, cluster_redis_url: str, cluster_state
         "REDIS_URL": cluster_redis_url,
         "JWT_SECRET": secrets.token_urlsafe(48),
         "TICKETFLOW_STATE_DIR": str(cluster_state_dir),
-        "TICKETFLOW_PORT": str(_free_port()),
+        "TICKETFLOW_PORT": str(free_port()),
         "TICKETFLOW_SEED_DEMO": "false",
         "TICKETFLOW_ADMIN_EMAIL": ADMIN[0],
         "TICKETFLOW_ADMIN_PASSWORD": ADMIN[1],
@@ -141,8 +133,8 @@ def cluster_env(cluster_database_url: str, cluster_redis_url: str, cluster_state
         "RAY_AUTH_MODE": "disabled",  # a private test cluster; no token written to $HOME
         # The head's autoscaler/dashboard metrics ports are fixed by default: another Ray on this
         # machine (the main test session) would collide with ours.
-        "AUTOSCALER_METRIC_PORT": str(_free_port()),
-        "DASHBOARD_METRIC_PORT": str(_free_port()),
+        "AUTOSCALER_METRIC_PORT": str(free_port()),
+        "DASHBOARD_METRIC_PORT": str(free_port()),
     }
     for name in ("SMTP_URL", "STRIPE_API_KEY", "STRIPE_API_BASE", "RAY_ADDRESS"):
         os.environ.pop(name, None)  # simulated cards, outbox emails, our own cluster
@@ -185,7 +177,7 @@ def ray_cluster(cluster_env: dict[str, str]) -> Iterator[RunningCluster]:  # noq
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "resources": {HEAD_RESOURCE: 1}, "include_dashboard": False,
         # The head's dashboard agent defaults to port 52365, as does the main session's Ray.
-        "dashboard_agent_listen_port": _free_port(),
+        "dashboard_agent_listen_port": free_port(),
         "_system_config": FAST_FAILURE_DETECTION,
     })
     try:

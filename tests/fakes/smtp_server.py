@@ -17,7 +17,6 @@ tests and other processes (Ray actors) alike.
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -30,19 +29,14 @@ from urllib.parse import quote
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+from storage.embedded import free_port
+
 
 @dataclass(frozen=True)
 class ReceivedMail:
     mail_from: str
     rcpt_tos: tuple[str, ...]
     message: EmailMessage
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (aiosmtpd's Controller cannot take port 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 class _Handler:
@@ -89,7 +83,7 @@ class SmtpSink:
             return self
         attempts = 1 if self.port is not None else 5
         for attempt in range(attempts):
-            port = self.port if self.port is not None else free_port(self.host)
+            port = self.port if self.port is not None else free_port()
             controller = self._make_controller(port)
             try:
                 controller.start()
