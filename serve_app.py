@@ -41,9 +41,16 @@ class Gateway:
     def __init__(self) -> None:
         from actors import registry
 
+        # Serve configures the replica's logger at INFO; TICKETFLOW_LOG_LEVEL decides what of
+        # ours is formatted and written (a per-request INFO line costs CPU in an on-sale).
+        for package in APP_LOGGERS:
+            logging.getLogger(package).setLevel(get_settings().log_level)
         # Under `serve deploy` there is no driver of ours: the first replica creates the fixed
         # actors, so recovery of unfinished sagas starts with the application.
         registry.start_service_actors()
+
+
+APP_LOGGERS = ("api", "actors", "domain", "storage", "providers", "ticketflow")
 
 
 class AppArgs(BaseModel):
@@ -151,7 +158,7 @@ def start_ray(settings: Settings) -> None:
         "namespace": "ticketflow", "runtime_env": {"env_vars": runtime_env_vars()},
         "logging_level": "WARNING", "log_to_driver": True,
         # Actor and replica loggers are configured too (JSON lines with level and time).
-        "logging_config": ray.LoggingConfig(encoding="JSON", log_level="INFO"),
+        "logging_config": ray.LoggingConfig(encoding="JSON", log_level=settings.log_level),
     }
     if settings.ray_address:
         ray.init(address=settings.ray_address, **kwargs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 import asyncpg
 import ray
@@ -41,6 +42,9 @@ class Notifier:
 
     def __init__(self) -> None:
         self._settings = get_settings()
+        if self._settings.notify_nice:
+            # Lower priority only: a process may always raise its own nice value.
+            os.nice(self._settings.notify_nice)
         self._sender: EmailSender = sender_from_settings(
             smtp_url=self._settings.smtp_url, smtp_from=self._settings.smtp_from,
             timeout=self._settings.smtp_timeout_seconds, outbox_dir=self._settings.resolved_outbox_dir,

@@ -77,8 +77,11 @@ class Services:
         await self.limiter.close()
 
 
-def services(request: Request) -> Services:
-    """The replica's services, built on first use from the process's settings."""
+async def services(request: Request) -> Services:
+    """The replica's services, built on first use from the process's settings.
+
+    Async although it awaits nothing: FastAPI runs a plain `def` dependency in a worker thread,
+    a thread hop on every request."""
     state = request.app.state
     svc: Services | None = getattr(state, "services", None)
     if svc is None:
@@ -113,7 +116,7 @@ async def current_principal(request: Request, svc: ServicesDep) -> Principal:
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
-def admin_principal(principal: PrincipalDep) -> Principal:
+async def admin_principal(principal: PrincipalDep) -> Principal:
     if not principal.is_admin:
         raise Forbidden("This route requires the ADMIN role")
     return principal

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     notify_retry_base_seconds: float = Field(default=2.0, gt=0)
     notify_retry_max_seconds: float = Field(default=300.0, gt=0)
     notify_poll_seconds: float = Field(default=2.0, gt=0)
+    # Added to the notifier process's nice value: email has no latency promise, so in an on-sale
+    # it takes the CPU the booking path leaves over (0 = same priority as the other actors).
+    notify_nice: int = Field(default=4, ge=0, le=19)
 
     @field_validator("seat_lock_ttl")
     @classmethod

@@ -228,6 +228,24 @@ def test_an_expired_token_is_unauthorized(tokens: TokenService) -> None:
         tokens.verify(issued.token)
 
 
+def test_a_remembered_token_is_refused_once_it_expires(tokens: TokenService) -> None:
+    issued = tokens.issue(USER, now=time.time() - DAY + 1.0)
+    assert tokens.verify(issued.token).user_id == USER.id  # verified, and now remembered
+    time.sleep(1.2)
+    with pytest.raises(Unauthorized, match="Token has expired"):
+        tokens.verify(issued.token)
+
+
+def test_a_refused_token_stays_refused_after_a_valid_one_was_remembered(tokens: TokenService) -> None:
+    good = tokens.issue(USER).token
+    tokens.verify(good)
+    header, payload, signature = good.split(".")
+    forged = f"{header}.{payload}.{signature[::-1]}"
+    for _ in range(2):
+        with pytest.raises(Unauthorized):
+            tokens.verify(forged)
+
+
 def test_a_tampered_payload_is_unauthorized(tokens: TokenService) -> None:
     header, _payload, signature = tokens.issue(USER).token.split(".")
     forged = f"{header}.{segment(claims(role='ADMIN'))}.{signature}"
