@@ -15,7 +15,7 @@ import ray
 from actors import metrics, registry
 from actors.coalescer import Coalescer
 from config.settings import get_settings
-from domain.bookings import FailureReason, SagaStep
+from domain.bookings import FailureReason
 from domain.inventory import LockResult, ReserveResult
 from domain.saga import BookingSagaRunner, Charge, SagaBooking, SagaOutcome, SeatLock
 from storage import booking_repository
@@ -107,13 +107,9 @@ class _Store:
             booking = await booking_repository.get(conn, booking_id)
         return booking_repository.to_saga(booking) if booking else None
 
-    async def mark_locked(self, booking_id: str, expires_at: datetime) -> bool:
+    async def mark_charging(self, booking_id: str, lock_expires_at: datetime) -> bool:
         async with self._pool.acquire() as conn:
-            return await booking_repository.mark_locked(conn, booking_id, expires_at)
-
-    async def mark_step(self, booking_id: str, step: SagaStep) -> bool:
-        async with self._pool.acquire() as conn:
-            return await booking_repository.mark_step(conn, booking_id, step)
+            return await booking_repository.mark_charging(conn, booking_id, lock_expires_at)
 
     async def mark_charged(self, booking_id: str, payment_id: str) -> bool:
         async with self._pool.acquire() as conn:

@@ -69,8 +69,7 @@ class PaymentsPort(Protocol):
 
 class BookingStore(Protocol):
     async def load(self, booking_id: str) -> SagaBooking | None: ...
-    async def mark_locked(self, booking_id: str, expires_at: datetime) -> bool: ...
-    async def mark_step(self, booking_id: str, step: SagaStep) -> bool: ...
+    async def mark_charging(self, booking_id: str, lock_expires_at: datetime) -> bool: ...
     async def mark_charged(self, booking_id: str, payment_id: str) -> bool: ...
     async def confirm(self, booking_id: str) -> bool: ...
     async def fail(self, booking_id: str, reason: FailureReason) -> bool: ...
@@ -147,14 +146,15 @@ class BookingSagaRunner:
                 return await self._fail(b, FailureReason.SEATS_UNAVAILABLE)
             assert lock.expires_at is not None
             lock_expires_at = lock.expires_at
-            await self._store.mark_locked(b.id, lock.expires_at)
-            step = SagaStep.SEATS_LOCKED
+            step = SagaStep.SEATS_LOCKED  # persisted with CHARGING below: one write, not two
 
-        if step is SagaStep.SEATS_LOCKED:
+        if step is SagaStep.SEATS_LOCKED:  # also rows persisted at SEATS_LOCKED by earlier versions
             if lock_expires_at is None or lock_expires_at - self._clock.now() < CHARGE_MARGIN:
                 await self._release(b)
                 return await self._fail(b, FailureReason.LOCK_EXPIRED)
-            await self._store.mark_step(b.id, SagaStep.CHARGING)
+            # From here on a resume replays the charge's idempotency key: if the saga dies
+            # before the charge, the replay is the first charge; if after, it learns the outcome.
+            await self._store.mark_charging(b.id, lock_expires_at)
             step = SagaStep.CHARGING
 
         payment_id = b.payment_id

@@ -67,12 +67,8 @@ async def list_by_user(
     return [_booking(r) for r in rows], int(total)
 
 
-async def mark_locked(conn: Conn, booking_id: str, expires_at: datetime) -> bool:
-    return await conn.fetchval(q.UPDATE_BOOKING_LOCKED, booking_id, expires_at) is not None
-
-
-async def mark_step(conn: Conn, booking_id: str, step: SagaStep) -> bool:
-    return await conn.fetchval(q.UPDATE_BOOKING_STEP, booking_id, step.value) is not None
+async def mark_charging(conn: Conn, booking_id: str, lock_expires_at: datetime) -> bool:
+    return await conn.fetchval(q.UPDATE_BOOKING_CHARGING, booking_id, lock_expires_at) is not None
 
 
 async def mark_charged(conn: Conn, booking_id: str, payment_id: str) -> bool:

@@ -166,11 +166,10 @@ COUNT_BOOKINGS_OF_USER = """
 SELECT count(*) FROM bookings WHERE user_id = $1 AND ($2::text IS NULL OR status = $2)"""
 # Saga progress. Every write is guarded by the status so that a late, repeated or concurrent
 # step can never move a finished booking.
-UPDATE_BOOKING_STEP = """
-UPDATE bookings SET saga_step = $2, updated_at = now()
-WHERE id = $1 AND status = 'PENDING' RETURNING id"""
-UPDATE_BOOKING_LOCKED = """
-UPDATE bookings SET saga_step = 'SEATS_LOCKED', lock_expires_at = $2, updated_at = now()
+# The lock's expiry and the intent to charge in one write (SEATS_LOCKED is never persisted on
+# its own: a resumed CHARGING replays the charge's idempotency key, which is safe either way).
+UPDATE_BOOKING_CHARGING = """
+UPDATE bookings SET saga_step = 'CHARGING', lock_expires_at = $2, updated_at = now()
 WHERE id = $1 AND status = 'PENDING' RETURNING id"""
 UPDATE_BOOKING_CHARGED = """
 UPDATE bookings SET saga_step = 'CHARGED', payment_id = $2, updated_at = now()

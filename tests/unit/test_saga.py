@@ -198,13 +198,9 @@ class FakeStore(Faults):
         await self.enter("load")
         return self.bookings.get(booking_id)
 
-    async def mark_locked(self, booking_id: str, expires_at: datetime) -> bool:
-        await self.enter("mark_locked")
-        return self._move(booking_id, step=SagaStep.SEATS_LOCKED, lock_expires_at=expires_at)
-
-    async def mark_step(self, booking_id: str, step: SagaStep) -> bool:
-        await self.enter("mark_step")
-        return self._move(booking_id, step=step)
+    async def mark_charging(self, booking_id: str, lock_expires_at: datetime) -> bool:
+        await self.enter("mark_charging")
+        return self._move(booking_id, step=SagaStep.CHARGING, lock_expires_at=lock_expires_at)
 
     async def mark_charged(self, booking_id: str, payment_id: str) -> bool:
         await self.enter("mark_charged")
@@ -314,12 +310,14 @@ async def test_happy_path_confirms_after_one_charge(world: World) -> None:
     assert outcome == SagaOutcome(BOOKING_ID, BookingStatus.CONFIRMED)
     world.assert_confirmed_once()
     assert world.store.steps[BOOKING_ID] == [
-        SagaStep.STARTED, SagaStep.SEATS_LOCKED, SagaStep.CHARGING, SagaStep.CHARGED, SagaStep.CONFIRMED,
+        SagaStep.STARTED, SagaStep.CHARGING, SagaStep.CHARGED, SagaStep.CONFIRMED,
     ]
     assert world.payments.requests == {
         charge_key(BOOKING_ID): ChargeRequest(BOOKING_ID, "usr_01", 15_000, "GBP", CARD)
     }
     assert world.seats.calls == ["lock", "reserve"]
+    # One write per step: the lock's expiry goes with CHARGING, the sale's outcome with CONFIRMED.
+    assert world.store.calls == ["load", "mark_charging", "mark_charged", "confirm"]
     assert world.notifier.pokes == 1
     assert world.seats.status("seat_A3") is SeatStatus.AVAILABLE
 
@@ -355,7 +353,7 @@ async def test_a_declined_card_fails_and_releases_the_locks(world: World) -> Non
 
     assert outcome == SagaOutcome(BOOKING_ID, BookingStatus.FAILED, FailureReason.PAYMENT_DECLINED)
     assert world.store.steps[BOOKING_ID] == [
-        SagaStep.STARTED, SagaStep.SEATS_LOCKED, SagaStep.CHARGING, SagaStep.FAILED,
+        SagaStep.STARTED, SagaStep.CHARGING, SagaStep.FAILED,
     ]
     assert world.booking().payment_id is None
     assert world.booking().lock_expires_at is None
@@ -408,7 +406,7 @@ async def test_a_lock_too_close_to_its_expiry_is_not_charged(world: World) -> No
     assert outcome == SagaOutcome(BOOKING_ID, BookingStatus.FAILED, FailureReason.LOCK_EXPIRED)
     assert world.payments.calls == []
     assert world.seats.map.lock_of(BOOKING_ID) is None
-    assert world.store.steps[BOOKING_ID] == [SagaStep.STARTED, SagaStep.SEATS_LOCKED, SagaStep.FAILED]
+    assert world.store.steps[BOOKING_ID] == [SagaStep.STARTED, SagaStep.FAILED]
 
 
 async def test_a_resumed_lock_near_its_expiry_is_released_not_charged(world: World) -> None:
@@ -451,7 +449,7 @@ async def test_an_unreachable_notifier_does_not_change_the_outcome(world: World)
 
 
 async def test_resume_from_started_with_the_lock_already_taken(world: World) -> None:
-    expires = world.seats.hold(BOOKING_ID)  # locked, but mark_locked never ran
+    expires = world.seats.hold(BOOKING_ID)  # locked, but mark_charging never ran
     world.add_booking(step=SagaStep.STARTED)
     world.clock.advance(20)
     persisted: list[datetime | None] = []
@@ -462,7 +460,7 @@ async def test_resume_from_started_with_the_lock_already_taken(world: World) -> 
     assert outcome == SagaOutcome(BOOKING_ID, BookingStatus.CONFIRMED)
     world.assert_confirmed_once()
     assert world.store.steps[BOOKING_ID] == [
-        SagaStep.STARTED, SagaStep.SEATS_LOCKED, SagaStep.CHARGING, SagaStep.CHARGED, SagaStep.CONFIRMED,
+        SagaStep.STARTED, SagaStep.CHARGING, SagaStep.CHARGED, SagaStep.CONFIRMED,
     ]
     # The repeated lock kept the first expiry, and that is what was persisted.
     assert persisted == [expires]
@@ -577,8 +575,7 @@ async def test_an_unknown_booking_is_ignored(world: World) -> None:
 
 RAISING = [
     ("seats", "lock", SagaStep.STARTED),
-    ("store", "mark_locked", SagaStep.STARTED),
-    ("store", "mark_step", SagaStep.SEATS_LOCKED),
+    ("store", "mark_charging", SagaStep.STARTED),
     ("payments", "charge", SagaStep.CHARGING),
     ("store", "mark_charged", SagaStep.CHARGING),
     ("seats", "reserve", SagaStep.CHARGED),
@@ -696,7 +693,7 @@ async def test_after_the_deadline_a_declined_charge_is_not_refunded(world: World
 async def test_after_the_deadline_before_any_charge_the_seats_are_released(world: World) -> None:
     world.add_booking()
     world.seats.hold(BOOKING_ID)  # the lock went through; its answer did not
-    world.store.failing.add("mark_locked")
+    world.store.failing.add("mark_charging")
     past_deadline(world)
 
     outcome = await world.runner.run(BOOKING_ID)
