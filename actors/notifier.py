@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from pathlib import Path
 
 import asyncpg
 import ray
@@ -26,6 +27,21 @@ logger = logging.getLogger(__name__)
 BATCH = 50
 
 
+def lower_priority(increment: int) -> None:
+    """Adds `increment` to the nice value of every thread of this process.
+
+    Linux keeps a nice value per thread and `os.nice` changes only the caller's; Ray runs this
+    actor's event loop, its task loop and its C++ I/O threads on different threads. Threads
+    started later inherit their creator's value. Lowering priority needs no privilege.
+    """
+    for task in Path("/proc/self/task").iterdir():
+        tid = int(task.name)
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))
+        except (ProcessLookupError, PermissionError):
+            continue  # the thread ended meanwhile
+
+
 @ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=100)  # type: ignore[call-overload]
 class Notifier:
     """Sends every PENDING notification row, retrying failed deliveries with backoff.
@@ -43,8 +59,7 @@ class Notifier:
     def __init__(self) -> None:
         self._settings = get_settings()
         if self._settings.notify_nice:
-            # Lower priority only: a process may always raise its own nice value.
-            os.nice(self._settings.notify_nice)
+            lower_priority(self._settings.notify_nice)
         self._sender: EmailSender = sender_from_settings(
             smtp_url=self._settings.smtp_url, smtp_from=self._settings.smtp_from,
             timeout=self._settings.smtp_timeout_seconds, outbox_dir=self._settings.resolved_outbox_dir,
