@@ -33,7 +33,7 @@ from domain.payments import (
 )
 
 if TYPE_CHECKING:
-    from stripe.params import RefundCreateParams
+    from stripe.params import PaymentIntentCreateParams, RefundCreateParams
 
 logger = logging.getLogger(__name__)
 
@@ -289,17 +289,27 @@ class StripeProcessor:
             IdempotencyKeyReused: Stripe saw the key before with other parameters.
         """
         client = self._stripe()
+        params: PaymentIntentCreateParams = {
+            "amount": request.amount,
+            "currency": request.currency.lower(),
+            "confirm": True,
+            # Cards only, no redirects: confirming server-side needs no return_url.
+            "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
+            "metadata": {"booking_id": request.booking_id},
+        }
+        if request.payment_token.startswith("tok_"):
+            # A card token (Stripe.js v2, legacy Checkout) is not a PaymentMethod: Stripe
+            # refuses it as `payment_method` ("No such PaymentMethod") and creates the
+            # PaymentMethod itself from `payment_method_data[card][token]` (the SDK's typed
+            # params omit `card`, which the API still takes for tokens).
+            params["payment_method_data"] = {
+                "type": "card", "card": {"token": request.payment_token},  # type: ignore[typeddict-unknown-key]
+            }
+        else:
+            params["payment_method"] = request.payment_token
         try:
             intent = await client.v1.payment_intents.create_async(
-                params={
-                    "amount": request.amount,
-                    "currency": request.currency.lower(),
-                    "payment_method": request.payment_token,
-                    "confirm": True,
-                    # Cards only, no redirects: confirming server-side needs no return_url.
-                    "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
-                    "metadata": {"booking_id": request.booking_id},
-                },
+                params=params,
                 options={"idempotency_key": request.idempotency_key},
             )
         except stripe.CardError as err:
@@ -441,7 +451,8 @@ class StripeProcessor:
     def _invalid_charge(err: stripe.InvalidRequestError, *, booking_id: str) -> ChargeOutcome:
         # A 400 is final for these parameters: no charge was made and a retry would
         # be refused the same way, so it is a decline, not an outage.
-        if err.param == "payment_method" or (err.param or "").startswith("payment_method["):
+        param = err.param or ""
+        if param == "payment_method" or param.startswith(("payment_method[", "payment_method_data[")):
             decline_code = "invalid_payment_method"
         else:
             decline_code = err.code or "invalid_request"

@@ -19,6 +19,12 @@ Test payment methods (as in Stripe test mode):
     `pm_card_chargeDeclinedInsufficientFunds`: 402 `card_declined` / `insufficient_funds`.
     `pm_card_authenticationRequired`: 200 with status `requires_action` (3-D Secure).
     anything else: 400 `resource_missing` on param `payment_method`.
+
+Card tokens (`tok_visa`, `tok_mastercard`, `tok_chargeDeclined`,
+`tok_chargeDeclinedInsufficientFunds`) are accepted only as
+`payment_method_data[type]=card` + `payment_method_data[card][token]=tok_...`, as Stripe
+does: the intent gets a fresh `pm_...` and behaves like the matching `pm_card_...`. A token
+passed as `payment_method` is a `resource_missing` PaymentMethod, as in Stripe.
 """
 
 from __future__ import annotations
@@ -45,6 +51,13 @@ DECLINING_PAYMENT_METHODS: dict[str, tuple[str, str]] = {
     ),
 }
 AUTHENTICATION_REQUIRED_PAYMENT_METHODS = frozenset({"pm_card_authenticationRequired"})
+# Stripe's test card tokens and the test PaymentMethod each one behaves like.
+CARD_TOKENS = {
+    "tok_visa": "pm_card_visa",
+    "tok_mastercard": "pm_card_mastercard",
+    "tok_chargeDeclined": "pm_card_chargeDeclined",
+    "tok_chargeDeclinedInsufficientFunds": "pm_card_chargeDeclinedInsufficientFunds",
+}
 
 _ALPHABET = string.ascii_letters + string.digits
 
@@ -296,6 +309,24 @@ class FakeStripe:
                 param="currency",
             )
         payment_method = form.get("payment_method")
+        card_token = form.get("payment_method_data[card][token]")
+        behaves_like = payment_method
+        if "payment_method_data[type]" in form:
+            if payment_method:
+                return 400, _error(
+                    "invalid_request_error",
+                    "You cannot provide both `payment_method` and `payment_method_data`.",
+                    param="payment_method_data",
+                )
+            if form["payment_method_data[type]"] != "card" or card_token not in CARD_TOKENS:
+                return 400, _error(
+                    "invalid_request_error",
+                    f"No such token: '{card_token}'",
+                    code="resource_missing",
+                    param="payment_method_data[card][token]",
+                )
+            behaves_like = CARD_TOKENS[card_token]
+            payment_method = stripe_id("pm_")
         confirm = form.get("confirm") == "true"
         if confirm and not payment_method:
             return 400, _error(
@@ -316,10 +347,10 @@ class FakeStripe:
                 "`automatic_payment_methods[allow_redirects]` to `never`.",
                 param="return_url",
             )
-        if payment_method and not (
-            payment_method in SUCCEEDING_PAYMENT_METHODS
-            or payment_method in DECLINING_PAYMENT_METHODS
-            or payment_method in AUTHENTICATION_REQUIRED_PAYMENT_METHODS
+        if behaves_like and not (
+            behaves_like in SUCCEEDING_PAYMENT_METHODS
+            or behaves_like in DECLINING_PAYMENT_METHODS
+            or behaves_like in AUTHENTICATION_REQUIRED_PAYMENT_METHODS
         ):
             return 400, _error(
                 "invalid_request_error",
@@ -332,22 +363,22 @@ class FakeStripe:
         self._state.payment_intents[intent["id"]] = intent
         if not confirm:
             return 200, intent
-        assert payment_method is not None
+        assert behaves_like is not None
 
-        if payment_method in AUTHENTICATION_REQUIRED_PAYMENT_METHODS:
+        if behaves_like in AUTHENTICATION_REQUIRED_PAYMENT_METHODS:
             intent["status"] = "requires_action"
             intent["next_action"] = {"type": "use_stripe_sdk", "use_stripe_sdk": {}}
             return 200, intent
 
-        charge = _charge(intent, paid=payment_method in SUCCEEDING_PAYMENT_METHODS)
+        charge = _charge(intent, paid=behaves_like in SUCCEEDING_PAYMENT_METHODS)
         self._state.charges[charge["id"]] = charge
         intent["latest_charge"] = charge["id"]
-        if payment_method in SUCCEEDING_PAYMENT_METHODS:
+        if behaves_like in SUCCEEDING_PAYMENT_METHODS:
             intent["status"] = "succeeded"
             intent["amount_received"] = amount
             return 200, intent
 
-        decline_code, message = DECLINING_PAYMENT_METHODS[payment_method]
+        decline_code, message = DECLINING_PAYMENT_METHODS[behaves_like]
         charge["failure_code"] = "card_declined"
         charge["failure_message"] = message
         intent["status"] = "requires_payment_method"

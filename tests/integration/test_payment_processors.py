@@ -290,6 +290,39 @@ async def test_stripe_card_decline_is_a_declined_outcome(
     assert sent.idempotency_key == request.idempotency_key
 
 
+@pytest.mark.parametrize(
+    ("token", "succeeded", "decline_code"),
+    [
+        ("tok_visa", True, None),
+        ("tok_mastercard", True, None),
+        ("tok_chargeDeclined", False, "generic_decline"),
+        ("tok_chargeDeclinedInsufficientFunds", False, "insufficient_funds"),
+    ],
+)
+async def test_stripe_card_tokens_go_as_payment_method_data(
+    fake_stripe: FakeStripe, stripe_processor: StripeProcessor, token: str, succeeded: bool,
+    decline_code: str | None,
+) -> None:
+    outcome = await stripe_processor.charge(charge_request(token))
+
+    assert outcome.succeeded is succeeded
+    assert outcome.decline_code == decline_code
+    [sent] = fake_stripe.requests
+    assert "payment_method" not in sent.form  # Stripe: "No such PaymentMethod: 'tok_visa'"
+    assert sent.form["payment_method_data[type]"] == "card"
+    assert sent.form["payment_method_data[card][token]"] == token
+
+
+async def test_stripe_unknown_card_token_declines_as_invalid(
+    fake_stripe: FakeStripe, stripe_processor: StripeProcessor
+) -> None:
+    outcome = await stripe_processor.charge(charge_request("tok_doesNotExist"))
+
+    assert not outcome.succeeded
+    assert outcome.decline_code == "invalid_payment_method"
+    assert fake_stripe.requests[0].status == 400
+
+
 async def test_stripe_unknown_payment_method_declines_as_invalid(
     fake_stripe: FakeStripe, stripe_processor: StripeProcessor
 ) -> None:
