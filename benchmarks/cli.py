@@ -2,7 +2,7 @@
 
     python -m benchmarks.cli onsale  --url http://127.0.0.1:3000 [--seats 2000 --attempts 6000 ...]
     python -m benchmarks.cli locks   [--lock-seats 100000,1000,50 --lock-seconds 3 ...]
-    python -m benchmarks.cli compare --url http://127.0.0.1:3000 [--payment-latency-ms 5 ...]
+    python -m benchmarks.cli compare [--payment-latency-ms 5 ...]   (starts its own TicketFlow server)
 
 Results go to stdout as markdown (and to `--json PATH` as JSON); progress and phase messages go to
 stderr. `main(argv)` is what `ticketflow bench` calls.
@@ -38,10 +38,21 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
-def add_onsale_options(p: argparse.ArgumentParser, *, url_required: bool) -> None:
+def _server_env(text: str) -> tuple[str, str]:
+    from benchmarks.services import parse_server_env
+
+    try:
+        return parse_server_env(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc))
+
+
+URL_HELP = "base URL of the running TicketFlow server, e.g. http://127.0.0.1:3000"
+
+
+def add_onsale_options(p: argparse.ArgumentParser, *, url_required: bool, url_help: str = URL_HELP) -> None:
     g = p.add_argument_group("on-sale scenario")
-    g.add_argument("--url", required=url_required, default=None,
-                   help="base URL of the running TicketFlow server, e.g. http://127.0.0.1:3000")
+    g.add_argument("--url", required=url_required, default=None, help=url_help)
     g.add_argument("--admin-email", default="admin@ticketflow.dev", help="ADMIN account used for set-up (default: %(default)s)")
     g.add_argument("--admin-password", default="Admin1234!", help="its password (default: %(default)s)")
     g.add_argument("--seats", type=_positive_int, default=2000, help="seats in the event (default: %(default)s)")
@@ -119,11 +130,12 @@ def add_lock_options(p: argparse.ArgumentParser) -> None:
                    help="engines to run, comma-separated from ray-batched, ray, redis-batched, redis, "
                         "pg-skip-locked, pg-update (default: %(default)s)")
     g.add_argument("--database-url", default=default_database_url(),
-                   help="Postgres for the baselines; schemas tf_bench_* are created and dropped there "
+                   help="Postgres for the baselines (schemas tf_bench_* are created and dropped there) "
+                        "and, in compare, the server of TicketFlow's scratch database tf_bench_app_<hex> "
                         "(default: $DATABASE_URL or %(default)s)")
     g.add_argument("--redis-url", default=default_redis_url(),
-                   help="Redis for the baselines; keys under tf:bench:, removed afterwards "
-                        "(default: $REDIS_URL or %(default)s)")
+                   help="Redis for the baselines (keys under tf:bench:, removed afterwards) and the "
+                        "REDIS_URL of the TicketFlow server compare starts (default: $REDIS_URL or %(default)s)")
 
 
 def _write_json(path: str | None, data: Any) -> None:
@@ -179,19 +191,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = sub.add_parser(
         "compare", help="TicketFlow and the usual designs in one run, side by side with ratios",
-        description="The HTTP floor, the lock engines, and the on-sale scenario against TicketFlow (--url) and "
-                    "the plain FastAPI + asyncpg baselines (Postgres row lock, Redis Lua lock), each started "
-                    "here on a free 127.0.0.1 port.",
+        description="The HTTP floor, the lock engines, and the on-sale scenario against TicketFlow and the "
+                    "plain FastAPI + asyncpg baselines (Postgres row lock, Redis Lua lock). Without --url, "
+                    "TicketFlow is started here too (`ticketflow serve` on a scratch database); each target "
+                    "runs on a free 127.0.0.1 port, one at a time, stopped before the next starts.",
     )
-    add_onsale_options(compare, url_required=False)
+    add_onsale_options(
+        compare, url_required=False,
+        url_help="measure this already running TicketFlow server instead of starting one; it stays up (and "
+                 "holds Postgres connections and CPU) while the baselines run, so prefer leaving --url out",
+    )
     add_lock_options(compare)
     g = compare.add_argument_group("comparison")
     g.add_argument("--baselines", default="plain-pg,plain-redis",
                    help="baseline services to run, comma-separated from plain-pg, plain-redis, or 'none' "
                         "(default: %(default)s)")
+    g.add_argument("--no-ticketflow", action="store_true",
+                   help="measure only the baselines (no TicketFlow server, neither started nor --url)")
     g.add_argument("--payment-latency-ms", type=int, default=0,
-                   help="simulated charge latency of the baselines; set it to the server's "
-                        "TICKETFLOW_PAYMENT_LATENCY_MS (default: %(default)s)")
+                   help="simulated charge latency of the baselines and of the TicketFlow server started here; "
+                        "with --url set it to that server's TICKETFLOW_PAYMENT_LATENCY_MS (default: %(default)s)")
+    g.add_argument("--server-env", metavar="KEY=VALUE", type=_server_env, action="append", default=[],
+                   help="extra environment of the TicketFlow server started here, e.g. "
+                        "TICKETFLOW_SAGA_POOL_SIZE=4 (repeatable; overrides the benchmark's settings except "
+                        "the ones other options own)")
+    g.add_argument("--server-startup-timeout", type=float, default=180.0,
+                   help="seconds the TicketFlow server started here may take to answer /health "
+                        "(default: %(default)s)")
     g.add_argument("--floor-seconds", type=float, default=5.0,
                    help="seconds of GET /health per target for the HTTP floor (0 skips it) (default: %(default)s)")
     g.add_argument("--skip-locks", action="store_true", help="skip the lock-engine comparison")
@@ -201,8 +227,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def compare_args_problem(args: argparse.Namespace) -> str | None:
+    """What is contradictory in `compare`'s options (argparse checks each alone)."""
+    if args.url and args.no_ticketflow:
+        return "--url and --no-ticketflow exclude each other"
+    if args.server_env and (args.url or args.no_ticketflow):
+        return "--server-env configures the TicketFlow server compare starts; it has no effect with " + (
+            "--url" if args.url else "--no-ticketflow")
+    return None
+
+
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.bench == "compare" and (problem := compare_args_problem(args)):
+        parser.error(problem)
     result: int = args.func(args)
     return result
 

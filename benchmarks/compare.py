@@ -2,12 +2,16 @@
 
 1. The HTTP floor: `GET /health` at the scenario's concurrency for `--floor-seconds`, through the
    same server (for TicketFlow: the same Serve proxy and Gateway deployment as the bookings).
-2. The on-sale scenario (`benchmarks.onsale`) against TicketFlow (`--url`) and against each
-   baseline service (`benchmarks.baselines.plain_service`, started here on a free port, one at a
-   time, so no two servers compete for the two cores).
+2. The on-sale scenario (`benchmarks.onsale`) against TicketFlow and against each baseline
+   service (`benchmarks.baselines.plain_service`). TicketFlow runs first: started here
+   (`benchmarks.services.start_ticketflow`, a scratch database, the same `--payment-latency-ms`
+   as the baselines) unless `--url` names a running server or `--no-ticketflow` leaves it out.
+   Every target started here gets a free 127.0.0.1 port and is stopped, with all its processes
+   and its scratch state, before the next one starts: no two servers compete for the two cores or
+   for Postgres's connections. A server given by `--url` stays up while the baselines run.
 3. The lock engines alone (`benchmarks.locks`).
 
-Ratios are always "first target / other target" (TicketFlow first when `--url` is given).
+Ratios are always "first target / other target" (TicketFlow first unless `--no-ticketflow`).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from benchmarks.common import (
 from benchmarks.httpclient import TransportError, open_client
 from benchmarks.locks import LockBenchConfig, locks_markdown, run_lock_bench
 from benchmarks.onsale import SetupError, run_onsale, summary_rows
-from benchmarks.services import BASELINES, start_plain_service
+from benchmarks.services import BASELINES, ServiceProcess, start_plain_service, start_ticketflow
 
 
 async def http_floor(url: str, *, concurrency: int, seconds: float, client_kind: str) -> dict[str, Any]:
@@ -99,22 +103,20 @@ async def _compare(args: argparse.Namespace) -> dict[str, Any]:
     targets: list[tuple[str, str | None]] = []
     if args.url:
         targets.append(("ticketflow", args.url.rstrip("/")))
+    elif not args.no_ticketflow:
+        targets.append(("ticketflow", None))
     targets += [(b, None) for b in baselines]
     report: dict[str, Any] = {
         "benchmark": "compare", "started_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": machine_info(), "payment_latency_ms": args.payment_latency_ms,
-        "floor": [], "onsale": [], "locks": None, "failures": {},
+        "ticketflow": ticketflow_setup(args), "floor": [], "onsale": [], "locks": None, "failures": {},
     }
     for label, url in targets:
         service = None
         try:
             if url is None:
                 log(f"compare: starting {label}")
-                service = await start_plain_service(
-                    label, database_url=args.database_url, redis_url=args.redis_url,
-                    payment_latency_ms=args.payment_latency_ms, admin_email=args.admin_email,
-                    admin_password=args.admin_password,
-                )
+                service = await _start(label, args)
                 url = service.url
             if args.floor_seconds > 0:
                 log(f"compare: HTTP floor of {label} ({args.floor_seconds:g} s)")
@@ -128,11 +130,40 @@ async def _compare(args: argparse.Namespace) -> dict[str, Any]:
             report["failures"][label] = str(exc)
         finally:
             if service is not None:
+                log(f"compare: stopping {label}")
                 await service.stop()
     if not args.skip_locks:
         report["locks"] = await run_lock_bench(LockBenchConfig.from_args(args))
     report["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return report
+
+
+def ticketflow_setup(args: argparse.Namespace) -> dict[str, Any]:
+    """How TicketFlow was measured, for the report: started here (with which extra settings), at
+    --url (its settings unknown here, the baselines ran beside it), or not at all."""
+    if args.url:
+        return {"mode": "url", "url": args.url.rstrip("/")}
+    if args.no_ticketflow:
+        return {"mode": "none"}
+    return {"mode": "started", "server_env": {k: _redacted(k, v) for k, v in args.server_env}}
+
+
+def _redacted(key: str, value: str) -> str:
+    secret = any(word in key.upper() for word in ("SECRET", "PASSWORD", "KEY", "TOKEN"))
+    return "***" if secret and value else value
+
+
+async def _start(label: str, args: argparse.Namespace) -> ServiceProcess:
+    if label == "ticketflow":
+        return await start_ticketflow(
+            database_url=args.database_url, redis_url=args.redis_url, payment_latency_ms=args.payment_latency_ms,
+            admin_email=args.admin_email, admin_password=args.admin_password, server_env=args.server_env,
+            startup_timeout=args.server_startup_timeout,
+        )
+    return await start_plain_service(
+        label, database_url=args.database_url, redis_url=args.redis_url, payment_latency_ms=args.payment_latency_ms,
+        admin_email=args.admin_email, admin_password=args.admin_password,
+    )
 
 
 def _ratio_cell(a: Any, b: Any) -> str:
@@ -145,11 +176,20 @@ def _ratio_cell(a: Any, b: Any) -> str:
 
 def compare_markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
+    tf = report.get("ticketflow", {})
+    latency_for = {
+        "started": "for TicketFlow (started here, its own database) and the baselines",
+        "url": "for the baselines (TicketFlow at --url: its own setting; it stayed up while they ran)",
+    }.get(tf.get("mode", ""), "for the baselines")
+    extra_env = tf.get("server_env") or {}
     parts = [
         "## Comparison\n",
         f"Machine: {m['cpus']} CPUs, {m['platform']}, Python {m['python']}; load average "
         f"{m['loadavg_at_start']} at start, {m.get('loadavg_at_end')} at end. Simulated charge latency "
-        f"{report['payment_latency_ms']} ms for the baselines. Ratios: first column / other column.\n",
+        f"{report['payment_latency_ms']} ms {latency_for}."
+        + (" TicketFlow's extra settings: " + ", ".join(f"{k}={v}" for k, v in extra_env.items()) + "."
+           if extra_env else "")
+        + " Ratios: first column / other column.\n",
     ]
     floors = report["floor"]
     if floors:
