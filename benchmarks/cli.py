@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from actors import coalescer
 from benchmarks.common import default_database_url, default_redis_url, log, run_async
 from benchmarks.httpclient import CLIENT_KINDS
 from benchmarks.onsale import OnsaleConfig, SetupError, report_markdown, run_onsale
@@ -122,10 +123,12 @@ def add_lock_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lock-seats-per-op", type=int, default=2, help="seats per all-or-none lock (default: %(default)s)")
     g.add_argument("--lock-hold-ms", type=float, default=0.0,
                    help="how long a granted lock is held before its release (default: %(default)s)")
-    g.add_argument("--batch-max", type=_positive_int, default=50,
-                   help="coalescing: most lock/release requests per actor call (default: %(default)s)")
-    g.add_argument("--batch-wait-ms", type=float, default=1.0,
-                   help="coalescing: longest a request waits for its batch to fill (default: %(default)s)")
+    g.add_argument("--batch-max", type=_positive_int, default=coalescer.MAX_BATCH,
+                   help="coalescing: most lock/release requests per actor call (default: the saga "
+                        "actors' %(default)s)")
+    g.add_argument("--batch-wait-ms", type=float, default=coalescer.MAX_WAIT_SECONDS * 1000,
+                   help="coalescing: longest a request waits for its batch to fill (default: the saga "
+                        "actors' %(default)s)")
     g.add_argument("--engines", default="ray-batched,ray,redis-batched,redis,pg-skip-locked,pg-update",
                    help="engines to run, comma-separated from ray-batched, ray, redis-batched, redis, "
                         "pg-skip-locked, pg-update (default: %(default)s)")

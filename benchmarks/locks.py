@@ -38,6 +38,7 @@ import asyncpg
 import ray
 import redis.asyncio as aioredis
 
+from actors import coalescer
 from actors.coalescer import Coalescer as ProductionCoalescer
 from benchmarks.baselines.seatlocks import (
     CREATE_LOCK_SEATS,
@@ -70,8 +71,8 @@ class LockBenchConfig:
     warmup: float = 0.5
     seats_per_op: int = 2
     hold_ms: float = 0.0
-    batch_max: int = 50
-    batch_wait_ms: float = 1.0
+    batch_max: int = coalescer.MAX_BATCH
+    batch_wait_ms: float = coalescer.MAX_WAIT_SECONDS * 1000
     engines: list[str] = field(default_factory=lambda: list(ENGINES))
     database_url: str = ""
     redis_url: str = ""
