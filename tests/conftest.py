@@ -147,6 +147,7 @@ def server(app_env: dict[str, str]) -> Iterator[str]:  # noqa: ARG001 - app_env 
     settings = get_settings()
     asyncio.run(serve_app.prepare_database(settings, seed=False))
     os.environ["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] = serve_app.PROXY_CALLBACK
+    os.environ.update(serve_app.ingress_env(settings))
     ray.init(
         address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
         namespace=registry.NAMESPACE, runtime_env={"env_vars": serve_app.runtime_env_vars()},
