@@ -21,7 +21,7 @@ from ray import serve
 from ray.serve import Application
 
 from api.app import create_app
-from config.settings import Settings, get_settings
+from config.settings import BARE_NAMES, Settings, get_settings
 
 logger = logging.getLogger("ticketflow")
 
@@ -66,7 +66,8 @@ app = build_app(AppArgs())
 
 
 # -- runtime set-up -----------------------------------------------------------------------------
-SHARED_ENV = ("DATABASE_URL", "REDIS_URL", "JWT_SECRET", "SEAT_LOCK_TTL", "STRIPE_API_KEY", "STRIPE_API_BASE", "SMTP_URL")
+# What the workers need of the bare-named settings; RAY_ADDRESS is only the driver's business.
+SHARED_ENV = tuple(name for name in BARE_NAMES if name != "RAY_ADDRESS")
 
 
 def load_or_create_jwt_secret(state_dir: Path) -> str:

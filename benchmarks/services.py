@@ -28,6 +28,7 @@ import asyncpg
 import httpx
 
 from benchmarks.common import log
+from config.settings import BARE_NAMES
 from storage.embedded import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -46,13 +47,9 @@ TICKETFLOW_SETTLE_SECONDS = 3.0
 TICKETFLOW_STOP_TIMEOUT = 90.0
 
 # Configuration a developer's shell may carry that must not leak into the benchmarked server: the
-# bare names TicketFlow reads (serve_app.SHARED_ENV and RAY_ADDRESS); TICKETFLOW_* are dropped too.
-# A real STRIPE_API_KEY would make every booking a real charge; RAY_ADDRESS would deploy onto a
-# shared cluster that stop() must not tear down.
-INHERITED_SERVER_ENV_DROPPED = frozenset({
-    "DATABASE_URL", "REDIS_URL", "JWT_SECRET", "SEAT_LOCK_TTL", "STRIPE_API_KEY", "STRIPE_API_BASE",
-    "SMTP_URL", "RAY_ADDRESS",
-})
+# bare names TicketFlow reads; TICKETFLOW_* are dropped too. A real STRIPE_API_KEY would make every
+# booking a real charge; RAY_ADDRESS would deploy onto a shared cluster that stop() must not tear down.
+INHERITED_SERVER_ENV_DROPPED = frozenset(BARE_NAMES)
 # Variables compare sets itself; `--server-env` may not override them (the hint says what to use).
 RESERVED_SERVER_ENV = {
     "DATABASE_URL": "compare creates a scratch database on --database-url",

@@ -18,7 +18,12 @@ MAX_SEAT_LOCK_TTL = 300
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "dev", "test"}
 
 
+# The variables read without the TICKETFLOW_ prefix (the usual names operators set), in field order.
+BARE_NAMES: list[str] = []
+
+
 def _bare(name: str) -> AliasChoices:
+    BARE_NAMES.append(name)
     return AliasChoices(name, f"TICKETFLOW_{name}")
 
 
