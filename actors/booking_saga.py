@@ -75,6 +75,14 @@ class _Payments:
                 idempotency_key=idempotency_key,
             ))
 
+    async def charge_if_attempted(
+        self, *, booking_id: str, user_id: str, amount: int, currency: str, token: str, idempotency_key: str
+    ) -> Charge | None:
+        return await registry.call_actor(registry.PAYMENT_ACTOR, registry.payment_gateway, lambda h: h.charge_if_attempted.remote(
+            booking_id=booking_id, user_id=user_id, amount=amount, currency=currency, token=token,
+            idempotency_key=idempotency_key,
+        ))
+
     async def refund(self, *, payment_id: str, idempotency_key: str) -> None:
         with _timed("refund"):
             await registry.call_actor(registry.PAYMENT_ACTOR, registry.payment_gateway, lambda h: h.refund.remote(

@@ -88,6 +88,24 @@ class PaymentGateway:
         )
         return Charge(payment.id, outcome.succeeded, outcome.decline_code)
 
+    async def charge_if_attempted(
+        self, *, booking_id: str, user_id: str, amount: int, currency: str, token: str, idempotency_key: str
+    ) -> Charge | None:
+        """The outcome of the charge attempted with this key, or None when none ever was.
+
+        Every attempt is recorded before the processor is called, so no row means the card was
+        never charged with this key; a row whose outcome is unknown is settled by replaying it.
+        """
+        pool = await self._db()
+        async with pool.acquire() as conn:
+            attempted = await payment_repository.get_by_key(conn, idempotency_key)
+        if attempted is None:
+            return None
+        return await self.charge(
+            booking_id=booking_id, user_id=user_id, amount=amount, currency=currency, token=token,
+            idempotency_key=idempotency_key,
+        )
+
     async def refund(self, *, payment_id: str, idempotency_key: str) -> None:
         """Refunds a successful payment in full; a repeat of a done refund does nothing."""
         pool = await self._db()

@@ -64,6 +64,11 @@ class PaymentsPort(Protocol):
     async def charge(
         self, *, booking_id: str, user_id: str, amount: int, currency: str, token: str, idempotency_key: str
     ) -> Charge: ...
+    async def charge_if_attempted(
+        self, *, booking_id: str, user_id: str, amount: int, currency: str, token: str, idempotency_key: str
+    ) -> Charge | None:
+        """The outcome of the charge attempted with this key (replayed if unknown); None if none was."""
+        ...
     async def refund(self, *, payment_id: str, idempotency_key: str) -> None: ...
 
 
@@ -159,10 +164,18 @@ class BookingSagaRunner:
 
         payment_id = b.payment_id
         if step is SagaStep.CHARGING:
-            charge = await self._call(self._payments.charge(
+            fresh = lock_expires_at is not None and lock_expires_at - self._clock.now() >= CHARGE_MARGIN
+            # A booking resumed after its lock lapsed (a long outage) is charged only if it already
+            # was: a new charge would be refunded at reserve, money taken for nothing meanwhile.
+            pay = self._payments.charge if fresh else self._payments.charge_if_attempted
+            found = await self._call(pay(
                 booking_id=b.id, user_id=b.user_id, amount=b.amount, currency=b.currency,
                 token=b.payment_token, idempotency_key=charge_key(b.id),
             ))
+            if found is None:
+                await self._release(b)
+                return await self._fail(b, FailureReason.LOCK_EXPIRED)
+            charge = found
             if not charge.succeeded:
                 await self._release(b)
                 return await self._fail(b, FailureReason.PAYMENT_DECLINED)
@@ -204,14 +217,14 @@ class BookingSagaRunner:
             return SagaOutcome(booking.id, BookingStatus.CONFIRMED)
         if booking.step in (SagaStep.CHARGING, SagaStep.CHARGED):
             try:
-                # Replaying the charge's key learns its real outcome without charging again.
-                charge = await self._call(self._payments.charge(
+                # The charge's real outcome, without charging if no charge was ever attempted.
+                attempted = await self._call(self._payments.charge_if_attempted(
                     booking_id=booking.id, user_id=booking.user_id, amount=booking.amount,
                     currency=booking.currency, token=booking.payment_token,
                     idempotency_key=charge_key(booking.id),
                 ))
-                if charge.succeeded:
-                    await self._call(self._payments.refund(payment_id=charge.payment_id, idempotency_key=refund_key(booking.id)))
+                if attempted is not None and attempted.succeeded:
+                    await self._call(self._payments.refund(payment_id=attempted.payment_id, idempotency_key=refund_key(booking.id)))
             except Exception as exc:  # noqa: BLE001 - reconciliation refunds it later
                 logger.error("saga %s: charge outcome or refund unavailable (%s); left to reconciliation", booking.id, type(exc).__name__)
         try:

@@ -77,6 +77,11 @@ async def unsettled(conn: Conn, *, started_before: datetime, limit: int = 100) -
     return result
 
 
+async def get_by_key(conn: Conn, idempotency_key: str) -> Payment | None:
+    row = await conn.fetchrow(q.SELECT_PAYMENT_BY_KEY, idempotency_key)
+    return _payment(row) if row else None
+
+
 async def get(conn: Conn, payment_id: str) -> Payment | None:
     row = await conn.fetchrow(q.SELECT_PAYMENT_BY_ID, payment_id)
     return _payment(row) if row else None

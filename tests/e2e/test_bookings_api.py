@@ -12,6 +12,7 @@ import httpx
 import ray
 
 from actors import registry
+from domain.bookings import charge_key
 from tests.fakes.smtp_server import SmtpSink
 from tests.helpers import (
     assert_consistent,
@@ -202,6 +203,25 @@ async def test_saga_actor_killed_mid_charge(http: httpx.AsyncClient, admin_token
     charges = await db.fetch("SELECT status FROM payments WHERE booking_id = $1", booking_id)
     assert len(charges) == 1  # one idempotency key, one payment row
     await assert_consistent(db, event["id"])
+
+
+async def test_the_payment_actor_reports_a_charge_only_if_one_was_attempted(
+    http: httpx.AsyncClient, admin_token: str, db: asyncpg.Pool,
+) -> None:
+    event = await create_event(http, admin_token, vip=1, general=0)
+    token, user = await new_user(http)
+    b = await book_and_wait(http, token, event["id"], ["seat_A1"])
+    assert b["status"] == "CONFIRMED"
+    gateway = ray.get_actor(registry.PAYMENT_ACTOR, namespace=registry.NAMESPACE)
+    args = {"booking_id": b["id"], "user_id": user["id"], "amount": b["totalAmount"], "currency": b["currency"],
+            "token": "pm_card_visa"}
+
+    made = await gateway.charge_if_attempted.remote(**args, idempotency_key=charge_key(b["id"]))
+    never = await gateway.charge_if_attempted.remote(**args, idempotency_key=f"{b['id']}:never-charged")
+
+    assert made is not None and made.succeeded and made.payment_id == b["paymentId"]
+    assert never is None
+    assert await db.fetchval("SELECT count(*) FROM payments WHERE booking_id = $1", b["id"]) == 1
 
 
 async def test_structured_logs_carry_request_booking_and_event_ids(http: httpx.AsyncClient, admin_token: str) -> None:

@@ -156,6 +156,17 @@ class FakePayments(Faults):
             raise Outage("charge response lost")
         return outcome
 
+    async def charge_if_attempted(
+        self, *, booking_id: str, user_id: str, amount: int, currency: str, token: str, idempotency_key: str
+    ) -> Charge | None:
+        await self.enter("charge_if_attempted")
+        if idempotency_key not in self.outcomes:
+            return None
+        return await self.charge(
+            booking_id=booking_id, user_id=user_id, amount=amount, currency=currency, token=token,
+            idempotency_key=idempotency_key,
+        )
+
     async def refund(self, *, payment_id: str, idempotency_key: str) -> None:
         await self.enter("refund")
         if payment_id not in {c.payment_id for c in self.outcomes.values() if c.succeeded}:
@@ -659,7 +670,7 @@ async def test_after_the_deadline_a_recorded_charge_is_refunded_and_the_booking_
 
 
 async def test_after_the_deadline_an_unrecorded_charge_is_found_and_refunded(world: World) -> None:
-    expires = world.seats.hold(BOOKING_ID)
+    expires = world.seats.hold(BOOKING_ID, ttl=DEADLINE.total_seconds() * 2)
     world.add_booking(step=SagaStep.CHARGING, lock_expires_at=expires)
     world.store.failing.add("mark_charged")
     past_deadline(world)
@@ -702,6 +713,46 @@ async def test_after_the_deadline_before_any_charge_the_seats_are_released(world
     assert world.payments.calls == []
     assert world.seats.map.lock_of(BOOKING_ID) is None
     assert world.store.failure_reasons[BOOKING_ID] is FailureReason.INTERNAL_ERROR
+
+
+async def test_after_the_deadline_a_charge_never_attempted_is_not_made_to_learn_its_outcome(world: World) -> None:
+    expires = world.seats.hold(BOOKING_ID, ttl=DEADLINE.total_seconds() * 2)
+    world.add_booking(step=SagaStep.CHARGING, lock_expires_at=expires)
+    world.payments.hanging.add("charge")  # the payment actor never takes the saga's charge
+    past_deadline(world)
+
+    outcome = await world.runner.run(BOOKING_ID)
+
+    assert outcome == SagaOutcome(BOOKING_ID, BookingStatus.FAILED, FailureReason.INTERNAL_ERROR)
+    assert world.payments.calls == ["charge", "charge_if_attempted"]
+    assert world.payments.requests == {}  # the card was never charged, so nothing to refund
+    assert world.seats.map.lock_of(BOOKING_ID) is None
+
+
+async def test_a_booking_resumed_after_its_lock_lapsed_is_not_charged(world: World) -> None:
+    expires = world.seats.hold(BOOKING_ID)
+    world.add_booking(step=SagaStep.CHARGING, lock_expires_at=expires)
+    world.clock.advance(LOCK_TTL + 1)  # the server was down longer than the lock lived
+
+    outcome = await world.runner.run(BOOKING_ID)
+
+    assert outcome == SagaOutcome(BOOKING_ID, BookingStatus.FAILED, FailureReason.LOCK_EXPIRED)
+    assert world.payments.calls == ["charge_if_attempted"]
+    assert world.payments.requests == {}
+    assert world.seats.map.lock_of(BOOKING_ID) is None
+
+
+async def test_a_booking_resumed_after_its_lock_lapsed_settles_the_charge_it_made(world: World) -> None:
+    expires = world.seats.hold(BOOKING_ID)
+    booking = world.add_booking(step=SagaStep.CHARGING, lock_expires_at=expires)
+    charge = await world.charge_directly(booking)  # charged; the saga died before recording it
+    world.clock.advance(LOCK_TTL + 1)
+
+    outcome = await world.runner.run(BOOKING_ID)
+
+    assert outcome == SagaOutcome(BOOKING_ID, BookingStatus.FAILED, FailureReason.LOCK_EXPIRED)
+    assert world.payments.refunds == {refund_key(BOOKING_ID): charge.payment_id}
+    assert len(world.payments.money_taken()) == 1
 
 
 async def test_after_the_deadline_an_unanswered_refund_is_left_to_reconciliation(world: World) -> None:
