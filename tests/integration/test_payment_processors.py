@@ -313,25 +313,16 @@ async def test_stripe_card_tokens_go_as_payment_method_data(
     assert sent.form["payment_method_data[card][token]"] == token
 
 
-async def test_stripe_unknown_card_token_declines_as_invalid(
-    fake_stripe: FakeStripe, stripe_processor: StripeProcessor
+@pytest.mark.parametrize("token", ["pm_card_doesNotExist", "tok_doesNotExist"])
+async def test_stripe_unknown_payment_method_or_card_token_declines_as_invalid(
+    fake_stripe: FakeStripe, stripe_processor: StripeProcessor, token: str
 ) -> None:
-    outcome = await stripe_processor.charge(charge_request("tok_doesNotExist"))
-
-    assert not outcome.succeeded
-    assert outcome.decline_code == "invalid_payment_method"
-    assert fake_stripe.requests[0].status == 400
-
-
-async def test_stripe_unknown_payment_method_declines_as_invalid(
-    fake_stripe: FakeStripe, stripe_processor: StripeProcessor
-) -> None:
-    outcome = await stripe_processor.charge(charge_request("pm_card_doesNotExist"))
+    outcome = await stripe_processor.charge(charge_request(token))
 
     assert not outcome.succeeded
     assert outcome.decline_code == "invalid_payment_method"
     assert outcome.provider_transaction_id is None
-    assert "pm_card_doesNotExist" not in outcome.message
+    assert token not in outcome.message
     assert fake_stripe.requests[0].status == 400
 
 
