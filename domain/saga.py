@@ -157,8 +157,8 @@ class BookingSagaRunner:
             if lock_expires_at is None or lock_expires_at - self._clock.now() < CHARGE_MARGIN:
                 await self._release(b)
                 return await self._fail(b, FailureReason.LOCK_EXPIRED)
-            # From here on a resume replays the charge's idempotency key: if the saga dies
-            # before the charge, the replay is the first charge; if after, it learns the outcome.
+            # From here on a resume (lock still valid) replays the charge's idempotency key: if the
+            # saga died before the charge, that is the first charge; if after, it learns the outcome.
             await self._store.mark_charging(b.id, lock_expires_at)
             step = SagaStep.CHARGING
 
