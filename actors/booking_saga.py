@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import ray
@@ -65,29 +66,35 @@ class _Seats:
         return result.ok
 
 
+async def _call_payment_actor(method: str, **kwargs: Any) -> Any:
+    return await registry.call_actor(
+        registry.PAYMENT_ACTOR, registry.payment_gateway, lambda h: getattr(h, method).remote(**kwargs),
+    )
+
+
 class _Payments:
     async def charge(
         self, *, booking_id: str, user_id: str, amount: int, currency: str, token: str, idempotency_key: str
     ) -> Charge:
         with _timed("charge"):
-            return await registry.call_actor(registry.PAYMENT_ACTOR, registry.payment_gateway, lambda h: h.charge.remote(
-                booking_id=booking_id, user_id=user_id, amount=amount, currency=currency, token=token,
+            charge: Charge = await _call_payment_actor(
+                "charge", booking_id=booking_id, user_id=user_id, amount=amount, currency=currency, token=token,
                 idempotency_key=idempotency_key,
-            ))
+            )
+        return charge
 
     async def charge_if_attempted(
         self, *, booking_id: str, user_id: str, amount: int, currency: str, token: str, idempotency_key: str
     ) -> Charge | None:
-        return await registry.call_actor(registry.PAYMENT_ACTOR, registry.payment_gateway, lambda h: h.charge_if_attempted.remote(
-            booking_id=booking_id, user_id=user_id, amount=amount, currency=currency, token=token,
-            idempotency_key=idempotency_key,
-        ))
+        charge: Charge | None = await _call_payment_actor(
+            "charge_if_attempted", booking_id=booking_id, user_id=user_id, amount=amount, currency=currency,
+            token=token, idempotency_key=idempotency_key,
+        )
+        return charge
 
     async def refund(self, *, payment_id: str, idempotency_key: str) -> None:
         with _timed("refund"):
-            await registry.call_actor(registry.PAYMENT_ACTOR, registry.payment_gateway, lambda h: h.refund.remote(
-                payment_id=payment_id, idempotency_key=idempotency_key,
-            ))
+            await _call_payment_actor("refund", payment_id=payment_id, idempotency_key=idempotency_key)
 
 
 class _Notifier:

@@ -154,7 +154,7 @@ class BookingSagaRunner:
             step = SagaStep.SEATS_LOCKED  # persisted with CHARGING below: one write, not two
 
         if step is SagaStep.SEATS_LOCKED:  # also rows persisted at SEATS_LOCKED by earlier versions
-            if lock_expires_at is None or lock_expires_at - self._clock.now() < CHARGE_MARGIN:
+            if lock_expires_at is None or not self._chargeable(lock_expires_at):
                 await self._release(b)
                 return await self._fail(b, FailureReason.LOCK_EXPIRED)
             # From here on a resume (lock still valid) replays the charge's idempotency key: if the
@@ -164,18 +164,17 @@ class BookingSagaRunner:
 
         payment_id = b.payment_id
         if step is SagaStep.CHARGING:
-            fresh = lock_expires_at is not None and lock_expires_at - self._clock.now() >= CHARGE_MARGIN
             # A booking resumed after its lock lapsed (a long outage) is charged only if it already
             # was: a new charge would be refunded at reserve, money taken for nothing meanwhile.
-            pay = self._payments.charge if fresh else self._payments.charge_if_attempted
-            found = await self._call(pay(
+            chargeable = lock_expires_at is not None and self._chargeable(lock_expires_at)
+            pay = self._payments.charge if chargeable else self._payments.charge_if_attempted
+            charge = await self._call(pay(
                 booking_id=b.id, user_id=b.user_id, amount=b.amount, currency=b.currency,
                 token=b.payment_token, idempotency_key=charge_key(b.id),
             ))
-            if found is None:
+            if charge is None:
                 await self._release(b)
                 return await self._fail(b, FailureReason.LOCK_EXPIRED)
-            charge = found
             if not charge.succeeded:
                 await self._release(b)
                 return await self._fail(b, FailureReason.PAYMENT_DECLINED)
@@ -195,6 +194,10 @@ class BookingSagaRunner:
             return SagaOutcome(b.id, BookingStatus.CONFIRMED)
 
         raise RuntimeError(f"saga {b.id}: unexpected step {step}")
+
+    def _chargeable(self, lock_expires_at: datetime) -> bool:
+        """The lock outlives a charge started now."""
+        return lock_expires_at - self._clock.now() >= CHARGE_MARGIN
 
     async def _give_up(self, booking_id: str) -> SagaOutcome | None:
         """Past the deadline: the buyer gets a final answer now; compensation is best effort.

@@ -40,10 +40,9 @@ async def start(
 ) -> Payment:
     """The attempt for this key: a new PROCESSING row, or the one already recorded."""
     row = await conn.fetchrow(q.INSERT_PAYMENT, new_id("pay"), booking_id, user_id, amount, currency, provider, idempotency_key)
-    if row is None:
-        row = await conn.fetchrow(q.SELECT_PAYMENT_BY_KEY, idempotency_key)
-    assert row is not None
-    return _payment(row)
+    existing = _payment(row) if row else await get_by_key(conn, idempotency_key)
+    assert existing is not None
+    return existing
 
 
 async def record_outcome(
