@@ -198,7 +198,14 @@ def ingress_env(settings: Settings, environ: Mapping[str, str] = os.environ) -> 
     }
     from storage.embedded import free_port
 
-    env.update({name: str(free_port()) for name in AUXILIARY_PORTS if name not in environ})
+    taken: set[int] = set()
+    for name in AUXILIARY_PORTS:
+        if name not in environ:
+            port = free_port()
+            while port in taken:
+                port = free_port()
+            taken.add(port)
+            env[name] = str(port)
     return env
 
 
