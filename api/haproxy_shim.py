@@ -78,7 +78,8 @@ def main() -> None:
     except (UnknownConfig, OSError) as exc:
         print(f"ticketflow-haproxy: refusing to start HAProxy: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
-    partial = target.with_name(target.name + ".tmp")
+    # Per process: a reload that overlaps a start must not write into the same temporary file.
+    partial = target.with_name(f"{target.name}.{os.getpid()}.tmp")
     partial.write_text(patched)
     os.replace(partial, target)
     binary = real_binary()
