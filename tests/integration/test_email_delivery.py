@@ -17,6 +17,7 @@ from providers.email import (
     OutboxSender,
     SmtpSender,
     SmtpTarget,
+    build_message,
     check_smtp,
     message_id_for,
     parse_smtp_url,
@@ -318,3 +319,33 @@ def test_sender_from_settings_picks_smtp_when_a_url_is_set(tmp_path: Path) -> No
     assert len(both) == 2
     with pytest.raises(ValueError):
         sender_from_settings(smtp_url="imap://x", smtp_from=FROM, timeout=3.0, outbox_dir=tmp_path)
+
+
+def test_non_ascii_names_and_bodies_round_trip_in_seven_bit_lines() -> None:
+    summary = BookingSummary(**{**SUMMARY.__dict__, "user_name": "Zoë Ångström", "event_name": "Café Müller — 2030 " + "x" * 1200})
+    email = compose(NotificationType.BOOKING_CONFIRMED, summary)
+    email = type(email)(to=email.to, subject="Réservation confirmée ✓", text=email.text, html=email.html)
+    raw = build_message(email, sender="TicketFlöw <tickets@ticketflow.dev>", message_id_key=KEY).as_bytes()
+    assert raw.isascii()  # no 8-bit data for servers without 8BITMIME
+    assert max(len(line) for line in raw.splitlines()) <= 78  # SMTP's limit is 998
+    message = BytesParser(policy=policy.default).parsebytes(raw)
+    assert message["Subject"] == "Réservation confirmée ✓"
+    assert message["From"].addresses[0].display_name == "TicketFlöw"
+    assert message["From"].addresses[0].addr_spec == "tickets@ticketflow.dev"
+    assert message["To"] == "ada@example.com"
+    assert message.get_body(("plain",)).get_content() == email.text
+    assert message.get_body(("html",)).get_content() == email.html
+
+
+@pytest.mark.parametrize("field", ["to", "subject"])
+def test_a_line_break_in_any_header_is_refused(field: str) -> None:
+    evil = type(CONFIRMATION)(**{**CONFIRMATION.__dict__, field: "a@b.c\nBcc: x@y.z"})
+    with pytest.raises(EmailRejected, match="line break"):
+        build_message(evil, sender=FROM, message_id_key=KEY)
+
+
+def test_a_non_ascii_address_is_refused_not_mangled() -> None:
+    # Registration accepts ASCII addresses only; an encoded-word in the local part would be a wrong address.
+    odd = type(CONFIRMATION)(**{**CONFIRMATION.__dict__, "to": "zoë@example.com"})
+    with pytest.raises(EmailRejected, match="non-ASCII address"):
+        build_message(odd, sender=FROM, message_id_key=KEY)
