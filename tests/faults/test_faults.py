@@ -52,15 +52,28 @@ async def _sale(http: httpx.AsyncClient, admin: str, *, buyers: int = BUYERS, se
     return Sale(event["id"], users)
 
 
+DISCONNECTED = 0  # in Sale.statuses: the connection closed before an answer came
+
+
 async def _run(http: httpx.AsyncClient, sale: Sale, fault: Callable[[], Awaitable[None]], *, fault_after: float = 0.4,
-               seed: int = 1, final_timeout: float = 120.0) -> dict[str, Any]:
-    """Releases every buyer at once (two random seats each), injects the fault mid-sale, waits."""
+               seed: int = 1, final_timeout: float = 120.0, disconnects: bool = False) -> dict[str, Any]:
+    """Releases every buyer at once (two random seats each), injects the fault mid-sale, waits.
+
+    `disconnects`: the fault may close connections without an answer (counted, and the buyer
+    tries again, as a real client would); otherwise that fails the test.
+    """
     rng = random.Random(seed)
     seats = [f"seat_{row}{n}" for row in ("A", "B") for n in range(1, 21)][:SEATS]
+    tolerated = httpx.TransportError if disconnects else ()
 
     async def buyer(token: str) -> None:
-        for _attempt in range(3):  # a buyer whose booking cannot be accepted tries again
-            r = await book(http, token, sale.event_id, rng.sample(seats, 2))
+        for _attempt in range(6 if disconnects else 3):  # a buyer whose booking cannot be accepted tries again
+            try:
+                r = await book(http, token, sale.event_id, rng.sample(seats, 2))
+            except tolerated:
+                sale.statuses[DISCONNECTED] = sale.statuses.get(DISCONNECTED, 0) + 1
+                await asyncio.sleep(0.5)
+                continue
             sale.statuses[r.status_code] = sale.statuses.get(r.status_code, 0) + 1
             if r.status_code == 202:
                 sale.bookings[r.json()["bookingId"]] = token
@@ -78,7 +91,10 @@ async def _run(http: httpx.AsyncClient, sale: Sale, fault: Callable[[], Awaitabl
         for booking_id, token in sale.bookings.items():
             if booking_id in finals:
                 continue
-            r = await http.get(f"/api/bookings/{booking_id}", headers=auth(token))
+            try:
+                r = await http.get(f"/api/bookings/{booking_id}", headers=auth(token))
+            except tolerated:
+                continue
             if r.status_code == 200 and r.json()["status"] in FINAL:
                 finals[booking_id] = r.json()["status"]
         assert time.monotonic() < deadline, f"{len(sale.bookings) - len(finals)} bookings never finished"
@@ -256,3 +272,48 @@ async def test_processor_never_answers(http: httpx.AsyncClient, admin_token: str
     # through, it is refunded; no money is kept for a failed booking.
     await assert_consistent(db, event["id"], settle_seconds=30)
     print(f"\nFAULT processor never answers: failed after {elapsed:.1f} s; anomalies=0")  # noqa: T201
+
+
+def _kill_gateway_replica() -> str:
+    """Kills the Gateway's replica process; Serve's controller starts a new one."""
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        if entry["namespace"] == "serve" and entry["name"].startswith("SERVE_REPLICA::") and "#Gateway#" in entry["name"]:
+            ray.kill(ray.get_actor(entry["name"], namespace="serve"), no_restart=True)
+            return str(entry["name"])
+    raise AssertionError("no Gateway replica to kill")
+
+
+async def test_gateway_replica_killed_mid_sale(http: httpx.AsyncClient, admin_token: str, db: asyncpg.Pool) -> None:
+    """The one HTTP process dies (behind HAProxy, the default, and behind Serve's proxy alike)."""
+    sale = await _sale(http, admin_token)
+    outage: dict[str, Any] = {}
+
+    async def fault() -> None:
+        killed = await asyncio.to_thread(_kill_gateway_replica)
+        started = time.monotonic()
+        # ray.kill returns before the process is gone: wait for it, so the outage is real.
+        while killed in {e["name"] for e in await asyncio.to_thread(ray.util.list_named_actors, True)}:
+            assert time.monotonic() - started < 30, "the replica did not die"
+            await asyncio.sleep(0.05)
+        outage["replica_gone_after_s"] = round(time.monotonic() - started, 2)
+        statuses: set[int] = set()
+        while True:
+            try:
+                status = (await http.get("/health")).status_code
+            except httpx.TransportError:
+                status = DISCONNECTED
+            if status == 200:
+                break
+            statuses.add(status)
+            assert time.monotonic() - started < 90, f"the API did not come back: {statuses}"
+            await asyncio.sleep(0.25)
+        outage["api_back_after_s"] = round(time.monotonic() - started, 1)
+        outage["answers_meanwhile"] = sorted(statuses)
+
+    # Behind HAProxy a replaced replica means an HAProxy reload, which closes idle keep-alive
+    # connections: a client reusing one at that moment sees it closed without an answer.
+    figures = await _run(http, sale, fault, fault_after=0.05, final_timeout=150, disconnects=True)
+    figures["outage"] = outage
+    await _report(db, "Gateway replica killed", figures, sale.event_id)
+    # Every buyer got an answer in the end; none was left with a booking in doubt.
+    assert figures["accepted"] > 0 and sum(figures["posts"].values()) >= len(sale.buyers)
