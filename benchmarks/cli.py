@@ -225,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds of GET /health per target for the HTTP floor (0 skips it) (default: %(default)s)")
     g.add_argument("--skip-locks", action="store_true", help="skip the lock-engine comparison")
     g.add_argument("--skip-onsale", action="store_true", help="skip the on-sale runs (floor and locks only)")
+    g.add_argument("--runs", type=_positive_int, default=1,
+                   help="repeat the whole comparison this many times and add the medians (with ranges) of "
+                        "every figure; the JSON then holds every run and the medians (default: %(default)s)")
     g.add_argument("--json", metavar="PATH", help="also write every report as JSON to PATH")
     compare.set_defaults(func=cmd_compare)
     return parser

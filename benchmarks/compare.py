@@ -39,6 +39,7 @@ from benchmarks.common import (
 )
 from benchmarks.httpclient import TransportError, open_client
 from benchmarks.locks import LockBenchConfig, locks_markdown, run_lock_bench
+from benchmarks.medians import median_summary, medians_markdown
 from benchmarks.onsale import SetupError, run_onsale, summary_rows
 from benchmarks.services import BASELINES, ServiceProcess, start_plain_service, start_ticketflow
 
@@ -235,10 +236,22 @@ def compare_markdown(report: dict[str, Any]) -> str:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    report = run_async(_compare(args))
+    reports = []
+    for n in range(1, args.runs + 1):
+        if args.runs > 1:
+            log(f"compare: run {n} of {args.runs}")
+        reports.append(run_async(_compare(args)))
+    output: dict[str, Any] = reports[0]
+    if args.runs > 1:
+        output = {"benchmark": "compare", "runs": reports, "median": median_summary(reports)}
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(output, indent=2) + "\n")
         log(f"results written to {args.json}")
-    print(compare_markdown(report))
-    passed = all(r["checks"]["passed"] for r in report["onsale"])
-    return 0 if passed and not report["failures"] else 1
+    for n, report in enumerate(reports, 1):
+        if args.runs > 1:
+            print(f"# Run {n} of {args.runs}\n")
+        print(compare_markdown(report))
+    if args.runs > 1:
+        print(medians_markdown(output["median"]))
+    passed = all(r["checks"]["passed"] for report in reports for r in report["onsale"])
+    return 0 if passed and not any(report["failures"] for report in reports) else 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import time
 from pathlib import Path
@@ -293,3 +294,26 @@ async def test_a_target_that_fails_to_start_is_reported_and_the_others_still_run
     report = await compare._compare(_compare_args("--baselines", "plain-pg"))
     assert "did not answer /health" in report["failures"]["ticketflow"]
     assert fake_targets[0] == "start plain-pg latency=0" and fake_targets[-1] == "stop plain-pg"
+
+
+def test_runs_repeats_the_whole_comparison_and_reports_the_medians(
+        fake_targets: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rates = iter([60.0, 240.0, 70.0, 200.0, 50.0, 250.0])
+
+    async def fake_onsale(config: Any) -> dict[str, Any]:
+        fake_targets.append(f"onsale {config.label}")
+        return {"label": config.label, "checks": {"passed": True}, "results": {"confirmed_per_s": next(rates)}}
+
+    monkeypatch.setattr(compare, "run_onsale", fake_onsale)
+    monkeypatch.setattr(compare, "compare_markdown", lambda report: f"one run: {len(report['onsale'])} targets")
+    out = tmp_path / "compare.json"
+    args = _compare_args("--baselines", "plain-pg", "--runs", "3", "--json", str(out))
+    assert compare.run_compare(args) == 0
+    # Each run starts and stops every target again.
+    assert fake_targets.count("start ticketflow latency=0 env=[]") == 3 and fake_targets.count("stop plain-pg") == 3
+    saved = json.loads(out.read_text())
+    assert len(saved["runs"]) == 3
+    assert saved["median"]["onsale"]["ticketflow"]["confirmed bookings/s"]["median"] == 60.0
+    assert saved["median"]["ratios"]["ticketflow / plain-pg"]["confirmed bookings/s"]["median"] == pytest.approx(0.25)
+    printed = capsys.readouterr().out
+    assert printed.count("one run: 2 targets") == 3 and "## Median of 3 runs" in printed
