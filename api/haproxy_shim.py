@@ -11,6 +11,10 @@ binary (RAY_SERVE_HAPROXY_BINARY_PATH) and it runs at every start and reload of 
   trusted proxies (127.0.0.1 and `FORWARDED_ALLOW_IPS`), so a forged entry is never chosen.
 - HAProxy's stats page and Prometheus exporter listen on the API's address instead of on every
   interface.
+- HAProxy's own errors (no replica reachable: one is restarting, say) keep the API's error
+  contract: 503 `SERVICE_UNAVAILABLE` in the JSON envelope with `Retry-After` and the request id
+  (the client's when sane, else `req_` and 32 hex digits: HAProxy 2.8 cannot make a ULID), instead
+  of Serve's plain-text 500.
 
 Serve's file is left as it is; the changed copy sits next to it. A configuration this module does
 not recognise (another Ray version) stops HAProxy from starting rather than run it unchanged.
@@ -27,6 +31,11 @@ BINARY_ENV = "RAY_SERVE_HAPROXY_BINARY_PATH"
 PATCHED_SUFFIX = ".ticketflow"
 
 _API_FRONTEND = re.compile(r"^(frontend http_frontend\n(\s+)bind (\S+):\d+\n)", re.MULTILINE)
+_ERRORFILES = re.compile(r"^(\s+)errorfile (502|503|504) \S+\n", re.MULTILINE)
+_ENVELOPE = (
+    '{\\"error\\":{\\"code\\":\\"SERVICE_UNAVAILABLE\\",\\"message\\":\\"The service is briefly unavailable; '
+    'try again in a moment.\\",\\"requestId\\":\\"%[var(txn.tf_rid)]\\"}}'
+)
 _STATS_BINDS = (
     re.compile(r"^(frontend prometheus\n\s+bind )[*]?(:\d+)$", re.MULTILINE),
     re.compile(r"^(listen stats\n\s+bind )[*]?(:\d+)$", re.MULTILINE),
@@ -43,8 +52,23 @@ def patch_config(text: str) -> str:
     if frontend is None:
         raise UnknownConfig("no `frontend http_frontend` followed by its `bind` line")
     indent, api_host = frontend.group(2), frontend.group(3)
-    forwarded = f"{indent}# TicketFlow: the client's address for the replica (api/haproxy_shim.py)\n{indent}option forwardfor\n"
-    text = text[: frontend.end()] + forwarded + text[frontend.end():]
+    added = [
+        "# TicketFlow: the client's address for the replica (api/haproxy_shim.py)",
+        "option forwardfor",
+        "# TicketFlow: the request id of HAProxy's own error answers, and 503 for all of them",
+        "http-request set-var(txn.tf_rid) req.hdr(x-request-id) if { req.hdr(x-request-id) -m reg ^[A-Za-z0-9_-]{1,64}$ }",
+        'http-request set-var-fmt(txn.tf_rid) "req_%[uuid,regsub(-,,g)]" unless { var(txn.tf_rid) -m found }',
+        "http-after-response set-status 503 if { status 502 } || { status 504 }",
+    ]
+    text = text[: frontend.end()] + "".join(f"{indent}{line}\n" for line in added) + text[frontend.end():]
+    text, found = _ERRORFILES.subn(
+        lambda m: (f"{m.group(1)}http-error status {m.group(2)} content-type application/json "
+                   f'lf-string "{_ENVELOPE}" hdr Retry-After 1 hdr X-Request-Id "%[var(txn.tf_rid)]" '
+                   "hdr Cache-Control no-store\n"),
+        text,
+    )
+    if found != 3:
+        raise UnknownConfig(f"expected Serve's three errorfile lines (502, 503, 504), found {found}")
     for pattern in _STATS_BINDS:
         text, found = pattern.subn(lambda m: f"{m.group(1)}{api_host}{m.group(2)}", text)
         if found != 1:

@@ -43,7 +43,8 @@ class Sale:
     event_id: str
     buyers: list[tuple[str, dict[str, Any]]]
     bookings: dict[str, str] = field(default_factory=dict)  # booking id -> token
-    statuses: dict[str, int] = field(default_factory=dict)  # HTTP status of POST /api/bookings -> count
+    statuses: dict[int, int] = field(default_factory=dict)  # HTTP status of POST /api/bookings -> count
+    error_codes: dict[str, int] = field(default_factory=dict)  # error.code of the refused POSTs ("not JSON" if none)
 
 
 async def _sale(http: httpx.AsyncClient, admin: str, *, buyers: int = BUYERS, seats: int = SEATS) -> Sale:
@@ -78,6 +79,8 @@ async def _run(http: httpx.AsyncClient, sale: Sale, fault: Callable[[], Awaitabl
             if r.status_code == 202:
                 sale.bookings[r.json()["bookingId"]] = token
                 return
+            code = _error_code(r)
+            sale.error_codes[code] = sale.error_codes.get(code, 0) + 1
             await asyncio.sleep(0.5)
 
     async def inject() -> None:
@@ -102,6 +105,13 @@ async def _run(http: httpx.AsyncClient, sale: Sale, fault: Callable[[], Awaitabl
     return {"buyers": len(sale.buyers), "accepted": len(sale.bookings), "posts": sale.statuses,
             "confirmed": sum(1 for s in finals.values() if s == "CONFIRMED"),
             "failed": sum(1 for s in finals.values() if s == "FAILED")}
+
+
+def _error_code(r: httpx.Response) -> str:
+    try:
+        return str(r.json()["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return "not JSON"
 
 
 async def _report(db: asyncpg.Pool, name: str, figures: dict[str, Any], event_id: str) -> None:
@@ -299,11 +309,14 @@ async def test_gateway_replica_killed_mid_sale(http: httpx.AsyncClient, admin_to
         statuses: set[int] = set()
         while True:
             try:
-                status = (await http.get("/health")).status_code
+                r = await http.get("/health")
+                status = r.status_code
             except httpx.TransportError:
                 status = DISCONNECTED
             if status == 200:
                 break
+            if status != DISCONNECTED:
+                assert status == 503 and _error_code(r) == "SERVICE_UNAVAILABLE", (status, r.text)
             statuses.add(status)
             assert time.monotonic() - started < 90, f"the API did not come back: {statuses}"
             await asyncio.sleep(0.25)
@@ -314,6 +327,10 @@ async def test_gateway_replica_killed_mid_sale(http: httpx.AsyncClient, admin_to
     # connections: a client reusing one at that moment sees it closed without an answer.
     figures = await _run(http, sale, fault, fault_after=0.05, final_timeout=150, disconnects=True)
     figures["outage"] = outage
+    figures["error_codes"] = sale.error_codes
     await _report(db, "Gateway replica killed", figures, sale.event_id)
     # Every buyer got an answer in the end; none was left with a booking in doubt.
     assert figures["accepted"] > 0 and sum(figures["posts"].values()) >= len(sale.buyers)
+    # Whoever answered meanwhile (HAProxy, Serve's proxy) kept the API's error contract.
+    assert set(sale.statuses) <= {202, 503, DISCONNECTED}, sale.statuses
+    assert set(sale.error_codes) <= {"SERVICE_UNAVAILABLE"}, sale.error_codes

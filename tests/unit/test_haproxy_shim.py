@@ -7,8 +7,10 @@ The sample is the configuration Ray Serve 2.60 wrote for `ticketflow serve` with
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -54,9 +56,18 @@ def test_nothing_else_changes() -> None:
     original = SAMPLE.read_text().splitlines()
     patched = patch_config(SAMPLE.read_text()).splitlines()
     added = [line for line in patched if line not in original]
-    assert [line.strip() for line in added] == [
+    assert [line.strip() for line in added if not line.strip().startswith("http-error status ")] == [
         "bind 127.0.0.1:9101", "# TicketFlow: the client's address for the replica (api/haproxy_shim.py)",
-        "option forwardfor", "bind 127.0.0.1:8404",
+        "option forwardfor",
+        "# TicketFlow: the request id of HAProxy's own error answers, and 503 for all of them",
+        "http-request set-var(txn.tf_rid) req.hdr(x-request-id) if { req.hdr(x-request-id) -m reg ^[A-Za-z0-9_-]{1,64}$ }",
+        'http-request set-var-fmt(txn.tf_rid) "req_%[uuid,regsub(-,,g)]" unless { var(txn.tf_rid) -m found }',
+        "http-after-response set-status 503 if { status 502 } || { status 504 }",
+        "bind 127.0.0.1:8404",
+    ]
+    removed = [line.strip() for line in original if line not in patched]
+    assert [line.split()[:2] for line in removed] == [
+        ["errorfile", "502"], ["errorfile", "503"], ["errorfile", "504"], ["bind", ":9101"], ["bind", "*:8404"],
     ]
 
 
@@ -108,3 +119,45 @@ def test_the_shim_refuses_to_start_haproxy_on_an_unknown_configuration(tmp_path:
     done = subprocess.run([shim, "-c", "-f", str(config)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert "refusing to start HAProxy" in done.stderr
+
+
+@needs_haproxy
+def test_haproxys_own_errors_are_the_503_envelope_with_the_request_id(tmp_path: Path) -> None:
+    """Real HAProxy, Serve's configuration, no replica listening: what a client gets meanwhile."""
+    import httpx
+
+    from storage.embedded import free_port
+
+    ports = {name: free_port() for name in ("api", "stats", "metrics", "replica", "fallback")}
+    text = (SAMPLE.read_text().replace("@DIR@", str(tmp_path))
+            .replace("127.0.0.1:23200", f"127.0.0.1:{ports['api']}").replace(":8404", f":{ports['stats']}")
+            .replace(":9101", f":{ports['metrics']}").replace("127.0.0.1:30000", f"127.0.0.1:{ports['replica']}")
+            .replace("127.0.0.1:8500", f"127.0.0.1:{ports['fallback']}"))
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(text)
+    (tmp_path / "500.http").write_text("HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\n\r\nInternal Server Error")
+    shim = serve_app.haproxy_shim_path()
+    assert shim is not None
+    proc = subprocess.Popen([shim, "-db", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{ports['api']}/api/bookings"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                sane = httpx.post(url, json={}, headers={"X-Request-Id": "client_id-42"}, timeout=15)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+                time.sleep(0.1)
+        invented = httpx.get(url, headers={"X-Request-Id": "not sane!"}, timeout=15)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    for r in (sane, invented):
+        assert r.status_code == 503, r.text
+        assert r.headers["content-type"] == "application/json" and r.headers["retry-after"] == "1"
+        error = r.json()["error"]
+        assert error["code"] == "SERVICE_UNAVAILABLE" and error["message"]
+        assert error["requestId"] == r.headers["x-request-id"]
+    assert sane.json()["error"]["requestId"] == "client_id-42"
+    assert re.fullmatch(r"req_[0-9a-f]{32}", invented.json()["error"]["requestId"])
