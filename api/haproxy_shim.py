@@ -27,14 +27,16 @@ import re
 import sys
 from pathlib import Path
 
+from api.proxy import RETRY_AFTER_SECONDS, unavailable_body
+
 BINARY_ENV = "RAY_SERVE_HAPROXY_BINARY_PATH"
 PATCHED_SUFFIX = ".ticketflow"
 
 _API_FRONTEND = re.compile(r"^(frontend http_frontend\n(\s+)bind (\S+):\d+\n)", re.MULTILINE)
 _ERRORFILES = re.compile(r"^(\s+)errorfile (502|503|504) \S+\n", re.MULTILINE)
+# The same answer as Serve's proxy gives in that case (api/proxy.py), as an HAProxy log-format string.
 _ENVELOPE = (
-    '{\\"error\\":{\\"code\\":\\"SERVICE_UNAVAILABLE\\",\\"message\\":\\"The service is briefly unavailable; '
-    'try again in a moment.\\",\\"requestId\\":\\"%[var(txn.tf_rid)]\\"}}'
+    unavailable_body("@ID@").decode().replace('"', '\\"').replace("@ID@", "%[var(txn.tf_rid)]")
 )
 _STATS_BINDS = (
     re.compile(r"^(frontend prometheus\n\s+bind )[*]?(:\d+)$", re.MULTILINE),
@@ -47,7 +49,8 @@ class UnknownConfig(ValueError):
 
 
 def patch_config(text: str) -> str:
-    """Serve's HAProxy configuration with the client's address forwarded and stats kept local."""
+    """Serve's HAProxy configuration with the client's address forwarded, stats kept local and
+    HAProxy's own errors in the API's envelope."""
     frontend = _API_FRONTEND.search(text)
     if frontend is None:
         raise UnknownConfig("no `frontend http_frontend` followed by its `bind` line")
@@ -63,7 +66,7 @@ def patch_config(text: str) -> str:
     text = text[: frontend.end()] + "".join(f"{indent}{line}\n" for line in added) + text[frontend.end():]
     text, found = _ERRORFILES.subn(
         lambda m: (f"{m.group(1)}http-error status {m.group(2)} content-type application/json "
-                   f'lf-string "{_ENVELOPE}" hdr Retry-After 1 hdr X-Request-Id "%[var(txn.tf_rid)]" '
+                   f'lf-string "{_ENVELOPE}" hdr Retry-After {RETRY_AFTER_SECONDS} hdr X-Request-Id "%[var(txn.tf_rid)]" '
                    "hdr Cache-Control no-store\n"),
         text,
     )
