@@ -129,6 +129,9 @@ def add_lock_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-wait-ms", type=float, default=coalescer.MAX_WAIT_SECONDS * 1000,
                    help="coalescing: longest a request waits for its batch to fill (default: the saga "
                         "actors' %(default)s)")
+    g.add_argument("--batch-in-flight", type=int, default=coalescer.MAX_IN_FLIGHT or 0,
+                   help="coalescing: batches of one event in flight at once, a new one leaving when one "
+                        "returns; 0 for no limit (default: the saga actors' %(default)s)")
     g.add_argument("--engines", default="ray-batched,ray,redis-batched,redis,pg-skip-locked,pg-update",
                    help="engines to run, comma-separated from ray-batched, ray, redis-batched, redis, "
                         "pg-skip-locked, pg-update (default: %(default)s)")

@@ -9,8 +9,9 @@ attempts refused because a seat was taken, and the lock call's latency.
 Engines:
 - `ray-batched`: `domain.inventory.SeatMap` inside a Ray actor (`BenchSeatMap` below, the same
   data structure TicketFlow's `SeatInventory` wraps), driven through a caller-side `Coalescer`
-  that gathers lock/release requests for up to `batch_wait_ms` or `batch_max` requests and sends
-  them in one actor call;
+  that gathers lock/release requests into one actor call: up to `batch_max` of them, for
+  `batch_wait_ms`, with at most `batch_in_flight` calls out at once (the saga actors' defaults:
+  64, 0 ms, 1, i.e. each call carries what arrived while the previous one was out);
 - `ray`: the same actor, one actor call per lock and per release;
 - `redis`: the all-or-none Lua script (SET NX PX on every seat key; compare-and-delete release);
 - `redis-batched`: the same scripts, coalesced by the same `Coalescer` into one pipelined round
@@ -73,6 +74,7 @@ class LockBenchConfig:
     hold_ms: float = 0.0
     batch_max: int = coalescer.MAX_BATCH
     batch_wait_ms: float = coalescer.MAX_WAIT_SECONDS * 1000
+    batch_in_flight: int = coalescer.MAX_IN_FLIGHT or 0  # 0: no limit
     engines: list[str] = field(default_factory=lambda: list(ENGINES))
     database_url: str = ""
     redis_url: str = ""
@@ -86,7 +88,7 @@ class LockBenchConfig:
         return cls(
             levels=args.lock_seats, callers=args.lock_callers, seconds=args.lock_seconds, warmup=args.lock_warmup,
             seats_per_op=args.lock_seats_per_op, hold_ms=args.lock_hold_ms, batch_max=args.batch_max,
-            batch_wait_ms=args.batch_wait_ms, engines=engines, database_url=args.database_url,
+            batch_wait_ms=args.batch_wait_ms, batch_in_flight=args.batch_in_flight, engines=engines, database_url=args.database_url,
             redis_url=args.redis_url,
         )
 
@@ -126,14 +128,18 @@ class Coalescer:
     benchmark measures exactly what ships. Batches are pipelined: a full batch goes out while
     earlier ones are in flight."""
 
-    def __init__(self, submit: Callable[[list[Any]], Awaitable[list[Any]]], *, max_batch: int, max_wait: float) -> None:
+    def __init__(
+        self, submit: Callable[[list[Any]], Awaitable[list[Any]]], *, max_batch: int, max_wait: float, in_flight: int
+    ) -> None:
         self.calls = 0
 
         async def send(_key: str, ops: list[Any]) -> list[Any]:
             self.calls += 1
             return await submit(ops)
 
-        self._inner: ProductionCoalescer[Any, Any] = ProductionCoalescer(send, max_batch=max_batch, max_wait=max_wait)
+        self._inner: ProductionCoalescer[Any, Any] = ProductionCoalescer(
+            send, max_batch=max_batch, max_wait=max_wait, max_in_flight=in_flight or None,
+        )
 
     async def call(self, op: Any) -> Any:
         return await self._inner.submit("", op)
@@ -157,11 +163,12 @@ class LockEngine(Protocol):
 
 
 class RayEngine:
-    def __init__(self, *, batched: bool, max_batch: int, max_wait: float) -> None:
+    def __init__(self, *, batched: bool, max_batch: int, max_wait: float, in_flight: int) -> None:
         self.name = "ray-batched" if batched else "ray"
         self._batched = batched
         self._max_batch = max_batch
         self._max_wait = max_wait
+        self._in_flight = in_flight
         self._actor: Any = None
         self._coalescer: Coalescer | None = None
 
@@ -175,7 +182,9 @@ class RayEngine:
                 result: list[Any] = await actor.apply.remote(ops)
                 return result
 
-            self._coalescer = Coalescer(submit, max_batch=self._max_batch, max_wait=self._max_wait)
+            self._coalescer = Coalescer(
+                submit, max_batch=self._max_batch, max_wait=self._max_wait, in_flight=self._in_flight,
+            )
 
     async def lock(self, holder: str, seats: tuple[str, ...]) -> bool:
         if self._coalescer is not None:
@@ -197,7 +206,7 @@ class RayEngine:
 
 class RedisEngine:
     def __init__(self, client: aioredis.Redis[bytes], prefix: str, *, batched: bool, max_batch: int,
-                 max_wait: float) -> None:
+                 max_wait: float, in_flight: int) -> None:
         self.name = "redis-batched" if batched else "redis"
         self.prefix = prefix
         self._locks = RedisSeatLocks(client, prefix)
@@ -205,6 +214,7 @@ class RedisEngine:
         self._batched = batched
         self._max_batch = max_batch
         self._max_wait = max_wait
+        self._in_flight = in_flight
         self._coalescer: Coalescer | None = None
 
     async def start_level(self, n_seats: int) -> None:
@@ -215,7 +225,9 @@ class RedisEngine:
             async def submit(ops: list[Any]) -> list[Any]:
                 return await locks.apply(event, ops, int(LOCK_TTL_S * 1000))
 
-            self._coalescer = Coalescer(submit, max_batch=self._max_batch, max_wait=self._max_wait)
+            self._coalescer = Coalescer(
+                submit, max_batch=self._max_batch, max_wait=self._max_wait, in_flight=self._in_flight,
+            )
 
     async def lock(self, holder: str, seats: tuple[str, ...]) -> bool:
         if self._coalescer is not None:
@@ -347,7 +359,7 @@ async def run_lock_bench(cfg: LockBenchConfig) -> dict[str, Any]:
                     name = "ray-batched" if batched else "ray"
                     if name in cfg.engines:
                         engines.append(RayEngine(batched=batched, max_batch=cfg.batch_max,
-                                                 max_wait=cfg.batch_wait_ms / 1000))
+                                                 max_wait=cfg.batch_wait_ms / 1000, in_flight=cfg.batch_in_flight))
             except Exception as exc:  # noqa: BLE001 - reported, the other engines still run
                 for name in ("ray-batched", "ray"):
                     if name in cfg.engines:
@@ -360,7 +372,8 @@ async def run_lock_bench(cfg: LockBenchConfig) -> dict[str, Any]:
                 where["redis_prefix"] = f"{REDIS_PREFIX}locks:{secrets.token_hex(4)}:"
                 for name in redis_wanted:
                     engines.append(RedisEngine(client, where["redis_prefix"], batched=name == "redis-batched",
-                                               max_batch=cfg.batch_max, max_wait=cfg.batch_wait_ms / 1000))
+                                               max_batch=cfg.batch_max, max_wait=cfg.batch_wait_ms / 1000,
+                                               in_flight=cfg.batch_in_flight))
                 cleanups.append(client.aclose)  # type: ignore[attr-defined]
             except Exception as exc:  # noqa: BLE001
                 for name in redis_wanted:
@@ -439,7 +452,8 @@ def locks_markdown(report: dict[str, Any]) -> str:
     head = (
         f"### Lock engines alone\n\n{p['callers']} concurrent callers, {p['seats_per_op']} seats per all-or-none "
         f"lock, held {p['hold_ms']:g} ms then released, {p['seconds']:g} s per run after {p['warmup']:g} s of "
-        f"warm-up; coalescing: up to {p['batch_max']} requests or {p['batch_wait_ms']:g} ms per actor call. "
+        f"warm-up; coalescing: up to {p['batch_max']} requests per actor call, waiting {p['batch_wait_ms']:g} ms, "
+        f"{p.get('batch_in_flight') or 'any number of'} call(s) in flight. "
         "Figures: lock attempts/s (granted/s, % refused because a seat was taken; p99 ms of the lock call; "
         "the CPU share of a core this one caller process used, so 1.00 means the caller, not the engine, "
         "was the limit).\n\n"

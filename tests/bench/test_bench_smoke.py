@@ -116,7 +116,7 @@ async def test_coalescer_batches_concurrent_calls_and_answers_each_caller() -> N
         await asyncio.sleep(0.001)
         return [op * 2 for op in ops]
 
-    coalescer = Coalescer(submit, max_batch=50, max_wait=0.005)
+    coalescer = Coalescer(submit, max_batch=50, max_wait=0.005, in_flight=1)
     results = await asyncio.gather(*(coalescer.call(i) for i in range(120)))
     assert results == [i * 2 for i in range(120)]
     assert sum(batches) == 120 and max(batches) <= 50 and len(batches) <= 4
