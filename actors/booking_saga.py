@@ -16,11 +16,13 @@ import ray
 from actors import metrics, registry
 from actors.coalescer import Coalescer
 from config.settings import get_settings
-from domain.bookings import FailureReason
+from domain.bookings import FailureReason, saga_channel
+from domain.errors import TicketFlowError
 from domain.inventory import LockResult, ReserveResult
+from domain.payments import ChargeCard
 from domain.saga import BookingSagaRunner, Charge, SagaBooking, SagaOutcome, SeatLock
 from storage import booking_repository
-from storage.pool import create_pool
+from storage.pool import create_pool, require_database_url
 
 logger = logging.getLogger(__name__)
 
@@ -39,15 +41,27 @@ class _Clock:
         return datetime.now(UTC)
 
 
+# Every step is coalesced with the defaults of actors/coalescer.py (natural batching): a step's
+# request goes at the end of the event loop's turn when nothing of its kind is in flight, else with
+# everything that arrived during that round trip.
+_ALL = ""  # the one key of coalescers that are not per event
+
+
 async def _lock_batch(event_id: str, requests: list[tuple[str, tuple[str, ...]]]) -> list[LockResult]:
     results: list[LockResult] = await registry.call_seat_actor(event_id, lambda h: h.lock_many.remote(requests))
     return results
 
 
+async def _reserve_batch(event_id: str, booking_ids: list[str]) -> list[ReserveResult]:
+    results: list[ReserveResult] = await registry.call_seat_actor(event_id, lambda h: h.reserve_many.remote(booking_ids))
+    return results
+
+
 class _Seats:
     def __init__(self) -> None:
-        # Concurrent sagas' locks for one event travel in one seat-actor call.
+        # Concurrent sagas' locks (and reserves) for one event travel in one seat-actor call.
         self._locks: Coalescer[tuple[str, tuple[str, ...]], LockResult] = Coalescer(_lock_batch)
+        self._reserves: Coalescer[str, ReserveResult] = Coalescer(_reserve_batch)
 
     async def lock(self, *, event_id: str, booking_id: str, seat_ids: tuple[str, ...]) -> SeatLock:
         with _timed("lock"):
@@ -62,26 +76,33 @@ class _Seats:
 
     async def reserve(self, *, event_id: str, booking_id: str) -> bool:
         with _timed("reserve"):
-            result: ReserveResult = await registry.call_seat_actor(event_id, lambda h: h.reserve.remote(booking_id))
+            result = await self._reserves.submit(event_id, booking_id)
         return result.ok
 
 
-async def _call_payment_actor(method: str, **kwargs: Any) -> Any:
+async def _call_payment_actor(method: str, *args: Any, **kwargs: Any) -> Any:
     return await registry.call_actor(
-        registry.PAYMENT_ACTOR, registry.payment_gateway, lambda h: getattr(h, method).remote(**kwargs),
+        registry.PAYMENT_ACTOR, registry.payment_gateway, lambda h: getattr(h, method).remote(*args, **kwargs),
     )
 
 
+async def _charge_batch(_key: str, orders: list[ChargeCard]) -> list[Charge | TicketFlowError]:
+    results: list[Charge | TicketFlowError] = await _call_payment_actor("charge_many", orders)
+    return results
+
+
 class _Payments:
+    def __init__(self) -> None:
+        self._charges: Coalescer[ChargeCard, Charge] = Coalescer(_charge_batch)
+
     async def charge(
         self, *, booking_id: str, user_id: str, amount: int, currency: str, token: str, idempotency_key: str
     ) -> Charge:
         with _timed("charge"):
-            charge: Charge = await _call_payment_actor(
-                "charge", booking_id=booking_id, user_id=user_id, amount=amount, currency=currency, token=token,
+            return await self._charges.submit(_ALL, ChargeCard(
+                booking_id=booking_id, user_id=user_id, amount=amount, currency=currency, payment_token=token,
                 idempotency_key=idempotency_key,
-            )
-        return charge
+            ))
 
     async def charge_if_attempted(
         self, *, booking_id: str, user_id: str, amount: int, currency: str, token: str, idempotency_key: str
@@ -114,33 +135,34 @@ class _Notifier:
 
 
 class _Store:
+    """The saga's reads and step writes; concurrent sagas' writes of one kind share a statement."""
+
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        self._loads: Coalescer[str, SagaBooking | None] = Coalescer(self._load_batch)
+        self._charging: Coalescer[tuple[str, datetime], bool] = Coalescer(self._charging_batch)
+        self._charged: Coalescer[tuple[str, str], bool] = Coalescer(self._charged_batch)
+        self._confirms: Coalescer[str, bool] = Coalescer(self._confirm_batch)
+        self._failures: Coalescer[tuple[str, FailureReason], bool] = Coalescer(self._fail_batch)
 
     async def load(self, booking_id: str) -> SagaBooking | None:
-        async with self._pool.acquire() as conn:
-            booking = await booking_repository.get(conn, booking_id)
-        return booking_repository.to_saga(booking) if booking else None
+        return await self._loads.submit(_ALL, booking_id)
 
     async def mark_charging(self, booking_id: str, lock_expires_at: datetime) -> bool:
-        async with self._pool.acquire() as conn:
-            return await booking_repository.mark_charging(conn, booking_id, lock_expires_at)
+        return await self._charging.submit(_ALL, (booking_id, lock_expires_at))
 
     async def mark_charged(self, booking_id: str, payment_id: str) -> bool:
-        async with self._pool.acquire() as conn:
-            return await booking_repository.mark_charged(conn, booking_id, payment_id)
+        return await self._charged.submit(_ALL, (booking_id, payment_id))
 
     async def confirm(self, booking_id: str) -> bool:
         with _timed("confirm"):
-            async with self._pool.acquire() as conn:
-                done = await booking_repository.confirm(conn, booking_id)
+            done = await self._confirms.submit(_ALL, booking_id)
         if done:
             metrics.record_booking_final("CONFIRMED", None)
         return done
 
     async def fail(self, booking_id: str, reason: FailureReason) -> bool:
-        async with self._pool.acquire() as conn:
-            done = await booking_repository.fail(conn, booking_id, reason)
+        done = await self._failures.submit(_ALL, (booking_id, reason))
         if done:
             metrics.record_booking_final("FAILED", reason.value)
         return done
@@ -149,6 +171,31 @@ class _Store:
         async with self._pool.acquire() as conn:
             return await booking_repository.has_sale(conn, booking_id)
 
+    async def _load_batch(self, _key: str, booking_ids: list[str]) -> list[SagaBooking | None]:
+        async with self._pool.acquire() as conn:
+            found = await booking_repository.get_many(conn, booking_ids)
+        return [booking_repository.to_saga(found[b]) if b in found else None for b in booking_ids]
+
+    async def _charging_batch(self, _key: str, steps: list[tuple[str, datetime]]) -> list[bool]:
+        async with self._pool.acquire() as conn:
+            moved = await booking_repository.mark_charging(conn, steps)
+        return [booking_id in moved for booking_id, _ in steps]
+
+    async def _charged_batch(self, _key: str, steps: list[tuple[str, str]]) -> list[bool]:
+        async with self._pool.acquire() as conn:
+            moved = await booking_repository.mark_charged(conn, steps)
+        return [booking_id in moved for booking_id, _ in steps]
+
+    async def _confirm_batch(self, _key: str, booking_ids: list[str]) -> list[bool]:
+        async with self._pool.acquire() as conn:
+            moved = await booking_repository.confirm(conn, booking_ids)
+        return [booking_id in moved for booking_id in booking_ids]
+
+    async def _fail_batch(self, _key: str, failures: list[tuple[str, FailureReason]]) -> list[bool]:
+        async with self._pool.acquire() as conn:
+            moved = await booking_repository.fail(conn, failures)
+        return [booking_id in moved for booking_id, _ in failures]
+
 
 @ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=10_000)  # type: ignore[call-overload]
 class BookingSaga:
@@ -156,12 +203,21 @@ class BookingSaga:
 
     State: the set of bookings it is driving right now; everything else is in Postgres, written
     after every step. Concurrency: each booking runs as its own asyncio task; one booking is never
-    driven twice at once by this actor, and a booking belongs to exactly one slot.
+    driven twice at once by this actor, and a booking belongs to exactly one slot. Concurrent
+    sagas' steps of one kind (a lock, a charge, a reserve, a step write) share one actor call or
+    one statement (`actors/coalescer.py`).
+
+    Start: the Gateway's booking insert notifies this slot's Postgres channel
+    (`domain.bookings.saga_channel`) in the same statement, so a saga starts when its booking is
+    committed, with no actor call on the request path; `start` does the same for callers that
+    hold a booking id.
 
     Restarts: `max_restarts=-1`. On (re)start, and every `saga_recovery_interval_seconds`, it
     resumes its slot's PENDING bookings that have not moved for `saga_stale_after_seconds`, so a
     saga cut short by a crash of this actor, a seat actor or the whole server ends CONFIRMED or
-    FAILED. Resuming repeats a step with the same idempotency keys, so nothing is charged twice.
+    FAILED; whenever it (re)starts listening it resumes at once every PENDING booking of its slot
+    that it is not driving (one that arrived while nobody listened). Resuming repeats a step with
+    the same idempotency keys, so nothing is charged twice.
     """
 
     def __init__(self, slot: int, pool_size: int) -> None:
@@ -172,7 +228,9 @@ class BookingSaga:
         self._runner: BookingSagaRunner | None = None
         self._runner_lock = asyncio.Lock()
         self._pool: asyncpg.Pool | None = None
-        self._recovery = asyncio.get_running_loop().create_task(self._recover_forever())
+        loop = asyncio.get_running_loop()
+        self._recovery = loop.create_task(self._recover_forever())
+        self._listener = loop.create_task(self._listen_forever())
 
     async def _get_runner(self) -> BookingSagaRunner:
         if self._runner is None:
@@ -198,14 +256,48 @@ class BookingSaga:
         task = await self._drive(booking_id)
         return await asyncio.shield(task)
 
-    async def _drive(self, booking_id: str) -> asyncio.Task[SagaOutcome | None]:
+    async def _drive(self, booking_id: str, known: SagaBooking | None = None) -> asyncio.Task[SagaOutcome | None]:
+        return self._spawn(await self._get_runner(), booking_id, known)
+
+    def _spawn(
+        self, runner: BookingSagaRunner, booking_id: str, known: SagaBooking | None = None
+    ) -> asyncio.Task[SagaOutcome | None]:
         task = self._active.get(booking_id)
         if task is None:
-            runner = await self._get_runner()
-            task = asyncio.get_running_loop().create_task(runner.run(booking_id))
+            task = asyncio.get_running_loop().create_task(runner.run(booking_id, known))
             self._active[booking_id] = task
             task.add_done_callback(lambda t: self._finished(booking_id, t))
         return task
+
+    def _on_booking(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
+        try:
+            booking = booking_repository.announced(str(payload))
+        except (ValueError, KeyError, TypeError):
+            logger.error("saga %d: unreadable booking announcement %.200r", self._slot, payload)
+            return  # the recovery sweep finds the booking, if there is one
+        if self._runner is not None:
+            self._spawn(self._runner, booking.id, booking)
+        else:
+            asyncio.get_running_loop().create_task(self._drive(booking.id, booking))
+
+    async def _listen_forever(self) -> None:
+        channel = saga_channel(self._slot)
+        while True:
+            conn: asyncpg.Connection[Any] | None = None
+            try:
+                conn = await asyncpg.connect(require_database_url(self._settings), timeout=self._settings.db_command_timeout)
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+                await conn.add_listener(channel, self._on_booking)
+                await self.recover_once(stale_after=0.0)
+                await lost.wait()
+                logger.warning("saga %d: lost its Postgres listener; reconnecting", self._slot)
+            except Exception as exc:  # noqa: BLE001 - the database may be down; the sweep still runs
+                logger.warning("saga %d: cannot listen for new bookings (%s)", self._slot, type(exc).__name__)
+            finally:
+                if conn is not None and not conn.is_closed():
+                    conn.terminate()
+            await asyncio.sleep(1.0)
 
     def _finished(self, booking_id: str, task: asyncio.Task[SagaOutcome | None]) -> None:
         self._active.pop(booking_id, None)
@@ -216,7 +308,7 @@ class BookingSaga:
             logger.error("saga crashed", exc_info=exc, extra={"booking_id": booking_id, "saga_slot": self._slot})
             return
         outcome = task.result()
-        if outcome is not None:
+        if outcome is not None and logger.isEnabledFor(logging.INFO):
             logger.info("saga finished", extra={
                 "booking_id": booking_id, "status": outcome.status.value,
                 "failure_reason": outcome.failure_reason.value if outcome.failure_reason else None,
@@ -231,17 +323,21 @@ class BookingSaga:
                 logger.warning("saga %d: recovery round failed (%s)", self._slot, type(exc).__name__)
             await asyncio.sleep(self._settings.saga_recovery_interval_seconds)
 
-    async def recover_once(self) -> int:
-        await self._get_runner()
+    async def recover_once(self, stale_after: float | None = None) -> int:
+        """Resumes this slot's PENDING bookings not moved for `stale_after` seconds (default:
+        `saga_stale_after_seconds`) that this actor is not driving; returns how many."""
+        runner = await self._get_runner()
         assert self._pool is not None
-        stale_before = datetime.now(UTC) - timedelta(seconds=self._settings.saga_stale_after_seconds)
+        if stale_after is None:
+            stale_after = self._settings.saga_stale_after_seconds
+        stale_before = datetime.now(UTC) - timedelta(seconds=stale_after)
         async with self._pool.acquire() as conn:
             ids = await booking_repository.stale_pending(
                 conn, slot=self._slot, pool_size=self._pool_size, updated_before=stale_before, limit=500
             )
         resumed = [b for b in ids if b not in self._active]
         for booking_id in resumed:
-            await self._drive(booking_id)
+            self._spawn(runner, booking_id)
         if resumed:
             logger.info("saga %d: resumed %d unfinished bookings", self._slot, len(resumed))
         return len(resumed)

@@ -12,14 +12,28 @@ import ray
 from actors import metrics
 from config.settings import get_settings
 from domain.bookings import refund_key
-from domain.errors import RefundFailed
-from domain.payments import ChargeRequest, PaymentProcessor
+from domain.errors import RefundFailed, TicketFlowError
+from domain.payments import ChargeCard, PaymentProcessor, PaymentProviderUnavailable
 from domain.saga import Charge
 from providers.payments import processor_from_settings
 from storage import payment_repository
 from storage.pool import LazyPool
 
 logger = logging.getLogger(__name__)
+
+
+def _recorded(payment: payment_repository.Payment) -> Charge:
+    """What a recorded attempt says; a PROCESSING one is overwritten once the processor answers."""
+    if payment.status == "FAILED":
+        return Charge(payment.id, False, payment.decline_code)
+    return Charge(payment.id, payment.status in ("SUCCESS", "REFUNDED"))
+
+
+def _transportable(exc: BaseException) -> TicketFlowError:
+    """A processor failure as an error that survives the trip back through Ray (it is pickled)."""
+    if isinstance(exc, TicketFlowError):
+        return exc
+    return PaymentProviderUnavailable(f"The payment processor failed ({type(exc).__name__}); retry shortly")
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=1000)  # type: ignore[call-overload]
@@ -58,35 +72,62 @@ class PaymentGateway:
     async def charge(
         self, *, booking_id: str, user_id: str, amount: int, currency: str, token: str, idempotency_key: str
     ) -> Charge:
+        result = (await self.charge_many([ChargeCard(
+            booking_id=booking_id, user_id=user_id, amount=amount, currency=currency, payment_token=token,
+            idempotency_key=idempotency_key,
+        )]))[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    async def charge_many(self, orders: list[ChargeCard]) -> list[Charge | TicketFlowError]:
+        """Many bookings' charges in one call (coalesced by the saga actors), answered in order.
+
+        The attempts are recorded in one statement before any reaches the processor, the
+        processor is asked for the new ones concurrently, and their outcomes are recorded in one
+        statement. A charge the processor could not answer comes back as its error, alone; the
+        database failing fails the call (the sagas replay the same keys later).
+        """
         pool = await self._db()
         async with pool.acquire() as conn:
-            payment = await payment_repository.start(
-                conn, booking_id=booking_id, user_id=user_id, amount=amount, currency=currency,
-                provider=self._processor.name, idempotency_key=idempotency_key,
-            )
-        if payment.status in ("SUCCESS", "REFUNDED"):
-            return Charge(payment.id, True)
-        if payment.status == "FAILED":
-            return Charge(payment.id, False, payment.decline_code)
-        try:
-            outcome = await self._processor.charge(ChargeRequest(
-                booking_id=booking_id, amount=amount, currency=currency, payment_token=token,
-                idempotency_key=idempotency_key,
-            ))
-        except Exception:
-            metrics.record_payment("error")
-            raise
-        metrics.record_payment("succeeded" if outcome.succeeded else "declined")
-        async with pool.acquire() as conn:
-            await payment_repository.record_outcome(
-                conn, payment_id=payment.id, succeeded=outcome.succeeded,
-                provider_transaction_id=outcome.provider_transaction_id, decline_code=outcome.decline_code,
-            )
-        logger.info(
-            "charge booking_id=%s payment_id=%s succeeded=%s decline_code=%s",
-            booking_id, payment.id, outcome.succeeded, outcome.decline_code,
+            payments = await payment_repository.start(conn, [
+                payment_repository.Attempt(
+                    booking_id=o.booking_id, user_id=o.user_id, amount=o.amount, currency=o.currency,
+                    idempotency_key=o.idempotency_key,
+                ) for o in orders
+            ], provider=self._processor.name)
+        results: list[Charge | TicketFlowError] = []
+        to_send: list[tuple[int, ChargeCard, str]] = []
+        for order in orders:
+            payment = payments[order.idempotency_key]
+            if payment.status == "PROCESSING":
+                to_send.append((len(results), order, payment.id))
+            results.append(_recorded(payment))
+        if not to_send:
+            return results
+        answers = await asyncio.gather(
+            *(self._processor.charge(order.request()) for _, order, _ in to_send), return_exceptions=True
         )
-        return Charge(payment.id, outcome.succeeded, outcome.decline_code)
+        outcomes: list[payment_repository.Outcome] = []
+        for (index, order, payment_id), answer in zip(to_send, answers, strict=True):
+            if isinstance(answer, BaseException):
+                metrics.record_payment("error")
+                results[index] = _transportable(answer)
+                continue
+            metrics.record_payment("succeeded" if answer.succeeded else "declined")
+            outcomes.append(payment_repository.Outcome(
+                payment_id=payment_id, succeeded=answer.succeeded,
+                provider_transaction_id=answer.provider_transaction_id, decline_code=answer.decline_code,
+            ))
+            results[index] = Charge(payment_id, answer.succeeded, answer.decline_code)
+            logger.info(
+                "charge booking_id=%s payment_id=%s succeeded=%s decline_code=%s",
+                order.booking_id, payment_id, answer.succeeded, answer.decline_code,
+            )
+        if outcomes:
+            async with pool.acquire() as conn:
+                await payment_repository.record_outcomes(conn, outcomes)
+        return results
 
     async def charge_if_attempted(
         self, *, booking_id: str, user_id: str, amount: int, currency: str, token: str, idempotency_key: str

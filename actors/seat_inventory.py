@@ -46,7 +46,7 @@ class SeatInventory:
         self._map: SeatMap | None = None
         self._pool: asyncpg.Pool | None = None
         self._loading: asyncio.Task[SeatMap] | None = None
-        self._reserving: dict[str, asyncio.Task[ReserveResult]] = {}
+        self._reserving: dict[str, asyncio.Task[dict[str, ReserveResult]]] = {}
         self._last_call = time.monotonic()
         self._node_id = ray.get_runtime_context().get_node_id()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
@@ -141,38 +141,88 @@ class SeatInventory:
         return (await self._ready()).release(booking_id)
 
     async def reserve(self, booking_id: str) -> ReserveResult:
-        # A retried reserve that overlaps the first (a caller's timeout) joins it instead of
-        # writing the same sale twice.
-        running = self._reserving.get(booking_id)
-        if running is None:
-            running = asyncio.get_running_loop().create_task(self._reserve(booking_id))
-            self._reserving[booking_id] = running
-            running.add_done_callback(lambda _t: self._reserving.pop(booking_id, None))
-        return await asyncio.shield(running)
+        return (await self.reserve_many([booking_id]))[0]
 
-    async def _reserve(self, booking_id: str) -> ReserveResult:
+    async def reserve_many(self, booking_ids: list[str]) -> list[ReserveResult]:
+        """Many bookings' reserves in one call (coalesced by the callers), answered in order.
+
+        Every booking that holds a live lock is marked as being sold at once (one synchronous
+        pass), then all their sales are written in one statement. A retried reserve that overlaps
+        a running one (a caller's timeout) joins it instead of writing the same sale twice.
+        """
         seat_map = await self._ready()
-        begun = seat_map.begin_reserve(booking_id, now=time.time())
-        if not begun.ok:
-            return begun
+        now = time.time()
+        answered: dict[str, ReserveResult] = {}
+        running: dict[str, asyncio.Task[dict[str, ReserveResult]]] = {}
+        begun: list[tuple[str, tuple[str, ...]]] = []
+        for booking_id in booking_ids:
+            if booking_id in answered or booking_id in running:
+                continue
+            joined = self._reserving.get(booking_id)
+            if joined is not None:
+                running[booking_id] = joined
+                continue
+            result = seat_map.begin_reserve(booking_id, now=now)
+            if result.ok:
+                begun.append((booking_id, result.seat_ids))
+            else:
+                answered[booking_id] = result
+        if begun:
+            write = asyncio.get_running_loop().create_task(self._write_sales(seat_map, begun))
+            ids = [booking_id for booking_id, _ in begun]
+            for booking_id in ids:
+                self._reserving[booking_id] = running[booking_id] = write
+            write.add_done_callback(lambda _t: [self._reserving.pop(b, None) for b in ids])
+        results = []
+        for booking_id in booking_ids:
+            if booking_id in answered:
+                results.append(answered[booking_id])
+            else:
+                results.append((await asyncio.shield(running[booking_id]))[booking_id])
+        return results
+
+    async def _write_sales(
+        self, seat_map: SeatMap, begun: list[tuple[str, tuple[str, ...]]]
+    ) -> dict[str, ReserveResult]:
+        """Writes the sales of bookings whose reserve has begun, then settles or rolls back each."""
         assert self._pool is not None
         try:
             async with self._pool.acquire() as conn:
-                await booking_repository.record_sale(
-                    conn, event_id=self._event_id, booking_id=booking_id, seat_ids=list(begun.seat_ids)
-                )
+                await booking_repository.record_sales(conn, event_id=self._event_id, sales=begun)
         except asyncpg.UniqueViolationError:
             # Postgres says another active sale holds one of these seats: memory was wrong (it
-            # cannot be, short of a bug); the database wins and this booking loses its lock.
-            logger.error("seat actor %s: sale for %s refused by the database", self._event_id, booking_id)
-            seat_map.abort_reserve(booking_id)
-            seat_map.release(booking_id)
-            return ReserveResult(ok=False, reason="SEATS_TAKEN")
+            # cannot be, short of a bug). One statement each finds whose; the database wins.
+            return await self._write_sales_one_by_one(seat_map, begun)
         except BaseException:
-            seat_map.abort_reserve(booking_id)
+            for booking_id, _ in begun:
+                seat_map.abort_reserve(booking_id)
             raise
-        seat_map.settle_reserve(booking_id)
-        return begun
+        for booking_id, _ in begun:
+            seat_map.settle_reserve(booking_id)
+        return {booking_id: ReserveResult(ok=True, seat_ids=seats) for booking_id, seats in begun}
+
+    async def _write_sales_one_by_one(
+        self, seat_map: SeatMap, begun: list[tuple[str, tuple[str, ...]]]
+    ) -> dict[str, ReserveResult]:
+        assert self._pool is not None
+        results: dict[str, ReserveResult] = {}
+        for index, (booking_id, seats) in enumerate(begun):
+            try:
+                async with self._pool.acquire() as conn:
+                    await booking_repository.record_sales(conn, event_id=self._event_id, sales=[(booking_id, seats)])
+            except asyncpg.UniqueViolationError:
+                logger.error("seat actor %s: sale for %s refused by the database", self._event_id, booking_id)
+                seat_map.abort_reserve(booking_id)
+                seat_map.release(booking_id)
+                results[booking_id] = ReserveResult(ok=False, reason="SEATS_TAKEN")
+                continue
+            except BaseException:
+                for later, _ in begun[index:]:
+                    seat_map.abort_reserve(later)
+                raise
+            seat_map.settle_reserve(booking_id)
+            results[booking_id] = ReserveResult(ok=True, seat_ids=seats)
+        return results
 
     async def unreserve(self, booking_id: str) -> tuple[str, ...]:
         """After a cancellation released the sale in Postgres: the seats are AVAILABLE again."""

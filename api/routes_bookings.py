@@ -87,33 +87,29 @@ async def create_booking(
     seat_ids = _check_seats(body.seatIds)
     if idempotency_key is not None and not _IDEMPOTENCY_KEY.match(idempotency_key):
         raise ValidationFailed("Idempotency-Key must be 1-255 characters of [A-Za-z0-9_.:-]")
+    booking_id = new_id("bkg")
     pool = await svc.db()
     async with pool.acquire() as conn:
-        prices = await catalog_repository.seat_prices(conn, body.eventId, seat_ids)
-        if len(prices) != len(seat_ids):
-            if await catalog_repository.get_event(conn, body.eventId) is None:
-                raise EventNotFound(f"Event {body.eventId} does not exist")
-            unknown = [s for s in seat_ids if s not in prices]
-            raise ValidationFailed(f"seatIds: not seats of event {body.eventId}: {', '.join(unknown)}")
-        currencies = {currency for _, currency in prices.values()}
         # The price comes from the seats' tiers on the server, never from the client.
-        total = sum(price for price, _ in prices.values())
-        booking_id = new_id("bkg")
-        slot = saga_slot(booking_id, svc.settings.saga_pool_size)
-        created = await booking_repository.add(
+        added = await booking_repository.add(
             conn, booking_id=booking_id, user_id=principal.user_id, event_id=body.eventId, seat_ids=seat_ids,
-            saga_slot=slot, total_amount=total, currency=currencies.pop(), payment_token=body.paymentMethod.token,
+            saga_slot=saga_slot(booking_id, svc.settings.saga_pool_size), payment_token=body.paymentMethod.token,
             idempotency_key=idempotency_key,
         )
-        if created is None:
+        if added.seats_found != len(seat_ids):
+            if await catalog_repository.get_event(conn, body.eventId) is None:
+                raise EventNotFound(f"Event {body.eventId} does not exist")
+            known = await catalog_repository.seat_prices(conn, body.eventId, seat_ids)
+            unknown = [s for s in seat_ids if s not in known]
+            raise ValidationFailed(f"seatIds: not seats of event {body.eventId}: {', '.join(unknown)}")
+        if added.booking_id is None:
             assert idempotency_key is not None
             original = await booking_repository.get_by_idempotency_key(conn, user_id=principal.user_id, key=idempotency_key)
             if original is None:  # the first request's key expired between the two statements
                 raise ValidationFailed("Idempotency-Key collided with an expiring key; retry")
             return accepted(original)
-    # Fire and forget: the saga actor persists every step; if this call is lost, the saga
-    # actor's recovery sweep finds the PENDING booking and drives it.
-    registry.booking_saga(slot).start.remote(booking_id)
+    # The insert announced the booking to its saga actor, which persists every step; if the
+    # announcement is lost (the actor was not listening), its recovery sweep drives the booking.
     logger.info("booking accepted", extra={
         "request_id": current_request_id(), "booking_id": booking_id, "event_id": body.eventId,
         "user_id": principal.user_id, "seats": len(seat_ids),

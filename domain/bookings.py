@@ -76,6 +76,11 @@ def saga_slot(booking_id: str, pool_size: int) -> int:
     return sum(booking_id.encode()) % pool_size
 
 
+def saga_channel(slot: int) -> str:
+    """The Postgres channel on which a new booking of this saga slot is announced."""
+    return f"tf_saga_{slot}"
+
+
 def check_cancellable(booking: Booking, *, now: datetime) -> None:
     if booking.status is not BookingStatus.CONFIRMED:
         raise BookingNotCancellable(f"Booking {booking.id} is {booking.status.value}, not CONFIRMED")

@@ -18,6 +18,24 @@ class ChargeRequest:
 
 
 @dataclass(frozen=True)
+class ChargeCard:
+    """A booking's charge as the saga asks the payment actor for it."""
+
+    booking_id: str
+    user_id: str
+    amount: int
+    currency: str
+    payment_token: str
+    idempotency_key: str
+
+    def request(self) -> ChargeRequest:
+        return ChargeRequest(
+            booking_id=self.booking_id, amount=self.amount, currency=self.currency,
+            payment_token=self.payment_token, idempotency_key=self.idempotency_key,
+        )
+
+
+@dataclass(frozen=True)
 class ChargeOutcome:
     succeeded: bool
     provider_transaction_id: str | None  # "ch_..."/"pi_..." when the provider created one

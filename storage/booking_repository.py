@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 import asyncpg
 
-from domain.bookings import Booking, BookingStatus, FailureReason, SagaStep
+from domain.bookings import Booking, BookingStatus, FailureReason, SagaStep, saga_channel
 from domain.ids import new_id
 from domain.notifications import SUBJECTS, NotificationType
 from domain.saga import SagaBooking
 from storage import queries as q
 from storage.pool import Conn
+
+_V = TypeVar("_V")
 
 
 def _booking(r: asyncpg.Record) -> Booking:
@@ -35,18 +41,41 @@ def to_saga(b: Booking) -> SagaBooking:
     )
 
 
+@dataclass(frozen=True)
+class Added:
+    seats_found: int  # how many of the requested seats are seats of the event
+    booking_id: str | None  # None: not every seat matched, or the idempotency key is taken
+
+
 async def add(
     conn: Conn, *, booking_id: str, user_id: str, event_id: str, seat_ids: list[str],
-    saga_slot: int, total_amount: int, currency: str, payment_token: str, idempotency_key: str | None,
-) -> str | None:
-    """The new booking's id, or None when this user used the idempotency key in the last 24 h."""
-    args = (booking_id, user_id, event_id, seat_ids, saga_slot, total_amount, currency, payment_token, idempotency_key)
-    created: str | None = await conn.fetchval(q.INSERT_BOOKING, *args)
+    saga_slot: int, payment_token: str, idempotency_key: str | None,
+) -> Added:
+    """Prices the seats from their tiers and writes the PENDING booking, if every seat is one of
+    the event's and this user did not use the idempotency key in the last 24 h.
+
+    The insert announces the booking to its saga slot's actor (`saga_channel`), which starts it."""
+    args = (booking_id, user_id, event_id, seat_ids, saga_slot, payment_token, idempotency_key, saga_channel(saga_slot))
+    row = await conn.fetchrow(q.INSERT_BOOKING, *args)
+    assert row is not None
+    added = Added(row["seats"], row["id"])
     # Only a conflict costs the extra statements: a key older than 24 h is freed and reused.
-    if created is None and idempotency_key is not None:
+    if added.booking_id is None and added.seats_found == len(seat_ids) and idempotency_key is not None:
         if await conn.execute(q.EXPIRE_IDEMPOTENCY_KEY, user_id, idempotency_key) != "UPDATE 0":
-            created = await conn.fetchval(q.INSERT_BOOKING, *args)
-    return created
+            row = await conn.fetchrow(q.INSERT_BOOKING, *args)
+            assert row is not None
+            added = Added(row["seats"], row["id"])
+    return added
+
+
+def announced(payload: str) -> SagaBooking:
+    """The new booking as INSERT_BOOKING announces it to its saga actor."""
+    b = json.loads(payload)
+    return SagaBooking(
+        id=b["id"], user_id=b["user_id"], event_id=b["event_id"], seat_ids=tuple(b["seat_ids"]), amount=b["amount"],
+        currency=b["currency"], payment_token=b["payment_token"], status=BookingStatus.PENDING, step=SagaStep.STARTED,
+        payment_id=None, lock_expires_at=None, created_at=datetime.fromisoformat(b["created_at"]),
+    )
 
 
 async def get_by_idempotency_key(conn: Conn, *, user_id: str, key: str) -> str | None:
@@ -67,28 +96,54 @@ async def list_by_user(
     return [_booking(r) for r in rows], int(total)
 
 
-async def mark_charging(conn: Conn, booking_id: str, lock_expires_at: datetime) -> bool:
-    return await conn.fetchval(q.UPDATE_BOOKING_CHARGING, booking_id, lock_expires_at) is not None
+async def get_many(conn: Conn, booking_ids: Sequence[str]) -> dict[str, Booking]:
+    rows = await conn.fetch(q.SELECT_BOOKINGS_BY_IDS, list(booking_ids))
+    return {r["id"]: _booking(r) for r in rows}
 
 
-async def mark_charged(conn: Conn, booking_id: str, payment_id: str) -> bool:
-    return await conn.fetchval(q.UPDATE_BOOKING_CHARGED, booking_id, payment_id) is not None
+# The saga's step writes take many bookings at once and return the ids they moved (those still
+# PENDING); a booking missing from the result had already finished.
+async def mark_charging(conn: Conn, steps: Sequence[tuple[str, datetime]]) -> set[str]:
+    """CHARGING with each lock's expiry, for (booking id, lock expiry) pairs."""
+    ids, expiries = _columns(steps)
+    return await _moved(conn, q.UPDATE_BOOKINGS_CHARGING, ids, expiries)
+
+
+async def mark_charged(conn: Conn, steps: Sequence[tuple[str, str]]) -> set[str]:
+    """CHARGED with each payment, for (booking id, payment id) pairs."""
+    ids, payment_ids = _columns(steps)
+    return await _moved(conn, q.UPDATE_BOOKINGS_CHARGED, ids, payment_ids)
 
 
 async def add_notification(conn: Conn, booking_id: str, kind: NotificationType) -> None:
     await conn.execute(q.INSERT_NOTIFICATION, new_id("notif"), booking_id, kind.value, SUBJECTS[kind])
 
 
-async def confirm(conn: Conn, booking_id: str) -> bool:
-    """CONFIRMED and its notification, atomically; False when the booking was not PENDING."""
+async def confirm(conn: Conn, booking_ids: Sequence[str]) -> set[str]:
+    """CONFIRMED and each one's notification, atomically."""
     subject = SUBJECTS[NotificationType.BOOKING_CONFIRMED]
-    return bool(await conn.fetchval(q.CONFIRM_BOOKING, booking_id, new_id("notif"), subject))
+    return await _moved(conn, q.CONFIRM_BOOKINGS, list(booking_ids), _notification_ids(booking_ids), subject)
 
 
-async def fail(conn: Conn, booking_id: str, reason: FailureReason) -> bool:
-    """FAILED with its reason, any sale released and its notification, atomically."""
+async def fail(conn: Conn, failures: Sequence[tuple[str, FailureReason]]) -> set[str]:
+    """FAILED with each one's reason, any sale released and each one's notification, atomically."""
+    ids, reasons = _columns(failures)
     subject = SUBJECTS[NotificationType.BOOKING_FAILED]
-    return bool(await conn.fetchval(q.FAIL_BOOKING, booking_id, new_id("notif"), subject, reason.value))
+    return await _moved(
+        conn, q.FAIL_BOOKINGS, ids, _notification_ids(ids), subject, [reason.value for reason in reasons]
+    )
+
+
+def _columns(pairs: Sequence[tuple[str, _V]]) -> tuple[list[str], list[_V]]:
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def _notification_ids(booking_ids: Sequence[str]) -> list[str]:
+    return [new_id("notif") for _ in booking_ids]
+
+
+async def _moved(conn: Conn, statement: str, *args: object) -> set[str]:
+    return {r["id"] for r in await conn.fetch(statement, *args)}
 
 
 async def cancel(conn: Conn, booking_id: str) -> datetime | None:
@@ -101,9 +156,12 @@ async def cancel(conn: Conn, booking_id: str) -> datetime | None:
     return cancelled_at
 
 
-async def record_sale(conn: Conn, *, event_id: str, booking_id: str, seat_ids: list[str]) -> None:
-    """Writes the sale; the partial unique index refuses a seat another active sale holds."""
-    await conn.execute(q.INSERT_SEAT_SALES, event_id, seat_ids, booking_id)
+async def record_sales(conn: Conn, *, event_id: str, sales: Sequence[tuple[str, Sequence[str]]]) -> None:
+    """Writes the sales of (booking id, seat ids) pairs in one statement; the partial unique index
+    refuses a seat another active sale holds (and with it the whole statement)."""
+    seats = [seat for _, seat_ids in sales for seat in seat_ids]
+    owners = [booking_id for booking_id, seat_ids in sales for _ in seat_ids]
+    await conn.execute(q.INSERT_SEAT_SALES, event_id, seats, owners)
 
 
 async def has_sale(conn: Conn, booking_id: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -34,24 +35,46 @@ def _payment(r: asyncpg.Record) -> Payment:
     return Payment(**{k: r[k] for k in Payment.__dataclass_fields__})
 
 
-async def start(
-    conn: Conn, *, booking_id: str, user_id: str, amount: int, currency: str,
-    provider: str, idempotency_key: str,
-) -> Payment:
-    """The attempt for this key: a new PROCESSING row, or the one already recorded."""
-    row = await conn.fetchrow(q.INSERT_PAYMENT, new_id("pay"), booking_id, user_id, amount, currency, provider, idempotency_key)
-    existing = _payment(row) if row else await get_by_key(conn, idempotency_key)
-    assert existing is not None
-    return existing
+@dataclass(frozen=True)
+class Attempt:
+    """A charge about to be sent to the processor, keyed by its idempotency key."""
+
+    booking_id: str
+    user_id: str
+    amount: int
+    currency: str
+    idempotency_key: str
 
 
-async def record_outcome(
-    conn: Conn, *, payment_id: str, succeeded: bool, provider_transaction_id: str | None, decline_code: str | None
-) -> Payment | None:
-    row = await conn.fetchrow(
-        q.UPDATE_PAYMENT_OUTCOME, payment_id, "SUCCESS" if succeeded else "FAILED", provider_transaction_id, decline_code
+async def start(conn: Conn, attempts: Sequence[Attempt], *, provider: str) -> dict[str, Payment]:
+    """The payment of each attempt by its key: a new PROCESSING row, or the one already recorded."""
+    rows = await conn.fetch(
+        q.INSERT_PAYMENTS, [new_id("pay") for _ in attempts], [a.booking_id for a in attempts],
+        [a.user_id for a in attempts], [a.amount for a in attempts], [a.currency for a in attempts],
+        provider, [a.idempotency_key for a in attempts],
     )
-    return _payment(row) if row else None
+    payments = {r["idempotency_key"]: _payment(r) for r in rows}
+    missing = [a.idempotency_key for a in attempts if a.idempotency_key not in payments]
+    if missing:
+        payments.update({r["idempotency_key"]: _payment(r) for r in await conn.fetch(q.SELECT_PAYMENTS_BY_KEYS, missing)})
+    return payments
+
+
+@dataclass(frozen=True)
+class Outcome:
+    payment_id: str
+    succeeded: bool
+    provider_transaction_id: str | None
+    decline_code: str | None
+
+
+async def record_outcomes(conn: Conn, outcomes: Sequence[Outcome]) -> None:
+    """SUCCESS or FAILED for payments still PROCESSING; a settled payment is left as it is."""
+    await conn.execute(
+        q.UPDATE_PAYMENT_OUTCOMES, [o.payment_id for o in outcomes],
+        ["SUCCESS" if o.succeeded else "FAILED" for o in outcomes],
+        [o.provider_transaction_id for o in outcomes], [o.decline_code for o in outcomes],
+    )
 
 
 async def record_refund(conn: Conn, *, payment_id: str, refund_id: str | None) -> Payment | None:

@@ -126,12 +126,15 @@ SELECT_LIVE_LOCKS_OF_EVENT = """
 SELECT id, seat_ids, lock_expires_at FROM bookings
 WHERE event_id = $1 AND status = 'PENDING' AND lock_expires_at > now()
 ORDER BY created_at"""
-# Idempotent in one statement: a repeated reserve of a booking that already holds its sale
-# inserts nothing; a seat held by another active sale violates seat_sales_active_key.
+# Many bookings' sales in one statement ($2 seats and $3 their bookings, pairwise). Idempotent per
+# booking: a repeated reserve of a booking that already holds its sale inserts nothing for it; a
+# seat held by another active sale violates seat_sales_active_key and the whole statement fails.
 INSERT_SEAT_SALES = """
 INSERT INTO seat_sales (event_id, seat_id, booking_id)
-SELECT $1, s, $3 FROM unnest($2::text[]) AS s
-WHERE NOT EXISTS (SELECT 1 FROM seat_sales WHERE booking_id = $3 AND released_at IS NULL)"""
+SELECT $1, u.seat_id, u.booking_id FROM unnest($2::text[], $3::text[]) AS u(seat_id, booking_id)
+WHERE NOT EXISTS (
+    SELECT 1 FROM seat_sales s WHERE s.booking_id = u.booking_id AND s.released_at IS NULL
+)"""
 BOOKING_HAS_SALE = """
 SELECT EXISTS (SELECT 1 FROM seat_sales WHERE booking_id = $1 AND released_at IS NULL)"""
 RELEASE_SEAT_SALES = """
@@ -145,12 +148,30 @@ b.total_amount, b.currency, b.payment_token, b.payment_id, b.lock_expires_at, b.
 b.updated_at, b.confirmed_at, b.failed_at, b.cancelled_at,
 e.name AS event_name, e.starts_at AS event_date, v.name AS venue_name"""
 _BOOKING_FROM = "FROM bookings b JOIN events e ON e.id = b.event_id JOIN venues v ON v.id = e.venue_id"
+# A new booking in one round trip: priced on the server from its seats' tiers ($3 event, $4 seats),
+# inserted only when every seat is a seat of the event, and announced with what its saga needs on
+# its saga slot's channel ($8): the saga actor listening there starts it once the insert commits
+# (and never for an insert that did not happen). Returns how many of the seats the event has, and
+# the new booking's id (NULL when the seats did not all match or the idempotency key was taken).
 INSERT_BOOKING = """
-INSERT INTO bookings (id, user_id, event_id, seat_ids, status, saga_step, saga_slot,
-                      total_amount, currency, payment_token, idempotency_key)
-VALUES ($1, $2, $3, $4, 'PENDING', 'STARTED', $5, $6, $7, $8, $9)
-ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING id"""
+WITH priced AS (
+    SELECT count(*) AS seats, sum(t.price) AS amount, min(t.currency) AS currency
+    FROM seats s JOIN ticket_tiers t ON t.event_id = s.event_id AND t.tier = s.tier
+    WHERE s.event_id = $3 AND s.seat_id = ANY($4::text[])
+), created AS (
+    INSERT INTO bookings (id, user_id, event_id, seat_ids, status, saga_step, saga_slot,
+                          total_amount, currency, payment_token, idempotency_key)
+    SELECT $1, $2, $3, $4, 'PENDING', 'STARTED', $5, p.amount, p.currency, $6, $7
+    FROM priced p WHERE p.seats = cardinality($4::text[])
+    ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id, user_id, event_id, seat_ids, total_amount, currency, payment_token, created_at
+)
+SELECT p.seats, c.id,
+       CASE WHEN c.id IS NOT NULL THEN pg_notify($8, json_build_object(
+           'id', c.id, 'user_id', c.user_id, 'event_id', c.event_id, 'seat_ids', c.seat_ids,
+           'amount', c.total_amount, 'currency', c.currency, 'payment_token', c.payment_token,
+           'created_at', c.created_at)::text) END AS announced
+FROM priced p LEFT JOIN created c ON true"""
 SELECT_BOOKING_BY_IDEMPOTENCY_KEY = """
 SELECT id, status, created_at FROM bookings WHERE user_id = $1 AND idempotency_key = $2"""
 EXPIRE_IDEMPOTENCY_KEY = """
@@ -164,38 +185,44 @@ ORDER BY b.created_at DESC, b.id DESC
 LIMIT $3 OFFSET $4"""
 COUNT_BOOKINGS_OF_USER = """
 SELECT count(*) FROM bookings WHERE user_id = $1 AND ($2::text IS NULL OR status = $2)"""
-# Saga progress. Every write is guarded by the status so that a late, repeated or concurrent
-# step can never move a finished booking.
+SELECT_BOOKINGS_BY_IDS = f"SELECT {_BOOKING_COLUMNS} {_BOOKING_FROM} WHERE b.id = ANY($1::text[])"
+# Saga progress, each statement for many bookings at once (the saga actors coalesce concurrent
+# sagas' steps; arrays are pairwise). Every write is guarded by the status so that a late,
+# repeated or concurrent step can never move a finished booking; each returns the ids it moved.
 # The lock's expiry and the intent to charge in one write (SEATS_LOCKED is never persisted on
 # its own: a resumed CHARGING replays the charge's idempotency key, which is safe either way).
-UPDATE_BOOKING_CHARGING = """
-UPDATE bookings SET saga_step = 'CHARGING', lock_expires_at = $2, updated_at = now()
-WHERE id = $1 AND status = 'PENDING' RETURNING id"""
-UPDATE_BOOKING_CHARGED = """
-UPDATE bookings SET saga_step = 'CHARGED', payment_id = $2, updated_at = now()
-WHERE id = $1 AND status = 'PENDING' RETURNING id"""
-# The final status and its notification in one statement ($1 booking, $2 notification id,
-# $3 subject): one round trip, atomic, and the email can be late but never lost.
-# Tail of a final-status statement: the notification of the booking in `done` ($2 id, $3 subject).
+UPDATE_BOOKINGS_CHARGING = """
+UPDATE bookings b SET saga_step = 'CHARGING', lock_expires_at = u.lock_expires_at, updated_at = now()
+FROM unnest($1::text[], $2::timestamptz[]) AS u(id, lock_expires_at)
+WHERE b.id = u.id AND b.status = 'PENDING' RETURNING b.id"""
+UPDATE_BOOKINGS_CHARGED = """
+UPDATE bookings b SET saga_step = 'CHARGED', payment_id = u.payment_id, updated_at = now()
+FROM unnest($1::text[], $2::text[]) AS u(id, payment_id)
+WHERE b.id = u.id AND b.status = 'PENDING' RETURNING b.id"""
+# A final status and its notification in one statement ($1 bookings, $2 their notification
+# ids): atomic, and the email can be late but never lost.
+# Tail of a final-status statement: the notifications of the bookings in `done` ($3 subject).
 _NOTIFY_DONE = """, note AS (
     INSERT INTO notifications (id, user_id, booking_id, type, subject, recipient, status)
-    SELECT $2, d.user_id, d.id, '{kind}', $3, u.email, 'PENDING'
+    SELECT d.notification_id, d.user_id, d.id, '{kind}', $3, u.email, 'PENDING'
     FROM done d JOIN users u ON u.id = d.user_id
     ON CONFLICT (booking_id, type) DO NOTHING RETURNING 1
 )
-SELECT count(*) FROM done"""
-CONFIRM_BOOKING = f"""
+SELECT id FROM done"""
+CONFIRM_BOOKINGS = f"""
 WITH done AS (
-    UPDATE bookings SET status = 'CONFIRMED', saga_step = 'CONFIRMED', lock_expires_at = NULL,
+    UPDATE bookings b SET status = 'CONFIRMED', saga_step = 'CONFIRMED', lock_expires_at = NULL,
            confirmed_at = now(), updated_at = now()
-    WHERE id = $1 AND status = 'PENDING' RETURNING id, user_id
+    FROM unnest($1::text[], $2::text[]) AS n(id, notification_id)
+    WHERE b.id = n.id AND b.status = 'PENDING' RETURNING b.id, b.user_id, n.notification_id
 ){_NOTIFY_DONE.format(kind="BOOKING_CONFIRMED")}"""
-# FAILED holds no seats, even if a reserve raced the failure ($4 failure reason).
-FAIL_BOOKING = f"""
+# FAILED holds no seats, even if a reserve raced the failure ($4 the failure reasons).
+FAIL_BOOKINGS = f"""
 WITH done AS (
-    UPDATE bookings SET status = 'FAILED', saga_step = 'FAILED', failure_reason = $4,
+    UPDATE bookings b SET status = 'FAILED', saga_step = 'FAILED', failure_reason = n.reason,
            lock_expires_at = NULL, failed_at = now(), updated_at = now()
-    WHERE id = $1 AND status = 'PENDING' RETURNING id, user_id
+    FROM unnest($1::text[], $2::text[], $4::text[]) AS n(id, notification_id, reason)
+    WHERE b.id = n.id AND b.status = 'PENDING' RETURNING b.id, b.user_id, n.notification_id
 ), released AS (
     UPDATE seat_sales SET released_at = now()
     WHERE booking_id IN (SELECT id FROM done) AND released_at IS NULL RETURNING 1
@@ -214,21 +241,27 @@ ORDER BY updated_at LIMIT $4"""
 _PAYMENT_COLUMNS = """
 id, booking_id, user_id, amount, currency, status, provider, provider_transaction_id,
 decline_code, refund_id, idempotency_key, created_at, processed_at, refunded_at"""
-INSERT_PAYMENT = f"""
+# Many charge attempts at once (arrays pairwise, $6 the provider): a key already recorded
+# inserts nothing and is read back by SELECT_PAYMENTS_BY_KEYS.
+INSERT_PAYMENTS = f"""
 INSERT INTO payments (id, booking_id, user_id, amount, currency, status, provider, idempotency_key)
-VALUES ($1, $2, $3, $4, $5, 'PROCESSING', $6, $7)
+SELECT u.id, u.booking_id, u.user_id, u.amount, u.currency, 'PROCESSING', $6, u.idempotency_key
+FROM unnest($1::text[], $2::text[], $3::text[], $4::integer[], $5::text[], $7::text[])
+     AS u(id, booking_id, user_id, amount, currency, idempotency_key)
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING {_PAYMENT_COLUMNS}"""
+SELECT_PAYMENTS_BY_KEYS = f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE idempotency_key = ANY($1::text[])"
 SELECT_PAYMENT_BY_KEY = f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE idempotency_key = $1"
 SELECT_PAYMENT_BY_ID = f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE id = $1"
 SELECT_PAYMENT_OF_BOOKING = f"""
 SELECT {_PAYMENT_COLUMNS} FROM payments WHERE booking_id = $1
 ORDER BY (status IN ('SUCCESS', 'REFUNDED')) DESC, created_at DESC LIMIT 1"""
-UPDATE_PAYMENT_OUTCOME = f"""
-UPDATE payments SET status = $2, provider_transaction_id = $3, decline_code = $4,
-       processed_at = now()
-WHERE id = $1 AND status = 'PROCESSING'
-RETURNING {_PAYMENT_COLUMNS}"""
+UPDATE_PAYMENT_OUTCOMES = """
+UPDATE payments p SET status = u.status, provider_transaction_id = u.provider_transaction_id,
+       decline_code = u.decline_code, processed_at = now()
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+     AS u(id, status, provider_transaction_id, decline_code)
+WHERE p.id = u.id AND p.status = 'PROCESSING'"""
 UPDATE_PAYMENT_REFUNDED = f"""
 UPDATE payments SET status = 'REFUNDED', refund_id = $2, refunded_at = now()
 WHERE id = $1 AND status = 'SUCCESS'

@@ -6,6 +6,7 @@ import asyncio
 import random
 import time
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import httpx
@@ -13,7 +14,10 @@ import ray
 
 from actors import registry
 from domain.bookings import charge_key
+from domain.payments import ChargeCard, PaymentProviderUnavailable
+from domain.saga import Charge
 from tests.fakes.smtp_server import SmtpSink
+from tests.fakes.stripe_api import FakeStripe
 from tests.helpers import (
     assert_consistent,
     assert_error,
@@ -222,6 +226,65 @@ async def test_the_payment_actor_reports_a_charge_only_if_one_was_attempted(
     assert made is not None and made.succeeded and made.payment_id == b["paymentId"]
     assert never is None
     assert await db.fetchval("SELECT count(*) FROM payments WHERE booking_id = $1", b["id"]) == 1
+
+
+async def test_the_payment_actor_charges_a_batch_and_answers_each_charge_alone(
+    http: httpx.AsyncClient, admin_token: str, db: asyncpg.Pool, stripe_api: FakeStripe,
+) -> None:
+    event = await create_event(http, admin_token, vip=3, general=0)
+    token, user = await new_user(http)
+    paid = [await book_and_wait(http, token, event["id"], [f"seat_A{i}"]) for i in (1, 2, 3)]
+    gateway = ray.get_actor(registry.PAYMENT_ACTOR, namespace=registry.NAMESPACE)
+
+    def card(b: dict[str, Any], token: str = "pm_card_visa") -> ChargeCard:
+        return ChargeCard(booking_id=b["id"], user_id=user["id"], amount=b["totalAmount"], currency=b["currency"],
+                          payment_token=token, idempotency_key=f"{b['id']}:batch-test")
+
+    # One decline among successes: each charge gets its own outcome, all recorded.
+    declined, charged = await gateway.charge_many.remote([card(paid[0], "pm_card_chargeDeclined"), card(paid[1])])
+    assert not declined.succeeded and declined.decline_code == "generic_decline" and charged.succeeded
+    rows = {r["idempotency_key"]: r["status"] for r in await db.fetch(
+        "SELECT idempotency_key, status FROM payments WHERE idempotency_key = ANY($1::text[])",
+        [card(b).idempotency_key for b in paid[:2]])}
+    assert rows == {card(paid[0]).idempotency_key: "FAILED", card(paid[1]).idempotency_key: "SUCCESS"}
+
+    # The processor down: the charge it cannot answer fails alone; one already recorded (paid[1])
+    # is answered from Postgres; the failed one is left PROCESSING, to be replayed with its key.
+    stripe_api.fail_next(500, times=None)
+    try:
+        recorded, unanswered = await gateway.charge_many.remote([card(paid[1]), card(paid[2])])
+    finally:
+        stripe_api.recover()
+    assert recorded == charged
+    assert isinstance(unanswered, PaymentProviderUnavailable)
+    key = card(paid[2]).idempotency_key
+    assert await db.fetchval("SELECT status FROM payments WHERE idempotency_key = $1", key) == "PROCESSING"
+    (replayed,) = await gateway.charge_many.remote([card(paid[2])])
+    assert isinstance(replayed, Charge) and replayed.succeeded
+    assert await db.fetchval("SELECT status FROM payments WHERE idempotency_key = $1", key) == "SUCCESS"
+
+
+async def test_a_booking_announced_while_its_saga_actor_was_not_listening_still_completes(
+    http: httpx.AsyncClient, admin_token: str, db: asyncpg.Pool,
+) -> None:
+    """Sagas start from the booking insert's announcement on Postgres; an announcement lost with the
+    listening connection is made good once the actor listens again (or by its recovery sweep)."""
+    listening = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN %'"
+    before = {r["pid"] for r in await db.fetch(listening)}
+    assert before, "no saga actor is listening for new bookings"
+    event = await create_event(http, admin_token, vip=2, general=0)
+    token, _ = await new_user(http)
+    for pid in before:
+        await db.execute("SELECT pg_terminate_backend($1)", pid)
+    r = await book(http, token, event["id"], ["seat_A1", "seat_A2"])
+    assert r.status_code == 202
+    final = await wait_final(http, token, r.json()["bookingId"], timeout=30)
+    assert final["status"] == "CONFIRMED"
+    deadline = time.monotonic() + 15
+    while not (after := {r["pid"] for r in await db.fetch(listening)}) or after & before:
+        assert time.monotonic() < deadline, "the saga actor did not listen again"
+        await asyncio.sleep(0.2)
+    await assert_consistent(db, event["id"])
 
 
 async def test_structured_logs_carry_request_booking_and_event_ids(http: httpx.AsyncClient, admin_token: str) -> None:

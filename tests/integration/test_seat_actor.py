@@ -123,3 +123,37 @@ async def test_lock_many_decides_each_request_in_order(http: httpx.AsyncClient, 
     statuses, summary = await actor.snapshot.remote()
     assert summary.locked == 4 and statuses["seat_A3"] == "LOCKED"
     assert await actor.lock_of.remote("bkg_m2") is None
+
+
+async def test_reserve_many_writes_every_sale_and_lets_the_database_refuse_a_taken_seat(
+    http: httpx.AsyncClient, admin_token: str, db: asyncpg.Pool,
+) -> None:
+    event_id = await _event(http, admin_token, seats=4)
+    _, user = await new_user(http)
+    # Booking rows for the sales to point at; not PENDING, so no saga picks them up.
+    owners = ["bkg_rm_a", "bkg_rm_b", "bkg_rm_x"]
+    for booking_id in owners:
+        await db.execute(
+            "INSERT INTO bookings (id, user_id, event_id, seat_ids, status, saga_step, saga_slot, total_amount, "
+            "currency, payment_token) VALUES ($1, $2, $3, '{seat_A1}', 'CANCELLED', 'CANCELLED', 0, 100, 'GBP', 't')",
+            f"{booking_id}_{event_id}", user["id"], event_id)
+    a, b, x = (f"{o}_{event_id}" for o in owners)
+    actor = registry.seat_inventory(event_id)
+    locked = await actor.lock_many.remote([(a, ("seat_A1", "seat_A2")), (b, ("seat_A3", "seat_A4"))])
+    assert all(r.ok for r in locked)
+    # A sale the actor cannot know of: memory says seat_A3 is b's to buy, Postgres says it is sold.
+    await db.execute("INSERT INTO seat_sales (event_id, seat_id, booking_id) VALUES ($1, 'seat_A3', $2)", event_id, x)
+
+    first, second, repeat = await actor.reserve_many.remote([a, b, a])
+
+    assert first.ok and first.seat_ids == ("seat_A1", "seat_A2") and repeat == first
+    assert not second.ok and second.reason == "SEATS_TAKEN"
+    sold = await db.fetch(
+        "SELECT seat_id, booking_id FROM seat_sales WHERE event_id = $1 AND released_at IS NULL ORDER BY seat_id", event_id)
+    assert [(r["seat_id"], r["booking_id"]) for r in sold] == [("seat_A1", a), ("seat_A2", a), ("seat_A3", x)]
+    statuses, _ = await actor.snapshot.remote()
+    assert statuses["seat_A1"] == statuses["seat_A2"] == "RESERVED"
+    assert await actor.lock_of.remote(b) is None  # the database won: b holds nothing
+    # A repeated reserve of a sold booking answers from memory and writes nothing twice.
+    assert (await actor.reserve_many.remote([a]))[0].ok
+    assert await db.fetchval("SELECT count(*) FROM seat_sales WHERE booking_id = $1", a) == 2
