@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     seat_actor_max_restarts: int = -1
     seat_actors_per_node: int = Field(default=100, ge=1)
 
-    saga_pool_size: int = Field(default=2, ge=1, le=64)
+    saga_pool_size: int = Field(default=1, ge=1, le=64)
     saga_step_timeout_seconds: float = Field(default=30.0, gt=0)
     saga_timeout_seconds: float = Field(default=120.0, gt=0)
     saga_recovery_interval_seconds: float = Field(default=5.0, gt=0)

@@ -134,12 +134,13 @@ async def test_seat_actor_killed_mid_sale(http: httpx.AsyncClient, admin_token: 
     await _report(db, "seat actor killed", await _run(http, sale, fault), sale.event_id)
 
 
-async def test_saga_actors_killed_mid_sale(http: httpx.AsyncClient, admin_token: str, db: asyncpg.Pool,
-                                           app_env: dict[str, str]) -> None:
+async def test_saga_actors_killed_mid_sale(http: httpx.AsyncClient, admin_token: str, db: asyncpg.Pool) -> None:
+    from config.settings import get_settings
+
     sale = await _sale(http, admin_token)
 
     async def fault() -> None:
-        for slot in range(int(app_env.get("TICKETFLOW_SAGA_POOL_SIZE", "2"))):
+        for slot in range(get_settings().saga_pool_size):
             await asyncio.to_thread(_kill, registry.saga_actor_name(slot))
 
     figures = await _run(http, sale, fault)

@@ -10,7 +10,7 @@ import serve_app
 from config.settings import Settings
 
 FAST = {"RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_HAPROXY_BINARY_PATH",
-        "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE", *serve_app.AUXILIARY_PORTS}
+        "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE", "RAY_SERVE_HAPROXY_METRICS_ENABLED", *serve_app.AUXILIARY_PORTS}
 
 
 def without_haproxy(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -37,6 +37,8 @@ def test_fast_ingress_turns_on_serves_throughput_mode_and_haproxy_through_the_sh
     assert env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1" and env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
     assert env["RAY_SERVE_HAPROXY_BINARY_PATH"] == shim
     assert env["RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE"] == "1"
+    # HTTP metrics are counted by the replica, not parsed from HAProxy's per-request log lines.
+    assert env["RAY_SERVE_HAPROXY_METRICS_ENABLED"] == "0"
 
 
 def test_each_instance_takes_free_auxiliary_ports_unless_they_are_set() -> None:
