@@ -161,9 +161,9 @@ def record_payment(outcome: str) -> None:
     _record(PAYMENTS, "inc", 1.0, {"outcome": outcome})
 
 
-def record_email(outcome: str) -> None:
-    """An email delivery outcome: sent, outbox, retry, gave_up."""
-    _record(EMAILS, "inc", 1.0, {"outcome": outcome})
+def record_email(outcome: str, count: int = 1) -> None:
+    """Email delivery outcomes: sent, outbox, retry, gave_up."""
+    _record(EMAILS, "inc", float(count), {"outcome": outcome})
 
 
 def record_rate_limited(kind: str) -> None:

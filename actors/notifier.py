@@ -91,39 +91,46 @@ class Notifier:
         pool = await self._pool.get()
         async with pool.acquire() as conn:
             rows = await conn.fetch(q.SELECT_DUE_NOTIFICATIONS, BATCH)
-        sent = [row["id"] for row in rows if await self._deliver(row)]
+        if not rows:
+            return 0
+        # The whole round in one hand-over: one SMTP session, or one trip to the outbox's thread.
+        failures = await self._sender.send_many([(compose(NotificationType(r["type"]), _summary(r)), r["id"]) for r in rows])
+        sent = []
+        for row, failure in zip(rows, failures, strict=True):
+            if failure is None:
+                sent.append(row["id"])
+            else:
+                await self._record_failure(row, failure)
         if sent:
+            metrics.record_email("sent" if self._settings.smtp_url else "outbox", len(sent))
             # One statement for the whole batch: a crash before it repeats these emails (at least
             # once, same Message-ID), it never loses one.
             async with pool.acquire() as conn:
                 await conn.execute(q.UPDATE_NOTIFICATIONS_SENT, sent)
         return len(rows)
 
-    async def _deliver(self, row: asyncpg.Record) -> bool:
-        """Sends one notification; False when it failed (its retry or failure is recorded)."""
+    async def _record_failure(self, row: asyncpg.Record, exc: EmailDeliveryFailed) -> None:
+        """Schedules the retry of a notification that was not delivered, or gives it up."""
         pool = await self._pool.get()
-        summary = BookingSummary(
-            booking_id=row["booking_id"], user_name=row["user_name"], user_email=row["recipient"],
-            event_name=row["event_name"], event_starts_at=row["event_date"], venue_name=row["venue_name"],
-            seat_ids=tuple(row["seat_ids"]), amount=row["total_amount"], currency=row["currency"],
-            failure_reason=row["failure_reason"],
-        )
-        try:
-            await self._sender.send(compose(NotificationType(row["type"]), summary), message_id_key=row["id"])
-        except EmailDeliveryFailed as exc:
-            attempts = row["attempts"] + 1
-            async with pool.acquire() as conn:
-                if isinstance(exc, EmailRejected) or attempts >= self._settings.notify_max_attempts:
-                    await conn.execute(q.UPDATE_NOTIFICATION_GAVE_UP, row["id"], str(exc)[:500])
-                    metrics.record_email("gave_up")
-                    logger.error("notification %s (booking_id=%s) given up: %s", row["id"], row["booking_id"], exc)
-                else:
-                    delay = retry_delay(
-                        attempts - 1, self._settings.notify_retry_base_seconds, self._settings.notify_retry_max_seconds
-                    )
-                    await conn.execute(q.UPDATE_NOTIFICATION_RETRY, row["id"], str(exc)[:500], delay)
-                    metrics.record_email("retry")
-                    logger.warning("notification %s (booking_id=%s) retry in %.1f s", row["id"], row["booking_id"], delay)
-            return False
-        metrics.record_email("sent" if self._settings.smtp_url else "outbox")
-        return True
+        attempts = row["attempts"] + 1
+        async with pool.acquire() as conn:
+            if isinstance(exc, EmailRejected) or attempts >= self._settings.notify_max_attempts:
+                await conn.execute(q.UPDATE_NOTIFICATION_GAVE_UP, row["id"], str(exc)[:500])
+                metrics.record_email("gave_up")
+                logger.error("notification %s (booking_id=%s) given up: %s", row["id"], row["booking_id"], exc)
+            else:
+                delay = retry_delay(
+                    attempts - 1, self._settings.notify_retry_base_seconds, self._settings.notify_retry_max_seconds
+                )
+                await conn.execute(q.UPDATE_NOTIFICATION_RETRY, row["id"], str(exc)[:500], delay)
+                metrics.record_email("retry")
+                logger.warning("notification %s (booking_id=%s) retry in %.1f s", row["id"], row["booking_id"], delay)
+
+
+def _summary(row: asyncpg.Record) -> BookingSummary:
+    return BookingSummary(
+        booking_id=row["booking_id"], user_name=row["user_name"], user_email=row["recipient"],
+        event_name=row["event_name"], event_starts_at=row["event_date"], venue_name=row["venue_name"],
+        seat_ids=tuple(row["seat_ids"]), amount=row["total_amount"], currency=row["currency"],
+        failure_reason=row["failure_reason"],
+    )

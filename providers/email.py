@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.charset import QP, Charset
 from email.header import Header
@@ -193,12 +194,21 @@ class EmailSender(Protocol):
         """
         ...
 
+    async def send_many(self, emails: Sequence[tuple[ComposedEmail, str]]) -> list[EmailDeliveryFailed | None]:
+        """Hands over (email, message_id_key) pairs in order, in one go.
+
+        Returns:
+            For each email, None when it was handed over, else why not (retrying it is safe).
+        """
+        ...
+
 
 class SmtpSender:
-    """Sends over SMTP with one short-lived connection per email.
+    """Sends over SMTP: one connection for each batch of emails, closed after it.
 
-    A connection per email costs a handshake, but leaves no idle connection for the
-    server to drop between the sparse sends of a notifier.
+    A notifier delivers in rounds (a sale's confirmations come in bursts); a connection per round
+    costs one handshake for the whole round, and leaves no idle connection for the server to
+    drop between rounds.
     """
 
     def __init__(self, url: str, sender: str, timeout: float) -> None:
@@ -218,26 +228,53 @@ class SmtpSender:
             EmailRejected: If the server refused the sender, recipient or content (5xx).
             EmailDeliveryFailed: For any other SMTP, TLS, connection or timeout failure.
         """
-        msg = build_message(email, sender=self._sender, message_id_key=message_id_key)
+        (error,) = await self.send_many([(email, message_id_key)])
+        if error is not None:
+            raise error
+
+    async def send_many(self, emails: Sequence[tuple[ComposedEmail, str]]) -> list[EmailDeliveryFailed | None]:
+        """Delivers the emails in order over one SMTP session.
+
+        A message the server refuses fails alone (the envelope is reset and the session goes on);
+        a lost connection, TLS failure or timeout fails that message and every one after it.
+        """
+        messages = [
+            (build_message(email, sender=self._sender, message_id_key=key), email.to, key) for email, key in emails
+        ]
+        if not messages:
+            return []
         target = self._target
+        smtp = aiosmtplib.SMTP(
+            hostname=target.host, port=target.port, username=target.username, password=target.password,
+            use_tls=target.use_tls, start_tls=target.start_tls, timeout=self._timeout,
+        )
+        results: list[EmailDeliveryFailed | None] = []
         try:
-            await aiosmtplib.send(
-                msg,
-                sender=self._envelope_from,
-                recipients=[email.to],
-                hostname=target.host,
-                port=target.port,
-                username=target.username,
-                password=target.password,
-                use_tls=target.use_tls,
-                start_tls=target.start_tls,
-                timeout=self._timeout,
-            )
+            await smtp.connect()
+            for msg, to, key in messages:
+                try:
+                    await smtp.send_message(msg, sender=self._envelope_from, recipients=[to])
+                except (aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPResponseException) as exc:
+                    results.append(self._failed(key, exc))
+                    continue
+                results.append(None)
+                logger.info("email %s delivered via %s", key, target.address)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            error = _delivery_error(exc, target)
-            logger.warning("email %s not delivered: %s", message_id_key, error)
-            raise error from exc
-        logger.info("email %s delivered via %s", message_id_key, target.address)
+            # The session is gone: this message and all after it were not handed over.
+            error = self._failed(messages[len(results)][2], exc)
+            results.extend([error] * (len(messages) - len(results)))
+        finally:
+            if smtp.is_connected:
+                try:
+                    await smtp.quit()
+                except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                    smtp.close()
+        return results
+
+    def _failed(self, message_id_key: str, exc: BaseException) -> EmailDeliveryFailed:
+        error = _delivery_error(exc, self._target)
+        logger.warning("email %s not delivered: %s", message_id_key, error)
+        return error
 
 
 def _is_permanent(exc: BaseException) -> bool:
@@ -300,16 +337,39 @@ class OutboxSender:
         Raises:
             EmailDeliveryFailed: If the file could not be written.
         """
-        target = self.path_for(message_id_key)
-        msg = build_message(email, sender=self._sender, message_id_key=message_id_key)
+        (error,) = await self.send_many([(email, message_id_key)])
+        if error is not None:
+            raise error
+
+    async def send_many(self, emails: Sequence[tuple[ComposedEmail, str]]) -> list[EmailDeliveryFailed | None]:
+        """Writes each email atomically, all in one trip to a worker thread; a file that cannot
+        be written fails alone."""
+        files = [
+            (self.path_for(key), build_message(email, sender=self._sender, message_id_key=key).as_bytes())
+            for email, key in emails
+        ]
+        outcomes = await asyncio.to_thread(_write_each, files)
+        results: list[EmailDeliveryFailed | None] = []
+        for (target, _), outcome in zip(files, outcomes, strict=True):
+            if isinstance(outcome, OSError):
+                results.append(EmailDeliveryFailed(
+                    f"could not write {target.name} to the outbox: {outcome.strerror or outcome}"
+                ))
+                continue
+            if outcome:
+                logger.info("email %s written to %s", target.stem, target)
+            results.append(None)
+        return results
+
+
+def _write_each(files: Sequence[tuple[Path, bytes]]) -> list[bool | OSError]:
+    outcomes: list[bool | OSError] = []
+    for target, data in files:
         try:
-            written = await asyncio.to_thread(_write_once, target, msg.as_bytes())
+            outcomes.append(_write_once(target, data))
         except OSError as exc:
-            raise EmailDeliveryFailed(
-                f"could not write {target.name} to the outbox: {exc.strerror or exc}"
-            ) from exc
-        if written:
-            logger.info("email %s written to %s", message_id_key, target)
+            outcomes.append(exc)
+    return outcomes
 
 
 def _write_once(target: Path, data: bytes) -> bool:

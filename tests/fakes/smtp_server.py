@@ -37,6 +37,7 @@ class ReceivedMail:
     mail_from: str
     rcpt_tos: tuple[str, ...]
     message: EmailMessage
+    peer: tuple[str, int] | None = None  # the client's address: one per SMTP session
 
 
 class _Handler:
@@ -184,7 +185,8 @@ class SmtpSink:
         message["X-MailFrom"] = envelope.mail_from
         message["X-RcptTo"] = ", ".join(envelope.rcpt_tos)
         mail = ReceivedMail(
-            mail_from=envelope.mail_from, rcpt_tos=tuple(envelope.rcpt_tos), message=message
+            mail_from=envelope.mail_from, rcpt_tos=tuple(envelope.rcpt_tos), message=message,
+            peer=tuple(session.peer) if session.peer else None,
         )
         with self._changed:
             self._received.append(mail)

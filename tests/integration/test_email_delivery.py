@@ -178,6 +178,30 @@ async def test_permanent_refusal_is_email_rejected(smtp_sink: SmtpSink) -> None:
         await sender.send(CONFIRMATION, message_id_key=KEY)
 
 
+async def test_a_batch_goes_over_one_session_and_a_refused_message_fails_alone(smtp_sink: SmtpSink) -> None:
+    sender = SmtpSender(smtp_sink.url, FROM, timeout=5.0)
+    keys = [f"notif_batch{i}" for i in range(4)]
+    smtp_sink.reject_next(1, "554 5.7.1 Message rejected")
+
+    results = await sender.send_many([(CONFIRMATION, key) for key in keys])
+
+    assert isinstance(results[0], EmailRejected) and results[1:] == [None, None, None]
+    received = smtp_sink.received
+    assert [m.message["Message-ID"] for m in received] == [message_id_for(k, FROM) for k in keys[1:]]
+    assert len({m.peer for m in received}) == 1  # one connection carried the whole batch
+    assert await sender.send_many([]) == []
+
+
+async def test_a_batch_to_a_stopped_server_fails_every_message_retryably(smtp_sink: SmtpSink) -> None:
+    sender = SmtpSender(smtp_sink.url, FROM, timeout=2.0)
+    smtp_sink.stop()
+
+    results = await sender.send_many([(CONFIRMATION, f"notif_down{i}") for i in range(3)])
+
+    assert len(results) == 3
+    assert all(isinstance(r, EmailDeliveryFailed) and not isinstance(r, EmailRejected) for r in results)
+
+
 async def test_check_smtp_reports_reachable_down_and_disabled(smtp_sink: SmtpSink) -> None:
     assert await check_smtp(smtp_sink.url, timeout=2.0) == "reachable"
     assert await check_smtp(None) == "disabled"
@@ -234,6 +258,17 @@ async def test_outbox_write_failure_is_email_delivery_failed(tmp_path: Path) -> 
 
     with pytest.raises(EmailDeliveryFailed):
         await sender.send(CONFIRMATION, message_id_key=KEY)
+
+
+async def test_outbox_writes_a_batch_in_one_go_and_reports_each_email(tmp_path: Path) -> None:
+    sender = OutboxSender(tmp_path, FROM)
+    keys = [f"notif_out{i}" for i in range(3)]
+    assert await sender.send_many([(CONFIRMATION, key) for key in keys]) == [None, None, None]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{key}.eml" for key in keys]
+
+    blocked = OutboxSender(tmp_path / f"{keys[0]}.eml" / "outbox", FROM)
+    results = await blocked.send_many([(CONFIRMATION, key) for key in keys])
+    assert all(isinstance(r, EmailDeliveryFailed) for r in results)
 
 
 def test_message_id_is_stable_and_header_safe_for_any_key() -> None:
