@@ -39,7 +39,9 @@ from tests.helpers import ADMIN
 CLUSTER_MARK = "cluster"
 RUN_ALONE = "multi-node Ray tests need their own session: python -m pytest -m cluster tests/cluster"
 HEAD_RESOURCE = "tf_head"
-PAYMENT_LATENCY_MS = 300
+# Long enough that bookings caught charging when a node is removed are still charging once it is
+# gone (removal takes a few hundred ms; a saga's other steps take a few ms).
+PAYMENT_LATENCY_MS = 1500
 # Node failure noticed in ~1.5 s instead of ~30 s (defaults: a check every 3 s, 5 misses, 10 s
 # timeout), so a lost node's actors restart elsewhere within seconds.
 FAST_FAILURE_DETECTION = {

@@ -207,11 +207,13 @@ async def test_losing_a_worker_mid_sale_sells_every_seat_once(
 
     # 4. The lost node's seat actors live again, elsewhere, rebuilt from Postgres: their seat map
     #    shows exactly the sold seats as RESERVED.
-    nodes_after = await seat_actor_nodes(event_ids)
     for event_id in victim_events:
-        info = await asyncio.to_thread(_actor_info, f"seat-inventory:{event_id}")
-        assert info["state"] == "ALIVE" and info["node_id"] != victim_id, info
-        assert info["restarts"] >= 1, info
+        deadline = time.monotonic() + 60
+        while (info := await asyncio.to_thread(_actor_info, f"seat-inventory:{event_id}"))["state"] != "ALIVE":
+            assert time.monotonic() < deadline, info
+            await asyncio.sleep(0.5)
+        assert info["node_id"] != victim_id and info["restarts"] >= 1, info
+    nodes_after = await seat_actor_nodes(event_ids)
     assert victim_id not in nodes_after.values()
     for event_id in event_ids:
         r = await cluster_http.get(f"/api/inventory/events/{event_id}/seats")
