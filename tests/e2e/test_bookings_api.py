@@ -13,9 +13,10 @@ import httpx
 import ray
 
 from actors import registry
-from domain.bookings import charge_key
+from domain.bookings import BookingStatus, SagaStep, charge_key, saga_channel
 from domain.payments import ChargeCard, PaymentProviderUnavailable
-from domain.saga import Charge
+from domain.saga import Charge, SagaBooking
+from storage import booking_repository
 from tests.fakes.smtp_server import SmtpSink
 from tests.fakes.stripe_api import FakeStripe
 from tests.helpers import (
@@ -262,6 +263,39 @@ async def test_the_payment_actor_charges_a_batch_and_answers_each_charge_alone(
     (replayed,) = await gateway.charge_many.remote([card(paid[2])])
     assert isinstance(replayed, Charge) and replayed.succeeded
     assert await db.fetchval("SELECT status FROM payments WHERE idempotency_key = $1", key) == "SUCCESS"
+
+
+async def test_the_booking_insert_announces_what_the_saga_needs_on_its_slot_channel(
+    http: httpx.AsyncClient, admin_token: str, db: asyncpg.Pool,
+) -> None:
+    from config.settings import get_settings
+
+    event = await create_event(http, admin_token, vip=1, general=0)
+    token, user = await new_user(http)
+    heard: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+
+    def hear(_conn: Any, _pid: int, channel: str, payload: object) -> None:
+        heard.put_nowait((channel, str(payload)))
+
+    channels = [saga_channel(slot) for slot in range(get_settings().saga_pool_size)]
+    async with db.acquire() as listener:
+        for channel in channels:
+            await listener.add_listener(channel, hear)
+        try:
+            r = await book(http, token, event["id"], ["seat_A1"])
+            booking_id = r.json()["bookingId"]
+            channel, payload = await asyncio.wait_for(heard.get(), timeout=10)
+        finally:
+            for channel_name in channels:
+                await listener.remove_listener(channel_name, hear)
+    row = await db.fetchrow("SELECT saga_slot, total_amount, created_at FROM bookings WHERE id = $1", booking_id)
+    assert channel == saga_channel(row["saga_slot"])
+    assert booking_repository.announced(payload) == SagaBooking(
+        id=booking_id, user_id=user["id"], event_id=event["id"], seat_ids=("seat_A1",), amount=row["total_amount"],
+        currency="GBP", payment_token="pm_card_visa", status=BookingStatus.PENDING, step=SagaStep.STARTED,
+        payment_id=None, lock_expires_at=None, created_at=row["created_at"],
+    )
+    assert (await wait_final(http, token, booking_id))["status"] == "CONFIRMED"
 
 
 async def test_a_booking_announced_while_its_saga_actor_was_not_listening_still_completes(
