@@ -22,8 +22,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
-# What the saga actors run with (`natural`); the lock benchmark defaults to the same, so it
-# measures what ships.
+# What the saga actors run with (natural batching, above); the lock benchmark defaults to the
+# same, so it measures what ships.
 MAX_BATCH = 64
 MAX_WAIT_SECONDS = 0.0
 MAX_IN_FLIGHT = 1
@@ -104,5 +104,3 @@ class Coalescer(Generic[Req, Res]):
                 future.set_exception(result)
             else:
                 future.set_result(result)
-
-

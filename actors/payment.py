@@ -13,7 +13,7 @@ from actors import metrics
 from config.settings import get_settings
 from domain.bookings import refund_key
 from domain.errors import RefundFailed, TicketFlowError
-from domain.payments import ChargeCard, PaymentProcessor, PaymentProviderUnavailable
+from domain.payments import ChargeCard, ChargeOutcome, PaymentProcessor, PaymentProviderUnavailable
 from domain.saga import Charge
 from providers.payments import processor_from_settings
 from storage import payment_repository
@@ -90,12 +90,7 @@ class PaymentGateway:
         """
         pool = await self._db()
         async with pool.acquire() as conn:
-            payments = await payment_repository.start(conn, [
-                payment_repository.Attempt(
-                    booking_id=o.booking_id, user_id=o.user_id, amount=o.amount, currency=o.currency,
-                    idempotency_key=o.idempotency_key,
-                ) for o in orders
-            ], provider=self._processor.name)
+            payments = await payment_repository.start(conn, orders, provider=self._processor.name)
         results: list[Charge | TicketFlowError] = []
         to_send: list[tuple[int, ChargeCard, str]] = []
         for order in orders:
@@ -108,17 +103,14 @@ class PaymentGateway:
         answers = await asyncio.gather(
             *(self._processor.charge(order.request()) for _, order, _ in to_send), return_exceptions=True
         )
-        outcomes: list[payment_repository.Outcome] = []
+        outcomes: list[tuple[str, ChargeOutcome]] = []
         for (index, order, payment_id), answer in zip(to_send, answers, strict=True):
             if isinstance(answer, BaseException):
                 metrics.record_payment("error")
                 results[index] = _transportable(answer)
                 continue
             metrics.record_payment("succeeded" if answer.succeeded else "declined")
-            outcomes.append(payment_repository.Outcome(
-                payment_id=payment_id, succeeded=answer.succeeded,
-                provider_transaction_id=answer.provider_transaction_id, decline_code=answer.decline_code,
-            ))
+            outcomes.append((payment_id, answer))
             results[index] = Charge(payment_id, answer.succeeded, answer.decline_code)
             logger.info(
                 "charge booking_id=%s payment_id=%s succeeded=%s decline_code=%s",

@@ -169,10 +169,9 @@ class SeatInventory:
                 answered[booking_id] = result
         if begun:
             write = asyncio.get_running_loop().create_task(self._write_sales(seat_map, begun))
-            ids = [booking_id for booking_id, _ in begun]
-            for booking_id in ids:
+            for booking_id, _ in begun:
                 self._reserving[booking_id] = running[booking_id] = write
-            write.add_done_callback(lambda _t: [self._reserving.pop(b, None) for b in ids])
+            write.add_done_callback(lambda _t: self._forget_reserving(begun))
         results = []
         for booking_id in booking_ids:
             if booking_id in answered:
@@ -180,6 +179,10 @@ class SeatInventory:
             else:
                 results.append((await asyncio.shield(running[booking_id]))[booking_id])
         return results
+
+    def _forget_reserving(self, begun: list[tuple[str, tuple[str, ...]]]) -> None:
+        for booking_id, _ in begun:
+            self._reserving.pop(booking_id, None)
 
     async def _write_sales(
         self, seat_map: SeatMap, begun: list[tuple[str, tuple[str, ...]]]

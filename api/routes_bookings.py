@@ -110,10 +110,11 @@ async def create_booking(
             return accepted(original)
     # The insert announced the booking to its saga actor, which persists every step; if the
     # announcement is lost (the actor was not listening), its recovery sweep drives the booking.
-    logger.info("booking accepted", extra={
-        "request_id": current_request_id(), "booking_id": booking_id, "event_id": body.eventId,
-        "user_id": principal.user_id, "seats": len(seat_ids),
-    })
+    if logger.isEnabledFor(logging.INFO):  # the line's fields are built only when it is written
+        logger.info("booking accepted", extra={
+            "request_id": current_request_id(), "booking_id": booking_id, "event_id": body.eventId,
+            "user_id": principal.user_id, "seats": len(seat_ids),
+        })
     return accepted(booking_id)
 
 

@@ -116,10 +116,11 @@ class BookingSagaRunner:
     async def run(self, booking_id: str, known: SagaBooking | None = None) -> SagaOutcome | None:
         """Drives one booking as far as it can go; None when it must be resumed later.
 
-        `known` is the booking as it was just written (its announcement), which spares reading
-        it back; without it the booking is loaded. Transient failures (an actor or the provider unreachable, a step timing out) leave the
-        booking at its persisted step for the recovery sweep, until the saga's deadline passes;
-        after that the saga compensates and fails with INTERNAL_ERROR.
+        `known` is the booking as it was just written (its announcement), which spares reading it
+        back; without it the booking is loaded. Transient failures (an actor or the provider
+        unreachable, a step timing out) leave the booking at its persisted step for the recovery
+        sweep, until the saga's deadline passes; after that the saga compensates and fails with
+        INTERNAL_ERROR.
         """
         booking = known if known is not None and known.id == booking_id else await self._store.load(booking_id)
         if booking is None:

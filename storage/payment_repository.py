@@ -9,6 +9,7 @@ from datetime import datetime
 import asyncpg
 
 from domain.ids import new_id
+from domain.payments import ChargeCard, ChargeOutcome
 from storage import queries as q
 from storage.pool import Conn
 
@@ -35,45 +36,28 @@ def _payment(r: asyncpg.Record) -> Payment:
     return Payment(**{k: r[k] for k in Payment.__dataclass_fields__})
 
 
-@dataclass(frozen=True)
-class Attempt:
-    """A charge about to be sent to the processor, keyed by its idempotency key."""
-
-    booking_id: str
-    user_id: str
-    amount: int
-    currency: str
-    idempotency_key: str
-
-
-async def start(conn: Conn, attempts: Sequence[Attempt], *, provider: str) -> dict[str, Payment]:
-    """The payment of each attempt by its key: a new PROCESSING row, or the one already recorded."""
+async def start(conn: Conn, orders: Sequence[ChargeCard], *, provider: str) -> dict[str, Payment]:
+    """The payment of each charge by its idempotency key: a new PROCESSING row, or the one
+    already recorded."""
     rows = await conn.fetch(
-        q.INSERT_PAYMENTS, [new_id("pay") for _ in attempts], [a.booking_id for a in attempts],
-        [a.user_id for a in attempts], [a.amount for a in attempts], [a.currency for a in attempts],
-        provider, [a.idempotency_key for a in attempts],
+        q.INSERT_PAYMENTS, [new_id("pay") for _ in orders], [o.booking_id for o in orders],
+        [o.user_id for o in orders], [o.amount for o in orders], [o.currency for o in orders],
+        provider, [o.idempotency_key for o in orders],
     )
     payments = {r["idempotency_key"]: _payment(r) for r in rows}
-    missing = [a.idempotency_key for a in attempts if a.idempotency_key not in payments]
+    missing = [o.idempotency_key for o in orders if o.idempotency_key not in payments]
     if missing:
         payments.update({r["idempotency_key"]: _payment(r) for r in await conn.fetch(q.SELECT_PAYMENTS_BY_KEYS, missing)})
     return payments
 
 
-@dataclass(frozen=True)
-class Outcome:
-    payment_id: str
-    succeeded: bool
-    provider_transaction_id: str | None
-    decline_code: str | None
-
-
-async def record_outcomes(conn: Conn, outcomes: Sequence[Outcome]) -> None:
-    """SUCCESS or FAILED for payments still PROCESSING; a settled payment is left as it is."""
+async def record_outcomes(conn: Conn, outcomes: Sequence[tuple[str, ChargeOutcome]]) -> None:
+    """SUCCESS or FAILED for (payment id, processor's answer) pairs still PROCESSING; a settled
+    payment is left as it is."""
     await conn.execute(
-        q.UPDATE_PAYMENT_OUTCOMES, [o.payment_id for o in outcomes],
-        ["SUCCESS" if o.succeeded else "FAILED" for o in outcomes],
-        [o.provider_transaction_id for o in outcomes], [o.decline_code for o in outcomes],
+        q.UPDATE_PAYMENT_OUTCOMES, [payment_id for payment_id, _ in outcomes],
+        ["SUCCESS" if o.succeeded else "FAILED" for _, o in outcomes],
+        [o.provider_transaction_id for _, o in outcomes], [o.decline_code for _, o in outcomes],
     )
 
 
