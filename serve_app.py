@@ -22,6 +22,7 @@ from ray import serve
 from ray.serve import Application
 
 from api.app import create_app
+from config.secrets import SECRETS_FILE_VAR, is_secret, worker_secrets, write_secrets_file
 from config.settings import BARE_NAMES, Settings, get_settings
 
 logger = logging.getLogger("ticketflow")
@@ -137,8 +138,15 @@ async def prepare_database(settings: Settings, *, seed: bool) -> None:
 
 
 def runtime_env_vars() -> dict[str, str]:
-    """What every Ray worker must see: the resolved URLs and secret, and TicketFlow's settings."""
-    env = {k: v for k, v in os.environ.items() if k in SHARED_ENV or k.startswith("TICKETFLOW_")}
+    """What every Ray worker is told: TicketFlow's non-secret settings and where the secrets file is.
+
+    Ray logs and shows a runtime_env, so no secret goes in it (config/secrets.py): workers take
+    them from their own environment, else from the 0600 file written here into the state dir.
+    """
+    env = {k: v for k, v in os.environ.items()
+           if (k in SHARED_ENV or k.startswith("TICKETFLOW_")) and not is_secret(k)}
+    settings = get_settings()
+    env[SECRETS_FILE_VAR] = str(write_secrets_file(settings.state_dir.resolve(), worker_secrets(settings)))
     env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] = PROXY_CALLBACK
     return env
 

@@ -7,9 +7,10 @@ SMTP_URL, RAY_ADDRESS) are read bare; everything else carries the TICKETFLOW_ pr
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -125,4 +126,9 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    # Secrets this process's environment lacks come from the driver's secrets file, if any
+    # (config/secrets.py: how secrets reach Ray's workers without travelling through Ray).
+    from config.secrets import secrets_from_file
+
+    from_file: dict[str, Any] = secrets_from_file(os.environ)
+    return Settings(**from_file)
