@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import jwt
 from argon2 import PasswordHasher
@@ -17,6 +19,10 @@ from domain.users import Role, User
 ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ("sub", "name", "email", "role", "iat", "exp")
 VERIFIED_TOKENS_KEPT = 10_000
+TIME_CLAIMS = ("iat", "nbf", "exp")
+# Clocks of the issuing and verifying replicas may differ a little: `iat` and `nbf` may be this
+# far in the future. Not applied to `exp`: an expired token is refused at once.
+CLOCK_LEEWAY_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -67,11 +73,21 @@ class PasswordService:
 
 
 class TokenService:
-    def __init__(self, *, secret: str, ttl_seconds: int) -> None:
+    """Issues tokens with the current secret; verifies with it, or with the previous one during a
+    rotation (docs/operations.md, "Rotating the JWT secret")."""
+
+    def __init__(
+        self, *, secret: str, ttl_seconds: int, previous_secret: str | None = None, now: float | None = None,
+    ) -> None:
         if not secret:
             raise ValueError("JWT secret must not be empty")
         self._secret = secret
+        self._previous = previous_secret or None
         self._ttl = ttl_seconds
+        # A token signed with the previous secret after this moment was not issued by us (we sign
+        # with the new one since): with `exp - iat <= ttl` this bounds what the previous secret can
+        # ever validate to one token lifetime from the rotation.
+        self._rotated_at = now if now is not None else time.time()
         # token -> (principal, exp). Decoding and checking the signature is a tenth of the
         # gateway's CPU in an on-sale, where each buyer sends the same token again and again.
         self._verified: dict[str, tuple[Principal, float]] = {}
@@ -106,18 +122,7 @@ class TokenService:
         return principal
 
     def _decode(self, token: str) -> tuple[Principal, float]:
-        try:
-            # algorithms pins HS256: "none" and RS/ES confusion are refused by PyJWT itself.
-            claims = jwt.decode(
-                token,
-                self._secret,
-                algorithms=[ALGORITHM],
-                options={"require": list(REQUIRED_CLAIMS)},
-            )
-        except jwt.ExpiredSignatureError:
-            raise Unauthorized("Token has expired")
-        except jwt.PyJWTError:
-            raise Unauthorized("Token is invalid")
+        claims = self._claims_signed_by_us(token)
         try:
             role = Role(claims["role"])
         except ValueError:
@@ -126,3 +131,51 @@ class TokenService:
             raise Unauthorized("Token is invalid")
         principal = Principal(user_id=claims["sub"], name=claims["name"], email=claims["email"], role=role)
         return principal, float(claims["exp"])
+
+    def _claims_signed_by_us(self, token: str) -> dict[str, Any]:
+        try:
+            return self._verified_claims(token, self._secret)
+        except jwt.InvalidSignatureError:
+            if self._previous is None:
+                raise Unauthorized("Token is invalid") from None
+        try:
+            claims = self._verified_claims(token, self._previous)
+        except jwt.InvalidSignatureError:
+            raise Unauthorized("Token is invalid") from None
+        if claims["iat"] > self._rotated_at + CLOCK_LEEWAY_SECONDS or claims["exp"] - claims["iat"] > self._ttl:
+            raise Unauthorized("Token is invalid")
+        return claims
+
+    @staticmethod
+    def _verified_claims(token: str, secret: str) -> dict[str, Any]:
+        """The claims of a token signed with `secret`, every check passed; InvalidSignatureError
+        when only the signature is wrong (the caller may try the previous secret)."""
+        try:
+            # algorithms pins HS256: "none" and RS/ES confusion are refused by PyJWT itself.
+            # PyJWT checks iat (not in the future) and nbf with the leeway; exp is checked below,
+            # without leeway, once it is known to be a number (PyJWT takes "9999999999" too).
+            decoded = jwt.decode_complete(
+                token,
+                secret,
+                algorithms=[ALGORITHM],
+                options={"require": list(REQUIRED_CLAIMS), "verify_exp": False},
+                leeway=CLOCK_LEEWAY_SECONDS,
+            )
+        except jwt.InvalidSignatureError:
+            raise
+        except jwt.PyJWTError:
+            raise Unauthorized("Token is invalid")
+        typ = decoded["header"].get("typ", "JWT")
+        if not isinstance(typ, str) or typ.upper() != "JWT":
+            raise Unauthorized("Token is invalid")  # another kind of token signed with our key
+        claims: dict[str, Any] = decoded["payload"]
+        if not all(_is_time(claims[k]) for k in TIME_CLAIMS if k in claims):
+            raise Unauthorized("Token is invalid")
+        if claims["exp"] <= time.time():
+            raise Unauthorized("Token has expired")
+        return claims
+
+
+def _is_time(value: object) -> bool:
+    """A JSON number of seconds: not a string, not a boolean, not infinite."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

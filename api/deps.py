@@ -36,7 +36,11 @@ class Services:
             raise RuntimeError("JWT_SECRET is not configured (ticketflow serve generates one)")
         return cls(
             settings=settings,
-            tokens=TokenService(secret=settings.jwt_secret.get_secret_value(), ttl_seconds=settings.jwt_ttl_seconds),
+            tokens=TokenService(
+                secret=settings.jwt_secret.get_secret_value(), ttl_seconds=settings.jwt_ttl_seconds,
+                previous_secret=(settings.jwt_previous_secret.get_secret_value()
+                                 if settings.jwt_previous_secret is not None else None),
+            ),
             passwords=PasswordService(make_hasher(
                 memory_kib=settings.password_hash_memory_kib, time_cost=settings.password_hash_time_cost
             )),

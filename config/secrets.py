@@ -30,7 +30,7 @@ SECRETS_FILE_NAME = "secrets.json"
 
 # Settings fields whose values are secret (credentials inside the URLs included).
 SECRET_FIELDS = (
-    "database_url", "redis_url", "jwt_secret", "stripe_api_key", "smtp_url",
+    "database_url", "redis_url", "jwt_secret", "jwt_previous_secret", "stripe_api_key", "smtp_url",
     "admin_password",
 )
 # What workers need of them; the admin password is only used by the driver at start-up.

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     db_command_timeout: float = Field(default=5.0, gt=0)
 
     jwt_secret: SecretStr | None = Field(default=None, validation_alias=_bare("JWT_SECRET"))
+    # The secret before a rotation: still accepted when verifying (never used to sign), so that
+    # tokens issued before the rotation stay valid until they expire (docs/operations.md).
+    jwt_previous_secret: SecretStr | None = Field(default=None, validation_alias=_bare("JWT_PREVIOUS_SECRET"))
     jwt_ttl_seconds: int = Field(default=24 * 3600, ge=60)
     auth_user_cache_seconds: float = Field(default=10.0, ge=0)
     password_hash_memory_kib: int = Field(default=19 * 1024, ge=8)

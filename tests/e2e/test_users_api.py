@@ -104,6 +104,11 @@ async def test_me_rejects_bad_tokens(http: httpx.AsyncClient, app_env: dict[str,
         "expired": auth(jwt.encode({**claims, "iat": now - 100, "exp": now - 10}, secret, algorithm="HS256")),
         "wrong secret": auth(jwt.encode(claims, "another-secret-of-sufficient-length-123", algorithm="HS256")),
         "missing claim": auth(jwt.encode({k: v for k, v in claims.items() if k != "role"}, secret, algorithm="HS256")),
+        # Signed with the real secret, but not what we issue (issue 17).
+        "exp a string": auth(jwt.encode({**claims, "exp": str(now + 3600)}, secret, algorithm="HS256")),
+        "iat in the future": auth(jwt.encode({**claims, "iat": now + 600, "exp": now + 3600}, secret, algorithm="HS256")),
+        "nbf in the future": auth(jwt.encode({**claims, "nbf": now + 600}, secret, algorithm="HS256")),
+        "another typ": auth(jwt.encode(claims, secret, algorithm="HS256", headers={"typ": "at+jwt"})),
     }
     for name, headers in bad.items():
         r = await http.get("/api/users/me", headers=headers)

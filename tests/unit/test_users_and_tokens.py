@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import hmac
 import json
 import time
 from datetime import UTC, datetime
@@ -374,3 +375,138 @@ async def test_an_unknown_user_never_verifies(passwords: PasswordService) -> Non
 async def test_a_corrupt_stored_hash_does_not_verify(passwords: PasswordService) -> None:
     assert await passwords.verify("not-an-argon2-hash", "Passw0rdX") is False
     assert await passwords.verify("", "Passw0rdX") is False
+
+
+# -- strict time claims, typ, and the previous secret during a rotation (issue 17) -------------
+
+
+def signed(payload: dict[str, Any], *, secret: str = SECRET, headers: dict[str, Any] | None = None) -> str:
+    return jwt.encode(payload, secret, algorithm=ALGORITHM, headers=headers)
+
+
+@pytest.mark.parametrize("exp", ["9999999999", "never", True, float("inf"), [9999999999], {"at": 1}])
+def test_a_token_whose_exp_is_not_a_number_is_unauthorized(tokens: TokenService, exp: object) -> None:
+    # PyJWT alone takes the string "9999999999" (int() of it): a token that would never expire.
+    with pytest.raises(Unauthorized, match="Token is invalid"):
+        tokens.verify(signed(claims(exp=exp)))
+
+
+@pytest.mark.parametrize("claim", ["iat", "nbf"])
+@pytest.mark.parametrize("value", ["1700000000", False, float("nan")])
+def test_a_token_whose_iat_or_nbf_is_not_a_number_is_unauthorized(tokens: TokenService, claim: str, value: object) -> None:
+    with pytest.raises(Unauthorized, match="Token is invalid"):
+        tokens.verify(signed(claims(**{claim: value})))
+
+
+def test_a_fractional_exp_is_a_number_and_accepted(tokens: TokenService) -> None:
+    assert tokens.verify(signed(claims(exp=time.time() + 3600.5))).user_id == USER.id
+
+
+def test_a_token_expired_a_second_ago_is_refused_without_leeway(tokens: TokenService) -> None:
+    now = int(time.time())
+    with pytest.raises(Unauthorized, match="Token has expired"):
+        tokens.verify(signed(claims(iat=now - 3600, exp=now - 1)))
+
+
+@pytest.mark.parametrize("claim", ["iat", "nbf"])
+def test_iat_and_nbf_a_little_ahead_are_within_the_clock_leeway(tokens: TokenService, claim: str) -> None:
+    # Another replica's clock may run a few seconds ahead of ours: 30 s of leeway.
+    assert tokens.verify(signed(claims(**{claim: int(time.time()) + 20}))).user_id == USER.id
+
+
+@pytest.mark.parametrize("claim", ["iat", "nbf"])
+def test_iat_and_nbf_beyond_the_clock_leeway_are_unauthorized(tokens: TokenService, claim: str) -> None:
+    with pytest.raises(Unauthorized, match="Token is invalid"):
+        tokens.verify(signed(claims(**{claim: int(time.time()) + 60})))
+
+
+def test_an_nbf_in_the_past_is_accepted(tokens: TokenService) -> None:
+    assert tokens.verify(signed(claims(nbf=int(time.time()) - 60))).user_id == USER.id
+
+
+@pytest.mark.parametrize("typ", ["JWT", "jwt"])
+def test_a_jwt_typ_header_is_accepted(tokens: TokenService, typ: str) -> None:
+    assert tokens.verify(signed(claims(), headers={"typ": typ})).user_id == USER.id
+
+
+def test_a_token_without_typ_header_is_accepted(tokens: TokenService) -> None:
+    token = f"{segment({'alg': ALGORITHM})}.{segment(claims())}"
+    signature = b64url(hmac.new(SECRET.encode(), token.encode(), "sha256").digest())
+    assert jwt.get_unverified_header(f"{token}.{signature}") == {"alg": ALGORITHM}
+    assert tokens.verify(f"{token}.{signature}").user_id == USER.id
+
+
+@pytest.mark.parametrize("typ", ["at+jwt", "JWS", "refresh", 1, ["JWT"]])
+def test_a_token_of_another_typ_is_unauthorized(tokens: TokenService, typ: object) -> None:
+    # Another kind of token signed with the same key (an access-token profile, a refresh token).
+    with pytest.raises(Unauthorized, match="Token is invalid"):
+        tokens.verify(signed(claims(), headers={"typ": typ}))
+
+
+PREVIOUS = "the-secret-before-the-rotation-0123456789abcdefghijklmnopqrstuvw"
+
+
+def test_during_a_rotation_tokens_of_the_previous_secret_still_verify() -> None:
+    before = TokenService(secret=PREVIOUS, ttl_seconds=DAY)
+    old_token = before.issue(USER, now=time.time() - 3600).token
+    rotated = TokenService(secret=SECRET, ttl_seconds=DAY, previous_secret=PREVIOUS)
+    assert rotated.verify(old_token).user_id == USER.id
+    # ...but nothing is signed with it any more.
+    new_token = rotated.issue(USER).token
+    jwt.decode(new_token, SECRET, algorithms=[ALGORITHM])
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(new_token, PREVIOUS, algorithms=[ALGORITHM])
+
+
+def test_without_the_previous_secret_its_tokens_are_unauthorized() -> None:
+    old_token = TokenService(secret=PREVIOUS, ttl_seconds=DAY).issue(USER).token
+    with pytest.raises(Unauthorized, match="Token is invalid"):
+        TokenService(secret=SECRET, ttl_seconds=DAY).verify(old_token)
+
+
+def test_the_previous_secret_validates_nothing_issued_after_the_rotation() -> None:
+    rotated_at = time.time() - 600
+    rotated = TokenService(secret=SECRET, ttl_seconds=DAY, previous_secret=PREVIOUS, now=rotated_at)
+    minted_since = TokenService(secret=PREVIOUS, ttl_seconds=DAY).issue(USER, now=rotated_at + 300).token
+    with pytest.raises(Unauthorized, match="Token is invalid"):
+        rotated.verify(minted_since)
+
+
+def test_the_previous_secret_validates_nothing_living_longer_than_one_token_lifetime() -> None:
+    # So one token lifetime after the rotation the previous secret validates nothing at all.
+    now = int(time.time())
+    rotated = TokenService(secret=SECRET, ttl_seconds=DAY, previous_secret=PREVIOUS)
+    long_lived = signed(claims(iat=now - 60, exp=now - 60 + DAY + 3600), secret=PREVIOUS)
+    with pytest.raises(Unauthorized, match="Token is invalid"):
+        rotated.verify(long_lived)
+    with pytest.raises(Unauthorized, match="Token is invalid"):
+        rotated.verify(signed(claims(), secret="yet-another-secret-neither-current-nor-previous-012345"))
+
+
+def test_an_expired_token_of_the_previous_secret_is_unauthorized() -> None:
+    old = TokenService(secret=PREVIOUS, ttl_seconds=DAY).issue(USER, now=time.time() - DAY - 5).token
+    rotated = TokenService(secret=SECRET, ttl_seconds=DAY, previous_secret=PREVIOUS)
+    with pytest.raises(Unauthorized, match="Token has expired"):
+        rotated.verify(old)
+
+
+def test_the_previous_secret_setting_is_read_bare(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JWT_PREVIOUS_SECRET", PREVIOUS)
+    settings = Settings(_env_file=None)
+    assert settings.jwt_previous_secret is not None
+    assert settings.jwt_previous_secret.get_secret_value() == PREVIOUS
+
+
+def test_the_gateway_verifies_with_the_configured_previous_secret() -> None:
+    from pydantic import SecretStr
+
+    from api.deps import Services
+
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, jwt_secret=SecretStr(SECRET), jwt_previous_secret=SecretStr(PREVIOUS),
+        password_hash_memory_kib=64, password_hash_time_cost=1, rate_limit_enabled=False,
+    )
+    services = Services.from_settings(settings)
+    old_token = TokenService(secret=PREVIOUS, ttl_seconds=DAY).issue(USER, now=time.time() - 60).token
+    assert services.tokens.verify(old_token).user_id == USER.id
+    jwt.decode(services.tokens.issue(USER).token, SECRET, algorithms=[ALGORITHM])
