@@ -19,6 +19,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from config.secrets import secret_env_names
 from storage.embedded import free_port
 from tests.databases import scratch_database
 from tests.fakes.smtp_server import SmtpSink
@@ -148,9 +149,14 @@ def server(app_env: dict[str, str]) -> Iterator[str]:  # noqa: ARG001 - app_env 
     asyncio.run(serve_app.prepare_database(settings, seed=False))
     os.environ["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] = serve_app.PROXY_CALLBACK
     os.environ.update(serve_app.ingress_env(settings))
+    # As `ticketflow serve` does: the workers inherit the secrets from this process's environment
+    # (app_env set it before Ray starts) or read the 0600 secrets file; the runtime_env, which
+    # Ray logs and shows, carries none (issue 17).
+    env_vars = serve_app.runtime_env_vars()
+    assert not set(env_vars) & secret_env_names(), "a secret would travel in Ray's runtime_env"
     ray.init(
         address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-        namespace=registry.NAMESPACE, runtime_env={"env_vars": serve_app.runtime_env_vars()},
+        namespace=registry.NAMESPACE, runtime_env={"env_vars": env_vars},
         logging_config=ray.LoggingConfig(encoding="JSON", log_level="INFO"),
     )
     serve.start(http_options={"host": "127.0.0.1", "port": settings.port}, logging_config={"log_level": "WARNING"})

@@ -102,13 +102,41 @@ def cluster_redis_url(cluster_state_dir: Path) -> Iterator[str]:
         redis.stop()
 
 
+@dataclass
+class ClusterSecrets:
+    """Credentials that are real credentials (a Postgres role's and a Redis ACL user's passwords
+    in the URLs), so tests/cluster/test_secrets_cluster.py can look for them where Ray records."""
+
+    database_url: str
+    redis_url: str
+    values: dict[str, str]  # what must never show, by name
+
+
 @pytest.fixture(scope="session")
-def cluster_env(cluster_database_url: str, cluster_redis_url: str, cluster_state_dir: Path) -> dict[str, str]:
-    """The app's environment, set in this process before any Ray node starts (nodes inherit it)."""
+def cluster_secrets(cluster_database_url: str, cluster_redis_url: str) -> Iterator[ClusterSecrets]:
+    from tests import secret_scrape
+
+    role, pg_password, dsn = asyncio.run(secret_scrape.create_password_role(cluster_database_url))
+    redis_user, redis_password, redis_url = secret_scrape.create_redis_user(cluster_redis_url)
+    try:
+        yield ClusterSecrets(dsn, redis_url, {
+            "JWT_SECRET": secrets.token_urlsafe(48), "database password": pg_password,
+            "Redis password": redis_password, "admin password": ADMIN[1],
+        })
+    finally:
+        asyncio.run(secret_scrape.drop_password_role(cluster_database_url, role))
+        secret_scrape.drop_redis_user(cluster_redis_url, redis_user)
+
+
+@pytest.fixture(scope="session")
+def cluster_env(cluster_secrets: ClusterSecrets, cluster_state_dir: Path) -> dict[str, str]:
+    """The app's environment, set in this process before any Ray node starts: the nodes inherit
+    it, as real nodes get theirs from what starts `ray start` (deploy/README.md); only non-secret
+    settings travel in the runtime_env (serve_app.runtime_env_vars)."""
     env = {
-        "DATABASE_URL": cluster_database_url,
-        "REDIS_URL": cluster_redis_url,
-        "JWT_SECRET": secrets.token_urlsafe(48),
+        "DATABASE_URL": cluster_secrets.database_url,
+        "REDIS_URL": cluster_secrets.redis_url,
+        "JWT_SECRET": cluster_secrets.values["JWT_SECRET"],
         "TICKETFLOW_STATE_DIR": str(cluster_state_dir),
         "TICKETFLOW_PORT": str(free_port()),
         "TICKETFLOW_SEED_DEMO": "false",
@@ -177,7 +205,9 @@ def ray_cluster(cluster_env: dict[str, str]) -> Iterator[RunningCluster]:  # noq
 
     started = time.monotonic()
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "resources": {HEAD_RESOURCE: 1}, "include_dashboard": False,
+        "num_cpus": 1, "resources": {HEAD_RESOURCE: 1},
+        # The dashboard, as on a real head: its state API is searched for secrets.
+        "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": free_port(),
         # The head's dashboard agent defaults to port 52365, as does the main session's Ray.
         "dashboard_agent_listen_port": free_port(),
         "_system_config": FAST_FAILURE_DETECTION,

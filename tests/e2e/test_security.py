@@ -159,7 +159,10 @@ async def test_passwords_and_tokens_never_reach_the_logs(http: httpx.AsyncClient
     await http.get("/api/users/me", headers=auth(token))
     await http.get("/api/users/me", headers=auth(token + "tampered"))
     # Everything the session's Ray processes (gateway, actors, Serve) wrote: INFO and up, JSON.
-    logs = Path("/tmp/ray/session_latest/logs")
+    # This session's own directory: /tmp/ray/session_latest may be another Ray's on this machine.
+    import ray
+
+    logs = Path(ray._private.worker.global_worker.node.get_session_dir_path()) / "logs"
     for path in logs.rglob("*"):
         if path.is_file() and path.stat().st_size < 50_000_000:
             text = path.read_text(errors="replace")
