@@ -11,7 +11,8 @@ A session that also collects other tests skips them (with that command as the re
 The environment mirrors tests/conftest.py's `app_env`: a fresh database on the server
 DATABASE_URL names (else an embedded Postgres), REDIS_URL (else an embedded Redis), both reached
 through a role/user with a password, a random JWT secret, cheap password hashing; then
-migrations, `Cluster(head + 2 workers)` (dashboard on the head), Serve and the service actors. Emails go to the outbox (no SMTP), cards to the simulated processor.
+migrations, `Cluster(head + 2 workers)` (dashboard on the head), Serve and the service actors.
+Emails go to the outbox (no SMTP), cards to the simulated processor.
 """
 
 from __future__ import annotations
