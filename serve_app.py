@@ -293,7 +293,7 @@ def cmd_serve(_args: argparse.Namespace) -> int:
     """
     from storage.embedded import port_in_use
     from storage.state_dir import try_acquire
-    from storage.supervisor import ServiceLost, first_line, stop_descendants
+    from storage.supervisor import ServiceLost, failure_reason, stop_descendants
 
     base = get_settings()
     # Checked before anything is started or touched: a second server must not disturb the first.
@@ -314,7 +314,7 @@ def cmd_serve(_args: argparse.Namespace) -> int:
         reason = f"stopped: {lost}"
     except Exception as exc:  # noqa: BLE001 - any start-up failure ends here, with its reason
         logger.error("start-up failed", exc_info=exc)
-        reason = f"cannot start: {first_line(exc)}"
+        reason = f"cannot start: {failure_reason(exc)}"
     finally:
         lock.release()
         left = stop_descendants()

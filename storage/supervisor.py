@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import time
 from collections import deque
@@ -42,6 +43,30 @@ class ServiceLost(RuntimeError):
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# Lines that say what went wrong in the logs servers attach to their errors (HAProxy, Postgres).
+_ALERT = re.compile(r"\[ALERT\]|FATAL:|ERROR:|[Ee]rror:")
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line saying why: the innermost error's first line, and its first alert if it has one.
+
+    A failure inside Ray arrives wrapped (RayTaskError: its first line is the actor's repr), and
+    a server's own error often comes after a few lines of notices.
+    """
+    inner = exc
+    while True:
+        cause = getattr(inner, "cause", None) or inner.__cause__
+        if not isinstance(cause, BaseException) or cause is inner:
+            break
+        inner = cause
+    text = _ANSI.sub("", str(inner)).strip() or type(inner).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    head = lines[0]
+    alert = next((line for line in lines[1:] if _ALERT.search(line)), None)
+    return f"{head} ({alert})" if alert else head
 
 
 class EmbeddedServices:
