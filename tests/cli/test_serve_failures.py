@@ -19,7 +19,6 @@ from tests.cli.serve_process import (
     book_one_seat,
     last_line,
     login,
-    new_state_dir,
     processes_with,
     run_command,
 )
@@ -208,18 +207,3 @@ def test_embedded_postgres_that_cannot_come_back_ends_the_server(running: Server
     assert running.proc.returncode == 1, running.output()
     _assert_one_line_failure(running.err.read_text(), "stopped", "Postgres", "could not be restarted")
     assert running.leftovers() == []
-
-
-# -- repeated starts ---------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_start_stop_loop_has_no_failed_start_and_no_leftover() -> None:
-    """TF_START_STOP_LOOPS starts (default 2 in the suite; docs/reliability.md has a run of 10)."""
-    loops = int(os.environ.get("TF_START_STOP_LOOPS", "2"))
-    state = new_state_dir()
-    for n in range(loops):
-        server = Server(state=state).start()
-        server.wait_healthy()
-        assert server.stop() == 0, server.output()
-        assert server.leftovers() == [], f"start {n + 1}"
