@@ -109,8 +109,6 @@ def _healthy_and_booking(server: Server, seat: str) -> None:
 @pytest.mark.slow
 def test_create_admin_beside_a_running_server_uses_its_database(running: Server) -> None:
     postmaster = running.postmaster_pid()
-    services = running.state / "services.json"
-    assert services.stat().st_mode & 0o777 == 0o600  # its URLs may carry passwords
     result = run_command(running.env, "create-admin", "--email", "ops@example.com", "--password", "Ops-pass-1234")
     assert result.returncode == 0, result.stderr[-3000:]
     # Same Postgres, still running: the admin exists in the server's database.
@@ -119,6 +117,8 @@ def test_create_admin_beside_a_running_server_uses_its_database(running: Server)
     me = httpx.get(f"{running.url}/api/users/me", headers={"Authorization": f"Bearer {token}"}, timeout=5).json()
     assert me["role"] == "ADMIN", me
     _healthy_and_booking(running, "seat_A1")
+    # Where it found the server's database: a file only the owner can read (a URL may carry a password).
+    assert (running.state / "services.json").stat().st_mode & 0o777 == 0o600
 
 
 @pytest.mark.slow
