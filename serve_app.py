@@ -136,7 +136,7 @@ def database_for_command(settings: Settings, command: str) -> Iterator[Settings]
     The configured database; else the running server's embedded Postgres when a server owns
     the state directory; else an embedded Postgres of our own for the command's duration.
     """
-    from storage.state_dir import PublishedServices, acquire_or_join
+    from storage.state_dir import NothingToJoin, PublishedServices, acquire_or_join
 
     if settings.database_url:
         yield settings
@@ -145,7 +145,7 @@ def database_for_command(settings: Settings, command: str) -> Iterator[Settings]
     claim = acquire_or_join(state_dir, command, wait=OWNER_WAIT_SECONDS)
     if isinstance(claim, PublishedServices):
         if claim.database_url is None:
-            raise StateDirBusy(state_dir, claim.owner)  # it runs on a database we are not told
+            raise NothingToJoin(state_dir, claim.owner)
         logger.info("using the embedded Postgres of the running %s", claim.owner.describe())
         os.environ["DATABASE_URL"] = claim.database_url
         get_settings.cache_clear()

@@ -61,6 +61,17 @@ class StateDirBusy(Exception):
         )
 
 
+class NothingToJoin(StateDirBusy):
+    """The running server's database is not embedded, so there is no URL to hand out."""
+
+    def __init__(self, state_dir: Path, owner: Owner) -> None:
+        super().__init__(state_dir, owner)
+        self.args = (
+            f"{owner.describe()} owns the state directory {state_dir} and runs on a DATABASE_URL "
+            "of its own, not on the embedded Postgres: set the same DATABASE_URL for this command",
+        )
+
+
 def _start_time(pid: int) -> str | None:
     """The process's start time in clock ticks since boot, or None when it is not running."""
     try:
@@ -109,7 +120,8 @@ class StateDirLock:
         if self._fd is None:
             return
         published = published_services(self.state_dir, require_live_owner=False)
-        if published is not None and published.owner == self.owner:
+        if published is not None and (published.owner.pid, published.owner.start_time) == (
+                self.owner.pid, self.owner.start_time):
             (self.state_dir / SERVICES_NAME).unlink(missing_ok=True)
         fd, self._fd = self._fd, None
         fcntl.flock(fd, fcntl.LOCK_UN)
@@ -180,6 +192,7 @@ def acquire_or_join(state_dir: Path, command: str, *, wait: float) -> StateDirLo
 
 
 __all__ = [
+    "NothingToJoin",
     "Owner",
     "PublishedServices",
     "StateDirBusy",

@@ -122,7 +122,7 @@ class EmbeddedServices:
         for attempt in range(1, RESTART_ATTEMPTS + 1):
             try:
                 server = start(port)
-            except RuntimeError as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure to start counts as one attempt
                 failure = exc
                 logger.error("restarting embedded %s failed (attempt %d): %s", name, attempt, exc)
                 time.sleep(1.0)

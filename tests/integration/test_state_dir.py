@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -26,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 DB_URL = "postgresql://postgres:s3cret@127.0.0.1:5999/ticketflow"
 
 
-def _owner_process(state: Path, *, publish: bool, hold: float = 60) -> subprocess.Popen[str]:
+def _owner_process(state: Path, *, publish: bool, hold: float = 60, db_url: str | None = DB_URL) -> subprocess.Popen[str]:
     """A process that owns ``state`` (and publishes URLs when asked), then prints 'ready'."""
     script = textwrap.dedent(f"""
         import time
@@ -34,7 +35,7 @@ def _owner_process(state: Path, *, publish: bool, hold: float = 60) -> subproces
         from storage.state_dir import try_acquire
         lock = try_acquire(Path({str(state)!r}), "serve" if {publish} else "migrate")
         if {publish}:
-            lock.publish(database_url={DB_URL!r}, redis_url="redis://127.0.0.1:5998/0")
+            lock.publish(database_url={db_url!r}, redis_url="redis://127.0.0.1:5998/0")
         print("ready", flush=True)
         time.sleep({hold})
         lock.release()
@@ -110,3 +111,20 @@ def test_a_replaced_lock_file_does_not_hand_over_a_live_owners_dir(
     with pytest.raises(StateDirBusy, match=f"pid {owner.pid}"):
         try_acquire(tmp_path, "serve")
     assert published_services(tmp_path) is not None  # its URLs were left alone
+
+
+def test_a_command_beside_a_server_on_an_external_database_says_which_url_to_set(
+    tmp_path: Path, procs: list[subprocess.Popen[str]]
+) -> None:
+    owner = _owner_process(tmp_path, publish=True, db_url=None)  # a serve with its own DATABASE_URL
+    procs.append(owner)
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env["TICKETFLOW_STATE_DIR"] = str(tmp_path)
+    result = subprocess.run([sys.executable, "-m", "serve_app", "migrate"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"ticketflow migrate: `ticketflow serve` (pid {owner.pid}) owns the state directory {tmp_path} and "
+        "runs on a DATABASE_URL of its own, not on the embedded Postgres: set the same DATABASE_URL for this command"
+    )
+    assert not (tmp_path / "postgres").exists()  # no embedded Postgres started beside it
