@@ -297,7 +297,8 @@ def cmd_serve(_args: argparse.Namespace) -> int:
 
     base = get_settings()
     # Checked before anything is started or touched: a second server must not disturb the first.
-    if port_in_use(base.host, base.port):
+    # On a shared cluster (RAY_ADDRESS) the port is its Serve proxy's, possibly up from before.
+    if not base.ray_address and port_in_use(base.host, base.port):
         return _serve_failed(f"cannot start: port {base.port} on {base.host} is already in use "
                              "(another server? set TICKETFLOW_PORT)")
     try:
