@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 from ray import serve
@@ -24,6 +24,11 @@ from ray.serve import Application
 from api.app import create_app
 from config.secrets import SECRETS_FILE_VAR, is_secret, worker_secrets, write_secrets_file
 from config.settings import BARE_NAMES, Settings, get_settings
+from storage.state_dir import StateDirBusy
+
+if TYPE_CHECKING:
+    from storage.state_dir import StateDirLock
+    from storage.supervisor import EmbeddedServices
 
 logger = logging.getLogger("ticketflow")
 
@@ -86,36 +91,76 @@ def load_or_create_jwt_secret(state_dir: Path) -> str:
 
 
 @contextmanager
-def embedded_services(settings: Settings) -> Iterator[Settings]:
-    """Starts an embedded Postgres/Redis for what is not configured; yields the resolved settings."""
-    from storage.embedded import (
-        EmbeddedPostgres,
-        EmbeddedRedis,
-        start_embedded_postgres,
-        start_embedded_redis,
-    )
+def embedded_services(
+    settings: Settings, *, redis: bool = True, publish_to: StateDirLock | None = None
+) -> Iterator[tuple[Settings, EmbeddedServices]]:
+    """Starts an embedded Postgres (and Redis) for what is not configured; yields the resolved
+    settings and the running services. The caller must own the state directory."""
+    from storage.supervisor import EmbeddedServices
 
     state_dir = settings.state_dir.resolve()
-    started: list[EmbeddedPostgres | EmbeddedRedis] = []
+    services = EmbeddedServices.start(
+        state_dir, postgres=not settings.database_url, redis=redis and not settings.redis_url
+    )
     try:
-        if not settings.database_url:
-            pg = start_embedded_postgres(state_dir)
-            started.append(pg)
+        if services.postgres is not None:
+            pg = services.postgres
             os.environ["DATABASE_URL"] = pg.url
             logger.info("embedded Postgres on 127.0.0.1:%d (data in %s)", pg.port, pg.data_dir)
-        if not settings.redis_url:
-            redis = start_embedded_redis(state_dir)
-            started.append(redis)
-            os.environ["REDIS_URL"] = redis.url
-            logger.info("embedded Redis on 127.0.0.1:%d", redis.port)
+        if services.redis is not None:
+            os.environ["REDIS_URL"] = services.redis.url
+            logger.info("embedded Redis on 127.0.0.1:%d", services.redis.port)
+        if publish_to is not None:
+            # Other commands on this state dir then use these instead of starting their own.
+            publish_to.publish(
+                database_url=services.postgres.url if services.postgres else None,
+                redis_url=services.redis.url if services.redis else None,
+            )
         if settings.jwt_secret is None:
             os.environ["JWT_SECRET"] = load_or_create_jwt_secret(state_dir)
         get_settings.cache_clear()
-        yield get_settings()
+        yield get_settings(), services
     finally:
-        for service in reversed(started):
-            service.stop()
+        services.stop()
         get_settings.cache_clear()
+
+
+# How long a short command waits for another one, or for a starting server, to be done with the
+# state directory before it gives up.
+OWNER_WAIT_SECONDS = 30.0
+
+
+@contextmanager
+def database_for_command(settings: Settings, command: str) -> Iterator[Settings]:
+    """Settings with a DATABASE_URL for `migrate`, `create-admin` and `seed-demo`.
+
+    The configured database; else the running server's embedded Postgres when a server owns
+    the state directory; else an embedded Postgres of our own for the command's duration.
+    """
+    from storage.state_dir import NothingToJoin, PublishedServices, acquire_or_join
+
+    if settings.database_url:
+        yield settings
+        return
+    state_dir = settings.state_dir.resolve()
+    claim = acquire_or_join(state_dir, command, wait=OWNER_WAIT_SECONDS)
+    if isinstance(claim, PublishedServices):
+        if claim.database_url is None:
+            raise NothingToJoin(state_dir, claim.owner)
+        logger.info("using the embedded Postgres of the running %s", claim.owner.describe())
+        os.environ["DATABASE_URL"] = claim.database_url
+        get_settings.cache_clear()
+        try:
+            yield get_settings()
+        finally:
+            del os.environ["DATABASE_URL"]
+            get_settings.cache_clear()
+        return
+    try:
+        with embedded_services(settings, redis=False) as (resolved, _services):
+            yield resolved
+    finally:
+        claim.release()
 
 
 async def prepare_database(settings: Settings, *, seed: bool) -> None:
@@ -249,46 +294,94 @@ def deploy(settings: Settings) -> None:
 
 
 def cmd_serve(_args: argparse.Namespace) -> int:
-    import ray
+    """Serve until SIGTERM/SIGINT (0); any start-up failure or a lost database exits 1.
+
+    A failure leaves nothing behind, as a stop does: whatever was started is stopped in reverse
+    order, then any process of ours still running is killed; the last line on stderr says why.
+    """
+    from storage.embedded import port_in_use
+    from storage.state_dir import try_acquire
+    from storage.supervisor import ServiceLost, failure_reason, stop_descendants
 
     base = get_settings()
+    # Checked before anything is started or touched: a second server must not disturb the first.
+    # On a shared cluster (RAY_ADDRESS) the port is its Serve proxy's, possibly up from before.
+    if not base.ray_address and port_in_use(base.host, base.port):
+        return _serve_failed(f"cannot start: port {base.port} on {base.host} is already in use "
+                             "(another server? set TICKETFLOW_PORT)")
+    try:
+        lock = try_acquire(base.state_dir.resolve(), "serve")
+    except StateDirBusy as busy:
+        return _serve_failed(f"cannot start: {busy}")
     stop = threading.Event()
-    with embedded_services(base) as settings:
-        asyncio.run(prepare_database(settings, seed=settings.seed_demo))
+    _on_stop_signals(stop)
+    reason: str | None = None
+    try:
+        with embedded_services(base, publish_to=lock) as (settings, services):
+            _serve(settings, services, stop)
+    except ServiceLost as lost:
+        reason = f"stopped: {lost}"
+    except Exception as exc:  # noqa: BLE001 - any start-up failure ends here, with its reason
+        logger.error("start-up failed", exc_info=exc)
+        reason = f"cannot start: {failure_reason(exc)}"
+    finally:
+        lock.release()
+        left = stop_descendants()
+        if left:
+            logger.error("processes that would not stop: %s", left)
+    if reason is not None:
+        return _serve_failed(reason)
+    return 0
+
+
+def _serve_failed(reason: str) -> int:
+    print(f"ticketflow serve: {reason}", file=sys.stderr, flush=True)
+    return 1
+
+
+def _on_stop_signals(stop: threading.Event) -> None:
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+
+
+def _serve(settings: Settings, services: EmbeddedServices, stop: threading.Event) -> None:
+    """Start Ray and the app, then watch the embedded services until asked to stop."""
+    import ray
+
+    # A stop requested during start-up takes effect between steps (each takes seconds).
+    asyncio.run(prepare_database(settings, seed=settings.seed_demo))
+    if stop.is_set():
+        return
+    try:
         start_ray(settings)
         # Ray installs its own SIGTERM handler; ours must win so that shutdown is orderly.
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
-        try:
-            deploy(settings)
-            print(f"TicketFlow is serving on http://{settings.host}:{settings.port}", flush=True)
-            while not stop.wait(0.5):
-                pass
-            print("TicketFlow shutting down", flush=True)
-        finally:
-            if settings.ray_address:
-                # A shared cluster outlives us: take our application off it, leave the rest.
-                try:
-                    serve.delete("ticketflow")
-                except Exception:  # noqa: BLE001 - keep shutting down
-                    logger.exception("removing the Serve application failed")
-            # For our own local Ray this stops every Ray process (Serve, actors, raylet, GCS);
-            # a graceful serve.shutdown() first only adds 3-30 s and hangs if the raylet got the
-            # terminal's signal too.
-            ray.shutdown()
-    return 0
+        _on_stop_signals(stop)
+        if stop.is_set():
+            return
+        deploy(settings)
+        print(f"TicketFlow is serving on http://{settings.host}:{settings.port}", flush=True)
+        while not stop.wait(0.5):
+            services.watch()  # raises ServiceLost when the database cannot come back
+        print("TicketFlow shutting down", flush=True)
+    finally:
+        if settings.ray_address and ray.is_initialized():
+            # A shared cluster outlives us: take our application off it, leave the rest.
+            try:
+                serve.delete("ticketflow")
+            except Exception:  # noqa: BLE001 - keep shutting down
+                logger.exception("removing the Serve application failed")
+        # For our own local Ray this stops every Ray process (Serve, actors, raylet, GCS), also
+        # after a failed or half-done ray.init; a graceful serve.shutdown() first only adds 3-30 s
+        # and hangs if the raylet got the terminal's signal too.
+        ray.shutdown()
 
 
 def cmd_migrate(_args: argparse.Namespace) -> int:
     from storage.migrate import migrate
 
-    settings = get_settings()
-    if not settings.database_url:
-        with embedded_services(settings) as resolved:
-            assert resolved.database_url
-            applied = asyncio.run(migrate(resolved.database_url))
-    else:
-        applied = asyncio.run(migrate(settings.database_url))
+    with database_for_command(get_settings(), "migrate") as resolved:
+        assert resolved.database_url
+        applied = asyncio.run(migrate(resolved.database_url))
     print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
     return 0
 
@@ -307,12 +400,8 @@ async def _with_conn(settings: Settings, action: Any) -> None:
         await conn.close()
 
 
-def _run_with_db(action: Any) -> None:
-    settings = get_settings()
-    if settings.database_url:
-        asyncio.run(_with_conn(settings, action))
-        return
-    with embedded_services(settings) as resolved:
+def _run_with_db(command: str, action: Any) -> None:
+    with database_for_command(get_settings(), command) as resolved:
         asyncio.run(_with_conn(resolved, action))
 
 
@@ -323,7 +412,7 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
         await create_admin(conn, settings, email=args.email, password=args.password, name=args.name)
 
     try:
-        _run_with_db(action)
+        _run_with_db("create-admin", action)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -339,7 +428,7 @@ def cmd_seed_demo(_args: argparse.Namespace) -> int:
     async def action(conn: Any, settings: Settings) -> None:
         result.append(await seed_demo(conn, settings))
 
-    _run_with_db(action)
+    _run_with_db("seed-demo", action)
     print("demo data seeded" if result and result[0] else "demo data already present")
     return 0
 
@@ -364,7 +453,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("bench", help="benchmarks: `ticketflow bench onsale|locks|compare --help`")
     args = parser.parse_args(argv)
     logging.basicConfig(level=get_settings().log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except StateDirBusy as busy:
+        # A short command found the state directory taken and no server's database to use.
+        print(f"ticketflow {args.command}: {busy}", file=sys.stderr)
+        return 1
     return result
 
 

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from actors import registry
 from api.deps import PrincipalDep, ServicesDep
 from api.schemas import HealthResponse, NotificationHealth, NotificationItem, NotificationList
+from domain.errors import ServiceUnavailable
 from providers.email import check_smtp
 from storage import queries as q
 
@@ -18,8 +19,20 @@ router = APIRouter()
 VERSION = "1.0.0"
 
 
+# A health probe must answer fast even when Postgres hangs (stopped, or a network partition).
+HEALTH_DB_TIMEOUT = 2.0
+
+
 @router.get("/health", response_model=HealthResponse, tags=["health"])
 async def health(svc: ServicesDep) -> HealthResponse:
+    # A server that cannot reach Postgres cannot book: a 503 makes load balancers and uptime
+    # probes send buyers elsewhere. One `SELECT 1` on a pooled connection per probe.
+    try:
+        postgres = await asyncio.wait_for(_postgres_status(svc), HEALTH_DB_TIMEOUT)
+    except TimeoutError:
+        postgres = "down"
+    if postgres != "connected":
+        raise ServiceUnavailable("Postgres is unreachable; this server cannot take bookings until it returns")
     return HealthResponse(status="ok", version=VERSION, uptime=int(time.monotonic() - svc.started_at))
 
 

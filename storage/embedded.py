@@ -95,6 +95,22 @@ def free_port() -> int:
         return fallback
 
 
+def port_in_use(host: str, port: int) -> bool:
+    """Whether something listens on ``host:port`` (a bind test, as the server itself will try).
+
+    SO_REUSEADDR, as servers set it: a port whose last connections wait in TIME_WAIT (a server
+    just stopped) is free, one that a process listens on is not.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
 def _ephemeral_floor() -> int:
     try:
         floor = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
@@ -217,14 +233,25 @@ class _Account:
         return {"user": self.uid, "group": self.gid, "extra_groups": []}
 
 
-def _server_account(data_dir: Path) -> _Account | None:
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return "no such user"
+
+
+def _server_account(data_dir: Path, state_dir: Path) -> _Account | None:
+    """As root, the account Postgres runs as: ``nobody``, or the owner of an existing cluster.
+
+    An existing cluster runs as whoever owns its files, so those files decide which account a
+    root process hands a server to. Only two owners are expected: ``nobody`` (what we initialise
+    clusters as) and the owner of the state directory (a cluster a normal user initialised in
+    their own checkout, later run with sudo). Anyone else, root included, is refused rather than
+    trusted: a data directory planted or copied by another user would otherwise choose the
+    account our server runs as.
+    """
     if os.geteuid() != 0:
         return None
-    if (data_dir / "PG_VERSION").exists():
-        st = data_dir.stat()
-        if st.st_uid != 0:
-            # Whoever initialised the cluster (possibly a non-root run) keeps owning it.
-            return _Account(st.st_uid, st.st_gid)
     try:
         pw = pwd.getpwnam(_UNPRIVILEGED_USER)
     except KeyError:
@@ -232,7 +259,23 @@ def _server_account(data_dir: Path) -> _Account | None:
             f"embedded Postgres cannot run as root and there is no {_UNPRIVILEGED_USER!r} user "
             "to run it as; run TicketFlow as a normal user or set DATABASE_URL"
         )
-    return _Account(pw.pw_uid, pw.pw_gid)
+    if not (data_dir / "PG_VERSION").exists():
+        return _Account(pw.pw_uid, pw.pw_gid)
+    st = data_dir.stat()
+    expected = {pw.pw_uid}
+    state_owner = state_dir.stat().st_uid
+    if state_owner != 0:
+        expected.add(state_owner)
+    if st.st_uid not in expected:
+        raise RuntimeError(
+            f"the embedded Postgres data directory {data_dir} is owned by uid {st.st_uid} "
+            f"({_user_name(st.st_uid)}), not by {_UNPRIVILEGED_USER} (uid {pw.pw_uid})"
+            + (f" nor by the state directory's owner (uid {state_owner})" if state_owner != 0 else "")
+            + ": as root, TicketFlow runs Postgres only as an expected unprivileged user. If this "
+            f"cluster is yours, `chown -R {_UNPRIVILEGED_USER}: {data_dir}`; otherwise remove it, "
+            "choose another TICKETFLOW_STATE_DIR, or set DATABASE_URL."
+        )
+    return _Account(st.st_uid, st.st_gid)
 
 
 def _server_env() -> dict[str, str]:
@@ -488,7 +531,7 @@ def _locate_data_dir(state_dir: Path) -> tuple[Path, _Account | None]:
     """
     link = state_dir / "postgres"
     data_dir = link.resolve()
-    account = _server_account(data_dir)
+    account = _server_account(data_dir, state_dir)
     if account is None:
         return data_dir, None
     shared = _shared_data_dir(state_dir)
@@ -526,7 +569,7 @@ def _locate_data_dir(state_dir: Path) -> tuple[Path, _Account | None]:
         _point_at(log_link, parent / "postgres.log")
     # Resolved like the working directory /proc reports for the server's processes.
     data_dir = shared.resolve()
-    account = _server_account(data_dir)
+    account = _server_account(data_dir, state_dir)
     if account is None:  # only root gets here, and root always gets an account
         raise AssertionError("no server account as root")
     logger.info(
@@ -716,6 +759,18 @@ class EmbeddedPostgres:
     _stopped: bool = field(default=False, init=False, repr=False, compare=False)
     _atexit: Callable[[], None] | None = field(default=None, init=False, repr=False, compare=False)
 
+    def alive(self) -> bool:
+        """Whether the postmaster this handle started still runs."""
+        pid = self._postmaster_pid
+        return not self._stopped and pid is not None and _is_cluster_postmaster(pid, self.data_dir)
+
+    def discard(self) -> None:
+        """Forget a server that died: nothing to stop, and a restart replaces this handle."""
+        self._stopped = True
+        if self._atexit is not None:
+            atexit.unregister(self._atexit)
+            self._atexit = None
+
     def stop(self, timeout: float = 30.0) -> None:
         """Fast shutdown (clients are disconnected, no recovery needed next time). Idempotent."""
         if self._stopped:
@@ -898,6 +953,13 @@ class EmbeddedRedis:
     _pid_file: Path | None = field(default=None, init=False, repr=False, compare=False)
     _atexit: Callable[[], None] | None = field(default=None, init=False, repr=False, compare=False)
 
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def discard(self) -> None:
+        """Forget a server that died (reaping it); a restart replaces this handle."""
+        self.stop()
+
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout`` seconds. Idempotent."""
         if self._atexit is not None:
@@ -975,6 +1037,7 @@ __all__ = [
     "EmbeddedPostgres",
     "EmbeddedRedis",
     "free_port",
+    "port_in_use",
     "start_embedded_postgres",
     "start_embedded_redis",
 ]

@@ -313,6 +313,53 @@ def test_postgres_runs_from_a_checkout_the_server_user_cannot_traverse(
     _assert_no_processes(state_dir / "redis")
 
 
+def _chown_tree(root: Path, uid: int) -> None:
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames]:
+            os.lchown(Path(dirpath) / name, uid, uid)
+    os.lchown(root, uid, uid)
+
+
+def _owners(root: Path) -> set[int]:
+    return {p.lstat().st_uid for p in [root, *root.rglob("*")]}
+
+
+STRANGER_UID = 4242  # no account of this machine's: an unexpected owner
+
+
+@root_only
+@pytest.mark.parametrize("owner", [STRANGER_UID, 0], ids=["another-user", "root"])
+def test_existing_cluster_owned_by_an_unexpected_user_is_refused(
+    state_dir: Path, servers: list[object], owner: int
+) -> None:
+    pg = start_embedded_postgres(state_dir)
+    servers.append(pg)
+    pg.stop()
+    data_dir = pg.data_dir
+    _chown_tree(data_dir, owner)  # planted, copied or extracted by someone else
+
+    with pytest.raises(RuntimeError, match=f"owned by uid {owner} .*not by nobody") as refused:
+        start_embedded_postgres(state_dir)
+    assert "chown -R nobody" in str(refused.value)
+    # Refused before anything ran or changed: no server, and the files keep their owner.
+    _assert_no_processes(data_dir)
+    assert _owners(data_dir) == {owner}
+
+
+@root_only
+def test_cluster_of_the_state_dirs_owner_runs_as_that_owner(state_dir: Path, servers: list[object]) -> None:
+    # A normal user's checkout, later run as root: the cluster keeps running as its owner.
+    pg = start_embedded_postgres(state_dir)
+    servers.append(pg)
+    pg.stop()
+    _chown_tree(state_dir, STRANGER_UID)
+    again = start_embedded_postgres(state_dir)
+    servers.append(again)
+    assert Path(f"/proc/{_postmaster_pid(again)}").stat().st_uid == STRANGER_UID
+    again.stop()
+    _assert_no_processes(again.data_dir)
+
+
 @root_only
 def test_pg_binaries_are_copied_where_the_server_user_can_run_them(
     private_pginstall: Path, shared_root: Path, monkeypatch: pytest.MonkeyPatch
@@ -375,6 +422,9 @@ def test_unreachable_existing_cluster_is_a_clear_error(
     state_dir = private_dir / ".ticketflow"
     (state_dir / "postgres").mkdir(parents=True)
     (state_dir / "postgres" / "PG_VERSION").write_text("18\n")
+    # Owned by the server account, as a cluster it initialised is (a root-owned one is refused
+    # for its owner before its reachability is looked at).
+    _chown_tree(state_dir / "postgres", _nobody().uid)
     with pytest.raises(RuntimeError, match=r"traversable .*mv "):
         start_embedded_postgres(state_dir)
     assert (state_dir / "postgres" / "PG_VERSION").read_text() == "18\n"  # left untouched
