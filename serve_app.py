@@ -311,15 +311,17 @@ def _run_with_db(action: Any) -> None:
 def cmd_create_admin(args: argparse.Namespace) -> int:
     from api.bootstrap import create_admin
 
+    created: list[bool] = []
+
     async def action(conn: Any, settings: Settings) -> None:
-        await create_admin(conn, settings, email=args.email, password=args.password, name=args.name)
+        created.append(await create_admin(conn, settings, email=args.email, password=args.password, name=args.name))
 
     try:
         _run_with_db(action)
-    except ValueError as exc:
+    except ValueError as exc:  # AdminEmailTaken too: an existing non-admin account is never taken over
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"admin {args.email} ready")
+    print(f"admin {args.email} created" if created[0] else f"admin {args.email} already exists (password unchanged)")
     return 0
 
 
@@ -347,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the API on TICKETFLOW_HOST:TICKETFLOW_PORT (foreground)").set_defaults(func=cmd_serve)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
-    admin = sub.add_parser("create-admin", help="create (or promote) an ADMIN account")
+    admin = sub.add_parser("create-admin", help="create an ADMIN account (never promotes an existing one)")
     admin.add_argument("--email", required=True)
     admin.add_argument("--password", required=True)
     admin.add_argument("--name", default="Administrator")
@@ -356,7 +358,15 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("bench", help="benchmarks: `ticketflow bench onsale|locks|compare --help`")
     args = parser.parse_args(argv)
     logging.basicConfig(level=get_settings().log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    result: int = args.func(args)
+    from api.bootstrap import AdminEmailTaken
+
+    try:
+        result: int = args.func(args)
+    except AdminEmailTaken as exc:
+        # `serve` (and every command that bootstraps the admin) refuses to start rather than
+        # hand an ADMIN role to an account somebody else registered.
+        print(f"ticketflow: refusing to start: {exc}", file=sys.stderr)
+        return 2
     return result
 
 
