@@ -11,6 +11,7 @@ import secrets
 import time
 from contextlib import redirect_stderr, redirect_stdout
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -42,7 +43,9 @@ def _run_cli(*argv: str) -> tuple[int, str]:
     return code, out.getvalue()
 
 
-def test_bootstrap_never_promotes_an_account_it_did_not_create(server: str, app_env: dict[str, str]) -> None:
+def test_bootstrap_never_promotes_an_account_it_did_not_create(
+    server: str, app_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
     email = f"squatter-{secrets.token_hex(5)}@example.com"
     with httpx.Client(base_url=server, timeout=30.0) as client:
         r = client.post("/api/users/register", json={"name": "Squatter", "email": email, "password": "Squat1234X"})
@@ -53,6 +56,17 @@ def test_bootstrap_never_promotes_an_account_it_did_not_create(server: str, app_
     settings = get_settings().model_copy(update={"admin_email": email})
     with pytest.raises(AdminEmailTaken, match="not made an ADMIN"):
         asyncio.run(serve_app.prepare_database(settings, seed=False))
+    # The command says so and stops before Ray or anything else starts (the database and Redis
+    # are the suite's, so nothing embedded is started in the scratch state dir either).
+    monkeypatch.setenv("TICKETFLOW_ADMIN_EMAIL", email)
+    monkeypatch.setenv("TICKETFLOW_STATE_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        code, output = _run_cli("serve")
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    assert code == 2 and "refusing to start" in output and email in output, output
     # ...and `create-admin` does not take the account over either.
     code, output = _run_cli("create-admin", "--email", email.upper(), "--password", "Other1234X")
     assert code == 2 and "not made an ADMIN" in output and user_id in output, output
