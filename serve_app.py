@@ -294,11 +294,13 @@ def deploy(settings: Settings) -> None:
 
 
 def cmd_serve(_args: argparse.Namespace) -> int:
-    """Serve until SIGTERM/SIGINT (0); any start-up failure or a lost database exits 1.
+    """Serve until SIGTERM/SIGINT (0); any start-up failure or a lost database exits 1, an admin
+    email that belongs to a non-admin account 2.
 
     A failure leaves nothing behind, as a stop does: whatever was started is stopped in reverse
     order, then any process of ours still running is killed; the last line on stderr says why.
     """
+    from api.bootstrap import AdminEmailTaken
     from storage.embedded import port_in_use
     from storage.state_dir import try_acquire
     from storage.supervisor import ServiceLost, failure_reason, stop_descendants
@@ -316,11 +318,15 @@ def cmd_serve(_args: argparse.Namespace) -> int:
     stop = threading.Event()
     _on_stop_signals(stop)
     reason: str | None = None
+    status = 1
     try:
         with embedded_services(base, publish_to=lock) as (settings, services):
             _serve(settings, services, stop)
     except ServiceLost as lost:
         reason = f"stopped: {lost}"
+    except AdminEmailTaken as taken:
+        # Never hand an ADMIN role to an account somebody else registered: refuse, status 2.
+        reason, status = f"refusing to start: {taken}", 2
     except Exception as exc:  # noqa: BLE001 - any start-up failure ends here, with its reason
         logger.error("start-up failed", exc_info=exc)
         reason = f"cannot start: {failure_reason(exc)}"
@@ -330,13 +336,13 @@ def cmd_serve(_args: argparse.Namespace) -> int:
         if left:
             logger.error("processes that would not stop: %s", left)
     if reason is not None:
-        return _serve_failed(reason)
+        return _serve_failed(reason, status)
     return 0
 
 
-def _serve_failed(reason: str) -> int:
+def _serve_failed(reason: str, status: int = 1) -> int:
     print(f"ticketflow serve: {reason}", file=sys.stderr, flush=True)
-    return 1
+    return status
 
 
 def _on_stop_signals(stop: threading.Event) -> None:
@@ -408,15 +414,17 @@ def _run_with_db(command: str, action: Any) -> None:
 def cmd_create_admin(args: argparse.Namespace) -> int:
     from api.bootstrap import create_admin
 
+    created: list[bool] = []
+
     async def action(conn: Any, settings: Settings) -> None:
-        await create_admin(conn, settings, email=args.email, password=args.password, name=args.name)
+        created.append(await create_admin(conn, settings, email=args.email, password=args.password, name=args.name))
 
     try:
         _run_with_db("create-admin", action)
-    except ValueError as exc:
+    except ValueError as exc:  # AdminEmailTaken too: an existing non-admin account is never taken over
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"admin {args.email} ready")
+    print(f"admin {args.email} created" if created[0] else f"admin {args.email} already exists (password unchanged)")
     return 0
 
 
@@ -444,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the API on TICKETFLOW_HOST:TICKETFLOW_PORT (foreground)").set_defaults(func=cmd_serve)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
-    admin = sub.add_parser("create-admin", help="create (or promote) an ADMIN account")
+    admin = sub.add_parser("create-admin", help="create an ADMIN account (never promotes an existing one)")
     admin.add_argument("--email", required=True)
     admin.add_argument("--password", required=True)
     admin.add_argument("--name", default="Administrator")

@@ -6,7 +6,7 @@ from fastapi import Depends, FastAPI
 
 from api import routes_bookings, routes_catalog, routes_system, routes_users
 from api.deps import limit_by_ip
-from api.http import RequestContextMiddleware, install_error_handlers
+from api.http import CorsMiddleware, RequestContextMiddleware, install_error_handlers
 from api.routes_system import VERSION
 from api.schemas import ErrorResponse
 
@@ -29,9 +29,13 @@ def create_app() -> FastAPI:
         },
     )
     install_error_handlers(app)
+    # The last added is the outermost: CORS answers inside the request-id middleware, so that a
+    # preflight carries X-Request-Id and the security headers like every other response.
+    app.add_middleware(CorsMiddleware)
     app.add_middleware(RequestContextMiddleware)
     # Every request is matched against the routes in order: the on-sale's hot routes come early.
     app.include_router(routes_system.router)
     for module in (routes_bookings, routes_users, routes_catalog):
         app.include_router(module.router, dependencies=[Depends(limit_by_ip)])
+    app.include_router(routes_system.notifications)  # limited per address by its own router
     return app

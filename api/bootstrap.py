@@ -31,17 +31,46 @@ def password_service(settings: Settings) -> PasswordService:
     return PasswordService(make_hasher(memory_kib=settings.password_hash_memory_kib, time_cost=settings.password_hash_time_cost))
 
 
-async def create_admin(conn: Conn, settings: Settings, *, email: str, password: str, name: str = "Administrator") -> None:
+class AdminEmailTaken(ValueError):
+    """The admin email belongs to an account that TicketFlow's bootstrap did not create."""
+
+
+async def create_admin(conn: Conn, settings: Settings, *, email: str, password: str, name: str = "Administrator") -> bool:
+    """Creates the ADMIN account; True when created, False when it already exists as an ADMIN.
+
+    Never promotes an existing account: whoever registered the email first would become an
+    admin with their own password.
+
+    Raises:
+        ValueError: the email or password is not acceptable.
+        AdminEmailTaken: the email belongs to an account that is not an ADMIN.
+    """
     problem = password_problem(password)
     if problem:
         raise ValueError(f"admin {problem}")
-    password_hash = await password_service(settings).hash(password)
-    user = await user_repository.ensure_admin(conn, name=name, email=normalize_email(email), password_hash=password_hash)
-    logger.info("admin account %s ready", user.email)
+    email = normalize_email(email)
+    existing = await user_repository.get_by_email(conn, email)
+    if existing is None:
+        password_hash = await password_service(settings).hash(password)
+        created = await user_repository.add(conn, name=name, email=email, password_hash=password_hash, role=Role.ADMIN)
+        if created is not None:
+            logger.info("admin account %s created", email)
+            return True
+        existing = await user_repository.get_by_email(conn, email)  # registered meanwhile
+        assert existing is not None
+    if existing.role is not Role.ADMIN:
+        raise AdminEmailTaken(
+            f"the admin email {email} is already registered as a {existing.role.value} account ({existing.id}) "
+            "that TicketFlow did not create, so it is not made an ADMIN (it would keep its owner's password). "
+            "Choose another admin email (TICKETFLOW_ADMIN_EMAIL or --email), or delete that account first."
+        )
+    logger.info("admin account %s already exists; its password is left unchanged", email)
+    return False
 
 
-async def ensure_admin_from_settings(conn: Conn, settings: Settings) -> None:
-    await create_admin(conn, settings, email=settings.admin_email, password=settings.admin_password.get_secret_value())
+async def ensure_admin_from_settings(conn: Conn, settings: Settings) -> bool:
+    """The configured admin account at start-up; raises AdminEmailTaken rather than promote anyone."""
+    return await create_admin(conn, settings, email=settings.admin_email, password=settings.admin_password.get_secret_value())
 
 
 async def seed_demo(conn: Conn, settings: Settings, *, force: bool = False) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated
 
 import asyncpg
@@ -14,6 +14,7 @@ from api.auth import PasswordService, Principal, TokenService, make_hasher
 from api.ratelimit import Limit, RateLimiter
 from config.settings import Settings, get_settings
 from domain.errors import Forbidden, Unauthorized
+from domain.users import Role
 from storage import user_repository
 from storage.pool import create_pool
 
@@ -26,8 +27,9 @@ class Services:
     limiter: RateLimiter
     started_at: float = field(default_factory=time.monotonic)
     _pool: asyncpg.Pool | None = None
-    # user id -> until when it is known to exist (a deleted user's token stops working)
-    _known_users: dict[str, float] = field(default_factory=dict)
+    # user id -> (its current role, until when that is trusted): a deleted user's token stops
+    # working, and a demoted admin's loses its powers, within auth_user_cache_seconds.
+    _known_users: dict[str, tuple[Role, float]] = field(default_factory=dict)
     _pool_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
@@ -62,18 +64,24 @@ class Services:
                     self._pool = await create_pool(self.settings)
         return self._pool
 
-    async def user_exists(self, user_id: str) -> bool:
+    async def current_role(self, user_id: str) -> Role | None:
+        """The user's role as the database has it now (at most auth_user_cache_seconds old), or
+        None when the user no longer exists."""
         now = time.monotonic()
-        if self._known_users.get(user_id, 0.0) > now:
-            return True
+        known = self._known_users.get(user_id)
+        if known is not None and known[1] > now:
+            return known[0]
         pool = await self.db()
         async with pool.acquire() as conn:
-            exists = await user_repository.get(conn, user_id) is not None
-        if exists and self.settings.auth_user_cache_seconds > 0:
+            user = await user_repository.get(conn, user_id)
+        if user is None:
+            self._known_users.pop(user_id, None)
+            return None
+        if self.settings.auth_user_cache_seconds > 0:
             if len(self._known_users) > 100_000:
                 self._known_users.clear()
-            self._known_users[user_id] = now + self.settings.auth_user_cache_seconds
-        return exists
+            self._known_users[user_id] = (user.role, now + self.settings.auth_user_cache_seconds)
+        return user.role
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -112,9 +120,11 @@ async def current_principal(request: Request, svc: ServicesDep) -> Principal:
         raise Unauthorized("A bearer token is required")
     principal = svc.tokens.verify(token.strip())
     await svc.limiter.hit(svc.limit("user"), principal.user_id)
-    if not await svc.user_exists(principal.user_id):
+    role = await svc.current_role(principal.user_id)
+    if role is None:
         raise Unauthorized("The token's user no longer exists")
-    return principal
+    # The token's role claim is what the user was at login; rights follow the account as it is now.
+    return principal if role is principal.role else replace(principal, role=role)
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]

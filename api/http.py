@@ -70,6 +70,12 @@ class RequestContextMiddleware:
                 await send(message)
 
             too_large = f"Request body exceeds {MAX_BODY_BYTES} bytes"
+            if _has_nul(scope):
+                # Postgres text cannot hold NUL: refused here, not as a database error later.
+                response = error_response(400, "VALIDATION_ERROR", "The URL must not contain NUL characters",
+                                          [{"field": "url", "message": "must not contain NUL characters"}])
+                await response(scope, receive, send_with_headers)
+                return
             if length > MAX_BODY_BYTES:
                 response = error_response(413, PayloadTooLarge.code, too_large)
                 await response(scope, receive, send_with_headers)
@@ -103,6 +109,53 @@ class RequestContextMiddleware:
                 await response(scope, receive, send_with_headers)
         finally:
             request_id_var.reset(token)
+
+
+CORS_ALLOW_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id", "Prefer", "X-Admission-Token"]
+CORS_EXPOSE_HEADERS = ["X-Request-Id", "Retry-After", "Preference-Applied"]
+
+
+class CorsMiddleware:
+    """Cross-origin access for the origins TICKETFLOW_CORS_ORIGINS lists, and for no other.
+
+    Starlette's CORSMiddleware answers a listed origin (preflights included). A request from any
+    other origin, or with none, goes straight to the API: it gets no Access-Control-* header, and
+    a preflight gets the API's own 405 envelope rather than Starlette's plain-text 400. Settings
+    are read at the first request, not at import (the replica's environment decides).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._origins: frozenset[str] | None = None
+        self._cors: ASGIApp = app
+
+    def _configure(self) -> frozenset[str]:
+        from starlette.middleware.cors import CORSMiddleware
+
+        from config.settings import get_settings
+
+        origins = frozenset(get_settings().cors_origin_list)
+        self._cors = CORSMiddleware(
+            self.app, allow_origins=sorted(origins), allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=CORS_ALLOW_HEADERS, expose_headers=CORS_EXPOSE_HEADERS, max_age=600,
+        )
+        self._origins = origins
+        return origins
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        origins = self._origins if self._origins is not None else self._configure()
+        if origins and scope["type"] == "http":
+            origin = next((v for k, v in scope["headers"] if k == b"origin"), b"").decode("latin-1")
+            if origin and (origin in origins or "*" in origins):
+                await self._cors(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _has_nul(scope: Scope) -> bool:
+    """A NUL in the decoded path or, percent-encoded or raw, in the query string."""
+    query: bytes = scope.get("query_string", b"")
+    return "\x00" in scope.get("path", "") or b"%00" in query or b"\x00" in query
 
 
 def _field(loc: tuple[Any, ...]) -> str:
@@ -154,5 +207,10 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(413, PayloadTooLarge.code, str(exc.detail))
         if exc.status_code == 405:
             return error_response(405, "METHOD_NOT_ALLOWED", "Method not allowed on this route")
+        if exc.status_code == 400:
+            # FastAPI's answer to a body it could not decode for any reason but a JSON syntax
+            # error (nesting too deep, invalid UTF-8, a number too long to convert, ...).
+            return error_response(400, "VALIDATION_ERROR", "Request body could not be parsed",
+                                  [{"field": "body", "message": "could not be parsed"}])
         return error_response(exc.status_code, f"HTTP_{exc.status_code}", str(exc.detail))
 

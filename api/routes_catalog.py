@@ -23,6 +23,7 @@ from api.schemas import (
     InventorySeat,
     InventorySummary,
     Pagination,
+    QueryDatetime,
     SeatMapRequest,
     SeatMapRow,
     SeatMapView,
@@ -149,25 +150,19 @@ async def get_venue(venue_id: str, svc: ServicesDep) -> VenueDetail:
 
 
 # -- events -------------------------------------------------------------------------------------
-def _as_utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 @router.get("/api/events", response_model=EventList)
 async def list_events(
     svc: ServicesDep,
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     perPage: Annotated[int, Query(ge=1, le=100)] = 20,
     venueId: Annotated[str | None, Query(max_length=64)] = None,
-    from_: Annotated[datetime | None, Query(alias="from")] = None,
-    to: Annotated[datetime | None, Query()] = None,
+    from_: Annotated[QueryDatetime | None, Query(alias="from")] = None,
+    to: Annotated[QueryDatetime | None, Query()] = None,
 ) -> EventList:
     pool = await svc.db()
     async with pool.acquire() as conn:
         events, total = await catalog_repository.list_upcoming(
-            conn, now=datetime.now(UTC), venue_id=venueId, starts_from=_as_utc(from_), starts_before=_as_utc(to),
+            conn, now=datetime.now(UTC), venue_id=venueId, starts_from=from_, starts_before=to,
             limit=perPage, offset=(page - 1) * perPage,
         )
         items = await event_items(conn, events)

@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import time
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from actors import registry
-from api.deps import PrincipalDep, ServicesDep
+from api.deps import PrincipalDep, ServicesDep, limit_by_ip
 from api.schemas import HealthResponse, NotificationHealth, NotificationItem, NotificationList
 from domain.errors import ServiceUnavailable
 from providers.email import check_smtp
 from storage import queries as q
 
 router = APIRouter()
+# /health stays unlimited (load balancers and orchestrators poll it); /api/notifications is an
+# /api route like the others: counted per client address.
+notifications = APIRouter(prefix="/api/notifications", tags=["notifications"], dependencies=[Depends(limit_by_ip)])
 VERSION = "1.0.0"
 
 
@@ -36,7 +39,7 @@ async def health(svc: ServicesDep) -> HealthResponse:
     return HealthResponse(status="ok", version=VERSION, uptime=int(time.monotonic() - svc.started_at))
 
 
-@router.get("/api/notifications/recent", response_model=NotificationList, tags=["notifications"])
+@notifications.get("/recent", response_model=NotificationList)
 async def recent_notifications(principal: PrincipalDep, svc: ServicesDep) -> NotificationList:
     pool = await svc.db()
     async with pool.acquire() as conn:
@@ -67,8 +70,7 @@ async def _ray_status() -> str:
         return "down"
 
 
-@router.get("/api/notifications/health", response_model=NotificationHealth, tags=["notifications"],
-            responses={503: {"model": NotificationHealth}})
+@notifications.get("/health", response_model=NotificationHealth, responses={503: {"model": NotificationHealth}})
 async def notifications_health(svc: ServicesDep) -> JSONResponse:
     ray_state, pg_state, smtp_state = await asyncio.gather(
         _ray_status(), _postgres_status(svc), check_smtp(svc.settings.smtp_url)

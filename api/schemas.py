@@ -6,7 +6,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+    model_validator,
+)
 
 from domain.codes import COUNTRIES, CURRENCIES
 from domain.seating import TIERS
@@ -20,13 +28,27 @@ def _utc_z(value: datetime) -> str:
 UtcTime = Annotated[datetime, PlainSerializer(_utc_z, return_type=str)]
 
 
+def _in_utc(value: datetime) -> datetime:
+    # 0001-01-01T00:00+01:00 and 9999-12-31T23:00-01:00 parse, but have no UTC equivalent.
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range once converted to UTC") from None
+
+
 def _require_tz(value: datetime) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("must include a timezone (e.g. 2025-09-15T19:30:00Z)")
-    return value.astimezone(UTC)
+    return _in_utc(value)
+
+
+def _naive_as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else _in_utc(value)
 
 
 AwareDatetime = Annotated[datetime, AfterValidator(_require_tz)]
+# A query parameter's time: one without a timezone is read as UTC.
+QueryDatetime = Annotated[datetime, AfterValidator(_naive_as_utc)]
 
 
 def _text(max_length: int, min_length: int = 1) -> Callable[[str], str]:
@@ -46,8 +68,56 @@ Description = Annotated[str, AfterValidator(_text(5000, 0))]
 Line200 = Annotated[str, AfterValidator(_text(200))]
 
 
+MAX_BODY_DEPTH = 32
+
+
+def text_problem(value: str) -> str | None:
+    """Why a string cannot be stored as text (Postgres refuses NUL; UTF-8 has no lone surrogates)."""
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "must not contain unpaired surrogates"
+    return None
+
+
+def body_problem(data: object) -> str | None:
+    """The first string in a parsed JSON body (keys included) that is not storable text, or a body
+    nested deeper than any request of ours; iterative, so no depth can exhaust the stack."""
+    pending: list[tuple[object, int]] = [(data, 1)]
+    while pending:
+        node, depth = pending.pop()
+        if isinstance(node, str):
+            problem = text_problem(node)
+            if problem:
+                return f"strings {problem}"
+        elif isinstance(node, dict | list):
+            if depth > MAX_BODY_DEPTH:
+                return f"must not be nested more than {MAX_BODY_DEPTH} levels deep"
+            items = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+            pending.extend((item, depth + 1) for item in items)
+    return None
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_max_length=10_000)
+    """A request body: strict about its text, lenient about fields it does not know.
+
+    Unknown fields are ignored (clients send extras such as `eventName` or `totalAmount`): no
+    model here has a field for a price, a status or an owner, so an extra field can never set
+    one; the server takes those from its own records.
+    """
+
+    model_config = ConfigDict(extra="ignore", str_max_length=10_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable_text(cls, data: object) -> object:
+        problem = body_problem(data)
+        if problem:
+            raise ValueError(problem)
+        return data
 
 
 # -- users --------------------------------------------------------------------------------------
@@ -332,7 +402,7 @@ class NotificationItem(BaseModel):
     id: str
     type: str
     subject: str
-    sentAt: UtcTime | None
+    sentAt: UtcTime
     bookingId: str | None
     status: str
     createdAt: UtcTime

@@ -8,6 +8,7 @@ SMTP_URL, RAY_ADDRESS) are read bare; everything else carries the TICKETFLOW_ pr
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -16,7 +17,30 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MAX_SEAT_LOCK_TTL = 300
-PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "dev", "test"}
+# JWT secrets anyone can read: common placeholders and every value the repository publishes (its
+# docs, deploy templates and examples). tests/unit/test_secret_guard.py scans the repository for
+# JWT_SECRET values and fails when one is missing here, so this list cannot drift.
+PLACEHOLDER_SECRETS = frozenset({
+    "", "changeme", "change-me", "secret", "dev", "test", "...",
+    "REPLACE_ME_with_at_least_32_random_characters",
+})
+MIN_SECRET_BYTES = 32
+# A secret made of a handful of characters repeated ("x" * 48, as tests write) is not random.
+MIN_SECRET_DISTINCT_CHARS = 8
+
+
+def jwt_secret_problem(secret: str) -> str | None:
+    """Why `secret` cannot sign tokens outside dev, or None when it can."""
+    if secret.strip().lower() in {p.lower() for p in PLACEHOLDER_SECRETS}:
+        return "is a placeholder published in TicketFlow's repository or documentation"
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        return f"must be at least {MIN_SECRET_BYTES} bytes"
+    if len(set(secret)) < MIN_SECRET_DISTINCT_CHARS:
+        return f"must be random (at least {MIN_SECRET_DISTINCT_CHARS} different characters)"
+    return None
+
+
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\*$")
 
 
 # The variables read without the TICKETFLOW_ prefix (the usual names operators set), in field order.
@@ -60,6 +84,9 @@ class Settings(BaseSettings):
     admin_email: str = "admin@ticketflow.dev"
     admin_password: SecretStr = SecretStr("Admin1234!")
     seed_demo: bool = True
+
+    # Comma-separated origins allowed to call the API from a browser (`*`: any); empty: none.
+    cors_origins: str = ""
 
     rate_limit_enabled: bool = True
     rate_limit_ip_per_minute: int = Field(default=1200, ge=1)
@@ -105,14 +132,23 @@ class Settings(BaseSettings):
             raise ValueError(f"SEAT_LOCK_TTL is at most {MAX_SEAT_LOCK_TTL} seconds")
         return value
 
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, value: str) -> str:
+        bad = [o for o in value.split(",") if o.strip() and not _ORIGIN.match(o.strip())]
+        if bad:
+            raise ValueError(f"TICKETFLOW_CORS_ORIGINS: not an origin like https://app.example.com: {', '.join(bad)}")
+        return value
+
     @model_validator(mode="after")
     def _enforce_real_secrets_in_prod(self) -> Settings:
         if self.env != "prod":
             return self
-        if self.jwt_secret is None or self.jwt_secret.get_secret_value() in PLACEHOLDER_SECRETS:
+        if self.jwt_secret is None:
             raise ValueError("JWT_SECRET must be set to a real secret when TICKETFLOW_ENV=prod")
-        if len(self.jwt_secret.get_secret_value()) < 32:
-            raise ValueError("JWT_SECRET must be at least 32 characters when TICKETFLOW_ENV=prod")
+        problem = jwt_secret_problem(self.jwt_secret.get_secret_value())
+        if problem:
+            raise ValueError(f"JWT_SECRET {problem} when TICKETFLOW_ENV=prod")
         if self.admin_password.get_secret_value() == "Admin1234!":
             raise ValueError("TICKETFLOW_ADMIN_PASSWORD must be changed when TICKETFLOW_ENV=prod")
         if self.database_url is None:
@@ -121,6 +157,10 @@ class Settings(BaseSettings):
             # The simulated processor takes no money: in production it would give tickets away.
             raise ValueError("STRIPE_API_KEY must be set when TICKETFLOW_ENV=prod")
         return self
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
     @property
     def resolved_outbox_dir(self) -> Path:

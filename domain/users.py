@@ -30,8 +30,13 @@ class User:
     created_at: datetime
 
 
+# ZERO WIDTH NON-JOINER and JOINER are format characters that real names need (Persian, Hindi
+# and other scripts; emoji sequences too); every other invisible or control character is refused.
+JOINERS = frozenset("\u200c\u200d")
+
+
 def has_control_chars(value: str) -> bool:
-    return any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") for ch in value)
+    return any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") and ch not in JOINERS for ch in value)
 
 
 def clean_name(name: str) -> str:

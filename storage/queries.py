@@ -19,12 +19,8 @@ INSERT INTO users (id, name, email, password_hash, role)
 VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (email) DO NOTHING
 RETURNING id, name, email, role, created_at"""
-UPSERT_ADMIN = """
-INSERT INTO users (id, name, email, password_hash, role)
-VALUES ($1, $2, $3, $4, 'ADMIN')
-ON CONFLICT (email) DO UPDATE SET role = 'ADMIN'
-RETURNING id, name, email, role, created_at"""
 SELECT_USER_BY_ID = "SELECT id, name, email, role, created_at FROM users WHERE id = $1"
+SELECT_USER_BY_EMAIL = "SELECT id, name, email, role, created_at FROM users WHERE email = $1"
 SELECT_USER_LOGIN = """
 SELECT id, name, email, role, created_at, password_hash FROM users WHERE email = $1"""
 
@@ -311,6 +307,8 @@ WHERE id = $1 AND status = 'PENDING'"""
 UPDATE_NOTIFICATION_GAVE_UP = """
 UPDATE notifications SET status = 'FAILED', attempts = attempts + 1, last_error = $2
 WHERE id = $1 AND status = 'PENDING'"""
+# Only what was sent: a queued or given-up notification has no sent_at to show.
 SELECT_RECENT_NOTIFICATIONS = """
 SELECT id, type, subject, sent_at, created_at, booking_id, status FROM notifications
-WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT 20"""
+WHERE user_id = $1 AND status = 'SENT' AND sent_at IS NOT NULL
+ORDER BY sent_at DESC, id DESC LIMIT 20"""

@@ -28,10 +28,9 @@ async def add(conn: Conn, *, name: str, email: str, password_hash: str, role: Ro
     return _user(row) if row else None
 
 
-async def ensure_admin(conn: Conn, *, name: str, email: str, password_hash: str) -> User:
-    row = await conn.fetchrow(q.UPSERT_ADMIN, new_id("usr"), name, email, password_hash)
-    assert row is not None
-    return _user(row)
+async def get_by_email(conn: Conn, email: str) -> User | None:
+    row = await conn.fetchrow(q.SELECT_USER_BY_EMAIL, email)
+    return _user(row) if row else None
 
 
 async def get(conn: Conn, user_id: str) -> User | None:

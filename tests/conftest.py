@@ -24,7 +24,7 @@ from storage.embedded import free_port
 from tests.databases import scratch_database
 from tests.fakes.smtp_server import SmtpSink
 from tests.fakes.stripe_api import FakeStripe
-from tests.helpers import ADMIN, login, new_user
+from tests.helpers import ADMIN, CORS_ORIGIN, login, new_user
 
 # Every charge takes this long at the (fake) Stripe API, so tests can catch a saga mid-charge.
 STRIPE_LATENCY_SECONDS = 0.3
@@ -127,6 +127,8 @@ def app_env(database_url: str, redis_url: str, smtp_sink: SmtpSink, stripe_api: 
         "TICKETFLOW_NOTIFY_RETRY_MAX_SECONDS": "2",
         "TICKETFLOW_NOTIFY_MAX_ATTEMPTS": "100",
         "RAY_USAGE_STATS_ENABLED": "0",
+        # One browser origin may call the API; every other origin gets no CORS header.
+        "TICKETFLOW_CORS_ORIGINS": CORS_ORIGIN,
     }
     os.environ.update(env)
     from config.settings import get_settings

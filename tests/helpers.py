@@ -12,6 +12,7 @@ import asyncpg
 import httpx
 
 ADMIN = ("admin@ticketflow.test", "Admin1234!")
+CORS_ORIGIN = "https://app.example.test"
 FINAL = {"CONFIRMED", "FAILED", "CANCELLED"}
 
 

@@ -4,6 +4,7 @@ they name imports, and secrets are referenced, never written down. No Ray cluste
 from __future__ import annotations
 
 import re
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +117,7 @@ def test_runtime_env_settings_are_valid_with_secrets_from_the_cluster(
     # What the cluster's environment provides (deploy/README.md):
     monkeypatch.setenv("DATABASE_URL", "postgresql://u:p@db:5432/ticketflow")
     monkeypatch.setenv("REDIS_URL", "redis://redis:6379/0")
-    monkeypatch.setenv("JWT_SECRET", "x" * 48)
+    monkeypatch.setenv("JWT_SECRET", secrets.token_urlsafe(48))
     monkeypatch.setenv("TICKETFLOW_ADMIN_PASSWORD", "a-real-admin-password")
     monkeypatch.setenv("STRIPE_API_KEY", "sk_test_placeholder")
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
