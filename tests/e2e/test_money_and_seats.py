@@ -304,3 +304,46 @@ async def test_a_cancellation_cut_off_before_the_seat_actor_release_is_finished_
     assert registry.find_seat_inventory(event["id"]) is not None  # the live copy that still says RESERVED
     await _wait_cancelled(http, db, token, b, event)
     assert len(_refunds_of(stripe_api, charge)) == 1
+
+
+def _kill_gateway_replica() -> str:
+    """Kills the Gateway's replica process (the one serving the cancel); Serve starts a new one."""
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        if entry["namespace"] == "serve" and entry["name"].startswith("SERVE_REPLICA::") and "#Gateway#" in entry["name"]:
+            ray.kill(ray.get_actor(entry["name"], namespace="serve"), no_restart=True)
+            return str(entry["name"])
+    raise AssertionError("no Gateway replica to kill")
+
+
+async def test_the_gateway_replica_killed_mid_cancel(
+    http: httpx.AsyncClient, admin_token: str, db: asyncpg.Pool, stripe_api: FakeStripe,
+) -> None:
+    """The issue's own case: the HTTP process dies between the refund and CANCELLED."""
+    token, b, event = await _confirmed(http, admin_token)
+    charge = await _charge_id(http, token, b["id"])
+    stripe_api.delay(2.0)  # the refund is in flight when the replica goes
+    try:
+        cancel = asyncio.create_task(_cancel(http, token, b["id"]))
+        deadline = time.monotonic() + 20
+        while await db.fetchval("SELECT count(*) FROM booking_cancellations WHERE booking_id = $1", b["id"]) == 0:
+            assert time.monotonic() < deadline, "the cancellation was not recorded"
+            await asyncio.sleep(0.01)
+        await asyncio.to_thread(_kill_gateway_replica)
+        try:
+            answer: httpx.Response | None = await cancel
+        except httpx.TransportError:
+            answer = None  # the connection closed without an answer
+        assert answer is None or answer.status_code in (200, 503), answer.text
+    finally:
+        stripe_api.delay(STRIPE_LATENCY_SECONDS)
+    deadline = time.monotonic() + 90
+    while True:  # the API comes back with a new replica
+        try:
+            if (await http.get("/health")).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the API did not come back"
+        await asyncio.sleep(0.25)
+    await _wait_cancelled(http, db, token, b, event)
+    assert len(_refunds_of(stripe_api, charge)) == 1
