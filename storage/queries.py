@@ -175,8 +175,10 @@ SELECT p.seats, p.starts_at > now() AS on_sale, c.id,
            'amount', c.total_amount, 'currency', c.currency, 'payment_token', c.payment_token,
            'created_at', c.created_at, 'event_starts_at', p.starts_at)::text) END AS announced
 FROM priced p LEFT JOIN created c ON true"""
+# A key answers for its request for 24 h (an older one is freed by the next request using it).
 SELECT_BOOKING_BY_IDEMPOTENCY_KEY = """
-SELECT id, idempotency_hash FROM bookings WHERE user_id = $1 AND idempotency_key = $2"""
+SELECT id, idempotency_hash FROM bookings WHERE user_id = $1 AND idempotency_key = $2
+  AND created_at >= now() - interval '24 hours'"""
 EXPIRE_IDEMPOTENCY_KEY = """
 UPDATE bookings SET idempotency_key = NULL WHERE user_id = $1 AND idempotency_key = $2
   AND created_at < now() - interval '24 hours'"""
