@@ -287,6 +287,21 @@ async def test_the_saga_actor_killed_between_the_refund_and_cancelled(
     assert len(_refunds_of(stripe_api, charge)) == 1
 
 
+async def test_a_cancellation_recorded_by_a_gateway_that_died_before_driving_it_is_finished_by_the_sweep(
+    http: httpx.AsyncClient, admin_token: str, db: asyncpg.Pool, stripe_api: FakeStripe,
+) -> None:
+    """The state a Gateway leaves when it dies right after writing the intent: nobody drives it."""
+    token, b, event = await _confirmed(http, admin_token)
+    charge = await _charge_id(http, token, b["id"])
+    async with db.acquire() as conn:
+        assert await booking_repository.request_cancellation(conn, b["id"])
+        assert await booking_repository.request_cancellation(conn, b["id"])  # a repeat adds nothing
+    booking = (await http.get(f"/api/bookings/{b['id']}", headers=auth(token))).json()
+    assert booking["status"] == "CONFIRMED"  # the public status until the refund went through
+    await _wait_cancelled(http, db, token, b, event)
+    assert len(_refunds_of(stripe_api, charge)) == 1
+
+
 async def test_a_cancellation_cut_off_before_the_seat_actor_release_is_finished_by_the_sweep(
     http: httpx.AsyncClient, admin_token: str, db: asyncpg.Pool, stripe_api: FakeStripe,
 ) -> None:
