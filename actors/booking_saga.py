@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 import ray
+from ray.exceptions import ActorDiedError
 
 from actors import metrics, registry
 from actors.coalescer import Coalescer
@@ -20,7 +21,16 @@ from domain.bookings import FailureReason, saga_channel
 from domain.errors import TicketFlowError
 from domain.inventory import LockResult, ReserveResult
 from domain.payments import ChargeCard
-from domain.saga import BookingSagaRunner, Charge, SagaBooking, SagaOutcome, SeatLock
+from domain.saga import (
+    BookingSagaRunner,
+    Cancellation,
+    CancellationRunner,
+    CancelOutcome,
+    Charge,
+    SagaBooking,
+    SagaOutcome,
+    SeatLock,
+)
 from storage import booking_repository
 from storage.pool import create_pool, require_database_url
 
@@ -78,6 +88,17 @@ class _Seats:
         with _timed("reserve"):
             result = await self._reserves.submit(event_id, booking_id)
         return result.ok
+
+    async def unreserve(self, *, event_id: str, booking_id: str) -> None:
+        # Only a live seat actor holds a copy to free: one that is not running (or has died and
+        # restarts) loads the sales from Postgres, where this sale is already released.
+        handle = await asyncio.to_thread(registry.find_seat_inventory, event_id)
+        if handle is None:
+            return
+        try:
+            await handle.unreserve.remote(booking_id)
+        except ActorDiedError:
+            registry.forget(registry.seat_actor_name(event_id))
 
 
 async def _call_payment_actor(method: str, *args: Any, **kwargs: Any) -> Any:
@@ -171,6 +192,22 @@ class _Store:
         async with self._pool.acquire() as conn:
             return await booking_repository.has_sale(conn, booking_id)
 
+    # Cancellations are rare next to bookings: one statement each, not coalesced.
+    async def load_cancellation(self, booking_id: str) -> Cancellation | None:
+        async with self._pool.acquire() as conn:
+            return await booking_repository.get_cancellation(conn, booking_id)
+
+    async def mark_cancelled(self, booking_id: str) -> datetime | None:
+        async with self._pool.acquire() as conn:
+            cancelled_at = await booking_repository.mark_cancelled(conn, booking_id)
+        if cancelled_at is not None:
+            metrics.record_booking_final("CANCELLED", None)
+        return cancelled_at
+
+    async def mark_released(self, booking_id: str) -> None:
+        async with self._pool.acquire() as conn:
+            await booking_repository.finish_cancellation(conn, booking_id)
+
     async def _load_batch(self, _key: str, booking_ids: list[str]) -> list[SagaBooking | None]:
         async with self._pool.acquire() as conn:
             found = await booking_repository.get_many(conn, booking_ids)
@@ -218,6 +255,10 @@ class BookingSaga:
     FAILED; whenever it (re)starts listening it resumes at once every PENDING booking of its slot
     that it is not driving (one that arrived while nobody listened). Resuming repeats a step with
     the same idempotency keys, so nothing is charged twice.
+
+    Cancellations: `cancel` drives a cancellation the Gateway persisted (refund, then CANCELLED and
+    the seats released; `domain.saga.CancellationRunner`); the same sweep resumes open ones whose
+    driver died or whose refund failed, replaying the refund's idempotency key.
     """
 
     def __init__(self, slot: int, pool_size: int) -> None:
@@ -225,7 +266,9 @@ class BookingSaga:
         self._slot = slot
         self._pool_size = pool_size
         self._active: dict[str, asyncio.Task[SagaOutcome | None]] = {}
+        self._cancelling: dict[str, asyncio.Task[CancelOutcome | None]] = {}
         self._runner: BookingSagaRunner | None = None
+        self._cancel_runner: CancellationRunner | None = None
         self._runner_lock = asyncio.Lock()
         self._pool: asyncpg.Pool | None = None
         loop = asyncio.get_running_loop()
@@ -241,11 +284,47 @@ class BookingSaga:
 
     async def _build_runner(self) -> BookingSagaRunner:
         self._pool = await create_pool(self._settings, min_size=1, max_size=10)
+        seats, payments, store, notifier = _Seats(), _Payments(), _Store(self._pool), _Notifier()
+        self._cancel_runner = CancellationRunner(
+            seats=seats, payments=payments, store=store, notifier=notifier,
+            step_timeout=self._settings.saga_step_timeout_seconds,
+        )
         return BookingSagaRunner(
-            seats=_Seats(), payments=_Payments(), store=_Store(self._pool), notifier=_Notifier(),
+            seats=seats, payments=payments, store=store, notifier=notifier,
             clock=_Clock(), step_timeout=self._settings.saga_step_timeout_seconds,
             deadline=timedelta(seconds=self._settings.saga_timeout_seconds),
         )
+
+    async def cancel(self, booking_id: str) -> CancelOutcome | None:
+        """Drives (or joins) the requested cancellation of a booking and waits for its outcome.
+
+        The Gateway persists the intent first (`booking_repository.request_cancellation`), so this
+        call may be lost, repeated or made by many requests at once: concurrent calls share one
+        run, and the recovery sweep resumes a cancellation nobody drives. None: none requested.
+        """
+        await self._get_runner()
+        return await asyncio.shield(self._spawn_cancel(booking_id))
+
+    def _spawn_cancel(self, booking_id: str) -> asyncio.Task[CancelOutcome | None]:
+        assert self._cancel_runner is not None
+        task = self._cancelling.get(booking_id)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._cancel_runner.run(booking_id))
+            self._cancelling[booking_id] = task
+            task.add_done_callback(lambda t: self._cancel_finished(booking_id, t))
+        return task
+
+    def _cancel_finished(self, booking_id: str, task: asyncio.Task[CancelOutcome | None]) -> None:
+        self._cancelling.pop(booking_id, None)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            logger.error("cancellation crashed", exc_info=exc, extra={"booking_id": booking_id, "saga_slot": self._slot})
+            return
+        outcome = task.result()
+        if outcome is not None and outcome.cancelled_at is not None:
+            logger.info("booking cancelled", extra={"booking_id": booking_id, "saga_slot": self._slot})
 
     async def start(self, booking_id: str) -> None:
         """Starts (or joins) the saga of a booking and returns at once."""
@@ -324,8 +403,8 @@ class BookingSaga:
             await asyncio.sleep(self._settings.saga_recovery_interval_seconds)
 
     async def recover_once(self, stale_after: float | None = None) -> int:
-        """Resumes this slot's PENDING bookings not moved for `stale_after` seconds (default:
-        `saga_stale_after_seconds`) that this actor is not driving; returns how many."""
+        """Resumes this slot's PENDING bookings and open cancellations not moved for `stale_after`
+        seconds (default: `saga_stale_after_seconds`) that this actor is not driving; returns how many."""
         runner = await self._get_runner()
         assert self._pool is not None
         if stale_after is None:
@@ -335,9 +414,17 @@ class BookingSaga:
             ids = await booking_repository.stale_pending(
                 conn, slot=self._slot, pool_size=self._pool_size, updated_before=stale_before, limit=500
             )
+            cancels = await booking_repository.stale_cancellations(
+                conn, slot=self._slot, pool_size=self._pool_size, updated_before=stale_before, limit=500
+            )
         resumed = [b for b in ids if b not in self._active]
         for booking_id in resumed:
             self._spawn(runner, booking_id)
-        if resumed:
-            logger.info("saga %d: resumed %d unfinished bookings", self._slot, len(resumed))
-        return len(resumed)
+        # Cancellations whose driver died (or whose refund failed) are taken up again the same way.
+        resumed_cancels = [b for b in cancels if b not in self._cancelling]
+        for booking_id in resumed_cancels:
+            self._spawn_cancel(booking_id)
+        if resumed or resumed_cancels:
+            logger.info("saga %d: resumed %d unfinished bookings and %d cancellations", self._slot, len(resumed),
+                        len(resumed_cancels))
+        return len(resumed) + len(resumed_cancels)

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 
-from actors import metrics, registry
+from actors import registry
 from api.auth import Principal
 from api.deps import PrincipalDep, ServicesDep
 from api.http import current_request_id
@@ -26,16 +26,28 @@ from api.schemas import (
     Pagination,
     PaymentResponse,
 )
-from domain.bookings import MAX_SEATS, MIN_SEATS, Booking, check_cancellable, refund_key, saga_slot
+from domain.bookings import (
+    MAX_SEATS,
+    MIN_SEATS,
+    Booking,
+    SagaStep,
+    check_cancellable,
+    request_fingerprint,
+    saga_slot,
+)
 from domain.errors import (
     BookingNotCancellable,
     BookingNotFound,
     EventNotFound,
+    EventNotOnSale,
+    IdempotencyKeyMismatch,
     InvalidSeatCount,
     PaymentNotFound,
+    ServiceUnavailable,
     ValidationFailed,
 )
 from domain.ids import new_id
+from domain.saga import CancelOutcome
 from domain.seating import SEAT_ID_RE
 from storage import booking_repository, catalog_repository, payment_repository
 from storage.payment_repository import Payment
@@ -43,6 +55,9 @@ from storage.payment_repository import Payment
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["bookings"])
 _IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,255}$")
+# How long POST /api/bookings/:id/cancel waits for the cancellation it recorded to finish (the
+# refund is one processor call); past it the answer is 503 and the saga actor finishes the work.
+CANCEL_WAIT_SECONDS = 15.0
 
 
 def accepted(booking_id: str) -> JSONResponse:
@@ -88,26 +103,42 @@ async def create_booking(
     if idempotency_key is not None and not _IDEMPOTENCY_KEY.match(idempotency_key):
         raise ValidationFailed("Idempotency-Key must be 1-255 characters of [A-Za-z0-9_.:-]")
     booking_id = new_id("bkg")
+    # Stored with the key: the same key with another request is refused, never answered with
+    # the first request's booking. Computed only when a key is given (microseconds).
+    request_hash = None if idempotency_key is None else request_fingerprint(
+        event_id=body.eventId, seat_ids=seat_ids, payment_type=body.paymentMethod.type,
+        payment_token=body.paymentMethod.token,
+    )
     pool = await svc.db()
     async with pool.acquire() as conn:
-        # The price comes from the seats' tiers on the server, never from the client.
+        # The price comes from the seats' tiers on the server, never from the client; the same
+        # statement refuses an event that has started (no extra query on the hot path).
         added = await booking_repository.add(
             conn, booking_id=booking_id, user_id=principal.user_id, event_id=body.eventId, seat_ids=seat_ids,
             saga_slot=saga_slot(booking_id, svc.settings.saga_pool_size), payment_token=body.paymentMethod.token,
-            idempotency_key=idempotency_key,
+            idempotency_key=idempotency_key, request_hash=request_hash,
         )
+        if added.booking_id is None and idempotency_key is not None:
+            # A key already used (by this user: keys are per user) answers for its first request
+            # only, whatever has happened since (even if the event has started meanwhile).
+            original = await booking_repository.get_by_idempotency_key(conn, user_id=principal.user_id, key=idempotency_key)
+            if original is not None:
+                if original.request_hash is not None and original.request_hash != request_hash:
+                    raise IdempotencyKeyMismatch(
+                        f"Idempotency-Key {idempotency_key} was already used with a different request "
+                        f"(booking {original.booking_id}); use a new key for a new booking"
+                    )
+                return accepted(original.booking_id)
+        if added.on_sale is False:
+            raise EventNotOnSale(f"Event {body.eventId} has started; its tickets are no longer on sale")
         if added.seats_found != len(seat_ids):
             if await catalog_repository.get_event(conn, body.eventId) is None:
                 raise EventNotFound(f"Event {body.eventId} does not exist")
             known = await catalog_repository.seat_prices(conn, body.eventId, seat_ids)
             unknown = [s for s in seat_ids if s not in known]
             raise ValidationFailed(f"seatIds: not seats of event {body.eventId}: {', '.join(unknown)}")
-        if added.booking_id is None:
-            assert idempotency_key is not None
-            original = await booking_repository.get_by_idempotency_key(conn, user_id=principal.user_id, key=idempotency_key)
-            if original is None:  # the first request's key expired between the two statements
-                raise ValidationFailed("Idempotency-Key collided with an expiring key; retry")
-            return accepted(original)
+        if added.booking_id is None:  # the first request's key expired between the two statements
+            raise ValidationFailed("Idempotency-Key collided with an expiring key; retry")
     # The insert announced the booking to its saga actor, which persists every step; if the
     # announcement is lost (the actor was not listening), its recovery sweep drives the booking.
     if logger.isEnabledFor(logging.INFO):  # the line's fields are built only when it is written
@@ -155,30 +186,45 @@ async def get_booking(booking_id: str, principal: PrincipalDep, svc: ServicesDep
 
 @router.post("/api/bookings/{booking_id}/cancel", response_model=CancelResponse)
 async def cancel_booking(booking_id: str, principal: PrincipalDep, svc: ServicesDep) -> CancelResponse:
+    """Cancels a CONFIRMED booking: a persisted workflow, never two loose steps.
+
+    The intent is written first (the booking stays CONFIRMED, saga step CANCELLING); the booking's
+    saga actor then refunds (key `<bookingId>:refund`), marks it CANCELLED with its sale released
+    and its notification, and frees the seats in the seat actor. A crash anywhere (this replica,
+    the saga or payment actor, the client going away) is resumed by the saga actor's recovery
+    sweep. Requests that arrive while a cancellation runs join it and get the same answer; one
+    after it finished gets 422 BOOKING_NOT_CANCELLABLE, as for any booking not CONFIRMED.
+    """
     booking = await _visible_booking(svc, principal, booking_id, owner_only=True)
-    check_cancellable(booking, now=datetime.now(UTC))
-    if booking.payment_id is None:
-        raise BookingNotCancellable(f"Booking {booking_id} has no payment to refund")
-    # The refund must succeed before the booking is cancelled and its seats released.
-    await registry.call_actor(registry.PAYMENT_ACTOR, registry.payment_gateway, lambda h: h.refund.remote(
-        payment_id=booking.payment_id, idempotency_key=refund_key(booking.id),
-    ))
-    pool = await svc.db()
-    async with pool.acquire() as conn:
-        cancelled_at = await booking_repository.cancel(conn, booking_id)
-    if cancelled_at is None:
+    if booking.saga_step is not SagaStep.CANCELLING:  # one in progress is joined, not re-checked
+        check_cancellable(booking, now=datetime.now(UTC))
+        if booking.payment_id is None:
+            raise BookingNotCancellable(f"Booking {booking_id} has no payment to refund")
+        pool = await svc.db()
+        async with pool.acquire() as conn:
+            # False when a concurrent request finished it meanwhile: the saga actor answers that.
+            await booking_repository.request_cancellation(conn, booking_id)
+    slot = booking.saga_slot if booking.saga_slot < svc.settings.saga_pool_size else 0
+    try:
+        outcome: CancelOutcome | None = await asyncio.wait_for(registry.call_actor(
+            registry.saga_actor_name(slot), lambda: registry.booking_saga(slot),
+            lambda h: h.cancel.remote(booking_id),
+        ), timeout=CANCEL_WAIT_SECONDS)
+    except TimeoutError:
+        outcome = CancelOutcome(booking_id, None)
+    if outcome is None:
         raise BookingNotCancellable(f"Booking {booking_id} is no longer CONFIRMED")
-    metrics.record_booking_final("CANCELLED", None)
+    if outcome.cancelled_at is None:
+        raise ServiceUnavailable(
+            f"The cancellation of booking {booking_id} is recorded and will complete once the refund goes "
+            f"through; the booking stays CONFIRMED until then. Retry, or poll GET /api/bookings/{booking_id}"
+        )
     logger.info("booking cancelled", extra={
         "request_id": current_request_id(), "booking_id": booking_id, "event_id": booking.event_id,
     })
-    handle = await asyncio.to_thread(registry.find_seat_inventory, booking.event_id)
-    if handle is not None:
-        await registry.call_seat_actor(booking.event_id, lambda h: h.unreserve.remote(booking_id))
-    registry.notifier().poke.remote()
     return CancelResponse(
         bookingId=booking_id, status="CANCELLED", refundAmount=booking.total_amount, currency=booking.currency,
-        cancelledAt=cancelled_at,
+        cancelledAt=outcome.cancelled_at,
     )
 
 

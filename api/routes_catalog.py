@@ -245,7 +245,8 @@ async def update_event(event_id: str, body: UpdateEventRequest, _admin: AdminDep
 async def event_seats(event_id: str, svc: ServicesDep) -> InventoryResponse:
     pool = await svc.db()
     async with pool.acquire() as conn:
-        if await catalog_repository.get_event(conn, event_id) is None:
+        event = await catalog_repository.get_event(conn, event_id)
+        if event is None:
             raise EventNotFound(f"Event {event_id} does not exist")
         seats = await catalog_repository.seats_of(conn, event_id)
         handle = await asyncio.to_thread(registry.find_seat_inventory, event_id)
@@ -270,6 +271,8 @@ async def event_seats(event_id: str, svc: ServicesDep) -> InventoryResponse:
         locked=sum(1 for v in views if v.status == "LOCKED"),
         reserved=sum(1 for v in views if v.status == "RESERVED"),
     )
-    return InventoryResponse(eventId=event_id, seats=views, summary=InventorySummary(
+    # The sale closes when the event starts (POST /api/bookings answers 409 EVENT_NOT_ON_SALE).
+    on_sale = event.starts_at > datetime.now(UTC)
+    return InventoryResponse(eventId=event_id, onSale=on_sale, seats=views, summary=InventorySummary(
         total=counts.total, available=counts.available, locked=counts.locked, reserved=counts.reserved
     ))

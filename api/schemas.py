@@ -330,6 +330,8 @@ class InventorySummary(BaseModel):
 
 class InventoryResponse(BaseModel):
     eventId: str
+    # An extension: false once the event has started (bookings get 409 EVENT_NOT_ON_SALE).
+    onSale: bool
     seats: list[InventorySeat]
     summary: InventorySummary
 

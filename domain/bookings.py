@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -34,8 +36,19 @@ class SagaStep(StrEnum):
     CHARGING = "CHARGING"  # a charge may be in flight: resume by replaying its idempotency key
     CHARGED = "CHARGED"  # money taken: either the seats are sold or the money is refunded
     CONFIRMED = "CONFIRMED"
+    # A cancellation was requested: the booking stays CONFIRMED (and charged) until its refund
+    # went through, then becomes CANCELLED; the steps in between are a CancelStep.
+    CANCELLING = "CANCELLING"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
+
+
+class CancelStep(StrEnum):
+    """Where a cancellation stands (`booking_cancellations.step`); persisted before the next step."""
+
+    REFUNDING = "REFUNDING"  # the booking is CONFIRMED and charged; its refund may be in flight
+    RELEASING = "RELEASING"  # refunded, CANCELLED, sale released in Postgres; the live seat actor's copy next
+    DONE = "DONE"
 
 
 @dataclass(frozen=True)
@@ -69,6 +82,19 @@ def charge_key(booking_id: str) -> str:
 
 def refund_key(booking_id: str) -> str:
     return f"{booking_id}:refund"
+
+
+def request_fingerprint(*, event_id: str, seat_ids: list[str], payment_type: str, payment_token: str) -> str:
+    """The hash stored with an Idempotency-Key: what makes two booking requests the same request.
+
+    Seat order does not matter (the same seats are the same booking); everything that changes what
+    is bought or who pays does. Canonical JSON, so the hash never depends on formatting.
+    """
+    canonical = json.dumps(
+        {"eventId": event_id, "seatIds": sorted(seat_ids), "paymentMethod": {"type": payment_type, "token": payment_token}},
+        sort_keys=True, separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def saga_slot(booking_id: str, pool_size: int) -> int:

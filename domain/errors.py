@@ -88,6 +88,20 @@ class EmailAlreadyExists(TicketFlowError):
     default_message = "Email is already registered"
 
 
+class EventNotOnSale(TicketFlowError):
+    code = "EVENT_NOT_ON_SALE"
+    http_status = 409
+    default_message = "This event is not on sale"
+
+
+class IdempotencyKeyMismatch(TicketFlowError):
+    """An Idempotency-Key of POST /api/bookings came back with a different body."""
+
+    code = "IDEMPOTENCY_KEY_REUSED"
+    http_status = 409
+    default_message = "This Idempotency-Key was already used with a different request"
+
+
 class BusinessRuleViolation(TicketFlowError):
     http_status = 422
 

@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
-from domain.bookings import BookingStatus, FailureReason, SagaStep, charge_key, refund_key
+from domain.bookings import (
+    BookingStatus,
+    CancelStep,
+    FailureReason,
+    SagaStep,
+    charge_key,
+    refund_key,
+)
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -38,6 +45,8 @@ class SagaBooking:
     payment_id: str | None
     lock_expires_at: datetime | None
     created_at: datetime
+    # When the event starts (its sale closes then); None when not known (an older announcement).
+    event_starts_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +157,8 @@ class BookingSagaRunner:
         step = b.step
         lock_expires_at = b.lock_expires_at
         if step is SagaStep.STARTED:
+            if self._sale_closed(b):  # the event started while the booking waited: nothing is held yet
+                return await self._fail(b, FailureReason.SEATS_UNAVAILABLE)
             lock = await self._call(self._seats.lock(event_id=b.event_id, booking_id=b.id, seat_ids=b.seat_ids))
             if not lock.ok:
                 return await self._fail(b, FailureReason.SEATS_UNAVAILABLE)
@@ -159,6 +170,9 @@ class BookingSagaRunner:
             if lock_expires_at is None or not self._chargeable(lock_expires_at):
                 await self._release(b)
                 return await self._fail(b, FailureReason.LOCK_EXPIRED)
+            if self._sale_closed(b):  # no card is charged for an event that has started
+                await self._release(b)
+                return await self._fail(b, FailureReason.SEATS_UNAVAILABLE)
             # From here on a resume (lock still valid) replays the charge's idempotency key: if the
             # saga died before the charge, that is the first charge; if after, it learns the outcome.
             await self._store.mark_charging(b.id, lock_expires_at)
@@ -168,7 +182,8 @@ class BookingSagaRunner:
         if step is SagaStep.CHARGING:
             # A booking resumed after its lock lapsed (a long outage) is charged only if it already
             # was: a new charge would be refunded at reserve, money taken for nothing meanwhile.
-            chargeable = lock_expires_at is not None and self._chargeable(lock_expires_at)
+            # Likewise once the event has started: only a charge already attempted is settled.
+            chargeable = lock_expires_at is not None and self._chargeable(lock_expires_at) and not self._sale_closed(b)
             pay = self._payments.charge if chargeable else self._payments.charge_if_attempted
             charge = await self._call(pay(
                 booking_id=b.id, user_id=b.user_id, amount=b.amount, currency=b.currency,
@@ -176,7 +191,8 @@ class BookingSagaRunner:
             ))
             if charge is None:
                 await self._release(b)
-                return await self._fail(b, FailureReason.LOCK_EXPIRED)
+                closed = self._sale_closed(b)
+                return await self._fail(b, FailureReason.SEATS_UNAVAILABLE if closed else FailureReason.LOCK_EXPIRED)
             if not charge.succeeded:
                 await self._release(b)
                 return await self._fail(b, FailureReason.PAYMENT_DECLINED)
@@ -196,6 +212,10 @@ class BookingSagaRunner:
             return SagaOutcome(b.id, BookingStatus.CONFIRMED)
 
         raise RuntimeError(f"saga {b.id}: unexpected step {step}")
+
+    def _sale_closed(self, b: SagaBooking) -> bool:
+        """The event has started: its seats are no longer for sale (CONTRACT.md, EVENT_NOT_ON_SALE)."""
+        return b.event_starts_at is not None and b.event_starts_at <= self._clock.now()
 
     def _chargeable(self, lock_expires_at: datetime) -> bool:
         """The lock outlives a charge started now."""
@@ -245,6 +265,112 @@ class BookingSagaRunner:
         await self._store.fail(b.id, reason)
         await self._notify()
         return SagaOutcome(b.id, BookingStatus.FAILED, reason)
+
+    async def _notify(self) -> None:
+        try:
+            await self._notifier.poke()
+        except Exception as exc:  # noqa: BLE001 - the notification row is already persisted
+            logger.warning("notifier unreachable (%s); its poller will deliver", type(exc).__name__)
+
+
+# -- cancellation --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cancellation:
+    """A requested cancellation, as persisted (`booking_cancellations` and its booking)."""
+
+    booking_id: str
+    event_id: str
+    payment_id: str | None
+    step: CancelStep
+    cancelled_at: datetime | None
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    booking_id: str
+    # When the booking became CANCELLED (refunded, sale released); None: not yet, the refund is
+    # retried by the recovery sweep (the booking is still CONFIRMED and charged meanwhile).
+    cancelled_at: datetime | None
+
+
+class SeatReleasePort(Protocol):
+    async def unreserve(self, *, event_id: str, booking_id: str) -> None:
+        """Frees the booking's sold seats in the live seat actor, if one runs (it reloads otherwise)."""
+        ...
+
+
+class RefundPort(Protocol):
+    async def refund(self, *, payment_id: str, idempotency_key: str) -> None: ...
+
+
+class CancellationStore(Protocol):
+    async def load_cancellation(self, booking_id: str) -> Cancellation | None: ...
+    async def mark_cancelled(self, booking_id: str) -> datetime | None:
+        """CANCELLED, the sale released, the notification and step RELEASING, atomically; the
+        cancellation time, or None when the booking was not CONFIRMED (already done)."""
+        ...
+    async def mark_released(self, booking_id: str) -> None: ...
+
+
+class CancellationRunner:
+    """Drives a requested cancellation: refund -> CANCELLED (sale released, notified) -> the seat
+    actor's copy released.
+
+    The intent (step REFUNDING, the booking still CONFIRMED) is persisted before this runs, and
+    every step is persisted before the next, so `run` resumes from any step after any crash: the
+    refund repeats its idempotency key `<bookingId>:refund` (the same key the booking saga's
+    LOCK_EXPIRED refund and the payment reconciliation use: there is one charge per booking and
+    it is refunded at most once, whoever asks), and the booking becomes CANCELLED only after the
+    refund went through. So an interruption leaves either a CONFIRMED, charged booking with an
+    open cancellation (finished by the next run) or a CANCELLED, refunded one, never a refunded
+    CONFIRMED booking at rest.
+    """
+
+    def __init__(
+        self, *, seats: SeatReleasePort, payments: RefundPort, store: CancellationStore, notifier: NotifierPort,
+        step_timeout: float,
+    ) -> None:
+        self._seats = seats
+        self._payments = payments
+        self._store = store
+        self._notifier = notifier
+        self._step_timeout = step_timeout
+
+    async def run(self, booking_id: str) -> CancelOutcome | None:
+        """Drives one cancellation as far as it can go; None when none was requested.
+
+        A refund that fails (the processor down or refusing) leaves the cancellation at
+        REFUNDING for the recovery sweep: the outcome then has no `cancelled_at`.
+        """
+        c = await self._store.load_cancellation(booking_id)
+        if c is None:
+            return None
+        cancelled_at = c.cancelled_at
+        if c.step is CancelStep.REFUNDING:
+            try:
+                if c.payment_id is not None:
+                    await self._call(self._payments.refund(payment_id=c.payment_id, idempotency_key=refund_key(booking_id)))
+                cancelled_at = await self._call(self._store.mark_cancelled(booking_id))
+            except Exception as exc:  # noqa: BLE001 - the processor or the database: resumed later
+                logger.warning("cancellation %s: refund step interrupted (%s); will resume", booking_id, type(exc).__name__)
+                return CancelOutcome(booking_id, None)
+            if cancelled_at is None:  # a concurrent run moved it first
+                reloaded = await self._store.load_cancellation(booking_id)
+                cancelled_at = reloaded.cancelled_at if reloaded else None
+            else:
+                await self._notify()
+        if c.step is not CancelStep.DONE:
+            try:
+                await self._call(self._seats.unreserve(event_id=c.event_id, booking_id=booking_id))
+                await self._call(self._store.mark_released(booking_id))
+            except Exception as exc:  # noqa: BLE001 - refunded and CANCELLED already; the sweep retries
+                logger.warning("cancellation %s: seat release interrupted (%s); will resume", booking_id, type(exc).__name__)
+        return CancelOutcome(booking_id, cancelled_at)
+
+    async def _call(self, awaitable: Awaitable[T]) -> T:
+        return await asyncio.wait_for(awaitable, timeout=self._step_timeout)
 
     async def _notify(self) -> None:
         try:

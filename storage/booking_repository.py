@@ -10,10 +10,17 @@ from typing import TypeVar
 
 import asyncpg
 
-from domain.bookings import Booking, BookingStatus, FailureReason, SagaStep, saga_channel
+from domain.bookings import (
+    Booking,
+    BookingStatus,
+    CancelStep,
+    FailureReason,
+    SagaStep,
+    saga_channel,
+)
 from domain.ids import new_id
 from domain.notifications import SUBJECTS, NotificationType
-from domain.saga import SagaBooking
+from domain.saga import Cancellation, SagaBooking
 from storage import queries as q
 from storage.pool import Conn
 
@@ -38,33 +45,39 @@ def to_saga(b: Booking) -> SagaBooking:
         id=b.id, user_id=b.user_id, event_id=b.event_id, seat_ids=b.seat_ids, amount=b.total_amount,
         currency=b.currency, payment_token=b.payment_token, status=b.status, step=b.saga_step,
         payment_id=b.payment_id, lock_expires_at=b.lock_expires_at, created_at=b.created_at,
+        event_starts_at=b.event_date,
     )
 
 
 @dataclass(frozen=True)
 class Added:
     seats_found: int  # how many of the requested seats are seats of the event
-    booking_id: str | None  # None: not every seat matched, or the idempotency key is taken
+    on_sale: bool | None  # the event has not started (None: no such event)
+    booking_id: str | None  # None: not every seat matched, not on sale, or the idempotency key is taken
 
 
 async def add(
     conn: Conn, *, booking_id: str, user_id: str, event_id: str, seat_ids: list[str],
-    saga_slot: int, payment_token: str, idempotency_key: str | None,
+    saga_slot: int, payment_token: str, idempotency_key: str | None, request_hash: str | None,
 ) -> Added:
     """Prices the seats from their tiers and writes the PENDING booking, if every seat is one of
-    the event's and this user did not use the idempotency key in the last 24 h.
+    the event's, the event has not started and this user did not use the idempotency key in the
+    last 24 h (`request_hash` is stored with the key, see `domain.bookings.request_fingerprint`).
 
     The insert announces the booking to its saga slot's actor (`saga_channel`), which starts it."""
-    args = (booking_id, user_id, event_id, seat_ids, saga_slot, payment_token, idempotency_key, saga_channel(saga_slot))
+    args = (
+        booking_id, user_id, event_id, seat_ids, saga_slot, payment_token, idempotency_key, saga_channel(saga_slot),
+        request_hash,
+    )
     row = await conn.fetchrow(q.INSERT_BOOKING, *args)
     assert row is not None
-    added = Added(row["seats"], row["id"])
+    added = Added(row["seats"], row["on_sale"], row["id"])
     # Only a conflict costs the extra statements: a key older than 24 h is freed and reused.
-    if added.booking_id is None and added.seats_found == len(seat_ids) and idempotency_key is not None:
+    if added.booking_id is None and added.seats_found == len(seat_ids) and added.on_sale and idempotency_key is not None:
         if await conn.execute(q.EXPIRE_IDEMPOTENCY_KEY, user_id, idempotency_key) != "UPDATE 0":
             row = await conn.fetchrow(q.INSERT_BOOKING, *args)
             assert row is not None
-            added = Added(row["seats"], row["id"])
+            added = Added(row["seats"], row["on_sale"], row["id"])
     return added
 
 
@@ -75,12 +88,19 @@ def announced(payload: str) -> SagaBooking:
         id=b["id"], user_id=b["user_id"], event_id=b["event_id"], seat_ids=tuple(b["seat_ids"]), amount=b["amount"],
         currency=b["currency"], payment_token=b["payment_token"], status=BookingStatus.PENDING, step=SagaStep.STARTED,
         payment_id=None, lock_expires_at=None, created_at=datetime.fromisoformat(b["created_at"]),
+        event_starts_at=datetime.fromisoformat(b["event_starts_at"]) if b.get("event_starts_at") else None,
     )
 
 
-async def get_by_idempotency_key(conn: Conn, *, user_id: str, key: str) -> str | None:
+@dataclass(frozen=True)
+class KeyedBooking:
+    booking_id: str
+    request_hash: str | None  # None: written before request hashes were stored
+
+
+async def get_by_idempotency_key(conn: Conn, *, user_id: str, key: str) -> KeyedBooking | None:
     row = await conn.fetchrow(q.SELECT_BOOKING_BY_IDEMPOTENCY_KEY, user_id, key)
-    return row["id"] if row else None
+    return KeyedBooking(row["id"], row["idempotency_hash"]) if row else None
 
 
 async def get(conn: Conn, booking_id: str) -> Booking | None:
@@ -115,10 +135,6 @@ async def mark_charged(conn: Conn, steps: Sequence[tuple[str, str]]) -> set[str]
     return await _moved(conn, q.UPDATE_BOOKINGS_CHARGED, ids, payment_ids)
 
 
-async def add_notification(conn: Conn, booking_id: str, kind: NotificationType) -> None:
-    await conn.execute(q.INSERT_NOTIFICATION, new_id("notif"), booking_id, kind.value, SUBJECTS[kind])
-
-
 async def confirm(conn: Conn, booking_ids: Sequence[str]) -> set[str]:
     """CONFIRMED and each one's notification, atomically."""
     subject = SUBJECTS[NotificationType.BOOKING_CONFIRMED]
@@ -146,14 +162,39 @@ async def _moved(conn: Conn, statement: str, *args: object) -> set[str]:
     return {r["id"] for r in await conn.fetch(statement, *args)}
 
 
-async def cancel(conn: Conn, booking_id: str) -> datetime | None:
-    """CANCELLED, its sale released and its notification, in one transaction."""
-    async with conn.transaction():
-        cancelled_at: datetime | None = await conn.fetchval(q.UPDATE_BOOKING_CANCELLED, booking_id)
-        if cancelled_at is not None:
-            await conn.execute(q.RELEASE_SEAT_SALES, booking_id)
-            await add_notification(conn, booking_id, NotificationType.BOOKING_CANCELLED)
+async def request_cancellation(conn: Conn, booking_id: str) -> bool:
+    """Persists the intent to cancel a CONFIRMED booking (saga step CANCELLING, an open
+    cancellation at REFUNDING); a repeat adds nothing. False when the booking is not CONFIRMED."""
+    return bool(await conn.fetchval(q.REQUEST_CANCELLATION, booking_id))
+
+
+async def get_cancellation(conn: Conn, booking_id: str) -> Cancellation | None:
+    row = await conn.fetchrow(q.SELECT_CANCELLATION, booking_id)
+    if row is None:
+        return None
+    return Cancellation(
+        booking_id=row["booking_id"], event_id=row["event_id"], payment_id=row["payment_id"],
+        step=CancelStep(row["step"]), cancelled_at=row["cancelled_at"],
+    )
+
+
+async def mark_cancelled(conn: Conn, booking_id: str) -> datetime | None:
+    """After the refund: CANCELLED, its sale released, its notification and the cancellation at
+    RELEASING, in one statement; the cancellation time, None if the booking was not CONFIRMED."""
+    kind = NotificationType.BOOKING_CANCELLED
+    cancelled_at: datetime | None = await conn.fetchval(q.CANCEL_BOOKING, booking_id, new_id("notif"), SUBJECTS[kind])
     return cancelled_at
+
+
+async def finish_cancellation(conn: Conn, booking_id: str) -> None:
+    await conn.execute(q.FINISH_CANCELLATION, booking_id)
+
+
+async def stale_cancellations(
+    conn: Conn, *, slot: int, pool_size: int, updated_before: datetime, limit: int
+) -> list[str]:
+    rows = await conn.fetch(q.SELECT_STALE_CANCELLATIONS, slot, pool_size, updated_before, limit)
+    return [r["booking_id"] for r in rows]
 
 
 async def record_sales(conn: Conn, *, event_id: str, sales: Sequence[tuple[str, Sequence[str]]]) -> None:

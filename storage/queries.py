@@ -135,9 +135,6 @@ WHERE NOT EXISTS (
 )"""
 BOOKING_HAS_SALE = """
 SELECT EXISTS (SELECT 1 FROM seat_sales WHERE booking_id = $1 AND released_at IS NULL)"""
-RELEASE_SEAT_SALES = """
-UPDATE seat_sales SET released_at = now() WHERE booking_id = $1 AND released_at IS NULL
-RETURNING seat_id"""
 
 # -- bookings -----------------------------------------------------------------------------------
 _BOOKING_COLUMNS = """
@@ -147,31 +144,37 @@ b.updated_at, b.confirmed_at, b.failed_at, b.cancelled_at,
 e.name AS event_name, e.starts_at AS event_date, v.name AS venue_name"""
 _BOOKING_FROM = "FROM bookings b JOIN events e ON e.id = b.event_id JOIN venues v ON v.id = e.venue_id"
 # A new booking in one round trip: priced on the server from its seats' tiers ($3 event, $4 seats),
-# inserted only when every seat is a seat of the event, and announced with what its saga needs on
-# its saga slot's channel ($8): the saga actor listening there starts it once the insert commits
-# (and never for an insert that did not happen). Returns how many of the seats the event has, and
-# the new booking's id (NULL when the seats did not all match or the idempotency key was taken).
+# inserted only when every seat is a seat of the event and the event has not started (its sale
+# is over once it starts: checked here, not in a statement of its own), and announced with what
+# its saga needs on its saga slot's channel ($8): the saga actor listening there starts it once
+# the insert commits (and never for an insert that did not happen). $7/$9: the Idempotency-Key
+# and the hash of the request it comes with. Returns how many of the seats the event has,
+# whether the event is on sale (NULL: no such event), and the new booking's id (NULL when the
+# seats did not all match, the event is not on sale or the idempotency key was taken).
 INSERT_BOOKING = """
 WITH priced AS (
-    SELECT count(*) AS seats, sum(t.price) AS amount, min(t.currency) AS currency
+    SELECT count(*) AS seats, sum(t.price) AS amount, min(t.currency) AS currency,
+           (SELECT e.starts_at FROM events e WHERE e.id = $3) AS starts_at
     FROM seats s JOIN ticket_tiers t ON t.event_id = s.event_id AND t.tier = s.tier
     WHERE s.event_id = $3 AND s.seat_id = ANY($4::text[])
 ), created AS (
     INSERT INTO bookings (id, user_id, event_id, seat_ids, status, saga_step, saga_slot,
-                          total_amount, currency, payment_token, idempotency_key)
-    SELECT $1, $2, $3, $4, 'PENDING', 'STARTED', $5, p.amount, p.currency, $6, $7
-    FROM priced p WHERE p.seats = cardinality($4::text[])
+                          total_amount, currency, payment_token, idempotency_key, idempotency_hash)
+    SELECT $1, $2, $3, $4, 'PENDING', 'STARTED', $5, p.amount, p.currency, $6, $7, $9
+    FROM priced p WHERE p.seats = cardinality($4::text[]) AND p.starts_at > now()
     ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, user_id, event_id, seat_ids, total_amount, currency, payment_token, created_at
 )
-SELECT p.seats, c.id,
+SELECT p.seats, p.starts_at > now() AS on_sale, c.id,
        CASE WHEN c.id IS NOT NULL THEN pg_notify($8, json_build_object(
            'id', c.id, 'user_id', c.user_id, 'event_id', c.event_id, 'seat_ids', c.seat_ids,
            'amount', c.total_amount, 'currency', c.currency, 'payment_token', c.payment_token,
-           'created_at', c.created_at)::text) END AS announced
+           'created_at', c.created_at, 'event_starts_at', p.starts_at)::text) END AS announced
 FROM priced p LEFT JOIN created c ON true"""
+# A key answers for its request for 24 h (an older one is freed by the next request using it).
 SELECT_BOOKING_BY_IDEMPOTENCY_KEY = """
-SELECT id, status, created_at FROM bookings WHERE user_id = $1 AND idempotency_key = $2"""
+SELECT id, idempotency_hash FROM bookings WHERE user_id = $1 AND idempotency_key = $2
+  AND created_at >= now() - interval '24 hours'"""
 EXPIRE_IDEMPOTENCY_KEY = """
 UPDATE bookings SET idempotency_key = NULL WHERE user_id = $1 AND idempotency_key = $2
   AND created_at < now() - interval '24 hours'"""
@@ -229,14 +232,59 @@ WITH done AS (
     UPDATE seat_sales SET released_at = now()
     WHERE booking_id IN (SELECT id FROM done) AND released_at IS NULL RETURNING 1
 ){_NOTIFY_DONE.format(kind="BOOKING_FAILED")}"""
-UPDATE_BOOKING_CANCELLED = """
-UPDATE bookings SET status = 'CANCELLED', saga_step = 'CANCELLED', cancelled_at = now(),
-       updated_at = now()
-WHERE id = $1 AND status = 'CONFIRMED' RETURNING cancelled_at"""
 SELECT_STALE_PENDING_BOOKINGS = """
 SELECT id FROM bookings
 WHERE status = 'PENDING' AND (saga_slot = $1 OR ($1 = 0 AND saga_slot >= $2))
   AND updated_at < $3
+ORDER BY updated_at LIMIT $4"""
+
+# -- cancellations (a workflow driven by the booking's saga actor) -------------------------------
+# The intent, before any money moves ($1 booking): a CONFIRMED booking's saga step becomes
+# CANCELLING and its open cancellation is written, in one statement; a repeat (a retried or
+# concurrent request) writes nothing new. Returns whether the booking was CONFIRMED.
+REQUEST_CANCELLATION = """
+WITH b AS (
+    UPDATE bookings SET saga_step = 'CANCELLING', updated_at = now()
+    WHERE id = $1 AND status = 'CONFIRMED' RETURNING id, saga_slot
+), c AS (
+    INSERT INTO booking_cancellations (booking_id, saga_slot, step)
+    SELECT id, saga_slot, 'REFUNDING' FROM b
+    ON CONFLICT (booking_id) DO NOTHING RETURNING booking_id
+)
+SELECT EXISTS (SELECT 1 FROM b) AS confirmed"""
+SELECT_CANCELLATION = """
+SELECT c.booking_id, c.step, b.event_id, b.payment_id, b.cancelled_at
+FROM booking_cancellations c JOIN bookings b ON b.id = c.booking_id
+WHERE c.booking_id = $1"""
+# After the refund ($1 booking, $2 notification id, $3 subject): CANCELLED, the sale released,
+# the cancellation moved on to releasing the seat actor's copy, and the notification, atomically.
+# Guarded by CONFIRMED, so a repeat changes nothing; returns cancelled_at when it moved.
+CANCEL_BOOKING = """
+WITH done AS (
+    UPDATE bookings SET status = 'CANCELLED', saga_step = 'CANCELLED', cancelled_at = now(),
+           updated_at = now()
+    WHERE id = $1 AND status = 'CONFIRMED' RETURNING id, user_id, cancelled_at
+), released AS (
+    UPDATE seat_sales SET released_at = now()
+    WHERE booking_id IN (SELECT id FROM done) AND released_at IS NULL RETURNING 1
+), step AS (
+    UPDATE booking_cancellations SET step = 'RELEASING', updated_at = now()
+    WHERE booking_id IN (SELECT id FROM done) RETURNING 1
+), note AS (
+    INSERT INTO notifications (id, user_id, booking_id, type, subject, recipient, status)
+    SELECT $2, d.user_id, d.id, 'BOOKING_CANCELLED', $3, u.email, 'PENDING'
+    FROM done d JOIN users u ON u.id = d.user_id
+    ON CONFLICT (booking_id, type) DO NOTHING RETURNING 1
+)
+SELECT cancelled_at FROM done"""
+FINISH_CANCELLATION = """
+UPDATE booking_cancellations SET step = 'DONE', finished_at = now(), updated_at = now()
+WHERE booking_id = $1 AND step = 'RELEASING'"""
+# Open cancellations of a saga slot not moved since $3 (slot 0 also takes slots >= $2, the pool
+# size, as SELECT_STALE_PENDING_BOOKINGS does).
+SELECT_STALE_CANCELLATIONS = """
+SELECT booking_id FROM booking_cancellations
+WHERE step <> 'DONE' AND (saga_slot = $1 OR ($1 = 0 AND saga_slot >= $2)) AND updated_at < $3
 ORDER BY updated_at LIMIT $4"""
 
 # -- payments -----------------------------------------------------------------------------------
@@ -280,12 +328,6 @@ WHERE (p.status = 'PROCESSING' AND p.created_at < $1)
 ORDER BY p.created_at LIMIT $2"""
 
 # -- notifications ------------------------------------------------------------------------------
-INSERT_NOTIFICATION = """
-INSERT INTO notifications (id, user_id, booking_id, type, subject, recipient, status)
-SELECT $1, b.user_id, b.id, $3, $4, u.email, 'PENDING'
-FROM bookings b JOIN users u ON u.id = b.user_id WHERE b.id = $2
-ON CONFLICT (booking_id, type) DO NOTHING
-RETURNING id"""
 SELECT_DUE_NOTIFICATIONS = """
 SELECT n.id, n.type, n.recipient, n.attempts, n.booking_id,
        u.name AS user_name, b.seat_ids, b.total_amount, b.currency, b.failure_reason,

@@ -122,6 +122,11 @@ async def consistency_problems(db: asyncpg.Pool, event_id: str | None = None, *,
         f"SELECT p.id, b.id AS booking, b.status FROM payments p JOIN bookings b ON b.id = p.booking_id "
         f"WHERE p.status = 'SUCCESS' AND b.status <> 'CONFIRMED' AND {scope}", event_id)
     problems += [f"payment {r['id']} kept for {r['status']} booking {r['booking']}" for r in kept]
+    # A cancellation half done: refunded, yet the booking still CONFIRMED (its seats still sold).
+    refunded = await db.fetch(
+        f"SELECT p.id, b.id AS booking FROM payments p JOIN bookings b ON b.id = p.booking_id "
+        f"WHERE p.status = 'REFUNDED' AND b.status = 'CONFIRMED' AND {scope}", event_id)
+    problems += [f"payment {r['id']} refunded for CONFIRMED booking {r['booking']}" for r in refunded]
     stuck = await db.fetch(
         f"SELECT b.id FROM bookings b WHERE b.status = 'PENDING' AND {scope} "
         f"AND b.created_at < now() - make_interval(secs => $2)", event_id, pending_older_than)

@@ -288,12 +288,14 @@ async def test_the_booking_insert_announces_what_the_saga_needs_on_its_slot_chan
         finally:
             for channel_name in channels:
                 await listener.remove_listener(channel_name, hear)
-    row = await db.fetchrow("SELECT saga_slot, total_amount, created_at FROM bookings WHERE id = $1", booking_id)
+    row = await db.fetchrow(
+        "SELECT b.saga_slot, b.total_amount, b.created_at, e.starts_at FROM bookings b JOIN events e ON e.id = b.event_id"
+        " WHERE b.id = $1", booking_id)
     assert channel == saga_channel(row["saga_slot"])
     assert booking_repository.announced(payload) == SagaBooking(
         id=booking_id, user_id=user["id"], event_id=event["id"], seat_ids=("seat_A1",), amount=row["total_amount"],
         currency="GBP", payment_token="pm_card_visa", status=BookingStatus.PENDING, step=SagaStep.STARTED,
-        payment_id=None, lock_expires_at=None, created_at=row["created_at"],
+        payment_id=None, lock_expires_at=None, created_at=row["created_at"], event_starts_at=row["starts_at"],
     )
     assert (await wait_final(http, token, booking_id))["status"] == "CONFIRMED"
 

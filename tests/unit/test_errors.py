@@ -69,6 +69,8 @@ def test_codes_are_screaming_snake_and_statuses_are_http_errors(cls: type[Ticket
         ("CANCELLATION_WINDOW_EXPIRED", 422),
         ("EVENT_HAS_BOOKINGS", 422),
         ("CAPACITY_EXCEEDED", 422),
+        ("EVENT_NOT_ON_SALE", 409),
+        ("IDEMPOTENCY_KEY_REUSED", 409),
         ("RATE_LIMITED", 429),
         ("SERVICE_UNAVAILABLE", 503),
     ],

@@ -10,9 +10,26 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from domain.bookings import BookingStatus, FailureReason, SagaStep, charge_key, refund_key
+from domain.bookings import (
+    BookingStatus,
+    CancelStep,
+    FailureReason,
+    SagaStep,
+    charge_key,
+    refund_key,
+)
 from domain.inventory import SeatMap, SeatStatus
-from domain.saga import CHARGE_MARGIN, BookingSagaRunner, Charge, SagaBooking, SagaOutcome, SeatLock
+from domain.saga import (
+    CHARGE_MARGIN,
+    BookingSagaRunner,
+    Cancellation,
+    CancellationRunner,
+    CancelOutcome,
+    Charge,
+    SagaBooking,
+    SagaOutcome,
+    SeatLock,
+)
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 EVENT_ID = "evnt_01"
@@ -789,3 +806,180 @@ async def test_after_the_deadline_a_failed_booking_keeps_no_sold_seats(world: Wo
     assert not (refunded and sold), (
         f"outcome={outcome}, booking={world.booking().status}, refunded={refunded}, seats still sold={sold}"
     )
+
+
+# -- the sale closes when the event starts -------------------------------------------------------
+
+
+async def test_a_booking_for_an_event_that_started_while_it_waited_fails_before_any_lock_or_charge(world: World) -> None:
+    booking = world.add_booking()
+    world.store.bookings[BOOKING_ID] = replace(booking, event_starts_at=T0 - timedelta(seconds=1))
+
+    outcome = await world.runner.run(BOOKING_ID)
+
+    assert outcome == SagaOutcome(BOOKING_ID, BookingStatus.FAILED, FailureReason.SEATS_UNAVAILABLE)
+    assert world.seats.calls == [] and world.payments.calls == []
+    assert all(world.seats.status(s) is SeatStatus.AVAILABLE for s in BOOKED)
+
+
+async def test_a_locked_booking_whose_event_started_is_released_not_charged(world: World) -> None:
+    expires = world.seats.hold(BOOKING_ID)
+    booking = world.add_booking(step=SagaStep.SEATS_LOCKED, lock_expires_at=expires)
+    world.store.bookings[BOOKING_ID] = replace(booking, event_starts_at=T0 + timedelta(seconds=10))
+    world.clock.advance(11)
+
+    outcome = await world.runner.run(BOOKING_ID)
+
+    assert outcome == SagaOutcome(BOOKING_ID, BookingStatus.FAILED, FailureReason.SEATS_UNAVAILABLE)
+    assert world.payments.money_taken() == [] and "charge" not in world.payments.calls
+    assert all(world.seats.status(s) is SeatStatus.AVAILABLE for s in BOOKED)
+
+
+async def test_an_event_starting_later_does_not_stop_the_saga(world: World) -> None:
+    booking = world.add_booking()
+    world.store.bookings[BOOKING_ID] = replace(booking, event_starts_at=T0 + timedelta(days=1))
+
+    assert await world.runner.run(BOOKING_ID) == SagaOutcome(BOOKING_ID, BookingStatus.CONFIRMED)
+
+
+# -- cancellation ---------------------------------------------------------------------------------
+
+
+class FakeReleasingSeats(FakeSeats):
+    async def unreserve(self, *, event_id: str, booking_id: str) -> None:
+        await self.enter("unreserve")
+        assert event_id == EVENT_ID
+        self.map.unreserve(booking_id)
+
+
+class FakeCancellations(Faults):
+    """booking_cancellations and the booking's status, guarded like the SQL."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: dict[str, Cancellation] = {}
+        self.status: dict[str, BookingStatus] = {}
+        self.notifications: list[str] = []
+
+    def request(self, booking_id: str, payment_id: str) -> None:
+        self.status[booking_id] = BookingStatus.CONFIRMED
+        self.rows[booking_id] = Cancellation(booking_id, EVENT_ID, payment_id, CancelStep.REFUNDING, None)
+
+    async def load_cancellation(self, booking_id: str) -> Cancellation | None:
+        await self.enter("load_cancellation")
+        return self.rows.get(booking_id)
+
+    async def mark_cancelled(self, booking_id: str) -> datetime | None:
+        await self.enter("mark_cancelled")
+        if self.status[booking_id] is not BookingStatus.CONFIRMED:
+            return None
+        self.status[booking_id] = BookingStatus.CANCELLED
+        self.rows[booking_id] = replace(self.rows[booking_id], step=CancelStep.RELEASING, cancelled_at=T0)
+        self.notifications.append(booking_id)
+        return T0
+
+    async def mark_released(self, booking_id: str) -> None:
+        await self.enter("mark_released")
+        if self.rows[booking_id].step is CancelStep.RELEASING:
+            self.rows[booking_id] = replace(self.rows[booking_id], step=CancelStep.DONE)
+
+
+@dataclass
+class CancelWorld:
+    seats: FakeReleasingSeats
+    payments: FakePayments
+    store: FakeCancellations
+    runner: CancellationRunner
+    payment_id: str
+
+    def assert_cancelled_once(self) -> None:
+        assert self.store.status[BOOKING_ID] is BookingStatus.CANCELLED
+        assert self.store.rows[BOOKING_ID].step is CancelStep.DONE
+        assert self.payments.refunds == {refund_key(BOOKING_ID): self.payment_id}
+        assert self.store.notifications == [BOOKING_ID]
+        assert all(self.seats.status(s) is SeatStatus.AVAILABLE for s in BOOKED)
+
+
+@pytest.fixture
+async def cancel_world() -> CancelWorld:
+    """A CONFIRMED, charged booking whose seats are sold, and its cancellation requested."""
+    clock = FakeClock(T0)
+    seats, payments, store = FakeReleasingSeats(clock), FakePayments(), FakeCancellations()
+    seats.hold(BOOKING_ID)
+    assert await seats.reserve(event_id=EVENT_ID, booking_id=BOOKING_ID)
+    charge = await payments.charge(
+        booking_id=BOOKING_ID, user_id="usr_01", amount=15_000, currency="GBP", token=CARD,
+        idempotency_key=charge_key(BOOKING_ID),
+    )
+    store.request(BOOKING_ID, charge.payment_id)
+    seats.calls.clear()
+    payments.calls.clear()
+    runner = CancellationRunner(
+        seats=seats, payments=payments, store=store, notifier=FakeNotifier(), step_timeout=STEP_TIMEOUT,
+    )
+    return CancelWorld(seats, payments, store, runner, charge.payment_id)
+
+
+async def test_a_cancellation_refunds_then_cancels_then_frees_the_seats(cancel_world: CancelWorld) -> None:
+    w = cancel_world
+
+    outcome = await w.runner.run(BOOKING_ID)
+
+    assert outcome == CancelOutcome(BOOKING_ID, T0)
+    w.assert_cancelled_once()
+    assert w.payments.calls == ["refund"] and w.seats.calls == ["unreserve"]
+
+
+async def test_no_cancellation_requested_is_no_outcome(cancel_world: CancelWorld) -> None:
+    assert await cancel_world.runner.run("bkg_other") is None
+
+
+@pytest.mark.parametrize("how", ["failing", "hanging"])
+async def test_a_refund_that_fails_leaves_the_booking_confirmed_and_charged_until_resumed(
+    cancel_world: CancelWorld, how: str,
+) -> None:
+    w = cancel_world
+    getattr(w.payments, how).add("refund")
+
+    outcome = await w.runner.run(BOOKING_ID)
+
+    assert outcome == CancelOutcome(BOOKING_ID, None)
+    assert w.store.status[BOOKING_ID] is BookingStatus.CONFIRMED
+    assert w.store.rows[BOOKING_ID].step is CancelStep.REFUNDING
+    assert w.seats.sold_to(BOOKING_ID) == BOOKED and w.store.notifications == []
+    getattr(w.payments, how).clear()
+    assert await w.runner.run(BOOKING_ID) == CancelOutcome(BOOKING_ID, T0)
+    w.assert_cancelled_once()
+
+
+async def test_a_crash_between_the_refund_and_cancelled_replays_the_same_refund_key(cancel_world: CancelWorld) -> None:
+    w = cancel_world
+    w.store.failing.add("mark_cancelled")  # refunded, then the database (or the process) goes
+
+    assert await w.runner.run(BOOKING_ID) == CancelOutcome(BOOKING_ID, None)
+    assert w.payments.refunds == {refund_key(BOOKING_ID): w.payment_id}
+    w.store.failing.clear()
+    assert await w.runner.run(BOOKING_ID) == CancelOutcome(BOOKING_ID, T0)
+    w.assert_cancelled_once()
+    assert w.payments.calls == ["refund", "refund"]  # replayed with its key: one refund at the processor
+
+
+async def test_a_crash_before_the_seat_actor_release_is_finished_by_the_next_run(cancel_world: CancelWorld) -> None:
+    w = cancel_world
+    w.seats.failing.add("unreserve")
+
+    assert await w.runner.run(BOOKING_ID) == CancelOutcome(BOOKING_ID, T0)  # refunded and CANCELLED
+    assert w.store.rows[BOOKING_ID].step is CancelStep.RELEASING
+    w.seats.failing.clear()
+    assert await w.runner.run(BOOKING_ID) == CancelOutcome(BOOKING_ID, T0)
+    w.assert_cancelled_once()
+    assert w.payments.calls == ["refund"]  # a resumed release does not refund again
+
+
+async def test_concurrent_runs_of_one_cancellation_end_cancelled_once(cancel_world: CancelWorld) -> None:
+    w = cancel_world
+
+    outcomes = await asyncio.gather(*(w.runner.run(BOOKING_ID) for _ in range(5)))
+
+    assert {o.cancelled_at for o in outcomes if o is not None} == {T0}
+    w.assert_cancelled_once()
