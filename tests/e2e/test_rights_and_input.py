@@ -16,10 +16,10 @@ import httpx
 import pytest
 
 import serve_app
-from storage.embedded import free_port
-from tests.cli.serve_process import command_env, run_command
 from api.bootstrap import AdminEmailTaken
 from config.settings import get_settings
+from storage.embedded import free_port
+from tests.cli.serve_process import command_env, run_command
 from tests.helpers import (
     ADMIN,
     CORS_ORIGIN,
