@@ -83,16 +83,19 @@ def test_bootstrap_never_promotes_an_account_it_did_not_create(
         assert client.post("/api/users/login", json={"email": email, "password": "Other1234X"}).status_code == 401
 
 
-def test_create_admin_creates_once_and_never_resets_an_admins_password(server: str) -> None:
+def test_create_admin_creates_once_and_never_resets_an_admins_password(
+    server: str, app_env: dict[str, str], tmp_path: Path,
+) -> None:
     email = f"second-admin-{secrets.token_hex(5)}@example.com"
-    assert _run_cli("create-admin", "--email", email, "--password", "First1234X") == (0, f"admin {email} created\n")
-    code, output = _run_cli("create-admin", "--email", email, "--password", "Second1234X")
+    code, output = _run_cli(app_env, tmp_path, "create-admin", "--email", email, "--password", "First1234X")
+    assert code == 0 and f"admin {email} created" in output, output
+    code, output = _run_cli(app_env, tmp_path, "create-admin", "--email", email, "--password", "Second1234X")
     assert code == 0 and "already exists (password unchanged)" in output
     with httpx.Client(base_url=server, timeout=30.0) as client:
         assert client.post("/api/users/login", json={"email": email, "password": "First1234X"}).status_code == 200
         assert client.post("/api/users/login", json={"email": email, "password": "Second1234X"}).status_code == 401
     # The configured admin of the running server (an ADMIN it created) is left as it is too.
-    assert _run_cli("create-admin", "--email", ADMIN[0], "--password", "Changed1234X")[0] == 0
+    assert _run_cli(app_env, tmp_path, "create-admin", "--email", ADMIN[0], "--password", "Changed1234X")[0] == 0
 
 
 # -- 5. rights follow the account ----------------------------------------------------------------

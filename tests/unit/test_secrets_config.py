@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import stat
 import subprocess
 import sys
@@ -21,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SECRETS = {
     "DATABASE_URL": "postgresql://tf:pg-pw-11aa@db.example:5432/tf",
     "REDIS_URL": "redis://tf:redis-pw-22bb@cache.example:6379/0",
-    "JWT_SECRET": "jwt-secret-33cc-0123456789abcdefghijklmnopqrstuv",
+    # Made at run time: a secret written in the repository is one TICKETFLOW_ENV=prod refuses.
+    "JWT_SECRET": "jwt-secret-33cc-" + secrets.token_hex(16),
     "JWT_PREVIOUS_SECRET": "jwt-previous-44dd-0123456789abcdefghijklmnopq",
     "STRIPE_API_KEY": "sk_test_55ee0123456789",
     "SMTP_URL": "smtp://mailer:smtp-pw-66ff@mail.example:587",
