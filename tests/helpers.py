@@ -145,3 +145,14 @@ async def assert_consistent(db: asyncpg.Pool, event_id: str | None = None, *, se
             return
         assert time.monotonic() < deadline, problems or f"{pending} bookings still PENDING"
         await asyncio.sleep(0.5)
+
+
+def kill_gateway_replica() -> str:
+    """Kills the Gateway's replica process; Serve's controller starts a new one."""
+    import ray
+
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        if entry["namespace"] == "serve" and entry["name"].startswith("SERVE_REPLICA::") and "#Gateway#" in entry["name"]:
+            ray.kill(ray.get_actor(entry["name"], namespace="serve"), no_restart=True)
+            return str(entry["name"])
+    raise AssertionError("no Gateway replica to kill")

@@ -24,6 +24,7 @@ from tests.helpers import (
     book,
     book_and_wait,
     create_event,
+    kill_gateway_replica,
     new_user,
     wait_final,
 )
@@ -321,14 +322,6 @@ async def test_a_cancellation_cut_off_before_the_seat_actor_release_is_finished_
     assert len(_refunds_of(stripe_api, charge)) == 1
 
 
-def _kill_gateway_replica() -> str:
-    """Kills the Gateway's replica process (the one serving the cancel); Serve starts a new one."""
-    for entry in ray.util.list_named_actors(all_namespaces=True):
-        if entry["namespace"] == "serve" and entry["name"].startswith("SERVE_REPLICA::") and "#Gateway#" in entry["name"]:
-            ray.kill(ray.get_actor(entry["name"], namespace="serve"), no_restart=True)
-            return str(entry["name"])
-    raise AssertionError("no Gateway replica to kill")
-
 
 async def test_the_gateway_replica_killed_mid_cancel(
     http: httpx.AsyncClient, admin_token: str, db: asyncpg.Pool, stripe_api: FakeStripe,
@@ -343,7 +336,7 @@ async def test_the_gateway_replica_killed_mid_cancel(
         while await db.fetchval("SELECT count(*) FROM booking_cancellations WHERE booking_id = $1", b["id"]) == 0:
             assert time.monotonic() < deadline, "the cancellation was not recorded"
             await asyncio.sleep(0.01)
-        await asyncio.to_thread(_kill_gateway_replica)
+        await asyncio.to_thread(kill_gateway_replica)
         try:
             answer: httpx.Response | None = await cancel
         except httpx.TransportError:

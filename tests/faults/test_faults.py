@@ -30,6 +30,7 @@ from tests.helpers import (
     book,
     consistency_problems,
     create_event,
+    kill_gateway_replica,
     new_user,
 )
 
@@ -285,14 +286,6 @@ async def test_processor_never_answers(http: httpx.AsyncClient, admin_token: str
     print(f"\nFAULT processor never answers: failed after {elapsed:.1f} s; anomalies=0")  # noqa: T201
 
 
-def _kill_gateway_replica() -> str:
-    """Kills the Gateway's replica process; Serve's controller starts a new one."""
-    for entry in ray.util.list_named_actors(all_namespaces=True):
-        if entry["namespace"] == "serve" and entry["name"].startswith("SERVE_REPLICA::") and "#Gateway#" in entry["name"]:
-            ray.kill(ray.get_actor(entry["name"], namespace="serve"), no_restart=True)
-            return str(entry["name"])
-    raise AssertionError("no Gateway replica to kill")
-
 
 async def test_gateway_replica_killed_mid_sale(http: httpx.AsyncClient, admin_token: str, db: asyncpg.Pool) -> None:
     """The one HTTP process dies (behind HAProxy, the default, and behind Serve's proxy alike)."""
@@ -300,7 +293,7 @@ async def test_gateway_replica_killed_mid_sale(http: httpx.AsyncClient, admin_to
     outage: dict[str, Any] = {}
 
     async def fault() -> None:
-        killed = await asyncio.to_thread(_kill_gateway_replica)
+        killed = await asyncio.to_thread(kill_gateway_replica)
         started = time.monotonic()
         # ray.kill returns before the process is gone: wait for it, so the outage is real.
         while killed in {e["name"] for e in await asyncio.to_thread(ray.util.list_named_actors, True)}:
