@@ -159,6 +159,16 @@ async def assert_consistent(db: asyncpg.Pool, event_id: str | None = None, *, se
     assert not problems, problems
 
 
+async def wait_healthy(http: httpx.AsyncClient, *, timeout: float, what: str = "the API to answer /health with 200") -> None:
+    """Waits for /health to answer 200; a closed connection meanwhile means "not yet"."""
+
+    async def health() -> int:
+        return (await http.get("/health")).status_code
+
+    await wait_until(health, until=lambda status: status == 200, timeout=timeout, interval=0.25, what=what,
+                     ignoring=(httpx.TransportError,))
+
+
 def kill_gateway_replica() -> str:
     """Kills the Gateway's replica process; Serve's controller starts a new one."""
     import ray
