@@ -23,8 +23,8 @@ NOTHING_SEEN = "<no value: the probe never returned>"
 class WaitedTooLong(AssertionError):
     """What was awaited did not happen in time; `last` is the probe's last value (or exception)."""
 
-    def __init__(self, what: str, timeout: float, last: Any) -> None:
-        super().__init__(f"waited {timeout:g} s for {what}; last seen: {last!r}")
+    def __init__(self, what: str, timeout: float, last: Any, explain: str = "") -> None:
+        super().__init__(f"waited {timeout:g} s for {what}; last seen: {last!r}" + (f"\n{explain}" if explain else ""))
         self.what = what
         self.last = last
 
@@ -32,6 +32,7 @@ class WaitedTooLong(AssertionError):
 async def wait_until(
     probe: Callable[[], Awaitable[T]] | Callable[[], T], *, until: Callable[[T], object] = bool,
     timeout: float, interval: float = 0.2, what: str, ignoring: tuple[type[BaseException], ...] = (),
+    explain: Callable[[], str] | None = None,
 ) -> T:
     """Calls `probe` (sync or async) every `interval` seconds until `until(value)` holds.
 
@@ -42,6 +43,7 @@ async def wait_until(
         interval: seconds between two looks.
         what: what is awaited, as the failure message should say it ("the refund to be asked for").
         ignoring: exceptions of the probe that mean "not yet" (a server that is coming back).
+        explain: called once the time is up; its text joins the message (a process's log, say).
 
     Returns:
         The probe's value that satisfied `until`.
@@ -63,13 +65,13 @@ async def wait_until(
                 return value  # type: ignore[return-value]
             last = value
         if time.monotonic() >= deadline:
-            raise WaitedTooLong(what, timeout, last)
+            raise WaitedTooLong(what, timeout, last, explain() if explain else "")
         await asyncio.sleep(interval)
 
 
 def wait_until_sync(
     probe: Callable[[], T], *, until: Callable[[T], object] = bool, timeout: float, interval: float = 0.2,
-    what: str, ignoring: tuple[type[BaseException], ...] = (),
+    what: str, ignoring: tuple[type[BaseException], ...] = (), explain: Callable[[], str] | None = None,
 ) -> T:
     """`wait_until` for code outside an event loop (subprocesses, blocking clients)."""
     deadline = time.monotonic() + timeout
@@ -84,5 +86,5 @@ def wait_until_sync(
                 return value
             last = value
         if time.monotonic() >= deadline:
-            raise WaitedTooLong(what, timeout, last)
+            raise WaitedTooLong(what, timeout, last, explain() if explain else "")
         time.sleep(interval)

@@ -53,3 +53,8 @@ def test_the_sync_twin_waits_and_fails_alike() -> None:
     assert wait_until_sync(lambda: next(counter), until=lambda n: n == 2, timeout=5, interval=0, what="two") == 2
     with pytest.raises(WaitedTooLong, match="for never; last seen: False"):
         wait_until_sync(lambda: False, timeout=0.02, interval=0.01, what="never")
+
+
+def test_explain_adds_its_text_to_the_timeout_message() -> None:
+    with pytest.raises(WaitedTooLong, match="(?s)for the log line; last seen: 0\nthe server said: boom"):
+        wait_until_sync(lambda: 0, timeout=0, what="the log line", explain=lambda: "the server said: boom")
