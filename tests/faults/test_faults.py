@@ -133,7 +133,11 @@ async def test_seat_actor_killed_mid_sale(http: httpx.AsyncClient, admin_token: 
     sale = await _sale(http, admin_token)
 
     async def fault() -> None:
-        await asyncio.to_thread(_kill, registry.seat_actor_name(sale.event_id))
+        # The sale's first lock starts the seat actor; on a busy machine that can come after fault_after.
+        name = registry.seat_actor_name(sale.event_id)
+        actor = await wait_until(lambda: asyncio.to_thread(ray.get_actor, name, namespace=registry.NAMESPACE),
+                                 timeout=30, what=f"the seat actor {name} to start", ignoring=(ValueError,))
+        await asyncio.to_thread(ray.kill, actor, no_restart=False)
 
     await _report(db, "seat actor killed", await _run(http, sale, fault), sale.event_id)
 
