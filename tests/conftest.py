@@ -126,7 +126,6 @@ async def http(server: str) -> AsyncIterator[httpx.AsyncClient]:
 @pytest_asyncio.fixture(scope="session")
 async def db(app_env: dict[str, str], server: str) -> AsyncIterator[asyncpg.Pool]:  # noqa: ARG001 - migrated by server
     pool = await asyncpg.create_pool(app_env["DATABASE_URL"], min_size=1, max_size=4)
-    assert pool is not None
     yield pool
     await pool.close()
 

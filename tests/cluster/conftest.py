@@ -202,6 +202,5 @@ async def cluster_http(ray_cluster: RunningCluster) -> AsyncIterator[httpx.Async
 @pytest_asyncio.fixture(scope="session")
 async def cluster_db(cluster_env: dict[str, str], ray_cluster: RunningCluster) -> AsyncIterator[asyncpg.Pool]:  # noqa: ARG001 - migrated by ray_cluster
     pool = await asyncpg.create_pool(cluster_env["DATABASE_URL"], min_size=1, max_size=4)
-    assert pool is not None
     yield pool
     await pool.close()
