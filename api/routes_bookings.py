@@ -10,10 +10,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from actors import registry
 from api.auth import Principal
+from api.booking_waiters import requested_wait
 from api.deps import PrincipalDep, ServicesDep
 from api.http import current_request_id
 from api.schemas import (
@@ -30,6 +31,7 @@ from domain.bookings import (
     MAX_SEATS,
     MIN_SEATS,
     Booking,
+    BookingStatus,
     SagaStep,
     check_cancellable,
     request_fingerprint,
@@ -83,6 +85,27 @@ def booking_detail(b: Booking) -> BookingDetail:
     )
 
 
+PreferHeader = Annotated[
+    str | None,
+    Header(alias="Prefer", description="`wait=N` (RFC 7240, N <= 10): wait up to N s for the booking to be final"),
+]
+
+
+def _is_final(b: Booking) -> bool:
+    return b.status is not BookingStatus.PENDING
+
+
+async def _wait_final(svc: ServicesDep, principal: Principal, booking_id: str, seconds: int) -> Booking | None:
+    """The booking once final or after `seconds`; None when this replica cannot wait now."""
+    return await svc.booking_waiters().wait_final(
+        booking_id, seconds, lambda: _visible_booking(svc, principal, booking_id), _is_final
+    )
+
+
+def _applied(seconds: int) -> dict[str, str]:
+    return {"Preference-Applied": f"wait={seconds}", "Vary": "Prefer"}
+
+
 def _check_seats(seat_ids: list[str]) -> list[str]:
     if not MIN_SEATS <= len(seat_ids) <= MAX_SEATS:
         raise InvalidSeatCount(f"Must book between {MIN_SEATS} and {MAX_SEATS} seats; got {len(seat_ids)}")
@@ -94,11 +117,34 @@ def _check_seats(seat_ids: list[str]) -> list[str]:
     return seat_ids
 
 
-@router.post("/api/bookings", status_code=202, response_model=BookingAccepted, responses={202: {"model": BookingAccepted}})
+@router.post(
+    "/api/bookings", status_code=202, response_model=BookingAccepted,
+    responses={202: {"model": BookingAccepted}, 200: {"model": BookingDetail, "description": "Final (Prefer: wait)"}},
+)
 async def create_booking(
     body: CreateBookingRequest, principal: PrincipalDep, svc: ServicesDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    prefer: PreferHeader = None,
 ) -> JSONResponse:
+    """Books seats: 202 with the PENDING booking, whose saga then locks, charges and confirms.
+
+    With `Prefer: wait=N` the answer waits up to N s for the saga to finish: a final booking comes
+    as 200 with the body of `GET /api/bookings/{id}` and `Preference-Applied: wait=N`; a booking
+    still PENDING then comes as the usual 202.
+    """
+    booking_id = await _accept_booking(body, principal, svc, idempotency_key)
+    wait = requested_wait(prefer)
+    if wait is not None:
+        final = await _wait_final(svc, principal, booking_id, wait)
+        if final is not None and _is_final(final):
+            return JSONResponse(booking_detail(final).model_dump(mode="json"), headers=_applied(wait))
+    return accepted(booking_id)
+
+
+async def _accept_booking(
+    body: CreateBookingRequest, principal: Principal, svc: ServicesDep, idempotency_key: str | None,
+) -> str:
+    """Records the booking (or finds the one its Idempotency-Key already made); its id."""
     seat_ids = _check_seats(body.seatIds)
     if idempotency_key is not None and not _IDEMPOTENCY_KEY.match(idempotency_key):
         raise ValidationFailed("Idempotency-Key must be 1-255 characters of [A-Za-z0-9_.:-]")
@@ -128,7 +174,7 @@ async def create_booking(
                         f"Idempotency-Key {idempotency_key} was already used with a different request "
                         f"(booking {original.booking_id}); use a new key for a new booking"
                     )
-                return accepted(original.booking_id)
+                return original.booking_id
         if added.on_sale is False:
             raise EventNotOnSale(f"Event {body.eventId} has started; its tickets are no longer on sale")
         if added.seats_found != len(seat_ids):
@@ -146,7 +192,7 @@ async def create_booking(
             "request_id": current_request_id(), "booking_id": booking_id, "event_id": body.eventId,
             "user_id": principal.user_id, "seats": len(seat_ids),
         })
-    return accepted(booking_id)
+    return booking_id
 
 
 @router.get("/api/bookings/my", response_model=BookingList)
@@ -180,8 +226,21 @@ async def _visible_booking(svc: ServicesDep, principal: Principal, booking_id: s
 
 
 @router.get("/api/bookings/{booking_id}", response_model=BookingDetail)
-async def get_booking(booking_id: str, principal: PrincipalDep, svc: ServicesDep) -> BookingDetail:
-    return booking_detail(await _visible_booking(svc, principal, booking_id))
+async def get_booking(
+    booking_id: str, principal: PrincipalDep, svc: ServicesDep, response: Response, prefer: PreferHeader = None,
+) -> BookingDetail:
+    """One booking of the caller's (any booking for an admin).
+
+    With `Prefer: wait=N` a PENDING booking is answered when it becomes final or after N s,
+    whichever is first; a final one carries `Preference-Applied: wait=N`.
+    """
+    wait = requested_wait(prefer)
+    booking = None if wait is None else await _wait_final(svc, principal, booking_id, wait)
+    if booking is None:
+        booking = await _visible_booking(svc, principal, booking_id)
+    elif _is_final(booking):
+        response.headers.update(_applied(wait or 0))
+    return booking_detail(booking)
 
 
 @router.post("/api/bookings/{booking_id}/cancel", response_model=CancelResponse)
