@@ -56,6 +56,17 @@ class Choice:
 
 
 @dataclass(frozen=True)
+class BestLockResult:
+    """Seats chosen and locked for a booking (`SeatMap.choose_and_lock`); when not ok, `message`
+    says what is left (the SEATS_UNAVAILABLE message)."""
+
+    ok: bool
+    seat_ids: tuple[str, ...] = ()
+    expires_at: float = 0.0
+    message: str = ""
+
+
+@dataclass(frozen=True)
 class _Segment:
     """Consecutive seat numbers of one row and one tier: the unit in which seats are adjacent."""
 

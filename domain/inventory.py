@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from domain.best_available import SeatChooser, SeatRequest
+from domain.best_available import BestLockResult, SeatChooser, SeatRequest
 from domain.seating import Seat
 
 
@@ -34,16 +34,6 @@ class ReserveResult:
     ok: bool
     seat_ids: tuple[str, ...] = ()
     reason: str = ""  # "LOCK_EXPIRED" | "NOT_LOCKED" when not ok
-
-
-@dataclass(frozen=True)
-class BestLockResult:
-    """Seats chosen and locked for a booking; when not ok, `message` says what is left."""
-
-    ok: bool
-    seat_ids: tuple[str, ...] = ()
-    expires_at: float = 0.0
-    message: str = ""
 
 
 @dataclass
