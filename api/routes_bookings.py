@@ -27,6 +27,7 @@ from api.schemas import (
     Pagination,
     PaymentResponse,
 )
+from domain.best_available import SeatRequest
 from domain.bookings import (
     MAX_SEATS,
     MIN_SEATS,
@@ -53,6 +54,7 @@ from domain.saga import CancelOutcome
 from domain.seating import SEAT_ID_RE
 from storage import booking_repository, catalog_repository, payment_repository
 from storage.payment_repository import Payment
+from storage.pool import Conn
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["bookings"])
@@ -75,6 +77,7 @@ def booking_item(b: Booking) -> BookingItem:
         id=b.id, eventId=b.event_id, eventName=b.event_name, eventDate=b.event_date, seatIds=list(b.seat_ids),
         status=b.status.value, totalAmount=b.total_amount, currency=b.currency, createdAt=b.created_at,
         confirmedAt=b.confirmed_at, failureReason=b.failure_reason.value if b.failure_reason else None,
+        failureMessage=b.failure_message,
     )
 
 
@@ -141,13 +144,46 @@ async def create_booking(
     return accepted(booking_id)
 
 
+def _seat_request(body: CreateBookingRequest) -> SeatRequest | None:
+    """The best-available request of a body that asks for a quantity; None when it names seats."""
+    if (body.seatIds is None) == (body.quantity is None):
+        raise ValidationFailed("Give exactly one of seatIds (the seats to book) and quantity (the best available)")
+    if body.quantity is None:
+        if body.tier is not None:
+            raise ValidationFailed("tier applies to a best-available request (quantity), not to seatIds")
+        return None
+    if not MIN_SEATS <= body.quantity <= MAX_SEATS:
+        raise InvalidSeatCount(f"Must book between {MIN_SEATS} and {MAX_SEATS} seats; got {body.quantity}")
+    return SeatRequest(quantity=body.quantity, tier=body.tier, together=body.together)
+
+
+async def _keyed_booking(conn: Conn, principal: Principal, key: str, request_hash: str | None) -> str | None:
+    """The booking an Idempotency-Key already made, if it did (None: the key is free again).
+
+    A key (per user) answers for its first request only, whatever has happened since (even if
+    the event has started meanwhile); the same key with another request is refused."""
+    original = await booking_repository.get_by_idempotency_key(conn, user_id=principal.user_id, key=key)
+    if original is None:
+        return None
+    if original.request_hash is not None and original.request_hash != request_hash:
+        raise IdempotencyKeyMismatch(
+            f"Idempotency-Key {key} was already used with a different request "
+            f"(booking {original.booking_id}); use a new key for a new booking"
+        )
+    return original.booking_id
+
+
 async def _accept_booking(
     body: CreateBookingRequest, principal: Principal, svc: ServicesDep, idempotency_key: str | None,
 ) -> str:
     """Records the booking (or finds the one its Idempotency-Key already made); its id."""
-    seat_ids = _check_seats(body.seatIds)
+    request = _seat_request(body)
     if idempotency_key is not None and not _IDEMPOTENCY_KEY.match(idempotency_key):
         raise ValidationFailed("Idempotency-Key must be 1-255 characters of [A-Za-z0-9_.:-]")
+    if request is not None:
+        return await _accept_best(body, request, principal, svc, idempotency_key)
+    assert body.seatIds is not None
+    seat_ids = _check_seats(body.seatIds)
     booking_id = new_id("bkg")
     # Stored with the key: the same key with another request is refused, never answered with
     # the first request's booking. Computed only when a key is given (microseconds).
@@ -165,16 +201,9 @@ async def _accept_booking(
             idempotency_key=idempotency_key, request_hash=request_hash,
         )
         if added.booking_id is None and idempotency_key is not None:
-            # A key already used (by this user: keys are per user) answers for its first request
-            # only, whatever has happened since (even if the event has started meanwhile).
-            original = await booking_repository.get_by_idempotency_key(conn, user_id=principal.user_id, key=idempotency_key)
+            original = await _keyed_booking(conn, principal, idempotency_key, request_hash)
             if original is not None:
-                if original.request_hash is not None and original.request_hash != request_hash:
-                    raise IdempotencyKeyMismatch(
-                        f"Idempotency-Key {idempotency_key} was already used with a different request "
-                        f"(booking {original.booking_id}); use a new key for a new booking"
-                    )
-                return original.booking_id
+                return original
         if added.on_sale is False:
             raise EventNotOnSale(f"Event {body.eventId} has started; its tickets are no longer on sale")
         if added.seats_found != len(seat_ids):
@@ -191,6 +220,44 @@ async def _accept_booking(
         logger.info("booking accepted", extra={
             "request_id": current_request_id(), "booking_id": booking_id, "event_id": body.eventId,
             "user_id": principal.user_id, "seats": len(seat_ids),
+        })
+    return booking_id
+
+
+async def _accept_best(
+    body: CreateBookingRequest, request: SeatRequest, principal: Principal, svc: ServicesDep,
+    idempotency_key: str | None,
+) -> str:
+    """Records a best-available booking: its seats are chosen by the event's seat actor when its
+    saga starts, and priced then from their tiers."""
+    booking_id = new_id("bkg")
+    request_hash = None if idempotency_key is None else request_fingerprint(
+        event_id=body.eventId, seat_ids=[], payment_type=body.paymentMethod.type,
+        payment_token=body.paymentMethod.token, seat_request=request,
+    )
+    pool = await svc.db()
+    async with pool.acquire() as conn:
+        added = await booking_repository.add_best(
+            conn, booking_id=booking_id, user_id=principal.user_id, event_id=body.eventId, request=request,
+            saga_slot=saga_slot(booking_id, svc.settings.saga_pool_size), payment_token=body.paymentMethod.token,
+            idempotency_key=idempotency_key, request_hash=request_hash,
+        )
+        if added.booking_id is None and idempotency_key is not None:
+            original = await _keyed_booking(conn, principal, idempotency_key, request_hash)
+            if original is not None:
+                return original
+    if added.on_sale is None:
+        raise EventNotFound(f"Event {body.eventId} does not exist")
+    if added.on_sale is False:
+        raise EventNotOnSale(f"Event {body.eventId} has started; its tickets are no longer on sale")
+    if not added.tier_sold:
+        raise ValidationFailed(f"tier: event {body.eventId} has no {request.tier} seats")
+    if added.booking_id is None:
+        raise ValidationFailed("Idempotency-Key collided with an expiring key; retry")
+    if logger.isEnabledFor(logging.INFO):
+        logger.info("booking accepted", extra={
+            "request_id": current_request_id(), "booking_id": booking_id, "event_id": body.eventId,
+            "user_id": principal.user_id, "seats": request.quantity, "best_available": True,
         })
     return booking_id
 

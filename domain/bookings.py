@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from domain.best_available import SeatRequest
 from domain.errors import BookingNotCancellable, CancellationWindowExpired
 
 MIN_SEATS, MAX_SEATS = 1, 10
@@ -51,24 +52,17 @@ class CancelStep(StrEnum):
     DONE = "DONE"
 
 
-@dataclass(frozen=True)
-class SeatRequest:
-    """Best available: how many of the best seats, of which tier (None: any), side by side or not.
+def seat_request_json(request: SeatRequest) -> dict[str, object]:
+    """A best-available request as stored with its booking (`bookings.seat_request`)."""
+    return {"quantity": request.quantity, "tier": request.tier, "together": request.together}
 
-    The booking's seat actor chooses them when its saga starts (`domain.best_available`)."""
 
-    quantity: int
-    tier: str | None = None
-    together: bool = True
-
-    def as_json(self) -> dict[str, object]:
-        return {"quantity": self.quantity, "tier": self.tier, "together": self.together}
-
-    @classmethod
-    def from_json(cls, value: dict[str, object]) -> SeatRequest:
-        tier = value.get("tier")
-        return cls(quantity=int(str(value["quantity"])), tier=None if tier is None else str(tier),
-                   together=bool(value.get("together", True)))
+def seat_request_from_json(value: dict[str, object]) -> SeatRequest:
+    tier = value.get("tier")
+    return SeatRequest(
+        quantity=int(str(value["quantity"])), tier=None if tier is None else str(tier),
+        together=bool(value.get("together", True)),
+    )
 
 
 @dataclass(frozen=True)
@@ -120,7 +114,7 @@ def request_fingerprint(
         "eventId": event_id, "seatIds": sorted(seat_ids), "paymentMethod": {"type": payment_type, "token": payment_token},
     }
     if seat_request is not None:
-        fields["seatRequest"] = seat_request.as_json()
+        fields["seatRequest"] = seat_request_json(seat_request)
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -16,12 +16,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
+from domain.best_available import SeatRequest
 from domain.bookings import (
     BookingStatus,
     CancelStep,
     FailureReason,
     SagaStep,
-    SeatRequest,
     charge_key,
     refund_key,
 )

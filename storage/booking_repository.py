@@ -10,14 +10,16 @@ from typing import TypeVar
 
 import asyncpg
 
+from domain.best_available import SeatRequest
 from domain.bookings import (
     Booking,
     BookingStatus,
     CancelStep,
     FailureReason,
     SagaStep,
-    SeatRequest,
     saga_channel,
+    seat_request_from_json,
+    seat_request_json,
 )
 from domain.ids import new_id
 from domain.notifications import SUBJECTS, NotificationType
@@ -45,7 +47,7 @@ def _booking(r: asyncpg.Record) -> Booking:
 def _seat_request(value: str | dict[str, object] | None) -> SeatRequest | None:
     if value is None:
         return None
-    return SeatRequest.from_json(json.loads(value) if isinstance(value, str) else value)
+    return seat_request_from_json(json.loads(value) if isinstance(value, str) else value)
 
 
 def to_saga(b: Booking) -> SagaBooking:
@@ -104,7 +106,7 @@ async def add_best(
     chose them), if the event has not started, sells the tier asked for and this user did not use
     the idempotency key in the last 24 h; announced to its saga slot's actor like `add`."""
     args = (
-        booking_id, user_id, event_id, json.dumps(request.as_json()), saga_slot, payment_token, idempotency_key,
+        booking_id, user_id, event_id, json.dumps(seat_request_json(request)), saga_slot, payment_token, idempotency_key,
         saga_channel(saga_slot), request_hash, request.tier,
     )
     row = await conn.fetchrow(q.INSERT_BEST_BOOKING, *args)

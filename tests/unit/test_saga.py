@@ -10,12 +10,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from domain.best_available import SeatRequest
 from domain.bookings import (
     BookingStatus,
     CancelStep,
     FailureReason,
     SagaStep,
-    SeatRequest,
     charge_key,
     refund_key,
 )
