@@ -16,8 +16,9 @@ The rules (docs/best-available.md has the why):
 - together=false: the `quantity` seats with the smallest `(row rank, centre offset, number)`.
 
 `SeatChooser` keeps, per row segment, the runs of free seats, recomputed lazily for the segments
-whose seats changed since the last call (`seats_changed`), so a call costs the rows it scans, not
-the event's seats.
+whose seats changed since the last call (`seats_changed`), and per tier and quantity a mark
+behind the front rows known to hold no such run, so a call costs the rows it scans past that
+mark, not the event's seats.
 """
 
 from __future__ import annotations
