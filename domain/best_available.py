@@ -16,13 +16,14 @@ The rules (docs/best-available.md has the why):
 - together=false: the `quantity` seats with the smallest `(row rank, centre offset, number)`.
 
 `SeatChooser` keeps, per row segment, the runs of free seats, recomputed lazily for the segments
-whose seats changed since the last call (`seats_changed`), so a call costs the rows it scans, not
-the event's seats.
+whose seats changed since the last call (`seats_changed`), and per tier and quantity a mark
+behind the front rows known to hold no such run, so a call costs the rows it scans past that
+mark, not the event's seats.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from domain.seating import Seat
@@ -131,15 +132,24 @@ class SeatChooser:
     def __init__(self, seats: Iterable[Seat], is_available: Callable[[str], bool]) -> None:
         self._is_available = is_available
         self._segments = _segments(seats)
+        count = len(self._segments)
         self._segment_of: dict[str, int] = {}
         for index, segment in enumerate(self._segments):
             for seat in segment.seat_ids:
                 self._segment_of[seat] = index
-        self._runs: list[tuple[_Run, ...] | None] = [None] * len(self._segments)
-        self._of_tier: dict[str, list[int]] = {}
+        self._runs: list[tuple[_Run, ...] | None] = [None] * count  # None: to be recomputed
+        self._longest = [0] * count  # the longest run, valid while the runs are
+        # The segments a request may use, front to back: all of them, or those of one tier.
+        self._lists: dict[str | None, list[int]] = {None: list(range(count))}
+        self._tier_pos = [0] * count  # a segment's position in its tier's list
         for index, segment in enumerate(self._segments):
-            self._of_tier.setdefault(segment.tier, []).append(index)
-        self._all = list(range(len(self._segments)))
+            tier_list = self._lists.setdefault(segment.tier, [])
+            self._tier_pos[index] = len(tier_list)
+            tier_list.append(index)
+        # Low-water marks: _skip[tier][q] leading segments of that list have no run of q seats
+        # (as last computed, and unchanged since), so a scan for q seats starts behind them. On
+        # a filling event the front rows are full, and a scan would otherwise walk them all.
+        self._skip = {key: [0] * (MAX_QUANTITY + 1) for key in self._lists}
 
     def knows(self, seat_id: str) -> bool:
         return seat_id in self._segment_of
@@ -147,8 +157,14 @@ class SeatChooser:
     def seats_changed(self, seat_ids: Iterable[str]) -> None:
         for seat in seat_ids:
             index = self._segment_of.get(seat)
-            if index is not None:
-                self._runs[index] = None
+            if index is None or self._runs[index] is None:
+                continue  # a segment already marked kept every mark at or before it
+            self._runs[index] = None
+            for key, pos in ((None, index), (self._segments[index].tier, self._tier_pos[index])):
+                skips = self._skip[key]
+                for q, mark in enumerate(skips):
+                    if mark > pos:
+                        skips[q] = pos
 
     def _runs_of(self, index: int) -> tuple[_Run, ...]:
         runs = self._runs[index]
@@ -168,10 +184,28 @@ class SeatChooser:
         if start >= 0:
             found.append((start, len(seat_ids) - 1))
         runs = self._runs[index] = tuple(found)
+        self._longest[index] = max((b - a + 1 for a, b in runs), default=0)
         return runs
 
     def _indices(self, tier: str | None) -> list[int]:
-        return self._all if tier is None else self._of_tier.get(tier, [])
+        return self._lists.get(tier, [])
+
+    def _candidates(self, tier: str | None, quantity: int) -> Iterator[int]:
+        """Segments that hold a run of `quantity` free seats, front to back; moves the mark."""
+        segments = self._lists.get(tier)
+        if segments is None:
+            return
+        skips = self._skip[tier]
+        at_mark = True
+        for pos in range(skips[quantity], len(segments)):
+            index = segments[pos]
+            self._runs_of(index)
+            if self._longest[index] < quantity:
+                if at_mark:
+                    skips[quantity] = pos + 1
+                continue
+            at_mark = False
+            yield index
 
     def leftover(self, tier: str | None) -> tuple[int, int]:
         """(largest block of adjacent available seats, available seats) of the tier."""
@@ -200,7 +234,7 @@ class SeatChooser:
     def _block(self, quantity: int, tier: str | None) -> tuple[str, ...] | None:
         best: tuple[int, int, int, int] | None = None  # (singles, rank, offset, number)
         best_at: tuple[int, int] = (0, 0)  # (segment, start offset)
-        for index in self._indices(tier):
+        for index in self._candidates(tier, quantity):
             segment = self._segments[index]
             if best is not None and best[0] == 0 and segment.rank > best[1]:
                 break  # nothing behind this row can beat a block that isolates no seat
@@ -219,7 +253,7 @@ class SeatChooser:
         chosen: list[str] = []
         candidates: list[tuple[int, int, str]] = []  # (offset, number, seat) of the current rank
         rank = -1
-        for index in self._indices(tier):
+        for index in self._candidates(tier, 1):
             segment = self._segments[index]
             if segment.rank != rank:
                 chosen.extend(_take(candidates, quantity - len(chosen)))

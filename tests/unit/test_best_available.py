@@ -162,8 +162,12 @@ def test_chosen_seats_keep_every_rule(case: tuple[list[Seat], set[str]], request
     if not choice.ok:
         assert choice.seat_ids == ()
         wanted = [s for s in seats if s.id in free and request.tier in (None, s.tier)]
-        if not request.together:
+        if request.together:
+            assert not blocks(seats, free, request.quantity, request.tier)
+        else:
             assert len(wanted) < request.quantity
+        largest = max((n for n in range(1, 10) if blocks(seats, free, n, request.tier)), default=0)
+        assert (choice.largest_block, choice.available) == (largest, len(wanted))
         return
     chosen = [by_id[s] for s in choice.seat_ids]
     assert len(chosen) == request.quantity  # quantity honoured
