@@ -11,12 +11,13 @@ import asyncpg
 from fastapi import Depends, Request
 
 from api.auth import PasswordService, Principal, TokenService, make_hasher
+from api.booking_waiters import BookingWaiters
 from api.ratelimit import Limit, RateLimiter
 from config.settings import Settings, get_settings
 from domain.errors import Forbidden, Unauthorized
 from domain.users import Role
 from storage import user_repository
-from storage.pool import create_pool
+from storage.pool import create_pool, require_database_url
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Services:
     # working, and a demoted admin's loses its powers, within auth_user_cache_seconds.
     _known_users: dict[str, tuple[Role, float]] = field(default_factory=dict)
     _pool_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _waiters: BookingWaiters | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
@@ -64,6 +66,15 @@ class Services:
                     self._pool = await create_pool(self.settings)
         return self._pool
 
+    def booking_waiters(self) -> BookingWaiters:
+        """The replica's `Prefer: wait` requests; its Postgres listener starts on the first wait."""
+        if self._waiters is None:
+            self._waiters = BookingWaiters(
+                require_database_url(self.settings), max_waiters=self.settings.booking_waiters_max,
+                connect_timeout=self.settings.db_command_timeout,
+            )
+        return self._waiters
+
     async def current_role(self, user_id: str) -> Role | None:
         """The user's role as the database has it now (at most auth_user_cache_seconds old), or
         None when the user no longer exists."""
@@ -84,6 +95,8 @@ class Services:
         return user.role
 
     async def close(self) -> None:
+        if self._waiters is not None:
+            await self._waiters.close()
         if self._pool is not None:
             await self._pool.close()
         await self.limiter.close()

@@ -10,10 +10,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from actors import registry
 from api.auth import Principal
+from api.booking_waiters import requested_wait
 from api.deps import PrincipalDep, ServicesDep
 from api.http import current_request_id
 from api.schemas import (
@@ -26,10 +27,12 @@ from api.schemas import (
     Pagination,
     PaymentResponse,
 )
+from domain.best_available import SeatRequest
 from domain.bookings import (
     MAX_SEATS,
     MIN_SEATS,
     Booking,
+    BookingStatus,
     SagaStep,
     check_cancellable,
     request_fingerprint,
@@ -51,6 +54,7 @@ from domain.saga import CancelOutcome
 from domain.seating import SEAT_ID_RE
 from storage import booking_repository, catalog_repository, payment_repository
 from storage.payment_repository import Payment
+from storage.pool import Conn
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["bookings"])
@@ -73,6 +77,7 @@ def booking_item(b: Booking) -> BookingItem:
         id=b.id, eventId=b.event_id, eventName=b.event_name, eventDate=b.event_date, seatIds=list(b.seat_ids),
         status=b.status.value, totalAmount=b.total_amount, currency=b.currency, createdAt=b.created_at,
         confirmedAt=b.confirmed_at, failureReason=b.failure_reason.value if b.failure_reason else None,
+        failureMessage=b.failure_message,
     )
 
 
@@ -81,6 +86,27 @@ def booking_detail(b: Booking) -> BookingDetail:
         **booking_item(b).model_dump(), userId=b.user_id, venueName=b.venue_name, paymentId=b.payment_id,
         cancelledAt=b.cancelled_at,
     )
+
+
+PreferHeader = Annotated[
+    str | None,
+    Header(alias="Prefer", description="`wait=N` (RFC 7240, N <= 10): wait up to N s for the booking to be final"),
+]
+
+
+def _is_final(b: Booking) -> bool:
+    return b.status is not BookingStatus.PENDING
+
+
+async def _wait_final(svc: ServicesDep, principal: Principal, booking_id: str, seconds: int) -> Booking | None:
+    """The booking once final or after `seconds`; None when this replica cannot wait now."""
+    return await svc.booking_waiters().wait_final(
+        booking_id, seconds, lambda: _visible_booking(svc, principal, booking_id), _is_final
+    )
+
+
+def _applied(seconds: int) -> dict[str, str]:
+    return {"Preference-Applied": f"wait={seconds}", "Vary": "Prefer"}
 
 
 def _check_seats(seat_ids: list[str]) -> list[str]:
@@ -94,14 +120,70 @@ def _check_seats(seat_ids: list[str]) -> list[str]:
     return seat_ids
 
 
-@router.post("/api/bookings", status_code=202, response_model=BookingAccepted, responses={202: {"model": BookingAccepted}})
+@router.post(
+    "/api/bookings", status_code=202, response_model=BookingAccepted,
+    responses={202: {"model": BookingAccepted}, 200: {"model": BookingDetail, "description": "Final (Prefer: wait)"}},
+)
 async def create_booking(
     body: CreateBookingRequest, principal: PrincipalDep, svc: ServicesDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    prefer: PreferHeader = None,
 ) -> JSONResponse:
-    seat_ids = _check_seats(body.seatIds)
+    """Books seats: 202 with the PENDING booking, whose saga then locks, charges and confirms.
+
+    With `Prefer: wait=N` the answer waits up to N s for the saga to finish: a final booking comes
+    as 200 with the body of `GET /api/bookings/{id}` and `Preference-Applied: wait=N`; a booking
+    still PENDING then comes as the usual 202.
+    """
+    booking_id = await _accept_booking(body, principal, svc, idempotency_key)
+    wait = requested_wait(prefer)
+    if wait is not None:
+        final = await _wait_final(svc, principal, booking_id, wait)
+        if final is not None and _is_final(final):
+            return JSONResponse(booking_detail(final).model_dump(mode="json"), headers=_applied(wait))
+    return accepted(booking_id)
+
+
+def _seat_request(body: CreateBookingRequest) -> SeatRequest | None:
+    """The best-available request of a body that asks for a quantity; None when it names seats."""
+    if (body.seatIds is None) == (body.quantity is None):
+        raise ValidationFailed("Give exactly one of seatIds (the seats to book) and quantity (the best available)")
+    if body.quantity is None:
+        if body.tier is not None:
+            raise ValidationFailed("tier applies to a best-available request (quantity), not to seatIds")
+        return None
+    if not MIN_SEATS <= body.quantity <= MAX_SEATS:
+        raise InvalidSeatCount(f"Must book between {MIN_SEATS} and {MAX_SEATS} seats; got {body.quantity}")
+    return SeatRequest(quantity=body.quantity, tier=body.tier, together=body.together)
+
+
+async def _keyed_booking(conn: Conn, principal: Principal, key: str, request_hash: str | None) -> str | None:
+    """The booking an Idempotency-Key already made, if it did (None: the key is free again).
+
+    A key (per user) answers for its first request only, whatever has happened since (even if
+    the event has started meanwhile); the same key with another request is refused."""
+    original = await booking_repository.get_by_idempotency_key(conn, user_id=principal.user_id, key=key)
+    if original is None:
+        return None
+    if original.request_hash is not None and original.request_hash != request_hash:
+        raise IdempotencyKeyMismatch(
+            f"Idempotency-Key {key} was already used with a different request "
+            f"(booking {original.booking_id}); use a new key for a new booking"
+        )
+    return original.booking_id
+
+
+async def _accept_booking(
+    body: CreateBookingRequest, principal: Principal, svc: ServicesDep, idempotency_key: str | None,
+) -> str:
+    """Records the booking (or finds the one its Idempotency-Key already made); its id."""
+    request = _seat_request(body)
     if idempotency_key is not None and not _IDEMPOTENCY_KEY.match(idempotency_key):
         raise ValidationFailed("Idempotency-Key must be 1-255 characters of [A-Za-z0-9_.:-]")
+    if request is not None:
+        return await _accept_best(body, request, principal, svc, idempotency_key)
+    assert body.seatIds is not None
+    seat_ids = _check_seats(body.seatIds)
     booking_id = new_id("bkg")
     # Stored with the key: the same key with another request is refused, never answered with
     # the first request's booking. Computed only when a key is given (microseconds).
@@ -119,16 +201,9 @@ async def create_booking(
             idempotency_key=idempotency_key, request_hash=request_hash,
         )
         if added.booking_id is None and idempotency_key is not None:
-            # A key already used (by this user: keys are per user) answers for its first request
-            # only, whatever has happened since (even if the event has started meanwhile).
-            original = await booking_repository.get_by_idempotency_key(conn, user_id=principal.user_id, key=idempotency_key)
+            original = await _keyed_booking(conn, principal, idempotency_key, request_hash)
             if original is not None:
-                if original.request_hash is not None and original.request_hash != request_hash:
-                    raise IdempotencyKeyMismatch(
-                        f"Idempotency-Key {idempotency_key} was already used with a different request "
-                        f"(booking {original.booking_id}); use a new key for a new booking"
-                    )
-                return accepted(original.booking_id)
+                return original
         if added.on_sale is False:
             raise EventNotOnSale(f"Event {body.eventId} has started; its tickets are no longer on sale")
         if added.seats_found != len(seat_ids):
@@ -146,7 +221,45 @@ async def create_booking(
             "request_id": current_request_id(), "booking_id": booking_id, "event_id": body.eventId,
             "user_id": principal.user_id, "seats": len(seat_ids),
         })
-    return accepted(booking_id)
+    return booking_id
+
+
+async def _accept_best(
+    body: CreateBookingRequest, request: SeatRequest, principal: Principal, svc: ServicesDep,
+    idempotency_key: str | None,
+) -> str:
+    """Records a best-available booking: its seats are chosen by the event's seat actor when its
+    saga starts, and priced then from their tiers."""
+    booking_id = new_id("bkg")
+    request_hash = None if idempotency_key is None else request_fingerprint(
+        event_id=body.eventId, seat_ids=[], payment_type=body.paymentMethod.type,
+        payment_token=body.paymentMethod.token, seat_request=request,
+    )
+    pool = await svc.db()
+    async with pool.acquire() as conn:
+        added = await booking_repository.add_best(
+            conn, booking_id=booking_id, user_id=principal.user_id, event_id=body.eventId, request=request,
+            saga_slot=saga_slot(booking_id, svc.settings.saga_pool_size), payment_token=body.paymentMethod.token,
+            idempotency_key=idempotency_key, request_hash=request_hash,
+        )
+        if added.booking_id is None and idempotency_key is not None:
+            original = await _keyed_booking(conn, principal, idempotency_key, request_hash)
+            if original is not None:
+                return original
+    if added.on_sale is None:
+        raise EventNotFound(f"Event {body.eventId} does not exist")
+    if added.on_sale is False:
+        raise EventNotOnSale(f"Event {body.eventId} has started; its tickets are no longer on sale")
+    if not added.tier_sold:
+        raise ValidationFailed(f"tier: event {body.eventId} has no {request.tier} seats")
+    if added.booking_id is None:
+        raise ValidationFailed("Idempotency-Key collided with an expiring key; retry")
+    if logger.isEnabledFor(logging.INFO):
+        logger.info("booking accepted", extra={
+            "request_id": current_request_id(), "booking_id": booking_id, "event_id": body.eventId,
+            "user_id": principal.user_id, "seats": request.quantity, "best_available": True,
+        })
+    return booking_id
 
 
 @router.get("/api/bookings/my", response_model=BookingList)
@@ -180,8 +293,21 @@ async def _visible_booking(svc: ServicesDep, principal: Principal, booking_id: s
 
 
 @router.get("/api/bookings/{booking_id}", response_model=BookingDetail)
-async def get_booking(booking_id: str, principal: PrincipalDep, svc: ServicesDep) -> BookingDetail:
-    return booking_detail(await _visible_booking(svc, principal, booking_id))
+async def get_booking(
+    booking_id: str, principal: PrincipalDep, svc: ServicesDep, response: Response, prefer: PreferHeader = None,
+) -> BookingDetail:
+    """One booking of the caller's (any booking for an admin).
+
+    With `Prefer: wait=N` a PENDING booking is answered when it becomes final or after N s,
+    whichever is first; a final one carries `Preference-Applied: wait=N`.
+    """
+    wait = requested_wait(prefer)
+    booking = None if wait is None else await _wait_final(svc, principal, booking_id, wait)
+    if booking is None:
+        booking = await _visible_booking(svc, principal, booking_id)
+    elif _is_final(booking):
+        response.headers.update(_applied(wait or 0))
+    return booking_detail(booking)
 
 
 @router.post("/api/bookings/{booking_id}/cancel", response_model=CancelResponse)

@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     seat_actor_max_restarts: int = -1
     seat_actors_per_node: int = Field(default=100, ge=1)
 
+    # Requests one Gateway replica holds open for `Prefer: wait` at once (each a dict entry and a
+    # future, ~1 KiB); past it a request is answered at once, as without the preference.
+    booking_waiters_max: int = Field(default=20_000, ge=0)
+
     saga_pool_size: int = Field(default=1, ge=1, le=64)
     saga_step_timeout_seconds: float = Field(default=30.0, gt=0)
     saga_timeout_seconds: float = Field(default=120.0, gt=0)
