@@ -146,7 +146,7 @@ class AdmissionTokenForged(AdmissionRequired):
 
 
 class AdmissionExpired(AdmissionRequired):
-    default_message = "The admission token has expired; join the waiting room again"
+    default_message = "The admission token has expired"
 
 
 class AdmissionForAnotherUser(AdmissionRequired):
