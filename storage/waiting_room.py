@@ -49,7 +49,8 @@ _EVENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _TICKET = re.compile(r"^([A-Za-z0-9_-]{1,64})\.([A-Za-z0-9_-]{16})$")
 ADMIT_CONFLICT_RETRIES = 5
 
-# KEYS: meta users tickets joined queue admitted; ARGV: user, new ticket, draw, now, ttl, late base
+# KEYS: meta users tickets joined queue admitted;
+# ARGV: user, new ticket, draw, now, ttl, late base, opening time ('' if none given)
 _JOIN = """
 local existing = redis.call('HGET', KEYS[2], ARGV[1])
 if existing then
@@ -58,6 +59,10 @@ end
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'closed' then
   return {'', 'closed', ''}
+end
+if state ~= 'open' and ARGV[7] ~= '' and tonumber(ARGV[4]) >= tonumber(ARGV[7]) then
+  redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', ARGV[7])
+  state = 'open'
 end
 local score
 if state == 'open' then
@@ -263,8 +268,15 @@ class WaitingRoom:
         keys = self.keys(event_id)
         return [keys[kind] for kind in KEY_KINDS]
 
-    async def join(self, *, event_id: str, user_id: str, now: float | None = None) -> QueueTicket:
+    async def join(
+        self, *, event_id: str, user_id: str, now: float | None = None, opens_at: float | None = None,
+    ) -> QueueTicket:
         """Puts the user in line, once: joining again returns the same ticket (and place).
+
+        Args:
+            opens_at: the event's `salesStartAt`, when known: a join at or after it opens the room
+                first (as `open` would, with that time), so a late opener never lets a latecomer
+                into the lottery.
 
         Raises:
             QueueClosed: the room closed before this user joined.
@@ -277,7 +289,10 @@ class WaitingRoom:
         draw = secrets.randbits(LOTTERY_BITS)
         raw = await self._join(
             keys=[k["meta"], k["users"], k["tickets"], k["joined"], k["queue"], k["admitted"]],
-            args=[user_id, ticket, str(draw), repr(joined_at), self._ttl, str(LATE_BASE)],
+            args=[
+                user_id, ticket, str(draw), repr(joined_at), self._ttl, str(LATE_BASE),
+                "" if opens_at is None else repr(opens_at),
+            ],
         )
         got, outcome, joined = (_text(v) for v in raw)
         if outcome == "closed":

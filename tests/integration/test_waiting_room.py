@@ -118,6 +118,19 @@ async def test_after_the_opening_later_arrivals_queue_in_arrival_order(room: Wai
     assert [a.ticket for a in admitted[5:]] == late
 
 
+async def test_a_join_after_the_opening_time_opens_the_room_first(room: WaitingRoom) -> None:
+    """Nobody called open at salesStartAt: the first join after it opens the room, and queues FIFO."""
+    event = _event()
+    early = [(await room.join(event_id=event, user_id=u, now=T0, opens_at=T0 + 60)).ticket for u in _users(3)]
+    place = await room.place(early[0])
+    assert place is not None and place.status is PlaceStatus.WAITING
+    late = await room.join(event_id=event, user_id="usr_late", now=T0 + 61, opens_at=T0 + 60)
+    place = await room.place(late.ticket)
+    assert place is not None
+    assert (place.status, place.queue_state, place.position) == (PlaceStatus.QUEUED, QueueState.OPEN, 4)
+    assert await room.open(event_id=event, now=T0 + 70) == T0 + 60  # opened at the planned time
+
+
 def _chi2_sf(x: float, dof: int) -> float:
     """P(X > x) for X ~ chi-square(dof), in closed form (integer dof; no scipy here)."""
     if x <= 0:
