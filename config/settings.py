@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     # tokens issued before the rotation stay valid until they expire (docs/operations.md).
     jwt_previous_secret: SecretStr | None = Field(default=None, validation_alias=_bare("JWT_PREVIOUS_SECRET"))
     jwt_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    # How long an admission token from an event's waiting room lets its buyer book, counted from
+    # the admission (docs/waiting-room.md); signed with a key derived from JWT_SECRET.
+    admission_token_ttl_seconds: int = Field(default=600, ge=60, le=3600)
     auth_user_cache_seconds: float = Field(default=10.0, ge=0)
     password_hash_memory_kib: int = Field(default=19 * 1024, ge=8)
     password_hash_time_cost: int = Field(default=2, ge=1)
