@@ -35,7 +35,7 @@ from api.schemas import (
     VenueDetail,
     VenueResponse,
 )
-from application import events
+from application import events as event_use_cases
 from application.events import EventChanges, NewEvent
 from domain.catalog import Event, HeldCounts, Venue, tier_availability
 from domain.errors import (
@@ -168,7 +168,7 @@ async def create_event(body: CreateEventRequest, _admin: AdminDep, svc: Services
     in tier order. `startsAt` must be in the future and before `endsAt`. An unknown venue: 404
     `VENUE_NOT_FOUND`; tiers holding more seats than the venue: 422 `CAPACITY_EXCEEDED`.
     """
-    created = await events.create_event(NewEvent(
+    created = await event_use_cases.create_event(NewEvent(
         venue_id=body.venueId, name=body.name, description=body.description, starts_at=body.startsAt,
         ends_at=body.endsAt, tiers=_tiers(body.ticketTiers), seat_map=_seat_map(body.seatMap),
     ), db=svc.database, clock=utc_now, seats_per_row=svc.settings.seats_per_row)
@@ -182,7 +182,7 @@ async def update_event(event_id: str, body: UpdateEventRequest, _admin: AdminDep
     Name, description and dates may change at any time. Tiers, seat map and venue are fixed
     once a seat is locked or sold: 422 `EVENT_HAS_BOOKINGS`. Answers with the event as changed.
     """
-    await events.update_event(event_id, EventChanges(
+    await event_use_cases.update_event(event_id, EventChanges(
         name=body.name, description=body.description, starts_at=body.startsAt, ends_at=body.endsAt,
         venue_id=body.venueId, tiers=None if body.ticketTiers is None else _tiers(body.ticketTiers),
         seat_map=_seat_map(body.seatMap),

@@ -19,7 +19,7 @@ from domain.errors import (
     ServiceUnavailable,
     ValidationFailed,
 )
-from tests.fakes.application import NOW, FakeDatabase, FakeSagas, FixedClock
+from tests.fakes.application import NOW, FakeDatabase, FakeSagas, FixedClock, KeyedBooking
 
 POOL = 8
 
@@ -220,3 +220,10 @@ async def test_cancel_joins_a_cancellation_in_progress_without_checking_again() 
     done = await cancel(booking.id, user_id="usr_1", db=db, sagas=sagas, clock=FixedClock())
     assert done.cancelled_at == NOW
     assert not db.state.cancellations and len(sagas.calls) == 1
+
+
+async def test_book_answers_a_key_stored_before_request_hashes_with_its_booking() -> None:
+    db, event_id = _db()
+    first = await book(_cmd(event_id, key="old"), db=db, saga_pool_size=POOL)
+    db.state.keys[("usr_1", "old")] = KeyedBooking(first, None)  # written before hashes were kept
+    assert await book(_cmd(event_id, ["seat_A3"], key="old"), db=db, saga_pool_size=POOL) == first
