@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Annotated
 
 import asyncpg
 from fastapi import Depends, Request
 
+from api.adapters import Connection, PgDatabase, RaySagas, RaySeatInventories
 from api.auth import PasswordService, Principal, TokenService, make_hasher
 from api.booking_waiters import BookingWaiters
 from api.ratelimit import Limit, RateLimiter
@@ -59,6 +61,27 @@ class Services:
         }[scope]
         return Limit(scope, per_minute)
 
+    def connection(self, *, timeout: float | None = None) -> Connection:
+        """`async with svc.connection() as conn:` a pooled connection for the block.
+
+        Args:
+            timeout: How long to wait for a free connection (None: the pool's default, forever).
+        """
+        return Connection(self.db, timeout=timeout)
+
+    @cached_property
+    def database(self) -> PgDatabase:
+        """The use cases' database port (application.ports.Database)."""
+        return PgDatabase(self.db)
+
+    @cached_property
+    def sagas(self) -> RaySagas:
+        return RaySagas(self.settings.saga_pool_size)
+
+    @cached_property
+    def inventories(self) -> RaySeatInventories:
+        return RaySeatInventories()
+
     async def db(self) -> asyncpg.Pool:
         if self._pool is None:
             async with self._pool_lock:
@@ -82,8 +105,7 @@ class Services:
         known = self._known_users.get(user_id)
         if known is not None and known[1] > now:
             return known[0]
-        pool = await self.db()
-        async with pool.acquire() as conn:
+        async with self.connection() as conn:
             user = await user_repository.get(conn, user_id)
         if user is None:
             self._known_users.pop(user_id, None)
