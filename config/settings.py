@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     # tokens issued before the rotation stay valid until they expire (docs/operations.md).
     jwt_previous_secret: SecretStr | None = Field(default=None, validation_alias=_bare("JWT_PREVIOUS_SECRET"))
     jwt_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    # How long an admission token from an event's waiting room lets its buyer book, counted from
+    # the admission (docs/waiting-room.md); signed with a key derived from JWT_SECRET.
+    admission_token_ttl_seconds: int = Field(default=600, ge=60, le=3600)
     auth_user_cache_seconds: float = Field(default=10.0, ge=0)
     password_hash_memory_kib: int = Field(default=19 * 1024, ge=8)
     password_hash_time_cost: int = Field(default=2, ge=1)
@@ -100,6 +103,10 @@ class Settings(BaseSettings):
     seat_actor_sweep_seconds: float = Field(default=1.0, gt=0)
     seat_actor_max_restarts: int = -1
     seat_actors_per_node: int = Field(default=100, ge=1)
+
+    # Requests one Gateway replica holds open for `Prefer: wait` at once (each a dict entry and a
+    # future, ~1 KiB); past it a request is answered at once, as without the preference.
+    booking_waiters_max: int = Field(default=20_000, ge=0)
 
     saga_pool_size: int = Field(default=1, ge=1, le=64)
     saga_step_timeout_seconds: float = Field(default=30.0, gt=0)

@@ -116,7 +116,7 @@ async def consistency_problems(db: asyncpg.Pool, event_id: str | None = None, *,
     mismatch = await db.fetch(
         f"SELECT b.id FROM bookings b LEFT JOIN seat_sales ss ON ss.booking_id = b.id AND ss.released_at IS NULL "
         f"WHERE {scope} GROUP BY b.id, b.status, b.seat_ids "
-        f"HAVING (b.status = 'CONFIRMED') <> (count(ss.seat_id) = cardinality(b.seat_ids)) "
+        f"HAVING (b.status = 'CONFIRMED') <> (count(ss.seat_id) = cardinality(b.seat_ids) AND cardinality(b.seat_ids) > 0) "
         f"    OR (b.status <> 'CONFIRMED' AND count(ss.seat_id) > 0)", event_id)
     problems += [f"booking {r['id']}: RESERVED seats disagree with its status" for r in mismatch]
     kept = await db.fetch(
