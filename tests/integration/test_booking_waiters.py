@@ -11,6 +11,7 @@ import pytest
 
 from api.booking_waiters import BookingWaiters
 from storage.queries import BOOKING_FINAL_CHANNEL
+from tests.waiting import wait_until
 
 
 class Bookings:
@@ -40,13 +41,6 @@ async def announce(url: str, *booking_ids: str) -> None:
         await conn.close()
 
 
-async def until(predicate: Any, what: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
-
-
 @pytest.fixture
 async def waiters(database_url: str) -> Any:
     w = BookingWaiters(database_url, max_waiters=100, connect_timeout=5.0)
@@ -58,7 +52,7 @@ async def test_a_waiter_is_woken_by_its_bookings_announcement_only(waiters: Book
     bookings = Bookings()
     mine = asyncio.create_task(waiters.wait_final("bkg_a", 10, bookings.reader("bkg_a"), final))
     others = [asyncio.create_task(waiters.wait_final("bkg_b", 10, bookings.reader("bkg_b"), final)) for _ in range(3)]
-    await until(lambda: waiters.waiting == 4, "four waiters")
+    await wait_until(lambda: waiters.waiting, until=lambda n: n == 4, timeout=5, interval=0.01, what="four waiters")
     started = time.monotonic()
     bookings.status["bkg_a"] = "CONFIRMED"
     await announce(database_url, "bkg_a")
@@ -93,7 +87,7 @@ async def test_a_request_that_goes_away_leaves_nothing_behind(waiters: BookingWa
     bookings = Bookings()
     tasks = [asyncio.create_task(waiters.wait_final(f"bkg_{i % 3}", 10, bookings.reader(f"bkg_{i % 3}"), final))
              for i in range(30)]
-    await until(lambda: waiters.waiting == 30, "thirty waiters")
+    await wait_until(lambda: waiters.waiting, until=lambda n: n == 30, timeout=5, interval=0.01, what="thirty waiters")
     for task in tasks:
         task.cancel()  # what Serve does to a request whose client disconnected
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -106,7 +100,7 @@ async def test_past_the_cap_a_request_is_answered_without_waiting(database_url: 
     bookings = Bookings()
     try:
         held = [asyncio.create_task(capped.wait_final("bkg_x", 10, bookings.reader("bkg_x"), final)) for _ in range(2)]
-        await until(lambda: capped.waiting == 2, "two waiters")
+        await wait_until(lambda: capped.waiting, until=lambda n: n == 2, timeout=5, interval=0.01, what="two waiters")
         assert await capped.wait_final("bkg_x", 10, bookings.reader("bkg_x"), final) is None
         for task in held:
             task.cancel()
@@ -130,7 +124,7 @@ async def test_a_lost_listener_wakes_its_waiters_to_read_again_and_listens_anew(
 ) -> None:
     bookings = Bookings()
     task = asyncio.create_task(waiters.wait_final("bkg_z", 10, bookings.reader("bkg_z"), final))
-    await until(lambda: waiters.waiting == 1, "one waiter")
+    await wait_until(lambda: waiters.waiting, until=lambda n: n == 1, timeout=5, interval=0.01, what="one waiter")
     # The saga finishes while the listener is gone: its announcement is lost with the connection.
     bookings.status["bkg_z"] = "CONFIRMED"
     conn = await asyncpg.connect(database_url)
@@ -145,7 +139,7 @@ async def test_a_lost_listener_wakes_its_waiters_to_read_again_and_listens_anew(
     assert await asyncio.wait_for(task, 6) == "CONFIRMED"
     # Listening again: a later waiter is woken by its announcement.
     later = asyncio.create_task(waiters.wait_final("bkg_w", 10, bookings.reader("bkg_w"), final))
-    await until(lambda: waiters.waiting == 1, "the later waiter")
+    await wait_until(lambda: waiters.waiting, until=lambda n: n == 1, timeout=5, interval=0.01, what="the later waiter")
     bookings.status["bkg_w"] = "FAILED"
     await announce(database_url, "bkg_w")
     assert await asyncio.wait_for(later, 5) == "FAILED"

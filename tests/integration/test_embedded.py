@@ -17,7 +17,6 @@ import signal
 import stat
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from storage.embedded import (
     start_embedded_postgres,
     start_embedded_redis,
 )
+from tests.waiting import wait_until_sync
 
 IS_ROOT = os.geteuid() == 0
 
@@ -125,10 +125,8 @@ def _processes_using(directory: Path) -> list[int]:
 
 def _assert_no_processes(directory: Path) -> None:
     # Children of a stopped postmaster may take a moment to disappear from /proc.
-    deadline = time.monotonic() + 5
-    while _processes_using(directory) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _processes_using(directory) == []
+    wait_until_sync(lambda: _processes_using(directory), until=lambda pids: pids == [], timeout=5, interval=0.05,
+                    what=f"no process left in or naming {directory} (value: their pids)")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -205,9 +203,8 @@ def test_postgres_starts_over_stale_state(state_dir: Path, servers: list[object]
     # when nothing reaps it, which Postgres alone would mistake for a live server).
     pid = _postmaster_pid(first)
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while _pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until_sync(lambda: _pid_alive(pid), until=lambda alive: not alive, timeout=5, interval=0.05,
+                    what=f"the killed postmaster {pid} to die")
     assert (first.data_dir / "postmaster.pid").exists()
 
     second = start_embedded_postgres(state_dir)
@@ -470,7 +467,7 @@ def test_redis_left_running_by_a_dead_parent_is_replaced(
     servers.append(orphan)
     fresh = start_embedded_redis(state_dir)
     servers.append(fresh)
-    assert orphan.process.wait(timeout=5) is not None
+    orphan.process.wait(timeout=5)  # the replacement stopped the orphan (TimeoutExpired if it lives on)
     orphan.stop()  # must leave the replacement (and its pid file) alone
     with redis.Redis.from_url(fresh.url) as client:
         assert client.ping() is True

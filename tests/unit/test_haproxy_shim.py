@@ -10,13 +10,13 @@ import importlib.util
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 import serve_app
 from api.haproxy_shim import PATCHED_SUFFIX, UnknownConfig, patch_config, patched_args
+from tests.waiting import wait_until_sync
 
 SAMPLE = Path(__file__).parent / "data" / "serve_haproxy_ray_2_60.cfg"
 
@@ -141,14 +141,13 @@ def test_haproxys_own_errors_are_the_503_envelope_with_the_request_id(tmp_path: 
     proc = subprocess.Popen([shim, "-db", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         url = f"http://127.0.0.1:{ports['api']}/api/bookings"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                sane = httpx.post(url, json={}, headers={"X-Request-Id": "client_id-42"}, timeout=15)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
-                time.sleep(0.1)
+
+        def post() -> httpx.Response:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            return httpx.post(url, json={}, headers={"X-Request-Id": "client_id-42"}, timeout=15)
+
+        sane = wait_until_sync(post, until=lambda r: True, timeout=20, interval=0.1,
+                               what=f"the HAProxy shim to accept a connection at {url}", ignoring=(httpx.TransportError,))
         invented = httpx.get(url, headers={"X-Request-Id": "not sane!"}, timeout=15)
     finally:
         proc.terminate()
