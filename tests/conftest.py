@@ -20,7 +20,7 @@ import pytest
 import pytest_asyncio
 
 from config.secrets import secret_env_names
-from storage.embedded import free_port
+from supervision.ports import free_port
 from tests.databases import scratch_database
 from tests.fakes.smtp_server import SmtpSink
 from tests.fakes.stripe_api import FakeStripe
@@ -49,7 +49,7 @@ def embedded() -> dict[str, Any]:
 def database_url(state_dir: Path, embedded: dict[str, Any]) -> Iterator[str]:
     base = os.environ.get("DATABASE_URL")
     if not base:
-        from storage.embedded import start_embedded_postgres
+        from supervision.postgres import start_embedded_postgres
 
         embedded["postgres"] = start_embedded_postgres(state_dir)
         yield embedded["postgres"].url
@@ -64,7 +64,7 @@ def redis_url(state_dir: Path, embedded: dict[str, Any]) -> Iterator[str]:
     if os.environ.get("REDIS_URL"):
         yield os.environ["REDIS_URL"]
         return
-    from storage.embedded import start_embedded_redis
+    from supervision.redis import start_embedded_redis
 
     embedded["redis"] = start_embedded_redis(state_dir)
     yield embedded["redis"].url
@@ -145,16 +145,17 @@ def server(app_env: dict[str, str]) -> Iterator[str]:  # noqa: ARG001 - app_env 
 
     import serve_app
     from actors import registry
+    from cli import databases, ray_env
     from config.settings import get_settings
 
     settings = get_settings()
-    asyncio.run(serve_app.prepare_database(settings, seed=False))
-    os.environ["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] = serve_app.PROXY_CALLBACK
-    os.environ.update(serve_app.ingress_env(settings))
+    asyncio.run(databases.prepare_database(settings, seed=False))
+    os.environ["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] = ray_env.PROXY_CALLBACK
+    os.environ.update(ray_env.ingress_env(settings))
     # As `ticketflow serve` does: the workers inherit the secrets from this process's environment
     # (app_env set it before Ray starts) or read the 0600 secrets file; the runtime_env, which
     # Ray logs and shows, carries none (issue 17).
-    env_vars = serve_app.runtime_env_vars()
+    env_vars = ray_env.runtime_env_vars()
     assert not set(env_vars) & secret_env_names(), "a secret would travel in Ray's runtime_env"
     ray.init(
         address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",

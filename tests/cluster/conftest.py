@@ -33,7 +33,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from storage.embedded import free_port
+from supervision.ports import free_port
 from tests.databases import scratch_database
 from tests.helpers import ADMIN
 
@@ -77,7 +77,7 @@ def cluster_state_dir() -> Iterator[Path]:
 def cluster_database_url(cluster_state_dir: Path) -> Iterator[str]:
     base = os.environ.get("DATABASE_URL")
     if not base:
-        from storage.embedded import start_embedded_postgres
+        from supervision.postgres import start_embedded_postgres
 
         pg = start_embedded_postgres(cluster_state_dir)
         try:
@@ -94,7 +94,7 @@ def cluster_redis_url(cluster_state_dir: Path) -> Iterator[str]:
     if os.environ.get("REDIS_URL"):
         yield os.environ["REDIS_URL"]
         return
-    from storage.embedded import start_embedded_redis
+    from supervision.redis import start_embedded_redis
 
     redis = start_embedded_redis(cluster_state_dir)
     try:
@@ -133,7 +133,7 @@ def cluster_secrets(cluster_database_url: str, cluster_redis_url: str) -> Iterat
 def cluster_env(cluster_secrets: ClusterSecrets, cluster_state_dir: Path) -> dict[str, str]:
     """The app's environment, set in this process before any Ray node starts: the nodes inherit
     it, as real nodes get theirs from what starts `ray start` (deploy/README.md); only non-secret
-    settings travel in the runtime_env (serve_app.runtime_env_vars)."""
+    settings travel in the runtime_env (ray_env.runtime_env_vars)."""
     env = {
         "DATABASE_URL": cluster_secrets.database_url,
         "REDIS_URL": cluster_secrets.redis_url,
@@ -196,13 +196,14 @@ def ray_cluster(cluster_env: dict[str, str]) -> Iterator[RunningCluster]:  # noq
 
     import serve_app
     from actors import registry
+    from cli import databases, ray_env
     from config.settings import get_settings
 
     if ray.is_initialized():
         pytest.skip(RUN_ALONE)
     settings = get_settings()
-    asyncio.run(serve_app.prepare_database(settings, seed=False))
-    os.environ["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] = serve_app.PROXY_CALLBACK
+    asyncio.run(databases.prepare_database(settings, seed=False))
+    os.environ["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] = ray_env.PROXY_CALLBACK
 
     started = time.monotonic()
     cluster = Cluster(initialize_head=True, head_node_args={
@@ -218,7 +219,7 @@ def ray_cluster(cluster_env: dict[str, str]) -> Iterator[RunningCluster]:  # noq
         cluster.wait_for_nodes()
         ray.init(
             address=cluster.address, namespace=registry.NAMESPACE, log_to_driver=False, logging_level="ERROR",
-            runtime_env={"env_vars": serve_app.runtime_env_vars()},
+            runtime_env={"env_vars": ray_env.runtime_env_vars()},
         )
         # All nodes share 127.0.0.1 here, so one proxy (on the head) holds the port. The gateway
         # replica is pinned to the head as well: these tests take workers away, and the HTTP
