@@ -25,8 +25,11 @@ RULES: dict[str, frozenset[str]] = {
         {"ray", "asyncpg", "fastapi", "starlette", "redis", "httpx", "stripe", "jwt",
          "storage", "actors", "api", "providers", "supervision", "cli", "serve_app"}
     ),
+    "config": frozenset({"domain", "storage", "actors", "api", "providers", "supervision", "cli", "serve_app"}),
     "storage": frozenset({"actors", "api", "cli", "serve_app"}),
+    "providers": frozenset({"storage", "actors", "api", "supervision", "cli", "serve_app"}),
     "actors": frozenset({"api", "cli", "serve_app"}),
+    "api": frozenset({"cli", "serve_app"}),
     # The embedded servers' supervisor knows processes and files, none of the application.
     "supervision": frozenset({"domain", "storage", "actors", "api", "providers", "cli", "serve_app"}),
 }  # fmt: skip

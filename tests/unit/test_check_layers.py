@@ -81,6 +81,8 @@ def test_a_cycle_through_relative_and_type_checking_imports_is_found(tmp_path: P
         ("storage/bad.py", "from actors.names import NAME\n", "storage.bad imports actors.names"),
         ("storage/bad.py", "import api.routes\n", "storage.bad imports api.routes"),
         ("actors/bad.py", "def f():\n    import api.routes\n", "actors.bad imports api.routes (deferred)"),
+        ("api/bad.py", "import serve_app\n", "api.bad imports serve_app"),
+        ("config/bad.py", "from domain import seats\n", "config.bad imports domain.seats"),
     ],
 )
 def test_a_layer_breach_is_found(tmp_path: Path, path: str, source: str, expected: str) -> None:
