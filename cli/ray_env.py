@@ -19,7 +19,6 @@ from config.secrets import SECRETS_FILE_VAR, is_secret, worker_secrets, write_se
 from config.settings import BARE_NAMES, Settings, get_settings
 from supervision.ports import free_port
 
-# -- runtime set-up -----------------------------------------------------------------------------
 # What the workers need of the bare-named settings; RAY_ADDRESS is only the driver's business.
 SHARED_ENV = tuple(name for name in BARE_NAMES if name != "RAY_ADDRESS")
 
