@@ -169,8 +169,8 @@ class Settings(BaseSettings):
         return self.outbox_dir if self.outbox_dir is not None else self.state_dir / "outbox"
 
 
-# How secrets reach Ray's workers without travelling through Ray: config/secrets.py says which
-# settings are secret and writes them to a 0600 file whose path workers get in this variable;
+# How secrets reach Ray's workers without travelling through Ray (config/secrets.py): the driver
+# writes the secret settings below to a 0600 file whose path workers get in this variable, and
 # every process reads that file here for the secrets its own environment lacks.
 SECRETS_FILE_VAR = "TICKETFLOW_SECRETS_FILE"
 
