@@ -7,8 +7,10 @@ SMTP_URL, RAY_ADDRESS) are read bare; everything else carries the TICKETFLOW_ pr
 
 from __future__ import annotations
 
+import json
 import os
 import re
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -174,11 +176,54 @@ class Settings(BaseSettings):
         return self.outbox_dir if self.outbox_dir is not None else self.state_dir / "outbox"
 
 
+# How secrets reach Ray's workers without travelling through Ray (config/secrets.py): the driver
+# writes the secret settings below to a 0600 file whose path workers get in this variable, and
+# every process reads that file here for the secrets its own environment lacks.
+SECRETS_FILE_VAR = "TICKETFLOW_SECRETS_FILE"
+
+# Settings fields whose values are secret (credentials inside the URLs included).
+SECRET_FIELDS = (
+    "database_url", "redis_url", "jwt_secret", "jwt_previous_secret", "stripe_api_key", "smtp_url",
+    "admin_password",
+)
+# What workers need of them; the admin password is only used by the driver at start-up.
+WORKER_SECRET_FIELDS = tuple(f for f in SECRET_FIELDS if f != "admin_password")
+
+
+def env_names(field: str) -> tuple[str, ...]:
+    """The environment variable names the Settings field is read from."""
+    alias = Settings.model_fields[field].validation_alias
+    if alias is None:
+        return (f"TICKETFLOW_{field.upper()}",)
+    return tuple(str(choice) for choice in alias.choices)  # type: ignore[union-attr]
+
+
+def secrets_from_file(environ: Mapping[str, str]) -> dict[str, str]:
+    """Settings values (by field name) from `TICKETFLOW_SECRETS_FILE` for the secret fields the
+    environment does not set; empty without the variable or when the file cannot be read here."""
+    path = environ.get(SECRETS_FILE_VAR)
+    if not path:
+        return {}
+    try:
+        stored = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}  # another machine's path, or no file: this node's environment applies
+    if not isinstance(stored, dict):
+        return {}
+    found: dict[str, str] = {}
+    for field in WORKER_SECRET_FIELDS:
+        names = env_names(field)
+        if any(name in environ for name in names):
+            continue
+        value = next((stored[n] for n in names if isinstance(stored.get(n), str)), None)
+        if value is not None:
+            found[field] = value
+    return found
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     # Secrets this process's environment lacks come from the driver's secrets file, if any
     # (config/secrets.py: how secrets reach Ray's workers without travelling through Ray).
-    from config.secrets import secrets_from_file
-
     from_file: dict[str, Any] = secrets_from_file(os.environ)
     return Settings(**from_file)

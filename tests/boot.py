@@ -41,7 +41,7 @@ def postgres_url(state_dir: Path, scratch_prefix: str, started: dict[str, Any]) 
         with scratch_database(base, scratch_prefix) as url:
             yield url
         return
-    from storage.embedded import start_embedded_postgres
+    from supervision.postgres import start_embedded_postgres
 
     started["postgres"] = start_embedded_postgres(state_dir)
     try:
@@ -56,7 +56,7 @@ def redis_url(state_dir: Path, started: dict[str, Any]) -> Iterator[str]:
     if os.environ.get("REDIS_URL"):
         yield os.environ["REDIS_URL"]
         return
-    from storage.embedded import start_embedded_redis
+    from supervision.redis import start_embedded_redis
 
     started["redis"] = start_embedded_redis(state_dir)
     try:
@@ -67,7 +67,7 @@ def redis_url(state_dir: Path, started: dict[str, Any]) -> Iterator[str]:
 
 def app_env(*, database_url: str, redis_url: str, state_dir: Path, **overrides: str) -> dict[str, str]:
     """The settings both sessions share (their own come as overrides), set in this process."""
-    from storage.embedded import free_port
+    from supervision.ports import free_port
 
     env = {
         "DATABASE_URL": database_url,
@@ -111,11 +111,12 @@ def serve_app_on_ray(start_ray: Callable[[], None], *, app: Any = None, **serve_
 
     import serve_app
     from actors import registry
+    from cli import databases, ray_env
     from config.settings import get_settings
 
     settings = get_settings()
-    asyncio.run(serve_app.prepare_database(settings, seed=False))
-    os.environ["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] = serve_app.PROXY_CALLBACK
+    asyncio.run(databases.prepare_database(settings, seed=False))
+    os.environ["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] = ray_env.PROXY_CALLBACK
     try:
         start_ray()
         serve.start(http_options={"host": "127.0.0.1", "port": settings.port}, **serve_options)

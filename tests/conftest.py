@@ -96,16 +96,16 @@ def server(app_env: dict[str, str]) -> Iterator[str]:  # noqa: ARG001 - app_env 
     """The real Serve app on a free port, backed by a real local Ray."""
     import ray
 
-    import serve_app
     from actors import registry
+    from cli import ray_env
     from config.settings import get_settings
 
     def start_ray() -> None:
-        os.environ.update(serve_app.ingress_env(get_settings()))
+        os.environ.update(ray_env.ingress_env(get_settings()))
         # As `ticketflow serve` does: the workers inherit the secrets from this process's environment
         # (app_env set it before Ray starts) or read the 0600 secrets file; the runtime_env, which
         # Ray logs and shows, carries none (issue 17).
-        env_vars = serve_app.runtime_env_vars()
+        env_vars = ray_env.runtime_env_vars()
         assert not set(env_vars) & secret_env_names(), "a secret would travel in Ray's runtime_env"
         ray.init(
             address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",

@@ -23,7 +23,7 @@ from benchmarks.services import (
     ticketflow_server_env,
     with_database,
 )
-from storage.embedded import free_port
+from supervision.ports import free_port
 from tests.waiting import wait_until
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +42,7 @@ def _env(**kwargs: Any) -> dict[str, str]:
 
 # -- the TicketFlow server's command and environment ---------------------------------------------
 def test_server_command_runs_the_serve_subcommand_with_this_interpreter() -> None:
-    assert ticketflow_server_command() == [sys.executable, "-m", "serve_app", "serve"]
+    assert ticketflow_server_command() == [sys.executable, "-m", "cli", "serve"]
 
 
 def test_server_env_carries_the_benchmark_settings() -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from storage.embedded import free_port
+from supervision.ports import free_port
 from tests.waiting import WaitedTooLong, wait_until_sync
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,7 +42,7 @@ def command_env(state: Path, port: int, marker: str, **extra: str) -> dict[str, 
 
 
 def run_command(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "serve_app", *args], env=env, cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "cli", *args], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
@@ -81,7 +81,7 @@ class Server:
         return self.out.read_text(errors="replace")[-2000:] + "\n--- stderr ---\n" + self.err.read_text(errors="replace")[-3000:]
 
     def start(self) -> Server:
-        self.proc = subprocess.Popen([sys.executable, "-m", "serve_app", "serve"], env=self.env, cwd=REPO,
+        self.proc = subprocess.Popen([sys.executable, "-m", "cli", "serve"], env=self.env, cwd=REPO,
                                      stdout=self.out.open("ab"), stderr=self.err.open("ab"))
         return self
 

@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from config.secrets import SECRETS_FILE_NAME, secret_env_names
-from storage.embedded import free_port
+from supervision.ports import free_port
 from tests import secret_scrape
 from tests.fakes.smtp_server import SmtpSink
 from tests.fakes.stripe_api import FakeStripe
@@ -118,7 +118,7 @@ def secret_server(
     })
     output = state / "serve.out"
     with output.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "serve_app", "serve"], env=env, cwd=ROOT,
+        proc = subprocess.Popen([sys.executable, "-m", "cli", "serve"], env=env, cwd=ROOT,
                                 stdout=log, stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}", state, output, proc, redis_url, redis_user, {
         "JWT_SECRET": jwt_secret, "STRIPE_API_KEY": stripe_fake.api_key, "SMTP password": smtp_password,

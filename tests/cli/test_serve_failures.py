@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from storage.embedded import free_port
+from supervision.ports import free_port
 from tests.cli.serve_process import (
     Server,
     book_one_seat,

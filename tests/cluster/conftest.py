@@ -32,7 +32,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from storage.embedded import free_port
+from supervision.ports import free_port
 from tests import boot
 from tests.helpers import ADMIN
 
@@ -113,7 +113,7 @@ def cluster_secrets(cluster_database_url: str, cluster_redis_url: str) -> Iterat
 def cluster_env(cluster_secrets: ClusterSecrets, cluster_state_dir: Path) -> dict[str, str]:
     """The app's environment, set in this process before any Ray node starts: the nodes inherit
     it, as real nodes get theirs from what starts `ray start` (deploy/README.md); only non-secret
-    settings travel in the runtime_env (serve_app.runtime_env_vars)."""
+    settings travel in the runtime_env (ray_env.runtime_env_vars)."""
     for name in ("SMTP_URL", "STRIPE_API_KEY", "STRIPE_API_BASE", "RAY_ADDRESS"):
         os.environ.pop(name, None)  # simulated cards, outbox emails, our own cluster
     return boot.app_env(
@@ -151,6 +151,7 @@ def ray_cluster(cluster_env: dict[str, str]) -> Iterator[RunningCluster]:  # noq
 
     import serve_app
     from actors import registry
+    from cli import ray_env
 
     if ray.is_initialized():
         pytest.skip(RUN_ALONE)
@@ -172,7 +173,7 @@ def ray_cluster(cluster_env: dict[str, str]) -> Iterator[RunningCluster]:  # noq
         cluster.wait_for_nodes()
         ray.init(
             address=cluster.address, namespace=registry.NAMESPACE, log_to_driver=False, logging_level="ERROR",
-            runtime_env={"env_vars": serve_app.runtime_env_vars()},
+            runtime_env={"env_vars": ray_env.runtime_env_vars()},
         )
 
     # All nodes share 127.0.0.1 here, so one proxy (on the head) holds the port. The gateway

@@ -15,10 +15,10 @@ import asyncpg
 import httpx
 import pytest
 
-import serve_app
 from api.bootstrap import AdminEmailTaken
+from cli import databases
 from config.settings import get_settings
-from storage.embedded import free_port
+from supervision.ports import free_port
 from tests.cli.serve_process import command_env, run_command
 from tests.helpers import (
     ADMIN,
@@ -60,7 +60,7 @@ def test_bootstrap_never_promotes_an_account_it_did_not_create(
     # `serve` with that admin email refuses to start (prepare_database is its start-up step)...
     settings = get_settings().model_copy(update={"admin_email": email})
     with pytest.raises(AdminEmailTaken, match="not made an ADMIN"):
-        asyncio.run(serve_app.prepare_database(settings, seed=False))
+        asyncio.run(databases.prepare_database(settings, seed=False))
     # The command says so and stops before Ray or anything else starts (the database and Redis
     # are the suite's, so nothing embedded is started in the scratch state dir either).
     code, output = _run_cli(app_env, tmp_path, "serve", TICKETFLOW_ADMIN_EMAIL=email)

@@ -27,7 +27,7 @@ from urllib.parse import quote
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from storage.embedded import free_port
+from supervision.ports import free_port
 from tests.waiting import wait_until
 
 

@@ -209,7 +209,7 @@ async def test_redis_down_mid_sale(http: httpx.AsyncClient, admin_token: str, db
                                    embedded: dict[str, Any]) -> None:
     if "redis" not in embedded:
         pytest.skip("REDIS_URL points at a Redis this test does not control")
-    from storage.embedded import start_embedded_redis
+    from supervision.redis import start_embedded_redis
 
     sale = await _sale(http, admin_token)
     redis = embedded["redis"]
@@ -231,7 +231,7 @@ async def test_postgres_restarted_mid_sale(http: httpx.AsyncClient, admin_token:
                                            embedded: dict[str, Any]) -> None:
     if "postgres" not in embedded:
         pytest.skip("DATABASE_URL points at a Postgres this test does not control")
-    from storage.embedded import start_embedded_postgres
+    from supervision.postgres import start_embedded_postgres
 
     sale = await _sale(http, admin_token)
     pg = embedded["postgres"]
