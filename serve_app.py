@@ -47,7 +47,7 @@ class Gateway:
     """The HTTP ingress: validation, auth and routing; business state lives in actors and Postgres."""
 
     def __init__(self) -> None:
-        from actors import registry
+        from actors.saga_client import start_service_actors
 
         # Serve configures the replica's logger at INFO; TICKETFLOW_LOG_LEVEL decides what of
         # ours is formatted and written (a per-request INFO line costs CPU in an on-sale).
@@ -55,7 +55,7 @@ class Gateway:
             logging.getLogger(package).setLevel(get_settings().log_level)
         # Under `serve deploy` there is no driver of ours: the first replica creates the fixed
         # actors, so recovery of unfinished sagas starts with the application.
-        registry.start_service_actors()
+        start_service_actors()
 
 
 APP_LOGGERS = ("api", "actors", "domain", "storage", "providers", "ticketflow")
@@ -286,11 +286,11 @@ def start_ray(settings: Settings) -> None:
 
 
 def deploy(settings: Settings) -> None:
-    from actors import registry
+    from actors.saga_client import start_service_actors
 
     serve.start(http_options={"host": settings.host, "port": settings.port})
     serve.run(app, name="ticketflow", route_prefix="/")
-    registry.start_service_actors()
+    start_service_actors()
 
 
 def cmd_serve(_args: argparse.Namespace) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import re
@@ -12,7 +11,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 
-from actors import registry
+from actors.saga_client import BookingSagaClient
 from api.auth import Principal
 from api.deps import PrincipalDep, ServicesDep
 from api.http import current_request_id
@@ -47,10 +46,10 @@ from domain.errors import (
     ValidationFailed,
 )
 from domain.ids import new_id
+from domain.payments import Payment, PaymentStatus
 from domain.saga import CancelOutcome
 from domain.seating import SEAT_ID_RE
 from storage import booking_repository, catalog_repository, payment_repository
-from storage.payment_repository import Payment
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["bookings"])
@@ -58,6 +57,7 @@ _IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,255}$")
 # How long POST /api/bookings/:id/cancel waits for the cancellation it recorded to finish (the
 # refund is one processor call); past it the answer is 503 and the saga actor finishes the work.
 CANCEL_WAIT_SECONDS = 15.0
+_sagas = BookingSagaClient()
 
 
 def accepted(booking_id: str) -> JSONResponse:
@@ -116,7 +116,7 @@ async def create_booking(
         added = await booking_repository.add(
             conn, booking_id=booking_id, user_id=principal.user_id, event_id=body.eventId, seat_ids=seat_ids,
             saga_slot=saga_slot(booking_id, svc.settings.saga_pool_size), payment_token=body.paymentMethod.token,
-            idempotency_key=idempotency_key, request_hash=request_hash,
+            idempotency_key=idempotency_key, request_hash=request_hash, request_id=current_request_id(),
         )
         if added.booking_id is None and idempotency_key is not None:
             # A key already used (by this user: keys are per user) answers for its first request
@@ -204,12 +204,11 @@ async def cancel_booking(booking_id: str, principal: PrincipalDep, svc: Services
         async with pool.acquire() as conn:
             # False when a concurrent request finished it meanwhile: the saga actor answers that.
             await booking_repository.request_cancellation(conn, booking_id)
-    slot = booking.saga_slot if booking.saga_slot < svc.settings.saga_pool_size else 0
     try:
-        outcome: CancelOutcome | None = await asyncio.wait_for(registry.call_actor(
-            registry.saga_actor_name(slot), lambda: registry.booking_saga(slot),
-            lambda h: h.cancel.remote(booking_id),
-        ), timeout=CANCEL_WAIT_SECONDS)
+        outcome = await _sagas.cancel(
+            slot=_sagas.slot_of(booking.saga_slot), booking_id=booking_id, request_id=current_request_id(),
+            timeout=CANCEL_WAIT_SECONDS,
+        )
     except TimeoutError:
         outcome = CancelOutcome(booking_id, None)
     if outcome is None:
@@ -230,14 +229,14 @@ async def cancel_booking(booking_id: str, principal: PrincipalDep, svc: Services
 
 def payment_response(p: Payment) -> PaymentResponse:
     return PaymentResponse(
-        id=p.id, bookingId=p.booking_id, userId=p.user_id, amount=p.amount, currency=p.currency, status=p.status,
+        id=p.id, bookingId=p.booking_id, userId=p.user_id, amount=p.amount, currency=p.currency, status=p.status.value,
         providerTransactionId=p.provider_transaction_id, processedAt=p.processed_at,
     )
 
 
 def _visible_payment(p: Payment | None, principal: Principal, what: str) -> Payment:
     # A charge still in flight has no outcome to show yet.
-    if p is None or p.status == "PROCESSING" or not (p.user_id == principal.user_id or principal.is_admin):
+    if p is None or p.status is PaymentStatus.PROCESSING or not (p.user_id == principal.user_id or principal.is_admin):
         raise PaymentNotFound(f"No payment found for {what}")
     return p
 

@@ -159,17 +159,19 @@ WITH priced AS (
     WHERE s.event_id = $3 AND s.seat_id = ANY($4::text[])
 ), created AS (
     INSERT INTO bookings (id, user_id, event_id, seat_ids, status, saga_step, saga_slot,
-                          total_amount, currency, payment_token, idempotency_key, idempotency_hash)
-    SELECT $1, $2, $3, $4, 'PENDING', 'STARTED', $5, p.amount, p.currency, $6, $7, $9
+                          total_amount, currency, payment_token, idempotency_key, idempotency_hash,
+                          request_id)
+    SELECT $1, $2, $3, $4, 'PENDING', 'STARTED', $5, p.amount, p.currency, $6, $7, $9, $10
     FROM priced p WHERE p.seats = cardinality($4::text[]) AND p.starts_at > now()
     ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING id, user_id, event_id, seat_ids, total_amount, currency, payment_token, created_at
+    RETURNING id, user_id, event_id, seat_ids, total_amount, currency, payment_token, created_at, request_id
 )
 SELECT p.seats, p.starts_at > now() AS on_sale, c.id,
        CASE WHEN c.id IS NOT NULL THEN pg_notify($8, json_build_object(
            'id', c.id, 'user_id', c.user_id, 'event_id', c.event_id, 'seat_ids', c.seat_ids,
            'amount', c.total_amount, 'currency', c.currency, 'payment_token', c.payment_token,
-           'created_at', c.created_at, 'event_starts_at', p.starts_at)::text) END AS announced
+           'created_at', c.created_at, 'event_starts_at', p.starts_at,
+           'request_id', c.request_id)::text) END AS announced
 FROM priced p LEFT JOIN created c ON true"""
 # A key answers for its request for 24 h (an older one is freed by the next request using it).
 SELECT_BOOKING_BY_IDEMPOTENCY_KEY = """
@@ -329,7 +331,7 @@ ORDER BY p.created_at LIMIT $2"""
 
 # -- notifications ------------------------------------------------------------------------------
 SELECT_DUE_NOTIFICATIONS = """
-SELECT n.id, n.type, n.recipient, n.attempts, n.booking_id,
+SELECT n.id, n.type, n.recipient, n.attempts, n.booking_id, b.request_id,
        u.name AS user_name, b.seat_ids, b.total_amount, b.currency, b.failure_reason,
        e.name AS event_name, e.starts_at AS event_date, v.name AS venue_name
 FROM notifications n

@@ -144,7 +144,8 @@ def server(app_env: dict[str, str]) -> Iterator[str]:  # noqa: ARG001 - app_env 
     from ray import serve
 
     import serve_app
-    from actors import registry
+    from actors.names import NAMESPACE
+    from actors.saga_client import start_service_actors
     from config.settings import get_settings
 
     settings = get_settings()
@@ -158,12 +159,12 @@ def server(app_env: dict[str, str]) -> Iterator[str]:  # noqa: ARG001 - app_env 
     assert not set(env_vars) & secret_env_names(), "a secret would travel in Ray's runtime_env"
     ray.init(
         address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-        namespace=registry.NAMESPACE, runtime_env={"env_vars": env_vars},
+        namespace=NAMESPACE, runtime_env={"env_vars": env_vars},
         logging_config=ray.LoggingConfig(encoding="JSON", log_level="INFO"),
     )
     serve.start(http_options={"host": "127.0.0.1", "port": settings.port}, logging_config={"log_level": "WARNING"})
     serve.run(serve_app.app, name="ticketflow", route_prefix="/")
-    registry.start_service_actors()
+    start_service_actors()
     yield f"http://127.0.0.1:{settings.port}"
     ray.shutdown()
 

@@ -195,7 +195,8 @@ def ray_cluster(cluster_env: dict[str, str]) -> Iterator[RunningCluster]:  # noq
     from ray.cluster_utils import Cluster
 
     import serve_app
-    from actors import registry
+    from actors import names
+    from actors.saga_client import start_service_actors
     from config.settings import get_settings
 
     if ray.is_initialized():
@@ -217,7 +218,7 @@ def ray_cluster(cluster_env: dict[str, str]) -> Iterator[RunningCluster]:  # noq
         workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
         cluster.wait_for_nodes()
         ray.init(
-            address=cluster.address, namespace=registry.NAMESPACE, log_to_driver=False, logging_level="ERROR",
+            address=cluster.address, namespace=names.NAMESPACE, log_to_driver=False, logging_level="ERROR",
             runtime_env={"env_vars": serve_app.runtime_env_vars()},
         )
         # All nodes share 127.0.0.1 here, so one proxy (on the head) holds the port. The gateway
@@ -231,7 +232,7 @@ def ray_cluster(cluster_env: dict[str, str]) -> Iterator[RunningCluster]:  # noq
             ray_actor_options={"num_cpus": 0, "resources": {HEAD_RESOURCE: 0.01}},
         )
         serve.run(gateway.bind(), name="ticketflow", route_prefix="/")
-        registry.start_service_actors()
+        start_service_actors()
         print(f"\ncluster of 3 nodes serving in {time.monotonic() - started:.1f} s", flush=True)
         yield RunningCluster(cluster, cluster.head_node, workers, f"http://127.0.0.1:{settings.port}")
     finally:

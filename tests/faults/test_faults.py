@@ -20,7 +20,7 @@ import httpx
 import pytest
 import ray
 
-from actors import registry
+from actors import names
 from tests.fakes.smtp_server import SmtpSink
 from tests.fakes.stripe_api import FakeStripe
 from tests.helpers import (
@@ -123,14 +123,14 @@ async def _report(db: asyncpg.Pool, name: str, figures: dict[str, Any], event_id
 
 
 def _kill(name: str) -> None:
-    ray.kill(ray.get_actor(name, namespace=registry.NAMESPACE), no_restart=False)
+    ray.kill(ray.get_actor(name, namespace=names.NAMESPACE), no_restart=False)
 
 
 async def test_seat_actor_killed_mid_sale(http: httpx.AsyncClient, admin_token: str, db: asyncpg.Pool) -> None:
     sale = await _sale(http, admin_token)
 
     async def fault() -> None:
-        await asyncio.to_thread(_kill, registry.seat_actor_name(sale.event_id))
+        await asyncio.to_thread(_kill, names.seat_actor_name(sale.event_id))
 
     await _report(db, "seat actor killed", await _run(http, sale, fault), sale.event_id)
 
@@ -142,7 +142,7 @@ async def test_saga_actors_killed_mid_sale(http: httpx.AsyncClient, admin_token:
 
     async def fault() -> None:
         for slot in range(get_settings().saga_pool_size):
-            await asyncio.to_thread(_kill, registry.saga_actor_name(slot))
+            await asyncio.to_thread(_kill, names.saga_actor_name(slot))
 
     figures = await _run(http, sale, fault)
     await _report(db, "saga actors killed", figures, sale.event_id)
@@ -160,8 +160,8 @@ async def test_payment_and_notifier_actors_killed_mid_sale(
     sale = await _sale(http, admin_token)
 
     async def fault() -> None:
-        await asyncio.to_thread(_kill, registry.PAYMENT_ACTOR)
-        await asyncio.to_thread(_kill, registry.NOTIFIER_ACTOR)
+        await asyncio.to_thread(_kill, names.PAYMENT_ACTOR)
+        await asyncio.to_thread(_kill, names.NOTIFIER_ACTOR)
 
     figures = await _run(http, sale, fault)
     await _report(db, "payment + notifier actors killed", figures, sale.event_id)

@@ -8,7 +8,8 @@ import time
 import httpx
 import ray
 
-from actors import registry
+from actors.clients import DirectoryClient
+from actors.names import NAMESPACE, seat_actor_name
 from tests.helpers import book_and_wait, create_event, create_venue, new_user
 
 
@@ -16,7 +17,7 @@ def _live_seat_actors(event_ids: list[str]) -> list[str]:
     live = []
     for event_id in event_ids:
         try:
-            ray.get_actor(registry.seat_actor_name(event_id), namespace=registry.NAMESPACE)
+            ray.get_actor(seat_actor_name(event_id), namespace=NAMESPACE)
             live.append(event_id)
         except ValueError:
             pass
@@ -35,7 +36,7 @@ async def test_cap_holds_and_every_event_sells(http: httpx.AsyncClient, admin_to
     while len(live := _live_seat_actors(events)) > cap:
         assert time.monotonic() < deadline, f"{len(live)} seat actors alive, cap {cap}"
         await asyncio.sleep(0.5)
-    directory = await registry.directory().live.remote()
+    directory = await DirectoryClient().live()
     assert len(set(directory) & set(events)) <= cap
     # A retired event's actor comes back on demand and still knows what it sold.
     first = events[0]
