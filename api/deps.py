@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field, replace
 from typing import Annotated
@@ -16,7 +15,7 @@ from config.settings import Settings, get_settings
 from domain.errors import Forbidden, Unauthorized
 from domain.users import Role
 from storage import user_repository
-from storage.pool import create_pool
+from storage.pool import LazyPool
 
 
 @dataclass
@@ -26,11 +25,10 @@ class Services:
     passwords: PasswordService
     limiter: RateLimiter
     started_at: float = field(default_factory=time.monotonic)
-    _pool: asyncpg.Pool | None = None
+    _pool: LazyPool | None = None
     # user id -> (its current role, until when that is trusted): a deleted user's token stops
     # working, and a demoted admin's loses its powers, within auth_user_cache_seconds.
     _known_users: dict[str, tuple[Role, float]] = field(default_factory=dict)
-    _pool_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
@@ -59,10 +57,8 @@ class Services:
 
     async def db(self) -> asyncpg.Pool:
         if self._pool is None:
-            async with self._pool_lock:
-                if self._pool is None:
-                    self._pool = await create_pool(self.settings)
-        return self._pool
+            self._pool = LazyPool(self.settings)
+        return await self._pool.get()
 
     async def current_role(self, user_id: str) -> Role | None:
         """The user's role as the database has it now (at most auth_user_cache_seconds old), or
