@@ -30,7 +30,7 @@ from domain.saga import (
     SeatLock,
 )
 from storage import booking_repository
-from storage.pool import LazyPool, require_database_url
+from storage.pool import LazyPool, connect_alone
 
 logger = logging.getLogger(__name__)
 
@@ -315,10 +315,10 @@ class BookingSaga:
     def _spawn(
         self, runner: BookingSagaRunner, booking_id: str, known: SagaBooking | None = None, *, request_id: str = ""
     ) -> asyncio.Task[SagaOutcome | None]:
+        if request_id:  # also when joining: the recovery sweep may have started it first
+            self._request_ids.setdefault(booking_id, request_id)
         task = self._active.get(booking_id)
         if task is None:
-            if request_id:
-                self._request_ids[booking_id] = request_id
             task = asyncio.get_running_loop().create_task(runner.run(booking_id, known))
             self._active[booking_id] = task
             task.add_done_callback(lambda t: self._finished(booking_id, t))
@@ -341,7 +341,7 @@ class BookingSaga:
         while True:
             conn: asyncpg.Connection[Any] | None = None
             try:
-                conn = await asyncpg.connect(require_database_url(self._settings), timeout=self._settings.db_command_timeout)
+                conn = await connect_alone(self._settings)
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(channel, self._on_booking)
@@ -398,7 +398,7 @@ class BookingSaga:
             )
         resumed = [b for b in ids if b not in self._active]
         for booking_id in resumed:
-            self._spawn(runner, booking_id)
+            self._spawn(runner, booking_id, request_id=ids[booking_id])
         # Cancellations whose driver died (or whose refund failed) are taken up again the same way.
         resumed_cancels = [b for b in cancels if b not in self._cancelling]
         for booking_id in resumed_cancels:

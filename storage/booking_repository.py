@@ -255,5 +255,8 @@ async def has_sale(conn: Conn, booking_id: str) -> bool:
 
 async def stale_pending(
     conn: Conn, *, slot: int, pool_size: int, updated_before: datetime, limit: int
-) -> list[str]:
-    return [r["id"] for r in await conn.fetch(q.SELECT_STALE_PENDING_BOOKINGS, slot, pool_size, updated_before, limit)]
+) -> dict[str, str]:
+    """The slot's PENDING bookings not moved since `updated_before`, oldest first: booking id ->
+    the request id that made it ("" when none was stored)."""
+    rows = await conn.fetch(q.SELECT_STALE_PENDING_BOOKINGS, slot, pool_size, updated_before, limit)
+    return {r["id"]: r["request_id"] or "" for r in rows}

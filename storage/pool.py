@@ -68,6 +68,15 @@ async def _open_pool(settings: Settings, *, min_size: int | None = None, max_siz
     return pool
 
 
+async def connect_alone(settings: Settings) -> asyncpg.Connection[asyncpg.Record]:
+    """A connection of its own, outside any pool: for LISTEN, which holds session state that a
+    pooled connection must not keep."""
+    conn: asyncpg.Connection[asyncpg.Record] = await asyncpg.connect(
+        require_database_url(settings), timeout=settings.db_command_timeout
+    )
+    return conn
+
+
 class LazyPool:
     """A process's pool, created on first use by exactly one caller.
 

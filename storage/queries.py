@@ -235,7 +235,7 @@ WITH done AS (
     WHERE booking_id IN (SELECT id FROM done) AND released_at IS NULL RETURNING 1
 ){_NOTIFY_DONE.format(kind="BOOKING_FAILED")}"""
 SELECT_STALE_PENDING_BOOKINGS = """
-SELECT id FROM bookings
+SELECT id, request_id FROM bookings
 WHERE status = 'PENDING' AND (saga_slot = $1 OR ($1 = 0 AND saga_slot >= $2))
   AND updated_at < $3
 ORDER BY updated_at LIMIT $4"""

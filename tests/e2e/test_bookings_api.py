@@ -332,8 +332,8 @@ async def test_structured_logs_carry_request_booking_and_event_ids(http: httpx.A
     r = await book(http, token, event["id"], ["seat_A1"], headers={"X-Request-Id": "trace-logs-1"})
     booking_id = r.json()["bookingId"]
     await wait_final(http, token, booking_id)
-    # The session's own local Ray (address="local") is the latest session on this machine.
-    logs = Path("/tmp/ray/session_latest/logs")
+    # This session's own Ray logs: session_latest may be another Ray's on a shared machine.
+    logs = Path("/tmp/ray") / ray.get_runtime_context().get_session_name() / "logs"
     # The request id joins them all: the route's line, the saga actor's, and the notifier's
     # (the notifier reads it with the notification; the saga got it with the booking's announcement).
     wanted = {"booking accepted": False, "saga finished": False, "notification sent": False}

@@ -130,9 +130,10 @@ async def test_a_cancellation_is_requested_once_and_then_finished(conn: asyncpg.
 
 async def test_stale_pending_bookings_are_found_by_slot(conn: asyncpg.Connection) -> None:
     c = await make_catalog(conn)
-    booking_id = await _add(conn, c, c.seat_ids[:1])
+    booking_id = await _add(conn, c, c.seat_ids[:1], request_id="req_stale")
     later = datetime.now(UTC) + timedelta(seconds=1)
-    assert booking_id in await repo.stale_pending(conn, slot=0, pool_size=4, updated_before=later, limit=500)
+    stale = await repo.stale_pending(conn, slot=0, pool_size=4, updated_before=later, limit=500)
+    assert stale[booking_id] == "req_stale"
     assert booking_id not in await repo.stale_pending(conn, slot=1, pool_size=4, updated_before=later, limit=500)
     earlier = datetime.now(UTC) - timedelta(hours=1)
     assert booking_id not in await repo.stale_pending(conn, slot=0, pool_size=4, updated_before=earlier, limit=500)
