@@ -30,7 +30,7 @@ class Gateway:
     """The HTTP ingress: validation, auth and routing; business state lives in actors and Postgres."""
 
     def __init__(self) -> None:
-        from actors import registry
+        from actors.saga_client import start_service_actors
 
         # Serve configures the replica's logger at INFO; TICKETFLOW_LOG_LEVEL decides what of
         # ours is formatted and written (a per-request INFO line costs CPU in an on-sale).
@@ -38,10 +38,10 @@ class Gateway:
             logging.getLogger(package).setLevel(get_settings().log_level)
         # Under `serve deploy` there is no driver of ours: the first replica creates the fixed
         # actors, so recovery of unfinished sagas starts with the application.
-        registry.start_service_actors()
+        start_service_actors()
 
 
-APP_LOGGERS = ("api", "actors", "domain", "storage", "providers", "ticketflow")
+APP_LOGGERS = ("api", "application", "actors", "domain", "storage", "providers", "cli", "ticketflow")
 
 
 class AppArgs(BaseModel):

@@ -5,22 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import ray
-from ray.exceptions import ActorDiedError
 
-from actors import metrics, registry
+from actors import metrics
+from actors.clients import NotifierClient, PaymentClient, SeatInventoryClient
 from actors.coalescer import Coalescer
 from config.settings import get_settings
-from domain.best_available import BestLockResult, SeatRequest
+from domain.best_available import SeatRequest
 from domain.bookings import FailureReason, saga_channel
-from domain.errors import TicketFlowError
-from domain.inventory import LockResult, ReserveResult
 from domain.payments import ChargeCard
 from domain.saga import (
     BookingSagaRunner,
@@ -35,7 +33,7 @@ from domain.saga import (
     SeatLock,
 )
 from storage import booking_repository
-from storage.pool import create_pool, require_database_url
+from storage.pool import LazyPool, connect_alone
 
 logger = logging.getLogger(__name__)
 
@@ -54,31 +52,15 @@ class _Clock:
         return datetime.now(UTC)
 
 
-# Every step is coalesced with the defaults of actors/coalescer.py (natural batching): a step's
-# request goes at the end of the event loop's turn when nothing of its kind is in flight, else with
-# everything that arrived during that round trip.
-_ALL = ""  # the one key of coalescers that are not per event
-
-
-async def _lock_batch(event_id: str, requests: list[tuple[str, tuple[str, ...]]]) -> list[LockResult]:
-    results: list[LockResult] = await registry.call_seat_actor(event_id, lambda h: h.lock_many.remote(requests))
-    return results
-
-
-async def _reserve_batch(event_id: str, booking_ids: list[str]) -> list[ReserveResult]:
-    results: list[ReserveResult] = await registry.call_seat_actor(event_id, lambda h: h.reserve_many.remote(booking_ids))
-    return results
-
-
 class _Seats:
-    def __init__(self) -> None:
-        # Concurrent sagas' locks (and reserves) for one event travel in one seat-actor call.
-        self._locks: Coalescer[tuple[str, tuple[str, ...]], LockResult] = Coalescer(_lock_batch)
-        self._reserves: Coalescer[str, ReserveResult] = Coalescer(_reserve_batch)
+    """The saga's seats port over the seat actors' client (which coalesces concurrent steps)."""
+
+    def __init__(self, seats: SeatInventoryClient) -> None:
+        self._seats = seats
 
     async def lock(self, *, event_id: str, booking_id: str, seat_ids: tuple[str, ...]) -> SeatLock:
         with _timed("lock"):
-            result = await self._locks.submit(event_id, (booking_id, seat_ids))
+            result = await self._seats.lock(event_id=event_id, booking_id=booking_id, seat_ids=seat_ids)
         if not result.ok:
             return SeatLock(ok=False, conflicts=result.conflicts + result.unknown)
         return SeatLock(ok=True, expires_at=datetime.fromtimestamp(result.expires_at, tz=UTC))
@@ -86,86 +68,64 @@ class _Seats:
     async def lock_best(self, *, event_id: str, booking_id: str, request: SeatRequest) -> SeatChoice:
         # One call per booking: the choice is made and locked in the seat actor in one step.
         with _timed("lock"):
-            result: BestLockResult = await registry.call_seat_actor(
-                event_id, lambda h: h.lock_best.remote(booking_id=booking_id, request=request)
-            )
+            result = await self._seats.lock_best(event_id=event_id, booking_id=booking_id, request=request)
         if not result.ok:
             return SeatChoice(ok=False, message=result.message)
         return SeatChoice(ok=True, seat_ids=result.seat_ids, expires_at=datetime.fromtimestamp(result.expires_at, tz=UTC))
 
     async def release(self, *, event_id: str, booking_id: str) -> None:
         with _timed("release"):
-            await registry.call_seat_actor(event_id, lambda h: h.release.remote(booking_id))
+            await self._seats.release(event_id=event_id, booking_id=booking_id)
 
     async def reserve(self, *, event_id: str, booking_id: str) -> bool:
         with _timed("reserve"):
-            result = await self._reserves.submit(event_id, booking_id)
+            result = await self._seats.reserve(event_id=event_id, booking_id=booking_id)
         return result.ok
 
     async def unreserve(self, *, event_id: str, booking_id: str) -> None:
-        # Only a live seat actor holds a copy to free: one that is not running (or has died and
-        # restarts) loads the sales from Postgres, where this sale is already released.
-        handle = await asyncio.to_thread(registry.find_seat_inventory, event_id)
-        if handle is None:
-            return
-        try:
-            await handle.unreserve.remote(booking_id)
-        except ActorDiedError:
-            registry.forget(registry.seat_actor_name(event_id))
-
-
-async def _call_payment_actor(method: str, *args: Any, **kwargs: Any) -> Any:
-    return await registry.call_actor(
-        registry.PAYMENT_ACTOR, registry.payment_gateway, lambda h: getattr(h, method).remote(*args, **kwargs),
-    )
-
-
-async def _charge_batch(_key: str, orders: list[ChargeCard]) -> list[Charge | TicketFlowError]:
-    results: list[Charge | TicketFlowError] = await _call_payment_actor("charge_many", orders)
-    return results
+        await self._seats.unreserve_if_live(event_id=event_id, booking_id=booking_id)
 
 
 class _Payments:
-    def __init__(self) -> None:
-        self._charges: Coalescer[ChargeCard, Charge] = Coalescer(_charge_batch)
+    """The saga's payments port over the payment actor's client; each charge carries the request
+    id of the booking's HTTP request, so the payment actor's log line joins the booking's."""
+
+    def __init__(self, payments: PaymentClient, request_ids: Mapping[str, str]) -> None:
+        self._payments = payments
+        self._request_ids = request_ids
+
+    def _order(
+        self, *, booking_id: str, user_id: str, amount: int, currency: str, token: str, idempotency_key: str
+    ) -> ChargeCard:
+        return ChargeCard(
+            booking_id=booking_id, user_id=user_id, amount=amount, currency=currency, payment_token=token,
+            idempotency_key=idempotency_key, request_id=self._request_ids.get(booking_id, ""),
+        )
 
     async def charge(
         self, *, booking_id: str, user_id: str, amount: int, currency: str, token: str, idempotency_key: str
     ) -> Charge:
+        order = self._order(
+            booking_id=booking_id, user_id=user_id, amount=amount, currency=currency, token=token,
+            idempotency_key=idempotency_key,
+        )
         with _timed("charge"):
-            return await self._charges.submit(_ALL, ChargeCard(
-                booking_id=booking_id, user_id=user_id, amount=amount, currency=currency, payment_token=token,
-                idempotency_key=idempotency_key,
-            ))
+            return await self._payments.charge(order)
 
     async def charge_if_attempted(
         self, *, booking_id: str, user_id: str, amount: int, currency: str, token: str, idempotency_key: str
     ) -> Charge | None:
-        charge: Charge | None = await _call_payment_actor(
-            "charge_if_attempted", booking_id=booking_id, user_id=user_id, amount=amount, currency=currency,
-            token=token, idempotency_key=idempotency_key,
-        )
-        return charge
+        return await self._payments.charge_if_attempted(self._order(
+            booking_id=booking_id, user_id=user_id, amount=amount, currency=currency, token=token,
+            idempotency_key=idempotency_key,
+        ))
 
     async def refund(self, *, payment_id: str, idempotency_key: str) -> None:
         with _timed("refund"):
-            await _call_payment_actor("refund", payment_id=payment_id, idempotency_key=idempotency_key)
+            await self._payments.refund(payment_id=payment_id, idempotency_key=idempotency_key)
 
 
-class _Notifier:
-    """Wakes the notifier at most every POKE_INTERVAL: during an on-sale one actor call per
-    booking would cost more than the emails; the notifier's own poll catches anything missed."""
-
-    POKE_INTERVAL = 0.1
-
-    def __init__(self) -> None:
-        self._last_poke = 0.0
-
-    async def poke(self) -> None:
-        now = time.monotonic()
-        if now - self._last_poke >= self.POKE_INTERVAL:
-            self._last_poke = now
-            registry.notifier().poke.remote()
+_ALL = ""  # the one key of coalescers that are not per event
 
 
 class _Store:
@@ -289,7 +249,10 @@ class BookingSaga:
         self._runner: BookingSagaRunner | None = None
         self._cancel_runner: CancellationRunner | None = None
         self._runner_lock = asyncio.Lock()
-        self._pool: asyncpg.Pool | None = None
+        self._db = LazyPool(self._settings, min_size=1, max_size=10)
+        # booking id -> the request id of the HTTP request that started it (or its cancellation),
+        # while this actor drives it: its log lines, and its charge, carry it.
+        self._request_ids: dict[str, str] = {}
         loop = asyncio.get_running_loop()
         self._recovery = loop.create_task(self._recover_forever())
         self._listener = loop.create_task(self._listen_forever())
@@ -302,8 +265,10 @@ class BookingSaga:
         return self._runner
 
     async def _build_runner(self) -> BookingSagaRunner:
-        self._pool = await create_pool(self._settings, min_size=1, max_size=10)
-        seats, payments, store, notifier = _Seats(), _Payments(), _Store(self._pool), _Notifier()
+        pool = await self._db.get()
+        seats = _Seats(SeatInventoryClient())
+        payments = _Payments(PaymentClient(), self._request_ids)
+        store, notifier = _Store(pool), NotifierClient()
         self._cancel_runner = CancellationRunner(
             seats=seats, payments=payments, store=store, notifier=notifier,
             step_timeout=self._settings.saga_step_timeout_seconds,
@@ -314,7 +279,7 @@ class BookingSaga:
             deadline=timedelta(seconds=self._settings.saga_timeout_seconds),
         )
 
-    async def cancel(self, booking_id: str) -> CancelOutcome | None:
+    async def cancel(self, booking_id: str, request_id: str = "") -> CancelOutcome | None:
         """Drives (or joins) the requested cancellation of a booking and waits for its outcome.
 
         The Gateway persists the intent first (`booking_repository.request_cancellation`), so this
@@ -322,6 +287,8 @@ class BookingSaga:
         run, and the recovery sweep resumes a cancellation nobody drives. None: none requested.
         """
         await self._get_runner()
+        if request_id:
+            self._request_ids[booking_id] = request_id
         return await asyncio.shield(self._spawn_cancel(booking_id))
 
     def _spawn_cancel(self, booking_id: str) -> asyncio.Task[CancelOutcome | None]:
@@ -335,31 +302,38 @@ class BookingSaga:
 
     def _cancel_finished(self, booking_id: str, task: asyncio.Task[CancelOutcome | None]) -> None:
         self._cancelling.pop(booking_id, None)
+        request_id = self._request_ids.pop(booking_id, "") if booking_id not in self._active else ""
         if task.cancelled():
             return
         exc = task.exception()
         if exc is not None:
-            logger.error("cancellation crashed", exc_info=exc, extra={"booking_id": booking_id, "saga_slot": self._slot})
+            logger.error("cancellation crashed", exc_info=exc,
+                         extra={"request_id": request_id, "booking_id": booking_id, "saga_slot": self._slot})
             return
         outcome = task.result()
         if outcome is not None and outcome.cancelled_at is not None:
-            logger.info("booking cancelled", extra={"booking_id": booking_id, "saga_slot": self._slot})
+            logger.info("booking cancelled",
+                        extra={"request_id": request_id, "booking_id": booking_id, "saga_slot": self._slot})
 
-    async def start(self, booking_id: str) -> None:
+    async def start(self, booking_id: str, request_id: str = "") -> None:
         """Starts (or joins) the saga of a booking and returns at once."""
-        await self._drive(booking_id)
+        await self._drive(booking_id, request_id=request_id)
 
-    async def run(self, booking_id: str) -> SagaOutcome | None:
+    async def run(self, booking_id: str, request_id: str = "") -> SagaOutcome | None:
         """Drives a booking and waits for it (tests and recovery tools)."""
-        task = await self._drive(booking_id)
+        task = await self._drive(booking_id, request_id=request_id)
         return await asyncio.shield(task)
 
-    async def _drive(self, booking_id: str, known: SagaBooking | None = None) -> asyncio.Task[SagaOutcome | None]:
-        return self._spawn(await self._get_runner(), booking_id, known)
+    async def _drive(
+        self, booking_id: str, known: SagaBooking | None = None, *, request_id: str = ""
+    ) -> asyncio.Task[SagaOutcome | None]:
+        return self._spawn(await self._get_runner(), booking_id, known, request_id=request_id)
 
     def _spawn(
-        self, runner: BookingSagaRunner, booking_id: str, known: SagaBooking | None = None
+        self, runner: BookingSagaRunner, booking_id: str, known: SagaBooking | None = None, *, request_id: str = ""
     ) -> asyncio.Task[SagaOutcome | None]:
+        if request_id:  # also when joining: the recovery sweep may have started it first
+            self._request_ids.setdefault(booking_id, request_id)
         task = self._active.get(booking_id)
         if task is None:
             task = asyncio.get_running_loop().create_task(runner.run(booking_id, known))
@@ -369,21 +343,22 @@ class BookingSaga:
 
     def _on_booking(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
         try:
-            booking = booking_repository.announced(str(payload))
+            announced = booking_repository.announced(str(payload))
         except (ValueError, KeyError, TypeError):
             logger.error("saga %d: unreadable booking announcement %.200r", self._slot, payload)
             return  # the recovery sweep finds the booking, if there is one
+        booking, request_id = announced.booking, announced.request_id
         if self._runner is not None:
-            self._spawn(self._runner, booking.id, booking)
+            self._spawn(self._runner, booking.id, booking, request_id=request_id)
         else:
-            asyncio.get_running_loop().create_task(self._drive(booking.id, booking))
+            asyncio.get_running_loop().create_task(self._drive(booking.id, booking, request_id=request_id))
 
     async def _listen_forever(self) -> None:
         channel = saga_channel(self._slot)
         while True:
             conn: asyncpg.Connection[Any] | None = None
             try:
-                conn = await asyncpg.connect(require_database_url(self._settings), timeout=self._settings.db_command_timeout)
+                conn = await connect_alone(self._settings)
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(channel, self._on_booking)
@@ -399,16 +374,18 @@ class BookingSaga:
 
     def _finished(self, booking_id: str, task: asyncio.Task[SagaOutcome | None]) -> None:
         self._active.pop(booking_id, None)
+        request_id = self._request_ids.pop(booking_id, "") if booking_id not in self._cancelling else ""
         if task.cancelled():
             return
         exc = task.exception()
         if exc is not None:
-            logger.error("saga crashed", exc_info=exc, extra={"booking_id": booking_id, "saga_slot": self._slot})
+            logger.error("saga crashed", exc_info=exc,
+                         extra={"request_id": request_id, "booking_id": booking_id, "saga_slot": self._slot})
             return
         outcome = task.result()
         if outcome is not None and logger.isEnabledFor(logging.INFO):
             logger.info("saga finished", extra={
-                "booking_id": booking_id, "status": outcome.status.value,
+                "request_id": request_id, "booking_id": booking_id, "status": outcome.status.value,
                 "failure_reason": outcome.failure_reason.value if outcome.failure_reason else None,
                 "saga_slot": self._slot,
             })
@@ -425,11 +402,11 @@ class BookingSaga:
         """Resumes this slot's PENDING bookings and open cancellations not moved for `stale_after`
         seconds (default: `saga_stale_after_seconds`) that this actor is not driving; returns how many."""
         runner = await self._get_runner()
-        assert self._pool is not None
+        pool = await self._db.get()
         if stale_after is None:
             stale_after = self._settings.saga_stale_after_seconds
         stale_before = datetime.now(UTC) - timedelta(seconds=stale_after)
-        async with self._pool.acquire() as conn:
+        async with pool.acquire() as conn:
             ids = await booking_repository.stale_pending(
                 conn, slot=self._slot, pool_size=self._pool_size, updated_before=stale_before, limit=500
             )
@@ -438,7 +415,7 @@ class BookingSaga:
             )
         resumed = [b for b in ids if b not in self._active]
         for booking_id in resumed:
-            self._spawn(runner, booking_id)
+            self._spawn(runner, booking_id, request_id=ids[booking_id])
         # Cancellations whose driver died (or whose refund failed) are taken up again the same way.
         resumed_cancels = [b for b in cancels if b not in self._cancelling]
         for booking_id in resumed_cancels:

@@ -1,7 +1,7 @@
 """SeatActorDirectory: which seat actors live on which node, and which may go when one must.
 
 A Ray actor is a whole process (~50 MB), so the number of live seat actors per node is capped
-(`TICKETFLOW_SEAT_ACTORS_PER_NODE`). Before a new seat actor is created the registry asks the
+(`TICKETFLOW_SEAT_ACTORS_PER_NODE`). Before a new seat actor is created its client asks the
 directory where to put it: on the node with the fewest live seat actors and, when every node is
 at the cap, after retiring that node's least recently used seat actor that holds no lock. A
 seat actor that holds locks is never retired: a sale in progress matters more than the cap, so
@@ -13,10 +13,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import ray
+from ray.actor import ActorHandle
 
+from actors import factory
+from actors.names import DIRECTORY_ACTOR
 from config.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -104,3 +107,36 @@ class SeatActorDirectory:
         stale = [event_id for event_id, e in self._entries.items() if now - e.last_used > 3600 and not e.holds_locks]
         for event_id in stale:
             del self._entries[event_id]
+
+
+class DirectoryClient:
+    """Typed calls to the one `SeatActorDirectory` (created on first use)."""
+
+    @staticmethod
+    def _handle() -> ActorHandle[Any]:
+        return factory.get_or_create(SeatActorDirectory, DIRECTORY_ACTOR)
+
+    def start(self) -> None:
+        """Creates the directory actor now (at start-up) rather than on the first placement."""
+        self._handle()
+
+    async def place(self, event_id: str) -> Placement:
+        placement: Placement = await self._handle().place.remote(event_id)
+        return placement
+
+    def place_blocking(self, event_id: str) -> Placement:
+        """The same, for synchronous callers (tools and tests; never inside an actor or a handler)."""
+        return cast(Placement, ray.get(self._handle().place.remote(event_id)))
+
+    def report(self, *, event_id: str, node_id: str, last_used: float, holds_locks: bool) -> None:
+        """Fire and forget: a lost report only loosens the cap until the next one."""
+        self._handle().report.remote(event_id, node_id, last_used, holds_locks)
+
+    def forget(self, event_id: str) -> None:
+        """Fire and forget: the event's seat actor has gone."""
+        self._handle().forget.remote(event_id)
+
+    async def live(self) -> dict[str, str]:
+        """event id -> node id of the live seat actors (for operators and tests)."""
+        live: dict[str, str] = await self._handle().live.remote()
+        return live

@@ -7,12 +7,11 @@ import logging
 import os
 from pathlib import Path
 
-import asyncpg
 import ray
 
 from actors import metrics
 from config.settings import get_settings
-from domain.notifications import BookingSummary, NotificationType, compose, retry_delay
+from domain.notifications import compose, retry_delay
 from providers.email import (
     EmailDeliveryFailed,
     EmailRejected,
@@ -20,7 +19,8 @@ from providers.email import (
     check_smtp,
     sender_from_settings,
 )
-from storage import queries as q
+from storage import notification_repository
+from storage.notification_repository import DueNotification
 from storage.pool import LazyPool
 
 logger = logging.getLogger(__name__)
@@ -90,47 +90,55 @@ class Notifier:
     async def deliver_due(self) -> int:
         pool = await self._pool.get()
         async with pool.acquire() as conn:
-            rows = await conn.fetch(q.SELECT_DUE_NOTIFICATIONS, BATCH)
-        if not rows:
+            due = await notification_repository.list_due(conn, limit=BATCH)
+        if not due:
             return 0
         # The whole round in one hand-over: one SMTP session, or one trip to the outbox's thread.
-        failures = await self._sender.send_many([(compose(NotificationType(r["type"]), _summary(r)), r["id"]) for r in rows])
+        failures = await self._sender.send_many([(compose(n.type, n.summary), n.id) for n in due])
         sent = []
-        for row, failure in zip(rows, failures, strict=True):
+        for notification, failure in zip(due, failures, strict=True):
             if failure is None:
-                sent.append(row["id"])
+                sent.append(notification.id)
             else:
-                await self._record_failure(row, failure)
+                await self._record_failure(notification, failure)
         if sent:
             metrics.record_email("sent" if self._settings.smtp_url else "outbox", len(sent))
             # One statement for the whole batch: a crash before it repeats these emails (at least
             # once, same Message-ID), it never loses one.
             async with pool.acquire() as conn:
-                await conn.execute(q.UPDATE_NOTIFICATIONS_SENT, sent)
-        return len(rows)
+                await notification_repository.mark_sent(conn, sent)
+            if logger.isEnabledFor(logging.INFO):
+                sent_ids = set(sent)
+                for notification in due:
+                    if notification.id in sent_ids:
+                        logger.info("notification sent", extra=_fields(notification))
+        return len(due)
 
-    async def _record_failure(self, row: asyncpg.Record, exc: EmailDeliveryFailed) -> None:
+    async def _record_failure(self, notification: DueNotification, exc: EmailDeliveryFailed) -> None:
         """Schedules the retry of a notification that was not delivered, or gives it up."""
         pool = await self._pool.get()
-        attempts = row["attempts"] + 1
+        attempts = notification.attempts + 1
         async with pool.acquire() as conn:
             if isinstance(exc, EmailRejected) or attempts >= self._settings.notify_max_attempts:
-                await conn.execute(q.UPDATE_NOTIFICATION_GAVE_UP, row["id"], str(exc)[:500])
+                await notification_repository.give_up(conn, notification_id=notification.id, error=str(exc))
                 metrics.record_email("gave_up")
-                logger.error("notification %s (booking_id=%s) given up: %s", row["id"], row["booking_id"], exc)
+                logger.error("notification %s (booking_id=%s) given up: %s", notification.id, notification.booking_id,
+                             exc, extra=_fields(notification))
             else:
                 delay = retry_delay(
                     attempts - 1, self._settings.notify_retry_base_seconds, self._settings.notify_retry_max_seconds
                 )
-                await conn.execute(q.UPDATE_NOTIFICATION_RETRY, row["id"], str(exc)[:500], delay)
+                await notification_repository.schedule_retry(
+                    conn, notification_id=notification.id, error=str(exc), delay_seconds=delay
+                )
                 metrics.record_email("retry")
-                logger.warning("notification %s (booking_id=%s) retry in %.1f s", row["id"], row["booking_id"], delay)
+                logger.warning("notification %s (booking_id=%s) retry in %.1f s", notification.id,
+                               notification.booking_id, delay, extra=_fields(notification))
 
 
-def _summary(row: asyncpg.Record) -> BookingSummary:
-    return BookingSummary(
-        booking_id=row["booking_id"], user_name=row["user_name"], user_email=row["recipient"],
-        event_name=row["event_name"], event_starts_at=row["event_date"], venue_name=row["venue_name"],
-        seat_ids=tuple(row["seat_ids"]), amount=row["total_amount"], currency=row["currency"],
-        failure_reason=row["failure_reason"],
-    )
+def _fields(notification: DueNotification) -> dict[str, str]:
+    """The structured fields of a delivery's log line: it joins the booking's other lines."""
+    return {
+        "request_id": notification.request_id, "booking_id": notification.booking_id,
+        "notification_id": notification.id, "notification_type": notification.type.value,
+    }

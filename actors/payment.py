@@ -11,9 +11,16 @@ import ray
 
 from actors import metrics
 from config.settings import get_settings
-from domain.bookings import refund_key
+from domain.bookings import BookingStatus, refund_key
 from domain.errors import RefundFailed, TicketFlowError
-from domain.payments import ChargeCard, ChargeOutcome, PaymentProcessor, PaymentProviderUnavailable
+from domain.payments import (
+    ChargeCard,
+    ChargeOutcome,
+    Payment,
+    PaymentProcessor,
+    PaymentProviderUnavailable,
+    PaymentStatus,
+)
 from domain.saga import Charge
 from providers.payments import processor_from_settings
 from storage import payment_repository
@@ -22,11 +29,11 @@ from storage.pool import LazyPool
 logger = logging.getLogger(__name__)
 
 
-def _recorded(payment: payment_repository.Payment) -> Charge:
+def _recorded(payment: Payment) -> Charge:
     """What a recorded attempt says; a PROCESSING one is overwritten once the processor answers."""
-    if payment.status == "FAILED":
+    if payment.status is PaymentStatus.FAILED:
         return Charge(payment.id, False, payment.decline_code)
-    return Charge(payment.id, payment.status in ("SUCCESS", "REFUNDED"))
+    return Charge(payment.id, payment.charged)
 
 
 def _transportable(exc: BaseException) -> TicketFlowError:
@@ -95,7 +102,7 @@ class PaymentGateway:
         to_send: list[tuple[int, ChargeCard, str]] = []
         for order in orders:
             payment = payments[order.idempotency_key]
-            if payment.status == "PROCESSING":
+            if not payment.settled:
                 to_send.append((len(results), order, payment.id))
             results.append(_recorded(payment))
         if not to_send:
@@ -115,6 +122,7 @@ class PaymentGateway:
             logger.info(
                 "charge booking_id=%s payment_id=%s succeeded=%s decline_code=%s",
                 order.booking_id, payment_id, answer.succeeded, answer.decline_code,
+                extra={"request_id": order.request_id, "booking_id": order.booking_id, "payment_id": payment_id},
             )
         if outcomes:
             async with pool.acquire() as conn:
@@ -144,9 +152,9 @@ class PaymentGateway:
         pool = await self._db()
         async with pool.acquire() as conn:
             payment = await payment_repository.get(conn, payment_id)
-        if payment is None or payment.status == "REFUNDED":
+        if payment is None or payment.status is PaymentStatus.REFUNDED:
             return
-        if payment.status != "SUCCESS" or payment.provider_transaction_id is None:
+        if payment.status is not PaymentStatus.SUCCESS or payment.provider_transaction_id is None:
             raise RefundFailed(f"payment {payment_id} is {payment.status}; nothing to refund")
         outcome = await self._processor.refund(
             provider_transaction_id=payment.provider_transaction_id, amount=payment.amount,
@@ -176,13 +184,13 @@ class PaymentGateway:
             open_payments = await payment_repository.unsettled(conn, started_before=started_before)
         for item in open_payments:
             p = item.payment
-            charge = Charge(p.id, p.status == "SUCCESS")
-            if p.status == "PROCESSING":
+            charge = Charge(p.id, p.status is PaymentStatus.SUCCESS)
+            if not p.settled:
                 charge = await self.charge(
                     booking_id=p.booking_id, user_id=p.user_id, amount=p.amount, currency=p.currency,
                     token=item.payment_token, idempotency_key=p.idempotency_key,
                 )
-            if charge.succeeded and item.booking_status == "FAILED":
+            if charge.succeeded and item.booking_status is BookingStatus.FAILED:
                 await self.refund(payment_id=p.id, idempotency_key=refund_key(p.booking_id))
                 logger.warning("reconciliation refunded payment %s of failed booking %s", p.id, p.booking_id)
         return len(open_payments)

@@ -5,18 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 
-import asyncpg
 import ray
 
 from actors import metrics
+from actors.directory import DirectoryClient
 from config.settings import get_settings
 from domain.best_available import BestLockResult, SeatRequest
 from domain.inventory import LockResult, ReserveResult, SeatMap, Summary
 from storage import booking_repository, catalog_repository
-from storage import queries as q
-from storage.pool import create_pool
+from storage.booking_repository import SeatsTaken
+from storage.pool import LazyPool
 
 logger = logging.getLogger(__name__)
 REPORT_EVERY_SWEEPS = 5
@@ -45,7 +44,8 @@ class SeatInventory:
         self._settings = get_settings()
         self._event_id = event_id
         self._map: SeatMap | None = None
-        self._pool: asyncpg.Pool | None = None
+        self._db = LazyPool(self._settings, min_size=1, max_size=4)
+        self._directory = DirectoryClient()
         self._loading: asyncio.Task[SeatMap] | None = None
         self._reserving: dict[str, asyncio.Task[dict[str, ReserveResult]]] = {}
         self._last_call = time.monotonic()
@@ -62,18 +62,17 @@ class SeatInventory:
         return await asyncio.shield(self._loading)
 
     async def _load(self) -> SeatMap:
-        if self._pool is None:
-            self._pool = await create_pool(self._settings, min_size=1, max_size=4)
-        async with self._pool.acquire() as conn:
+        pool = await self._db.get()
+        async with pool.acquire() as conn:
             seat_ids = await catalog_repository.seat_ids_of(conn, self._event_id)
-            sales = await conn.fetch(q.SELECT_ACTIVE_SALES_OF_EVENT, self._event_id)
-            locks = await conn.fetch(q.SELECT_LIVE_LOCKS_OF_EVENT, self._event_id)
+            sales = await booking_repository.active_sales_of_event(conn, self._event_id)
+            locks = await booking_repository.live_locks_of_event(conn, self._event_id)
         seat_map = SeatMap(tuple(seat_ids))
-        for row in sales:
-            seat_map.restore_reserved(row["seat_id"], row["booking_id"])
+        for sale in sales:
+            seat_map.restore_reserved(sale.seat_id, sale.booking_id)
         now = time.time()
         restored = sum(
-            seat_map.restore_lock(r["id"], r["seat_ids"], r["lock_expires_at"].timestamp(), now) for r in locks
+            seat_map.restore_lock(lock.booking_id, lock.seat_ids, lock.expires_at.timestamp(), now) for lock in locks
         )
         logger.info(
             "seat actor %s loaded: %d seats, %d sold, %d live locks restored",
@@ -85,11 +84,9 @@ class SeatInventory:
 
     def _report(self) -> None:
         """Tells the directory where this actor lives and whether it may be retired."""
-        from actors import registry
-
         holds = self._map is not None and self._map.holds_anything()
         last_used = time.time() - (time.monotonic() - self._last_call)
-        registry.directory().report.remote(self._event_id, self._node_id, last_used, holds)
+        self._directory.report(event_id=self._event_id, node_id=self._node_id, last_used=last_used, holds_locks=holds)
 
     async def _sweep_forever(self) -> None:
         sweeps = 0
@@ -106,12 +103,9 @@ class SeatInventory:
             holds = self._map is not None and self._map.holds_anything()
             if not holds and idle_for > self._settings.seat_actor_idle_seconds:
                 logger.info("seat actor %s idle for %.0f s; retiring", self._event_id, idle_for)
-                if self._pool is not None:
-                    await self._pool.close()
+                await self._db.close()
                 metrics.seat_actor_stopped()
-                from actors import registry
-
-                registry.directory().forget.remote(self._event_id)
+                self._directory.forget(self._event_id)
                 ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
                 return
 
@@ -189,11 +183,11 @@ class SeatInventory:
         self, seat_map: SeatMap, begun: list[tuple[str, tuple[str, ...]]]
     ) -> dict[str, ReserveResult]:
         """Writes the sales of bookings whose reserve has begun, then settles or rolls back each."""
-        assert self._pool is not None
+        pool = await self._db.get()
         try:
-            async with self._pool.acquire() as conn:
+            async with pool.acquire() as conn:
                 await booking_repository.record_sales(conn, event_id=self._event_id, sales=begun)
-        except asyncpg.UniqueViolationError:
+        except SeatsTaken:
             # Postgres says another active sale holds one of these seats: memory was wrong (it
             # cannot be, short of a bug). One statement each finds whose; the database wins.
             return await self._write_sales_one_by_one(seat_map, begun)
@@ -208,13 +202,13 @@ class SeatInventory:
     async def _write_sales_one_by_one(
         self, seat_map: SeatMap, begun: list[tuple[str, tuple[str, ...]]]
     ) -> dict[str, ReserveResult]:
-        assert self._pool is not None
+        pool = await self._db.get()
         results: dict[str, ReserveResult] = {}
         for index, (booking_id, seats) in enumerate(begun):
             try:
-                async with self._pool.acquire() as conn:
+                async with pool.acquire() as conn:
                     await booking_repository.record_sales(conn, event_id=self._event_id, sales=[(booking_id, seats)])
-            except asyncpg.UniqueViolationError:
+            except SeatsTaken:
                 logger.error("seat actor %s: sale for %s refused by the database", self._event_id, booking_id)
                 seat_map.abort_reserve(booking_id)
                 seat_map.release(booking_id)
@@ -241,7 +235,7 @@ class SeatInventory:
     async def summary(self) -> Summary:
         return (await self._ready()).summary(time.time())
 
-    async def lock_of(self, booking_id: str) -> Any:
+    async def lock_of(self, booking_id: str) -> tuple[tuple[str, ...], float] | None:
         return (await self._ready()).lock_of(booking_id)
 
     async def lock_best(
@@ -256,8 +250,8 @@ class SeatInventory:
         """
         seat_map = await self._ready()
         if not seat_map.has_layout():
-            assert self._pool is not None
-            async with self._pool.acquire() as conn:
+            pool = await self._db.get()
+            async with pool.acquire() as conn:
                 seats = await catalog_repository.seats_of(conn, self._event_id)
             seat_map.use_layout([s.seat for s in seats])  # a no-op if a concurrent call won
         limit = float(self._settings.seat_lock_ttl)

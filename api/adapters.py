@@ -7,7 +7,6 @@ each, when they arrive.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
@@ -16,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from actors import registry
+from actors.saga_client import BookingSagaClient
 from domain.best_available import SeatRequest
 from domain.bookings import Booking
 from domain.catalog import Event, Venue
@@ -64,22 +63,22 @@ class PgBookings:
 
     async def add(
         self, *, booking_id: str, user_id: str, event_id: str, seat_ids: list[str], saga_slot: int,
-        payment_token: str, idempotency_key: str | None, request_hash: str | None,
+        payment_token: str, idempotency_key: str | None, request_hash: str | None, request_id: str | None = None,
     ) -> booking_repository.Added:
         return await booking_repository.add(
             self._conn, booking_id=booking_id, user_id=user_id, event_id=event_id, seat_ids=seat_ids,
             saga_slot=saga_slot, payment_token=payment_token, idempotency_key=idempotency_key,
-            request_hash=request_hash,
+            request_hash=request_hash, request_id=request_id,
         )
 
     async def add_best(
         self, *, booking_id: str, user_id: str, event_id: str, request: SeatRequest, saga_slot: int,
-        payment_token: str, idempotency_key: str | None, request_hash: str | None,
+        payment_token: str, idempotency_key: str | None, request_hash: str | None, request_id: str | None = None,
     ) -> booking_repository.AddedBest:
         return await booking_repository.add_best(
             self._conn, booking_id=booking_id, user_id=user_id, event_id=event_id, request=request,
             saga_slot=saga_slot, payment_token=payment_token, idempotency_key=idempotency_key,
-            request_hash=request_hash,
+            request_hash=request_hash, request_id=request_id,
         )
 
     async def get_by_idempotency_key(self, *, user_id: str, key: str) -> booking_repository.KeyedBooking | None:
@@ -210,20 +209,10 @@ class RaySagas:
     """application.ports.BookingSagas over the booking saga actors."""
 
     def __init__(self, pool_size: int) -> None:
-        self._pool_size = pool_size
+        self._client = BookingSagaClient(pool_size)
 
-    async def cancel(self, *, booking_id: str, saga_slot: int) -> CancelOutcome | None:
+    async def cancel(self, *, booking_id: str, saga_slot: int, request_id: str = "") -> CancelOutcome | None:
         # A slot beyond today's pool (it was recorded under a larger one) goes to actor 0.
-        slot = saga_slot if saga_slot < self._pool_size else 0
-        outcome: CancelOutcome | None = await registry.call_actor(
-            registry.saga_actor_name(slot), lambda: registry.booking_saga(slot),
-            lambda h: h.cancel.remote(booking_id),
+        return await self._client.cancel(
+            slot=self._client.slot_of(saga_slot), booking_id=booking_id, request_id=request_id
         )
-        return outcome
-
-
-class RaySeatInventories:
-    """application.ports.SeatInventories over the per-event seat actors."""
-
-    async def retire(self, event_id: str) -> None:
-        await asyncio.to_thread(registry.retire_seat_inventory, event_id)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -11,7 +10,8 @@ from typing import Annotated
 import asyncpg
 from fastapi import Depends, Request
 
-from api.adapters import Connection, PgDatabase, RaySagas, RaySeatInventories
+from actors.clients import SeatInventoryClient
+from api.adapters import Connection, PgDatabase, RaySagas
 from api.auth import PasswordService, Principal, TokenService, make_hasher
 from api.booking_waiters import BookingWaiters
 from api.ratelimit import Limit, RateLimiter
@@ -19,7 +19,7 @@ from config.settings import Settings, get_settings
 from domain.errors import Forbidden, Unauthorized
 from domain.users import Role
 from storage import user_repository
-from storage.pool import create_pool, require_database_url
+from storage.pool import LazyPool, require_database_url
 
 
 @dataclass
@@ -29,11 +29,10 @@ class Services:
     passwords: PasswordService
     limiter: RateLimiter
     started_at: float = field(default_factory=time.monotonic)
-    _pool: asyncpg.Pool | None = None
+    _pool: LazyPool | None = None
     # user id -> (its current role, until when that is trusted): a deleted user's token stops
     # working, and a demoted admin's loses its powers, within auth_user_cache_seconds.
     _known_users: dict[str, tuple[Role, float]] = field(default_factory=dict)
-    _pool_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _waiters: BookingWaiters | None = None
 
     @classmethod
@@ -79,15 +78,14 @@ class Services:
         return RaySagas(self.settings.saga_pool_size)
 
     @cached_property
-    def inventories(self) -> RaySeatInventories:
-        return RaySeatInventories()
+    def inventories(self) -> SeatInventoryClient:
+        """The seat actors (application.ports.SeatInventories)."""
+        return SeatInventoryClient()
 
     async def db(self) -> asyncpg.Pool:
         if self._pool is None:
-            async with self._pool_lock:
-                if self._pool is None:
-                    self._pool = await create_pool(self.settings)
-        return self._pool
+            self._pool = LazyPool(self.settings)
+        return await self._pool.get()
 
     def booking_waiters(self) -> BookingWaiters:
         """The replica's `Prefer: wait` requests; its Postgres listener starts on the first wait."""

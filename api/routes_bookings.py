@@ -28,8 +28,8 @@ from application import bookings
 from application.bookings import BookSeats
 from domain.bookings import Booking, BookingStatus
 from domain.errors import PaymentNotFound
+from domain.payments import Payment, PaymentStatus
 from storage import booking_repository, payment_repository
-from storage.payment_repository import Payment
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["bookings"])
@@ -108,6 +108,7 @@ async def create_booking(
         user_id=principal.user_id, event_id=body.eventId, seat_ids=body.seatIds,
         payment_type=body.paymentMethod.type, payment_token=body.paymentMethod.token,
         idempotency_key=idempotency_key, quantity=body.quantity, tier=body.tier, together=body.together,
+        request_id=current_request_id(),
     ), db=svc.database, saga_pool_size=svc.settings.saga_pool_size)
     # The insert announced the booking to its saga actor, which persists every step; if the
     # announcement is lost (the actor was not listening), its recovery sweep drives the booking.
@@ -172,7 +173,10 @@ async def cancel_booking(booking_id: str, principal: PrincipalDep, svc: Services
     the refund takes longer than a few seconds the answer is 503 and the cancellation completes
     in the background (the booking stays CONFIRMED until then); retrying joins it.
     """
-    done = await bookings.cancel(booking_id, user_id=principal.user_id, db=svc.database, sagas=svc.sagas, clock=utc_now)
+    done = await bookings.cancel(
+        booking_id, user_id=principal.user_id, db=svc.database, sagas=svc.sagas, clock=utc_now,
+        request_id=current_request_id(),
+    )
     logger.info("booking cancelled", extra={
         "request_id": current_request_id(), "booking_id": booking_id, "event_id": done.booking.event_id,
     })
@@ -184,14 +188,14 @@ async def cancel_booking(booking_id: str, principal: PrincipalDep, svc: Services
 
 def payment_response(p: Payment) -> PaymentResponse:
     return PaymentResponse(
-        id=p.id, bookingId=p.booking_id, userId=p.user_id, amount=p.amount, currency=p.currency, status=p.status,
+        id=p.id, bookingId=p.booking_id, userId=p.user_id, amount=p.amount, currency=p.currency, status=p.status.value,
         providerTransactionId=p.provider_transaction_id, processedAt=p.processed_at,
     )
 
 
 def _visible_payment(p: Payment | None, principal: Principal, what: str) -> Payment:
     # A charge still in flight has no outcome to show yet.
-    if p is None or p.status == "PROCESSING" or not (p.user_id == principal.user_id or principal.is_admin):
+    if p is None or p.status is PaymentStatus.PROCESSING or not (p.user_id == principal.user_id or principal.is_admin):
         raise PaymentNotFound(f"No payment found for {what}")
     return p
 

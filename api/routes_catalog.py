@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from actors import registry
+from actors.clients import SeatInventoryClient
 from api.adapters import utc_now
 from api.deps import AdminDep, ServicesDep
 from api.schemas import (
@@ -52,6 +51,7 @@ from storage import catalog_repository
 from storage.pool import Conn
 
 router = APIRouter(tags=["events"])
+_seats = SeatInventoryClient()
 
 
 # -- views --------------------------------------------------------------------------------------
@@ -201,14 +201,8 @@ async def event_seats(event_id: str, svc: ServicesDep) -> InventoryResponse:
         if event is None:
             raise EventNotFound(f"Event {event_id} does not exist")
         seats = await catalog_repository.seats_of(conn, event_id)
-        handle = await asyncio.to_thread(registry.find_seat_inventory, event_id)
-        statuses: dict[str, str] | None = None
-        if handle is not None:
-            try:
-                statuses, _summary = await handle.snapshot.remote()
-            except Exception:  # noqa: BLE001 - a retiring or restarting actor: Postgres answers instead
-                registry.forget(registry.seat_actor_name(event_id))
-                statuses = None
+        # A live seat actor knows the locks; without one (or while it retires) Postgres answers.
+        statuses = await _seats.snapshot_if_live(event_id)
         if statuses is None:
             held = await catalog_repository.held_seats(conn, event_id)
             statuses = {seat: ("RESERVED" if sold else "LOCKED") for seat, sold in held.items()}

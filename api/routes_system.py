@@ -8,7 +8,7 @@ import time
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
-from actors import registry
+from actors.clients import NotifierClient
 from api.deps import PrincipalDep, ServicesDep, limit_by_ip
 from api.schemas import HealthResponse, NotificationHealth, NotificationItem, NotificationList
 from domain.errors import ServiceUnavailable
@@ -20,6 +20,7 @@ router = APIRouter()
 # /api route like the others: counted per client address.
 notifications = APIRouter(prefix="/api/notifications", tags=["notifications"], dependencies=[Depends(limit_by_ip)])
 VERSION = "1.0.0"
+_notifier = NotifierClient()
 
 
 # A health probe must answer fast even when Postgres hangs (stopped, or a network partition).
@@ -64,12 +65,7 @@ async def _postgres_status(svc: ServicesDep) -> str:
 
 
 async def _ray_status() -> str:
-    try:
-        await asyncio.wait_for(registry.notifier().poke.remote(), timeout=2.0)
-        return "connected"
-    except Exception:  # noqa: BLE001
-        registry.forget(registry.NOTIFIER_ACTOR)
-        return "down"
+    return "connected" if await _notifier.reachable(timeout=2.0) else "down"
 
 
 @notifications.get("/health", response_model=NotificationHealth, responses={503: {"model": NotificationHealth}})

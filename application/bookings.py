@@ -52,6 +52,7 @@ class BookSeats:
     quantity: int | None = None
     tier: str | None = None
     together: bool = True
+    request_id: str | None = None  # the HTTP request's, stored with the booking for its log lines
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ async def book(cmd: BookSeats, *, db: Database, saga_pool_size: int) -> str:
         added = await s.bookings.add(
             booking_id=booking_id, user_id=cmd.user_id, event_id=cmd.event_id, seat_ids=seat_ids,
             saga_slot=saga_slot(booking_id, saga_pool_size), payment_token=cmd.payment_token,
-            idempotency_key=key, request_hash=request_hash,
+            idempotency_key=key, request_hash=request_hash, request_id=cmd.request_id,
         )
         if added.booking_id is None and key is not None:
             original = await _keyed_booking(s, user_id=cmd.user_id, key=key, request_hash=request_hash)
@@ -167,7 +168,7 @@ async def _book_best(cmd: BookSeats, request: SeatRequest, *, db: Database, saga
         added = await s.bookings.add_best(
             booking_id=booking_id, user_id=cmd.user_id, event_id=cmd.event_id, request=request,
             saga_slot=saga_slot(booking_id, saga_pool_size), payment_token=cmd.payment_token,
-            idempotency_key=key, request_hash=request_hash,
+            idempotency_key=key, request_hash=request_hash, request_id=cmd.request_id,
         )
         if added.booking_id is None and key is not None:
             original = await _keyed_booking(s, user_id=cmd.user_id, key=key, request_hash=request_hash)
@@ -215,7 +216,7 @@ async def visible_booking(db: Database, *, booking_id: str, user_id: str, is_adm
 
 async def cancel(
     booking_id: str, *, user_id: str, db: Database, sagas: BookingSagas, clock: Clock,
-    wait_seconds: float = CANCEL_WAIT_SECONDS,
+    wait_seconds: float = CANCEL_WAIT_SECONDS, request_id: str = "",
 ) -> Cancelled:
     """Cancels a CONFIRMED booking of the caller's: a persisted workflow, never two loose steps.
 
@@ -252,7 +253,7 @@ async def cancel(
             await s.bookings.request_cancellation(booking_id)
     try:
         outcome = await asyncio.wait_for(
-            sagas.cancel(booking_id=booking_id, saga_slot=booking.saga_slot), timeout=wait_seconds
+            sagas.cancel(booking_id=booking_id, saga_slot=booking.saga_slot, request_id=request_id), timeout=wait_seconds
         )
     except TimeoutError:
         outcome = CancelOutcome(booking_id, None)

@@ -79,12 +79,12 @@ class SignedToken(Protocol):
 class BookingRepository(Protocol):
     async def add(
         self, *, booking_id: str, user_id: str, event_id: str, seat_ids: list[str], saga_slot: int,
-        payment_token: str, idempotency_key: str | None, request_hash: str | None,
+        payment_token: str, idempotency_key: str | None, request_hash: str | None, request_id: str | None = None,
     ) -> AddedBooking: ...
 
     async def add_best(
         self, *, booking_id: str, user_id: str, event_id: str, request: SeatRequest, saga_slot: int,
-        payment_token: str, idempotency_key: str | None, request_hash: str | None,
+        payment_token: str, idempotency_key: str | None, request_hash: str | None, request_id: str | None = None,
     ) -> AddedBestBooking: ...
 
     async def get_by_idempotency_key(self, *, user_id: str, key: str) -> KeyedBooking | None: ...
@@ -148,7 +148,7 @@ class Database(Protocol):
 
 # -- actors and services ------------------------------------------------------------------------
 class BookingSagas(Protocol):
-    async def cancel(self, *, booking_id: str, saga_slot: int) -> CancelOutcome | None:
+    async def cancel(self, *, booking_id: str, saga_slot: int, request_id: str = "") -> CancelOutcome | None:
         """Drives a recorded cancellation to its end (the saga actor of the booking's slot).
 
         Returns:

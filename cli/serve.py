@@ -24,11 +24,11 @@ logger = logging.getLogger(__name__)
 
 
 def deploy(settings: Settings) -> None:
-    from actors import registry
+    from actors.saga_client import start_service_actors
 
     serve.start(http_options={"host": settings.host, "port": settings.port})
     serve.run(app, name="ticketflow", route_prefix="/")
-    registry.start_service_actors()
+    start_service_actors()
 
 
 def cmd_serve(_args: argparse.Namespace) -> int:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
 from typing import Protocol
 
 from domain.errors import ServiceUnavailable
@@ -27,12 +29,51 @@ class ChargeCard:
     currency: str
     payment_token: str
     idempotency_key: str
+    # Of the HTTP request that made the booking, for the payment actor's log lines; "" if unknown.
+    request_id: str = ""
 
     def request(self) -> ChargeRequest:
         return ChargeRequest(
             booking_id=self.booking_id, amount=self.amount, currency=self.currency,
             payment_token=self.payment_token, idempotency_key=self.idempotency_key,
         )
+
+
+class PaymentStatus(StrEnum):
+    PROCESSING = "PROCESSING"  # attempt recorded, the processor's answer not yet
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"  # declined
+    REFUNDED = "REFUNDED"
+
+
+@dataclass(frozen=True)
+class Payment:
+    """One charge attempt of a booking, as recorded (its idempotency key makes it durable)."""
+
+    id: str
+    booking_id: str
+    user_id: str
+    amount: int  # minor units
+    currency: str
+    status: PaymentStatus
+    provider: str
+    provider_transaction_id: str | None
+    decline_code: str | None
+    refund_id: str | None
+    idempotency_key: str
+    created_at: datetime
+    processed_at: datetime | None
+    refunded_at: datetime | None
+
+    @property
+    def settled(self) -> bool:
+        """The processor's answer is recorded."""
+        return self.status is not PaymentStatus.PROCESSING
+
+    @property
+    def charged(self) -> bool:
+        """The card was charged (and perhaps refunded since)."""
+        return self.status in (PaymentStatus.SUCCESS, PaymentStatus.REFUNDED)
 
 
 @dataclass(frozen=True)

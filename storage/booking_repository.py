@@ -69,15 +69,18 @@ class Added:
 async def add(
     conn: Conn, *, booking_id: str, user_id: str, event_id: str, seat_ids: list[str],
     saga_slot: int, payment_token: str, idempotency_key: str | None, request_hash: str | None,
+    request_id: str | None = None,
 ) -> Added:
     """Prices the seats from their tiers and writes the PENDING booking, if every seat is one of
     the event's, the event has not started and this user did not use the idempotency key in the
     last 24 h (`request_hash` is stored with the key, see `domain.bookings.request_fingerprint`).
 
-    The insert announces the booking to its saga slot's actor (`saga_channel`), which starts it."""
+    The insert announces the booking to its saga slot's actor (`saga_channel`), which starts it;
+    `request_id` (the HTTP request's) is stored and announced with it, so the saga's and the
+    notifier's log lines carry it."""
     args = (
         booking_id, user_id, event_id, seat_ids, saga_slot, payment_token, idempotency_key, saga_channel(saga_slot),
-        request_hash,
+        request_hash, request_id,
     )
     row = await conn.fetchrow(q.INSERT_BOOKING, *args)
     assert row is not None
@@ -101,13 +104,14 @@ class AddedBest:
 async def add_best(
     conn: Conn, *, booking_id: str, user_id: str, event_id: str, request: SeatRequest,
     saga_slot: int, payment_token: str, idempotency_key: str | None, request_hash: str | None,
+    request_id: str | None = None,
 ) -> AddedBest:
     """Writes a best-available PENDING booking (no seats, amount 0 until its saga's seat actor
     chose them), if the event has not started, sells the tier asked for and this user did not use
     the idempotency key in the last 24 h; announced to its saga slot's actor like `add`."""
     args = (
         booking_id, user_id, event_id, json.dumps(seat_request_json(request)), saga_slot, payment_token, idempotency_key,
-        saga_channel(saga_slot), request_hash, request.tier,
+        saga_channel(saga_slot), request_hash, request.tier, request_id,
     )
     row = await conn.fetchrow(q.INSERT_BEST_BOOKING, *args)
     assert row is not None
@@ -120,16 +124,22 @@ async def add_best(
     return added
 
 
-def announced(payload: str) -> SagaBooking:
+@dataclass(frozen=True)
+class Announced:
+    booking: SagaBooking
+    request_id: str  # "" when the booking was made without one
+
+
+def announced(payload: str) -> Announced:
     """The new booking as INSERT_BOOKING announces it to its saga actor."""
     b = json.loads(payload)
-    return SagaBooking(
+    return Announced(SagaBooking(
         id=b["id"], user_id=b["user_id"], event_id=b["event_id"], seat_ids=tuple(b["seat_ids"]), amount=b["amount"],
         currency=b["currency"], payment_token=b["payment_token"], status=BookingStatus.PENDING, step=SagaStep.STARTED,
         payment_id=None, lock_expires_at=None, created_at=datetime.fromisoformat(b["created_at"]),
         event_starts_at=datetime.fromisoformat(b["event_starts_at"]) if b.get("event_starts_at") else None,
         seat_request=_seat_request(b.get("seat_request")),
-    )
+    ), b.get("request_id") or "")
 
 
 @dataclass(frozen=True)
@@ -248,12 +258,47 @@ async def stale_cancellations(
     return [r["booking_id"] for r in rows]
 
 
+class SeatsTaken(Exception):
+    """Postgres refused a sale: another active sale holds one of its seats."""
+
+
 async def record_sales(conn: Conn, *, event_id: str, sales: Sequence[tuple[str, Sequence[str]]]) -> None:
     """Writes the sales of (booking id, seat ids) pairs in one statement; the partial unique index
-    refuses a seat another active sale holds (and with it the whole statement)."""
+    refuses a seat another active sale holds (and with it the whole statement).
+
+    Raises:
+        SeatsTaken: one of the seats is held by another active sale; nothing was written.
+    """
     seats = [seat for _, seat_ids in sales for seat in seat_ids]
     owners = [booking_id for booking_id, seat_ids in sales for _ in seat_ids]
-    await conn.execute(q.INSERT_SEAT_SALES, event_id, seats, owners)
+    try:
+        await conn.execute(q.INSERT_SEAT_SALES, event_id, seats, owners)
+    except asyncpg.UniqueViolationError as exc:
+        raise SeatsTaken(str(exc)) from exc
+
+
+@dataclass(frozen=True)
+class Sale:
+    seat_id: str
+    booking_id: str
+
+
+@dataclass(frozen=True)
+class LiveLock:
+    booking_id: str
+    seat_ids: tuple[str, ...]
+    expires_at: datetime
+
+
+async def active_sales_of_event(conn: Conn, event_id: str) -> list[Sale]:
+    """The event's seats sold to active bookings (a seat actor's state on start)."""
+    return [Sale(r["seat_id"], r["booking_id"]) for r in await conn.fetch(q.SELECT_ACTIVE_SALES_OF_EVENT, event_id)]
+
+
+async def live_locks_of_event(conn: Conn, event_id: str) -> list[LiveLock]:
+    """The locks that PENDING bookings of the event persisted and that have not expired, oldest first."""
+    rows = await conn.fetch(q.SELECT_LIVE_LOCKS_OF_EVENT, event_id)
+    return [LiveLock(r["id"], tuple(r["seat_ids"]), r["lock_expires_at"]) for r in rows]
 
 
 async def has_sale(conn: Conn, booking_id: str) -> bool:
@@ -262,5 +307,8 @@ async def has_sale(conn: Conn, booking_id: str) -> bool:
 
 async def stale_pending(
     conn: Conn, *, slot: int, pool_size: int, updated_before: datetime, limit: int
-) -> list[str]:
-    return [r["id"] for r in await conn.fetch(q.SELECT_STALE_PENDING_BOOKINGS, slot, pool_size, updated_before, limit)]
+) -> dict[str, str]:
+    """The slot's PENDING bookings not moved since `updated_before`, oldest first: booking id ->
+    the request id that made it ("" when none was stored)."""
+    rows = await conn.fetch(q.SELECT_STALE_PENDING_BOOKINGS, slot, pool_size, updated_before, limit)
+    return {r["id"]: r["request_id"] or "" for r in rows}

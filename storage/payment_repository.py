@@ -1,4 +1,5 @@
-"""Payments in Postgres; the idempotency key column makes a charge attempt durable."""
+"""Payments in Postgres, read as `domain.payments.Payment`; the idempotency key column makes a
+charge attempt durable."""
 
 from __future__ import annotations
 
@@ -8,32 +9,20 @@ from datetime import datetime
 
 import asyncpg
 
+from domain.bookings import BookingStatus
 from domain.ids import new_id
-from domain.payments import ChargeCard, ChargeOutcome
+from domain.payments import ChargeCard, ChargeOutcome, Payment, PaymentStatus
 from storage import queries as q
 from storage.pool import Conn
 
 
-@dataclass(frozen=True)
-class Payment:
-    id: str
-    booking_id: str
-    user_id: str
-    amount: int
-    currency: str
-    status: str  # PROCESSING | SUCCESS | FAILED | REFUNDED
-    provider: str
-    provider_transaction_id: str | None
-    decline_code: str | None
-    refund_id: str | None
-    idempotency_key: str
-    created_at: datetime
-    processed_at: datetime | None
-    refunded_at: datetime | None
-
-
 def _payment(r: asyncpg.Record) -> Payment:
-    return Payment(**{k: r[k] for k in Payment.__dataclass_fields__})
+    return Payment(
+        id=r["id"], booking_id=r["booking_id"], user_id=r["user_id"], amount=r["amount"], currency=r["currency"],
+        status=PaymentStatus(r["status"]), provider=r["provider"], provider_transaction_id=r["provider_transaction_id"],
+        decline_code=r["decline_code"], refund_id=r["refund_id"], idempotency_key=r["idempotency_key"],
+        created_at=r["created_at"], processed_at=r["processed_at"], refunded_at=r["refunded_at"],
+    )
 
 
 async def start(conn: Conn, orders: Sequence[ChargeCard], *, provider: str) -> dict[str, Payment]:
@@ -56,7 +45,7 @@ async def record_outcomes(conn: Conn, outcomes: Sequence[tuple[str, ChargeOutcom
     payment is left as it is."""
     await conn.execute(
         q.UPDATE_PAYMENT_OUTCOMES, [payment_id for payment_id, _ in outcomes],
-        ["SUCCESS" if o.succeeded else "FAILED" for _, o in outcomes],
+        [(PaymentStatus.SUCCESS if o.succeeded else PaymentStatus.FAILED).value for _, o in outcomes],
         [o.provider_transaction_id for _, o in outcomes], [o.decline_code for _, o in outcomes],
     )
 
@@ -70,7 +59,7 @@ async def record_refund(conn: Conn, *, payment_id: str, refund_id: str | None) -
 class Unsettled:
     payment: Payment
     payment_token: str
-    booking_status: str
+    booking_status: BookingStatus
 
 
 async def unsettled(conn: Conn, *, started_before: datetime, limit: int = 100) -> list[Unsettled]:
@@ -79,7 +68,7 @@ async def unsettled(conn: Conn, *, started_before: datetime, limit: int = 100) -
     for r in rows:
         full = await get(conn, r["id"])
         if full is not None:
-            result.append(Unsettled(full, r["payment_token"], r["booking_status"]))
+            result.append(Unsettled(full, r["payment_token"], BookingStatus(r["booking_status"])))
     return result
 
 

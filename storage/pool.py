@@ -1,4 +1,9 @@
-"""One asyncpg pool per process, and what counts as "the database is down"."""
+"""One asyncpg pool per process, and what counts as "the database is down".
+
+`LazyPool` is the one way to open it: a replica or an actor makes one at start-up and awaits
+`get()` where it needs a connection; the first call opens the pool, concurrent first calls share
+that one opening.
+"""
 
 from __future__ import annotations
 
@@ -48,7 +53,7 @@ async def _keep_session(_conn: Any) -> None:
     connections), so the pool's reset query, a round trip on every release, is skipped."""
 
 
-async def create_pool(settings: Settings, *, min_size: int | None = None, max_size: int | None = None) -> asyncpg.Pool:
+async def _open_pool(settings: Settings, *, min_size: int | None = None, max_size: int | None = None) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         require_database_url(settings),
         min_size=settings.db_pool_min if min_size is None else min_size,
@@ -63,14 +68,24 @@ async def create_pool(settings: Settings, *, min_size: int | None = None, max_si
     return pool
 
 
+async def connect_alone(settings: Settings) -> asyncpg.Connection[asyncpg.Record]:
+    """A connection of its own, outside any pool: for LISTEN, which holds session state that a
+    pooled connection must not keep."""
+    conn: asyncpg.Connection[asyncpg.Record] = await asyncpg.connect(
+        require_database_url(settings), timeout=settings.db_command_timeout
+    )
+    return conn
+
+
 class LazyPool:
     """A process's pool, created on first use by exactly one caller.
 
     Actors start taking calls before any pool exists; without the lock every call that arrives
     during the first connect would open a pool of its own (seen: 65 connections from one actor).
+    Sizes default to the settings' `db_pool_min`/`db_pool_max` (the gateway's).
     """
 
-    def __init__(self, settings: Settings, *, min_size: int, max_size: int) -> None:
+    def __init__(self, settings: Settings, *, min_size: int | None = None, max_size: int | None = None) -> None:
         self._settings = settings
         self._min_size = min_size
         self._max_size = max_size
@@ -81,7 +96,7 @@ class LazyPool:
         if self._pool is None:
             async with self._lock:
                 if self._pool is None:
-                    self._pool = await create_pool(self._settings, min_size=self._min_size, max_size=self._max_size)
+                    self._pool = await _open_pool(self._settings, min_size=self._min_size, max_size=self._max_size)
         return self._pool
 
     async def close(self) -> None:

@@ -159,22 +159,24 @@ WITH priced AS (
     WHERE s.event_id = $3 AND s.seat_id = ANY($4::text[])
 ), created AS (
     INSERT INTO bookings (id, user_id, event_id, seat_ids, status, saga_step, saga_slot,
-                          total_amount, currency, payment_token, idempotency_key, idempotency_hash)
-    SELECT $1, $2, $3, $4, 'PENDING', 'STARTED', $5, p.amount, p.currency, $6, $7, $9
+                          total_amount, currency, payment_token, idempotency_key, idempotency_hash,
+                          request_id)
+    SELECT $1, $2, $3, $4, 'PENDING', 'STARTED', $5, p.amount, p.currency, $6, $7, $9, $10
     FROM priced p WHERE p.seats = cardinality($4::text[]) AND p.starts_at > now()
     ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING id, user_id, event_id, seat_ids, total_amount, currency, payment_token, created_at
+    RETURNING id, user_id, event_id, seat_ids, total_amount, currency, payment_token, created_at, request_id
 )
 SELECT p.seats, p.starts_at > now() AS on_sale, c.id,
        CASE WHEN c.id IS NOT NULL THEN pg_notify($8, json_build_object(
            'id', c.id, 'user_id', c.user_id, 'event_id', c.event_id, 'seat_ids', c.seat_ids,
            'amount', c.total_amount, 'currency', c.currency, 'payment_token', c.payment_token,
-           'created_at', c.created_at, 'event_starts_at', p.starts_at)::text) END AS announced
+           'created_at', c.created_at, 'event_starts_at', p.starts_at,
+           'request_id', c.request_id)::text) END AS announced
 FROM priced p LEFT JOIN created c ON true"""
 # Best available: the booking asks for `quantity` seats ($4 the request as JSON, $10 its tier or
-# NULL) and gets its seats and price when its saga's seat actor has chosen them. Inserted only
-# when the event exists, has not started and sells the tier asked for (the currency comes from
-# its tiers); announced like INSERT_BOOKING. Returns whether the event is on sale (NULL: no such
+# NULL, $11 the HTTP request's id) and gets its seats and price when its saga's seat actor has
+# chosen them. Inserted only when the event exists, has not started and sells the tier asked for
+# (the currency comes from its tiers); announced like INSERT_BOOKING. Returns whether the event is on sale (NULL: no such
 # event), whether it sells that tier, and the new booking's id.
 INSERT_BEST_BOOKING = """
 WITH ev AS (
@@ -183,17 +185,19 @@ WITH ev AS (
     FROM events e WHERE e.id = $3
 ), created AS (
     INSERT INTO bookings (id, user_id, event_id, seat_ids, seat_request, status, saga_step, saga_slot,
-                          total_amount, currency, payment_token, idempotency_key, idempotency_hash)
-    SELECT $1, $2, $3, '{}', $4::jsonb, 'PENDING', 'STARTED', $5, 0, ev.currency, $6, $7, $9
+                          total_amount, currency, payment_token, idempotency_key, idempotency_hash, request_id)
+    SELECT $1, $2, $3, '{}', $4::jsonb, 'PENDING', 'STARTED', $5, 0, ev.currency, $6, $7, $9, $11
     FROM ev WHERE ev.starts_at > now() AND ev.currency IS NOT NULL
     ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING id, user_id, event_id, seat_ids, seat_request, total_amount, currency, payment_token, created_at
+    RETURNING id, user_id, event_id, seat_ids, seat_request, total_amount, currency, payment_token, created_at,
+              request_id
 )
 SELECT ev.starts_at > now() AS on_sale, ev.currency IS NOT NULL AS tier_sold, c.id,
        CASE WHEN c.id IS NOT NULL THEN pg_notify($8, json_build_object(
            'id', c.id, 'user_id', c.user_id, 'event_id', c.event_id, 'seat_ids', c.seat_ids,
            'seat_request', c.seat_request, 'amount', c.total_amount, 'currency', c.currency,
-           'payment_token', c.payment_token, 'created_at', c.created_at, 'event_starts_at', ev.starts_at)::text) END AS announced
+           'payment_token', c.payment_token, 'created_at', c.created_at, 'event_starts_at', ev.starts_at,
+           'request_id', c.request_id)::text) END AS announced
 FROM (SELECT 1) AS one LEFT JOIN ev ON true LEFT JOIN created c ON true"""
 # A key answers for its request for 24 h (an older one is freed by the next request using it).
 SELECT_BOOKING_BY_IDEMPOTENCY_KEY = """
@@ -276,7 +280,7 @@ WITH done AS (
     WHERE booking_id IN (SELECT id FROM done) AND released_at IS NULL RETURNING 1
 ){_NOTIFY_DONE.format(kind="BOOKING_FAILED")}"""
 SELECT_STALE_PENDING_BOOKINGS = """
-SELECT id FROM bookings
+SELECT id, request_id FROM bookings
 WHERE status = 'PENDING' AND (saga_slot = $1 OR ($1 = 0 AND saga_slot >= $2))
   AND updated_at < $3
 ORDER BY updated_at LIMIT $4"""
@@ -372,7 +376,7 @@ ORDER BY p.created_at LIMIT $2"""
 
 # -- notifications ------------------------------------------------------------------------------
 SELECT_DUE_NOTIFICATIONS = """
-SELECT n.id, n.type, n.recipient, n.attempts, n.booking_id,
+SELECT n.id, n.type, n.recipient, n.attempts, n.booking_id, b.request_id,
        u.name AS user_name, b.seat_ids, b.total_amount, b.currency, b.failure_reason,
        e.name AS event_name, e.starts_at AS event_date, v.name AS venue_name
 FROM notifications n

@@ -110,7 +110,7 @@ def serve_app_on_ray(start_ray: Callable[[], None], *, app: Any = None, **serve_
     from ray import serve
 
     import serve_app
-    from actors import registry
+    from actors.saga_client import start_service_actors
     from cli import databases, ray_env
     from config.settings import get_settings
 
@@ -121,7 +121,7 @@ def serve_app_on_ray(start_ray: Callable[[], None], *, app: Any = None, **serve_
         start_ray()
         serve.start(http_options={"host": "127.0.0.1", "port": settings.port}, **serve_options)
         serve.run(serve_app.app if app is None else app, name="ticketflow", route_prefix="/")
-        registry.start_service_actors()
+        start_service_actors()
         url = f"http://127.0.0.1:{settings.port}"
         # The route table reaches the proxy a moment after serve.run returns.
         wait_until_sync(lambda: httpx.get(f"{url}/health", timeout=5).status_code, until=lambda status: status == 200,

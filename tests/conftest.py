@@ -96,7 +96,7 @@ def server(app_env: dict[str, str]) -> Iterator[str]:  # noqa: ARG001 - app_env 
     """The real Serve app on a free port, backed by a real local Ray."""
     import ray
 
-    from actors import registry
+    from actors import names
     from cli import ray_env
     from config.settings import get_settings
 
@@ -109,7 +109,7 @@ def server(app_env: dict[str, str]) -> Iterator[str]:  # noqa: ARG001 - app_env 
         assert not set(env_vars) & secret_env_names(), "a secret would travel in Ray's runtime_env"
         ray.init(
             address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-            namespace=registry.NAMESPACE, runtime_env={"env_vars": env_vars},
+            namespace=names.NAMESPACE, runtime_env={"env_vars": env_vars},
             logging_config=ray.LoggingConfig(encoding="JSON", log_level="INFO"),
         )
 

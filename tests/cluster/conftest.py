@@ -150,7 +150,7 @@ def ray_cluster(cluster_env: dict[str, str]) -> Iterator[RunningCluster]:  # noq
     from ray.cluster_utils import Cluster
 
     import serve_app
-    from actors import registry
+    from actors import names
     from cli import ray_env
 
     if ray.is_initialized():
@@ -172,7 +172,7 @@ def ray_cluster(cluster_env: dict[str, str]) -> Iterator[RunningCluster]:  # noq
         workers.extend(cluster.add_node(num_cpus=1) for _ in range(2))
         cluster.wait_for_nodes()
         ray.init(
-            address=cluster.address, namespace=registry.NAMESPACE, log_to_driver=False, logging_level="ERROR",
+            address=cluster.address, namespace=names.NAMESPACE, log_to_driver=False, logging_level="ERROR",
             runtime_env={"env_vars": ray_env.runtime_env_vars()},
         )
 

@@ -36,19 +36,19 @@ def _actor_info(name: str) -> dict[str, Any]:
     import ray
     from ray._private import state
 
-    from actors import registry
+    from actors import names
 
-    handle = ray.get_actor(name, namespace=registry.NAMESPACE)
+    handle = ray.get_actor(name, namespace=names.NAMESPACE)
     info = state.actors(actor_id=handle._actor_id.hex())
     return {"state": info["State"], "node_id": info["Address"]["NodeID"], "restarts": info.get("NumRestarts", 0)}
 
 
 async def seat_actor_nodes(event_ids: list[str]) -> dict[str, str]:
     """event id -> node id of its (alive) seat actor."""
-    from actors import registry
+    from actors import names
 
     return {
-        e: (await asyncio.to_thread(_actor_info, registry.seat_actor_name(e)))["node_id"] for e in event_ids
+        e: (await asyncio.to_thread(_actor_info, names.seat_actor_name(e)))["node_id"] for e in event_ids
     }
 
 

@@ -12,7 +12,7 @@ import asyncpg
 import httpx
 import ray
 
-from actors import registry
+from actors import names
 from domain.bookings import BookingStatus, SagaStep, charge_key, saga_channel
 from domain.payments import ChargeCard, PaymentProviderUnavailable
 from domain.saga import Charge, SagaBooking
@@ -199,7 +199,7 @@ async def test_saga_actor_killed_mid_charge(http: httpx.AsyncClient, admin_token
                      until=lambda step: step == "CHARGING", timeout=20, interval=0.02,
                      what=f"booking {booking_id}'s saga to reach CHARGING")
     slot = await db.fetchval("SELECT saga_slot FROM bookings WHERE id = $1", booking_id)
-    ray.kill(ray.get_actor(registry.saga_actor_name(slot), namespace=registry.NAMESPACE), no_restart=False)
+    ray.kill(ray.get_actor(names.saga_actor_name(slot), namespace=names.NAMESPACE), no_restart=False)
     final = await wait_final(http, token, booking_id, timeout=90)
     assert final["status"] in ("CONFIRMED", "FAILED")
     charges = await db.fetch("SELECT status FROM payments WHERE booking_id = $1", booking_id)
@@ -214,7 +214,7 @@ async def test_the_payment_actor_reports_a_charge_only_if_one_was_attempted(
     token, user = await new_user(http)
     b = await book_and_wait(http, token, event["id"], ["seat_A1"])
     assert b["status"] == "CONFIRMED"
-    gateway = ray.get_actor(registry.PAYMENT_ACTOR, namespace=registry.NAMESPACE)
+    gateway = ray.get_actor(names.PAYMENT_ACTOR, namespace=names.NAMESPACE)
     args = {"booking_id": b["id"], "user_id": user["id"], "amount": b["totalAmount"], "currency": b["currency"],
             "token": "pm_card_visa"}
 
@@ -232,7 +232,7 @@ async def test_the_payment_actor_charges_a_batch_and_answers_each_charge_alone(
     event = await create_event(http, admin_token, vip=3, general=0)
     token, user = await new_user(http)
     paid = [await book_and_wait(http, token, event["id"], [f"seat_A{i}"]) for i in (1, 2, 3)]
-    gateway = ray.get_actor(registry.PAYMENT_ACTOR, namespace=registry.NAMESPACE)
+    gateway = ray.get_actor(names.PAYMENT_ACTOR, namespace=names.NAMESPACE)
 
     def card(b: dict[str, Any], token: str = "pm_card_visa") -> ChargeCard:
         return ChargeCard(booking_id=b["id"], user_id=user["id"], amount=b["totalAmount"], currency=b["currency"],
@@ -289,7 +289,7 @@ async def test_the_booking_insert_announces_what_the_saga_needs_on_its_slot_chan
         "SELECT b.saga_slot, b.total_amount, b.created_at, e.starts_at FROM bookings b JOIN events e ON e.id = b.event_id"
         " WHERE b.id = $1", booking_id)
     assert channel == saga_channel(row["saga_slot"])
-    assert booking_repository.announced(payload) == SagaBooking(
+    assert booking_repository.announced(payload).booking == SagaBooking(
         id=booking_id, user_id=user["id"], event_id=event["id"], seat_ids=("seat_A1",), amount=row["total_amount"],
         currency="GBP", payment_token="pm_card_visa", status=BookingStatus.PENDING, step=SagaStep.STARTED,
         payment_id=None, lock_expires_at=None, created_at=row["created_at"], event_starts_at=row["starts_at"],
@@ -330,9 +330,11 @@ async def test_structured_logs_carry_request_booking_and_event_ids(http: httpx.A
     r = await book(http, token, event["id"], ["seat_A1"], headers={"X-Request-Id": "trace-logs-1"})
     booking_id = r.json()["bookingId"]
     await wait_final(http, token, booking_id)
-    # The session's own local Ray (address="local") is the latest session on this machine.
-    logs = Path("/tmp/ray/session_latest/logs")
-    wanted = {"booking accepted": False, "saga finished": False}
+    # This session's own Ray logs: session_latest may be another Ray's on a shared machine.
+    logs = Path("/tmp/ray") / ray.get_runtime_context().get_session_name() / "logs"
+    # The request id joins them all: the route's line, the saga actor's, and the notifier's
+    # (the notifier reads it with the notification; the saga got it with the booking's announcement).
+    wanted = {"booking accepted": False, "saga finished": False, "notification sent": False}
 
     def look() -> dict[str, bool]:
         for path in logs.glob("worker-*"):
@@ -344,12 +346,15 @@ async def test_structured_logs_carry_request_booking_and_event_ids(http: httpx.A
                     assert record["request_id"] == "trace-logs-1" and record["event_id"] == event["id"]
                     wanted["booking accepted"] = True
                 if record.get("message") == "saga finished":
-                    assert record["status"] == "CONFIRMED"
+                    assert record["status"] == "CONFIRMED" and record["request_id"] == "trace-logs-1"
                     wanted["saga finished"] = True
+                if record.get("message") == "notification sent":
+                    assert record["request_id"] == "trace-logs-1" and record["booking_id"] == booking_id
+                    wanted["notification sent"] = True
         return dict(wanted)
 
     await wait_until(look, until=lambda seen: all(seen.values()), timeout=10, interval=0.5,
-                     what=f"both log lines of booking {booking_id} in the workers' JSON logs")
+                     what=f"the route's, the saga's and the notifier's log lines of booking {booking_id}")
 
 
 async def test_an_idempotency_key_older_than_24_hours_starts_a_new_booking(

@@ -12,7 +12,7 @@ import asyncpg
 import httpx
 import ray
 
-from actors import registry
+from actors import factory, names
 from domain.bookings import BookingStatus, FailureReason, request_fingerprint
 from storage import booking_repository
 from tests.conftest import STRIPE_LATENCY_SECONDS
@@ -76,7 +76,7 @@ async def test_the_saga_fails_a_booking_whose_event_started_while_it_waited(
         " payment_token) VALUES ($1, $2, $3, ARRAY['seat_A1'], 'PENDING', 'STARTED', 0, 25000, 'GBP', 'pm_card_visa')",
         booking_id, user["id"], event["id"],
     )
-    saga = ray.get_actor(registry.saga_actor_name(0), namespace=registry.NAMESPACE)
+    saga = ray.get_actor(names.saga_actor_name(0), namespace=names.NAMESPACE)
 
     outcome = await saga.run.remote(booking_id)
 
@@ -236,7 +236,7 @@ async def _wait_recorded(db: asyncpg.Pool | asyncpg.Connection, booking_id: str)
 
 
 def _kill_saga_actor(slot: int) -> None:
-    ray.kill(ray.get_actor(registry.saga_actor_name(slot), namespace=registry.NAMESPACE), no_restart=False)
+    ray.kill(ray.get_actor(names.saga_actor_name(slot), namespace=names.NAMESPACE), no_restart=False)
 
 
 async def test_the_saga_actor_killed_while_the_refund_is_in_flight(
@@ -314,13 +314,13 @@ async def test_a_cancellation_cut_off_before_the_seat_actor_release_is_finished_
     token, b, event = await _confirmed(http, admin_token)
     charge = await _charge_id(http, token, b["id"])
     assert (await http.get(f"/api/inventory/events/{event['id']}/seats")).json()["summary"]["reserved"] == 2
-    gateway = ray.get_actor(registry.PAYMENT_ACTOR, namespace=registry.NAMESPACE)
+    gateway = ray.get_actor(names.PAYMENT_ACTOR, namespace=names.NAMESPACE)
     async with db.acquire() as conn:
         assert await booking_repository.request_cancellation(conn, b["id"])
         await gateway.refund.remote(payment_id=b["paymentId"], idempotency_key=f"{b['id']}:refund")
         assert await booking_repository.mark_cancelled(conn, b["id"]) is not None
     assert await db.fetchval("SELECT step FROM booking_cancellations WHERE booking_id = $1", b["id"]) == "RELEASING"
-    assert registry.find_seat_inventory(event["id"]) is not None  # the live copy that still says RESERVED
+    assert factory.existing(names.seat_actor_name(event["id"])) is not None  # the live copy that still says RESERVED
     await _wait_cancelled(http, db, token, b, event)
     assert len(_refunds_of(stripe_api, charge)) == 1
 

@@ -80,7 +80,7 @@ class FakeBookings:
 
     async def add(
         self, *, booking_id: str, user_id: str, event_id: str, seat_ids: list[str], saga_slot: int,
-        payment_token: str, idempotency_key: str | None, request_hash: str | None,
+        payment_token: str, idempotency_key: str | None, request_hash: str | None, request_id: str | None = None,
     ) -> Added:
         # As the one INSERT ... SELECT does: price from the tiers, refuse a started event.
         st = self._db.state
@@ -109,7 +109,7 @@ class FakeBookings:
 
     async def add_best(
         self, *, booking_id: str, user_id: str, event_id: str, request: SeatRequest, saga_slot: int,
-        payment_token: str, idempotency_key: str | None, request_hash: str | None,
+        payment_token: str, idempotency_key: str | None, request_hash: str | None, request_id: str | None = None,
     ) -> AddedBest:
         # As INSERT_BEST_BOOKING does: no seats and no price yet, the currency of the tier asked for.
         st = self._db.state
@@ -319,7 +319,7 @@ class FakeSagas:
         self.delay = delay
         self.calls: list[tuple[str, int]] = []
 
-    async def cancel(self, *, booking_id: str, saga_slot: int) -> CancelOutcome | None:
+    async def cancel(self, *, booking_id: str, saga_slot: int, request_id: str = "") -> CancelOutcome | None:
         self.calls.append((booking_id, saga_slot))
         if self.delay:
             await asyncio.sleep(self.delay)

@@ -20,7 +20,7 @@ import httpx
 import pytest
 import ray
 
-from actors import registry
+from actors import names
 from tests.fakes.smtp_server import SmtpSink
 from tests.fakes.stripe_api import FakeStripe
 from tests.helpers import (
@@ -130,7 +130,7 @@ async def _report(db: asyncpg.Pool, name: str, figures: dict[str, Any], event_id
 
 
 def _kill(name: str) -> None:
-    ray.kill(ray.get_actor(name, namespace=registry.NAMESPACE), no_restart=False)
+    ray.kill(ray.get_actor(name, namespace=names.NAMESPACE), no_restart=False)
 
 
 async def test_seat_actor_killed_mid_sale(http: httpx.AsyncClient, admin_token: str, db: asyncpg.Pool) -> None:
@@ -138,8 +138,8 @@ async def test_seat_actor_killed_mid_sale(http: httpx.AsyncClient, admin_token: 
 
     async def fault() -> None:
         # The sale's first lock starts the seat actor; on a busy machine that can come after fault_after.
-        name = registry.seat_actor_name(sale.event_id)
-        actor = await wait_until(lambda: asyncio.to_thread(ray.get_actor, name, namespace=registry.NAMESPACE),
+        name = names.seat_actor_name(sale.event_id)
+        actor = await wait_until(lambda: asyncio.to_thread(ray.get_actor, name, namespace=names.NAMESPACE),
                                  timeout=30, what=f"the seat actor {name} to start", ignoring=(ValueError,))
         await asyncio.to_thread(ray.kill, actor, no_restart=False)
 
@@ -153,7 +153,7 @@ async def test_saga_actors_killed_mid_sale(http: httpx.AsyncClient, admin_token:
 
     async def fault() -> None:
         for slot in range(get_settings().saga_pool_size):
-            await asyncio.to_thread(_kill, registry.saga_actor_name(slot))
+            await asyncio.to_thread(_kill, names.saga_actor_name(slot))
 
     figures = await _run(http, sale, fault)
     await _report(db, "saga actors killed", figures, sale.event_id)
@@ -171,8 +171,8 @@ async def test_payment_and_notifier_actors_killed_mid_sale(
     sale = await _sale(http, admin_token)
 
     async def fault() -> None:
-        await asyncio.to_thread(_kill, registry.PAYMENT_ACTOR)
-        await asyncio.to_thread(_kill, registry.NOTIFIER_ACTOR)
+        await asyncio.to_thread(_kill, names.PAYMENT_ACTOR)
+        await asyncio.to_thread(_kill, names.NOTIFIER_ACTOR)
 
     figures = await _run(http, sale, fault)
     await _report(db, "payment + notifier actors killed", figures, sale.event_id)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import httpx
 import ray
 
-from actors import registry
+from actors.clients import DirectoryClient
+from actors.names import NAMESPACE, seat_actor_name
 from tests.helpers import book_and_wait, create_event, create_venue, new_user
 from tests.waiting import wait_until
 
@@ -14,7 +15,7 @@ def _live_seat_actors(event_ids: list[str]) -> list[str]:
     live = []
     for event_id in event_ids:
         try:
-            ray.get_actor(registry.seat_actor_name(event_id), namespace=registry.NAMESPACE)
+            ray.get_actor(seat_actor_name(event_id), namespace=NAMESPACE)
             live.append(event_id)
         except ValueError:
             pass
@@ -31,7 +32,7 @@ async def test_cap_holds_and_every_event_sells(http: httpx.AsyncClient, admin_to
         assert booking["status"] == "CONFIRMED", booking
     await wait_until(lambda: _live_seat_actors(events), until=lambda live: len(live) <= cap, timeout=15,
                      interval=0.5, what=f"at most {cap} live seat actors (value: the events whose actor lives)")
-    directory = await registry.directory().live.remote()
+    directory = await DirectoryClient().live()
     assert len(set(directory) & set(events)) <= cap
     # A retired event's actor comes back on demand and still knows what it sold.
     first = events[0]

@@ -6,19 +6,21 @@ import asyncio
 
 import httpx
 
-from actors import registry
+from actors.clients import SeatInventoryClient
 from domain.best_available import SeatRequest, unavailable_message
 from tests.helpers import create_event
+
+seats = SeatInventoryClient()
 
 
 async def test_lock_best_chooses_front_and_centre_and_repeats_for_its_holder(
     http: httpx.AsyncClient, admin_token: str,
 ) -> None:
     event = await create_event(http, admin_token, vip=4, general=20)
-    actor = registry.seat_inventory(event["id"])
+    event_id = event["id"]
     request = SeatRequest(2, tier="GENERAL")
 
-    first = await actor.lock_best.remote(booking_id="bkg_best_1", request=request)
+    first = await seats.lock_best(event_id=event_id, booking_id="bkg_best_1", request=request)
 
     assert first.ok and len(first.seat_ids) == 2
     seat_map = {s["id"]: (r["row"], s["tier"]) for r in event["seatMap"]["rows"] for s in r["seats"]}
@@ -26,22 +28,24 @@ async def test_lock_best_chooses_front_and_centre_and_repeats_for_its_holder(
     assert len(rows) == 1 and {seat_map[s][1] for s in first.seat_ids} == {"GENERAL"}
     general_rows = [r["row"] for r in event["seatMap"]["rows"] if r["tier"] == "GENERAL"]
     assert rows == {general_rows[0]}  # the front GENERAL row
-    again = await actor.lock_best.remote(booking_id="bkg_best_1", request=request)
+    again = await seats.lock_best(event_id=event_id, booking_id="bkg_best_1", request=request)
     assert again == first
-    statuses, summary = await actor.snapshot.remote()
+    statuses, summary = await seats.snapshot(event_id)
     assert summary.locked == 2 and all(statuses[s] == "LOCKED" for s in first.seat_ids)
-    assert await actor.lock_of.remote("bkg_best_1") == (first.seat_ids, first.expires_at)
+    assert await seats.lock_of(event_id=event_id, booking_id="bkg_best_1") == (first.seat_ids, first.expires_at)
 
 
 async def test_concurrent_lock_best_never_gives_a_seat_twice_and_says_what_is_left(
     http: httpx.AsyncClient, admin_token: str,
 ) -> None:
     event = await create_event(http, admin_token, vip=10, general=0)
-    actor = registry.seat_inventory(event["id"])
+    event_id = event["id"]
     # 8 bookings of 2 VIP seats race for 10 seats; someone holds one more seat by id first.
-    assert (await actor.lock.remote("bkg_by_id", (event["seatMap"]["rows"][0]["seats"][0]["id"],))).ok
+    assert (await seats.lock_with_ttl(
+        event_id=event_id, booking_id="bkg_by_id", seat_ids=(event["seatMap"]["rows"][0]["seats"][0]["id"],)
+    )).ok
     results = await asyncio.gather(*(
-        actor.lock_best.remote(booking_id=f"bkg_race_{i}", request=SeatRequest(2, tier="VIP"))
+        seats.lock_best(event_id=event_id, booking_id=f"bkg_race_{i}", request=SeatRequest(2, tier="VIP"))
         for i in range(8)
     ))
     held = [s for r in results if r.ok for s in r.seat_ids]
@@ -49,7 +53,7 @@ async def test_concurrent_lock_best_never_gives_a_seat_twice_and_says_what_is_le
     assert all(len(r.seat_ids) == 2 for r in results if r.ok)
     losers = [r for r in results if not r.ok]
     assert losers
-    summary = await actor.summary.remote()
+    _, summary = await seats.snapshot(event_id)
     assert summary.locked == len(held) + 1
     left = summary.available
     # No pair is left: every loser was told the same, and it is what the inventory shows.
@@ -57,8 +61,8 @@ async def test_concurrent_lock_best_never_gives_a_seat_twice_and_says_what_is_le
     assert {r.message for r in losers} == {expected}
     # Scattered seats are still given when no pair is left.
     if left:
-        scattered = await actor.lock_best.remote(
-            booking_id="bkg_scattered", request=SeatRequest(left, tier="VIP", together=False),
+        scattered = await seats.lock_best(
+            event_id=event_id, booking_id="bkg_scattered", request=SeatRequest(left, tier="VIP", together=False),
         )
         assert scattered.ok and not set(scattered.seat_ids) & set(held)
-    await asyncio.gather(*(actor.release.remote(f"bkg_race_{i}") for i in range(8)))
+    await asyncio.gather(*(seats.release(event_id=event_id, booking_id=f"bkg_race_{i}") for i in range(8)))

@@ -1,38 +1,18 @@
-"""storage/system_repository.py against real Postgres (no Ray): each test in a rolled-back transaction."""
+"""storage/system_repository.py against real Postgres (no Ray): each test in a rolled-back transaction
+(the `conn` fixture of tests/integration/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
-import pytest_asyncio
 
 from domain.ids import new_id
 from storage import system_repository, user_repository
-from storage.migrate import migrate
 from storage.pool import Conn
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
-
-
-@pytest_asyncio.fixture(scope="module")
-async def migrated(database_url: str) -> str:
-    await migrate(database_url)
-    return database_url
-
-
-@pytest_asyncio.fixture
-async def conn(migrated: str) -> AsyncIterator[Conn]:
-    connection = await asyncpg.connect(migrated)
-    tx = connection.transaction()
-    await tx.start()
-    try:
-        yield connection
-    finally:
-        await tx.rollback()
-        await connection.close()
 
 
 async def _user(conn: Conn) -> str:
@@ -82,8 +62,8 @@ async def test_ping_answers_on_a_live_connection(conn: Conn) -> None:
     await system_repository.ping(conn, timeout=2.0)
 
 
-async def test_ping_raises_on_a_closed_connection(migrated: str) -> None:
-    connection = await asyncpg.connect(migrated)
+async def test_ping_raises_on_a_closed_connection(migrated_url: str) -> None:
+    connection = await asyncpg.connect(migrated_url)
     await connection.close()
     with pytest.raises(asyncpg.exceptions.InterfaceError):
         await system_repository.ping(connection, timeout=2.0)
