@@ -13,7 +13,7 @@ from api.deps import PrincipalDep, ServicesDep, limit_by_ip
 from api.schemas import HealthResponse, NotificationHealth, NotificationItem, NotificationList
 from domain.errors import ServiceUnavailable
 from providers.email import check_smtp
-from storage import system_repository
+from storage import notification_repository, system_repository
 
 router = APIRouter()
 # /health stays unlimited (load balancers and orchestrators poll it); /api/notifications is an
@@ -47,9 +47,9 @@ async def recent_notifications(principal: PrincipalDep, svc: ServicesDep) -> Not
     """The caller's notifications that were sent (at most 20, newest first): booking confirmed,
     failed or cancelled."""
     async with svc.connection() as conn:
-        sent = await system_repository.list_recent_notifications(conn, principal.user_id)
+        sent = await notification_repository.list_recent_sent(conn, principal.user_id)
     return NotificationList(data=[
-        NotificationItem(id=n.id, type=n.type, subject=n.subject, sentAt=n.sent_at,
+        NotificationItem(id=n.id, type=n.type.value, subject=n.subject, sentAt=n.sent_at,
                          bookingId=n.booking_id, status=n.status, createdAt=n.created_at)
         for n in sent
     ])

@@ -1,4 +1,5 @@
-"""storage/system_repository.py against real Postgres (no Ray): each test in a rolled-back transaction
+"""storage/system_repository.py (the health probe) and the recent-notifications read of
+storage/notification_repository.py against real Postgres (no Ray): each test in a rolled-back transaction
 (the `conn` fixture of tests/integration/conftest.py)."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import asyncpg
 import pytest
 
 from domain.ids import new_id
-from storage import system_repository, user_repository
+from storage import notification_repository, system_repository, user_repository
 from storage.pool import Conn
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -38,10 +39,10 @@ async def test_recent_notifications_are_the_users_sent_ones_newest_first(conn: C
     await _notification(conn, me, status="PENDING", sent_at=None)
     await _notification(conn, me, status="FAILED", sent_at=None)
     await _notification(conn, other, status="SENT", sent_at=T0 + timedelta(minutes=3))
-    sent = await system_repository.list_recent_notifications(conn, me)
+    sent = await notification_repository.list_recent_sent(conn, me)
     assert [n.id for n in sent] == [newer, older]
     first = sent[0]
-    assert (first.type, first.subject, first.status, first.booking_id) == ("BOOKING_CANCELLED", "Subject", "SENT", None)
+    assert (first.type.value, first.subject, first.status, first.booking_id) == ("BOOKING_CANCELLED", "Subject", "SENT", None)
     assert first.sent_at == T0 + timedelta(minutes=2) and first.created_at == T0
 
 
@@ -49,13 +50,13 @@ async def test_recent_notifications_are_at_most_twenty(conn: Conn) -> None:
     me = await _user(conn)
     for minute in range(25):
         await _notification(conn, me, status="SENT", sent_at=T0 + timedelta(minutes=minute))
-    sent = await system_repository.list_recent_notifications(conn, me)
+    sent = await notification_repository.list_recent_sent(conn, me)
     assert len(sent) == 20
     assert sent[0].sent_at == T0 + timedelta(minutes=24)
 
 
 async def test_recent_notifications_of_a_user_without_any_are_empty(conn: Conn) -> None:
-    assert await system_repository.list_recent_notifications(conn, await _user(conn)) == []
+    assert await notification_repository.list_recent_sent(conn, await _user(conn)) == []
 
 
 async def test_ping_answers_on_a_live_connection(conn: Conn) -> None:
