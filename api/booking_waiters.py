@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from storage.queries import BOOKING_FINAL_CHANNEL
+from domain.bookings import BOOKING_FINAL_CHANNEL
 
 logger = logging.getLogger(__name__)
 

@@ -124,6 +124,11 @@ def saga_slot(booking_id: str, pool_size: int) -> int:
     return sum(booking_id.encode()) % pool_size
 
 
+# The Postgres channel on which the saga announces each booking that became CONFIRMED or FAILED
+# (the Gateway replicas' `Prefer: wait` waiters listen on it).
+BOOKING_FINAL_CHANNEL = "tf_booking_final"
+
+
 def saga_channel(slot: int) -> str:
     """The Postgres channel on which a new booking of this saga slot is announced."""
     return f"tf_saga_{slot}"

@@ -1,5 +1,7 @@
 """Every SQL statement TicketFlow runs, one constant each, values always as $n parameters."""
 
+from domain.bookings import BOOKING_FINAL_CHANNEL as _FINAL_CHANNEL
+
 # -- migrations ---------------------------------------------------------------------------------
 LOCK_MIGRATIONS = "SELECT pg_advisory_lock($1)"
 UNLOCK_MIGRATIONS = "SELECT pg_advisory_unlock($1)"
@@ -249,17 +251,17 @@ WHERE b.id = u.id AND (b.status = 'PENDING') IS TRUE RETURNING b.id"""
 # A final status and its notification in one statement ($1 bookings, $2 their notification
 # ids): atomic, and the email can be late but never lost.
 # Tail of a final-status statement: the notifications of the bookings in `done` ($3 subject),
-# and each booking's id announced on BOOKING_FINAL_CHANNEL, delivered when the statement commits
-# (never for a write that rolled back): the Gateway replicas wake their `Prefer: wait` requests
-# from it. One small NOTIFY per booking (a batch's ids joined could pass the 8000-byte payload cap).
-BOOKING_FINAL_CHANNEL = "tf_booking_final"
+# and each booking's id announced on BOOKING_FINAL_CHANNEL (domain.bookings), delivered when the
+# statement commits (never for a write that rolled back): the Gateway replicas wake their
+# `Prefer: wait` requests from it. One small NOTIFY per booking (a batch's ids joined could pass
+# the 8000-byte payload cap).
 _NOTIFY_DONE = """, note AS (
     INSERT INTO notifications (id, user_id, booking_id, type, subject, recipient, status)
     SELECT d.notification_id, d.user_id, d.id, '{kind}', $3, u.email, 'PENDING'
     FROM done d JOIN users u ON u.id = d.user_id
     ON CONFLICT (booking_id, type) DO NOTHING RETURNING 1
 )
-SELECT id, pg_notify('""" + BOOKING_FINAL_CHANNEL + """', id) FROM done"""
+SELECT id, pg_notify('""" + _FINAL_CHANNEL + """', id) FROM done"""
 CONFIRM_BOOKINGS = f"""
 WITH done AS (
     UPDATE bookings b SET status = 'CONFIRMED', saga_step = 'CONFIRMED', lock_expires_at = NULL,

@@ -75,7 +75,7 @@ async def test_saga_steps_move_pending_bookings_once(conn: asyncpg.Connection) -
     assert await repo.mark_charging(conn, [(a, expiry), (b, expiry)]) == {a, b}
     assert await repo.mark_charged(conn, [(a, "pay_x")]) == {a}
     assert await repo.confirm(conn, [a]) == {a}
-    assert await repo.fail(conn, [(a, FailureReason.PAYMENT_DECLINED), (b, FailureReason.PAYMENT_DECLINED)]) == {b}
+    assert await repo.fail(conn, [(a, FailureReason.PAYMENT_DECLINED, None), (b, FailureReason.PAYMENT_DECLINED, None)]) == {b}
     assert await repo.confirm(conn, [a, b]) == set()  # finished bookings never move again
     confirmed, failed = await repo.get(conn, a), await repo.get(conn, b)
     assert confirmed is not None and confirmed.status is BookingStatus.CONFIRMED and confirmed.payment_id == "pay_x"

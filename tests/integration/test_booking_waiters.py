@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from api.booking_waiters import BookingWaiters
-from storage.queries import BOOKING_FINAL_CHANNEL
+from domain.bookings import BOOKING_FINAL_CHANNEL
 from tests.waiting import wait_until
 
 

@@ -20,7 +20,7 @@ async def _finished(conn: asyncpg.Connection, *, fail: bool = False, request_id:
         saga_slot=0, payment_token="t", idempotency_key=None, request_hash=None, request_id=request_id,
     )
     if fail:
-        await booking_repository.fail(conn, [(booking_id, FailureReason.SEATS_UNAVAILABLE)])
+        await booking_repository.fail(conn, [(booking_id, FailureReason.SEATS_UNAVAILABLE, None)])
     else:
         await booking_repository.confirm(conn, [booking_id])
     return booking_id

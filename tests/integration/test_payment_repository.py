@@ -81,7 +81,7 @@ async def test_unsettled_finds_unanswered_charges_and_money_kept_for_failed_book
         (started[f"{failed_one}:charge"].id, ChargeOutcome(True, "ch_3")),
         (started[f"{fine}:charge"].id, ChargeOutcome(True, "ch_4")),
     ])
-    await booking_repository.fail(conn, [(failed_one, FailureReason.INTERNAL_ERROR)])
+    await booking_repository.fail(conn, [(failed_one, FailureReason.INTERNAL_ERROR, None)])
     later = datetime.now(UTC) + timedelta(seconds=1)
     found = {u.payment.booking_id: u for u in await repo.unsettled(conn, started_before=later)}
     assert set(found) >= {open_one, failed_one} and fine not in found
