@@ -266,7 +266,8 @@ def compare_markdown(report: dict[str, Any]) -> str:
     if report.get("pretix"):
         px = report["pretix"]
         parts.append(f"pretix {px['version']}: {px['server']}, {px['tasks']}, DEBUG off; {px['orders']}; "
-                     "its 202 latency is the order POST's answer (pretix confirms synchronously).\n")
+                     "its 202 latency is the order POST's answer (pretix confirms synchronously); its HTTP "
+                     "floor is GET /healthcheck/ (a database query and a Redis write and read).\n")
     if report["locks"] is not None:
         parts.append(locks_markdown(report["locks"]))
     if report["failures"]:

@@ -48,6 +48,9 @@ DEFAULT_WORKERS = 5
 HEALTH_PATH = "/healthcheck/"
 STARTUP_TIMEOUT = 180.0
 WORKER_TIMEOUT = 120
+# gunicorn's graceful stop waits up to --graceful-timeout (30 s) for its workers; seen to exceed 15 s
+# at a load average of 30.
+STOP_TIMEOUT = 45.0
 BOOTSTRAP_SCRIPT = Path(__file__).with_name("bootstrap.py")
 
 
@@ -243,7 +246,7 @@ async def start_pretix(
         raise
     service = await start_service(
         "pretix", cmd, env=env, url=url, startup_timeout=startup_timeout, health_path=HEALTH_PATH,
-        cwd=run_dir, cleanups=cleanups,
+        cwd=run_dir, cleanups=cleanups, stop_timeout=STOP_TIMEOUT,
     )
     try:
         await warm_up(url, workers)
