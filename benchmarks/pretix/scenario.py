@@ -23,7 +23,8 @@ same code. What differs, and why:
   no seat available.
 - **The checks**, from pretix's own data (`GET .../orders/`, all pages): a seat in two positions
   of pending or paid orders is oversold; a pending order is stuck (every order is created paid);
-  seats taken according to `.../seats/?is_available=false` minus seats of paid orders must be 0.
+  seats taken according to `.../seats/?is_available=false` minus seats of paid orders must be 0;
+  paid orders the client never saw confirmed may only be requests it gave up on (timeouts).
   There are no charges to check (the payment is a record in the order's own transaction).
 """
 
@@ -280,6 +281,8 @@ class PretixOnsaleRun(OnsaleRun):
                 paid_seats += order["status"] == "p"
         taken = await self._all_pages(f"{self.event_api}/seats/", {"is_available": "false"}, count=False)
         oversold = sum(1 for n in holders.values() if n > 1)
+        unseen = paid - self.stats.confirmed
+        gave_up = sum(n for kind, n in self.stats.errors.items() if kind.startswith("transport"))
         result: dict[str, Any] = {
             "oversold_seats": oversold,
             "stuck_pending": pending,
@@ -288,13 +291,15 @@ class PretixOnsaleRun(OnsaleRun):
             "confirmed_seats_server": paid_seats,
             "inventory_summary": {"taken": len(taken), "seats": self.total_seats},
             "reserved_mismatch": len(taken) - paid_seats,
-            "client_confirmed_minus_server": self.stats.confirmed - paid,
+            # Orders pretix created whose answer the client never saw: requests it gave up on
+            # (`--request-timeout`) that pretix still completed. More than those is a real mismatch.
+            "orders_unseen_by_client": unseen,
+            "client_gave_up": gave_up,
             "failed_bookings": sum(1 for r in self.bookings.values() if r.status == "FAILED"),
             "checks_s": round(time.perf_counter() - t0, 2),
         }
         result["passed"] = (
-            oversold == 0 and pending == 0 and result["reserved_mismatch"] == 0
-            and result["client_confirmed_minus_server"] == 0
+            oversold == 0 and pending == 0 and result["reserved_mismatch"] == 0 and 0 <= unseen <= gave_up
         )
         return result
 
