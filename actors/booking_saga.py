@@ -17,6 +17,7 @@ from ray.exceptions import ActorDiedError
 from actors import metrics, registry
 from actors.coalescer import Coalescer
 from config.settings import get_settings
+from domain.best_available import BestLockResult, SeatRequest
 from domain.bookings import FailureReason, saga_channel
 from domain.errors import TicketFlowError
 from domain.inventory import LockResult, ReserveResult
@@ -27,8 +28,10 @@ from domain.saga import (
     CancellationRunner,
     CancelOutcome,
     Charge,
+    Priced,
     SagaBooking,
     SagaOutcome,
+    SeatChoice,
     SeatLock,
 )
 from storage import booking_repository
@@ -79,6 +82,16 @@ class _Seats:
         if not result.ok:
             return SeatLock(ok=False, conflicts=result.conflicts + result.unknown)
         return SeatLock(ok=True, expires_at=datetime.fromtimestamp(result.expires_at, tz=UTC))
+
+    async def lock_best(self, *, event_id: str, booking_id: str, request: SeatRequest) -> SeatChoice:
+        # One call per booking: the choice is made and locked in the seat actor in one step.
+        with _timed("lock"):
+            result: BestLockResult = await registry.call_seat_actor(
+                event_id, lambda h: h.lock_best.remote(booking_id=booking_id, request=request)
+            )
+        if not result.ok:
+            return SeatChoice(ok=False, message=result.message)
+        return SeatChoice(ok=True, seat_ids=result.seat_ids, expires_at=datetime.fromtimestamp(result.expires_at, tz=UTC))
 
     async def release(self, *, event_id: str, booking_id: str) -> None:
         with _timed("release"):
@@ -164,13 +177,19 @@ class _Store:
         self._charging: Coalescer[tuple[str, datetime], bool] = Coalescer(self._charging_batch)
         self._charged: Coalescer[tuple[str, str], bool] = Coalescer(self._charged_batch)
         self._confirms: Coalescer[str, bool] = Coalescer(self._confirm_batch)
-        self._failures: Coalescer[tuple[str, FailureReason], bool] = Coalescer(self._fail_batch)
+        self._failures: Coalescer[tuple[str, FailureReason, str | None], bool] = Coalescer(self._fail_batch)
 
     async def load(self, booking_id: str) -> SagaBooking | None:
         return await self._loads.submit(_ALL, booking_id)
 
     async def mark_charging(self, booking_id: str, lock_expires_at: datetime) -> bool:
         return await self._charging.submit(_ALL, (booking_id, lock_expires_at))
+
+    async def mark_charging_chosen(
+        self, booking_id: str, lock_expires_at: datetime, seat_ids: tuple[str, ...]
+    ) -> Priced | None:
+        async with self._pool.acquire() as conn:
+            return await booking_repository.mark_charging_chosen(conn, booking_id, lock_expires_at, seat_ids)
 
     async def mark_charged(self, booking_id: str, payment_id: str) -> bool:
         return await self._charged.submit(_ALL, (booking_id, payment_id))
@@ -182,8 +201,8 @@ class _Store:
             metrics.record_booking_final("CONFIRMED", None)
         return done
 
-    async def fail(self, booking_id: str, reason: FailureReason) -> bool:
-        done = await self._failures.submit(_ALL, (booking_id, reason))
+    async def fail(self, booking_id: str, reason: FailureReason, message: str | None = None) -> bool:
+        done = await self._failures.submit(_ALL, (booking_id, reason, message))
         if done:
             metrics.record_booking_final("FAILED", reason.value)
         return done
@@ -228,10 +247,10 @@ class _Store:
             moved = await booking_repository.confirm(conn, booking_ids)
         return [booking_id in moved for booking_id in booking_ids]
 
-    async def _fail_batch(self, _key: str, failures: list[tuple[str, FailureReason]]) -> list[bool]:
+    async def _fail_batch(self, _key: str, failures: list[tuple[str, FailureReason, str | None]]) -> list[bool]:
         async with self._pool.acquire() as conn:
             moved = await booking_repository.fail(conn, failures)
-        return [booking_id in moved for booking_id, _ in failures]
+        return [booking_id in moved for booking_id, _, _ in failures]
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=10_000)  # type: ignore[call-overload]

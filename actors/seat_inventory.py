@@ -12,6 +12,7 @@ import ray
 
 from actors import metrics
 from config.settings import get_settings
+from domain.best_available import BestLockResult, SeatRequest
 from domain.inventory import LockResult, ReserveResult, SeatMap, Summary
 from storage import booking_repository, catalog_repository
 from storage import queries as q
@@ -242,3 +243,29 @@ class SeatInventory:
 
     async def lock_of(self, booking_id: str) -> Any:
         return (await self._ready()).lock_of(booking_id)
+
+    async def lock_best(
+        self, *, booking_id: str, request: SeatRequest, ttl: float | None = None
+    ) -> BestLockResult:
+        """Chooses the best available seats for a booking and locks them (best available).
+
+        The choice and the lock are one synchronous SeatMap call, so no other caller can take the
+        chosen seats in between. Idempotent for the booking: a repeated call returns the seats it
+        already holds (or bought). The first call after a (re)start reads the event's rows and
+        tiers once; until then the actor knows only seat ids.
+        """
+        seat_map = await self._ready()
+        if not seat_map.has_layout():
+            assert self._pool is not None
+            async with self._pool.acquire() as conn:
+                seats = await catalog_repository.seats_of(conn, self._event_id)
+            seat_map.use_layout([s.seat for s in seats])  # a no-op if a concurrent call won
+        limit = float(self._settings.seat_lock_ttl)
+        held_before = seat_map.holds_anything()
+        result = seat_map.choose_and_lock(
+            booking_id, request, ttl=min(ttl or limit, limit), now=time.time()
+        )
+        metrics.record_lock(result.ok)
+        if not held_before and seat_map.holds_anything():
+            self._report()
+        return result

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -74,26 +75,29 @@ class PasswordService:
 
 class TokenService:
     """Issues tokens with the current secret; verifies with it, or with the previous one during a
-    rotation (docs/operations.md, "Rotating the JWT secret")."""
+    rotation (docs/operations.md, "Rotating the JWT secret"). `clock` tells the time (tests
+    pass a fake one)."""
 
     def __init__(
         self, *, secret: str, ttl_seconds: int, previous_secret: str | None = None, now: float | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if not secret:
             raise ValueError("JWT secret must not be empty")
         self._secret = secret
         self._previous = previous_secret or None
         self._ttl = ttl_seconds
+        self._clock = clock
         # A token signed with the previous secret after this moment was not issued by us (we sign
         # with the new one since): with `exp - iat <= ttl` this bounds what the previous secret can
         # ever validate to one token lifetime from the rotation.
-        self._rotated_at = now if now is not None else time.time()
+        self._rotated_at = now if now is not None else clock()
         # token -> (principal, exp). Decoding and checking the signature is a tenth of the
         # gateway's CPU in an on-sale, where each buyer sends the same token again and again.
         self._verified: dict[str, tuple[Principal, float]] = {}
 
     def issue(self, user: User, *, now: float | None = None) -> IssuedToken:
-        issued_at = int(now if now is not None else time.time())
+        issued_at = int(now if now is not None else self._clock())
         expires = issued_at + self._ttl
         payload = {
             "sub": user.id,
@@ -113,7 +117,7 @@ class TokenService:
         remembered one is still refused once its `exp` has passed.
         """
         known = self._verified.get(token)
-        if known is not None and time.time() < known[1]:
+        if known is not None and self._clock() < known[1]:
             return known[0]
         principal, expires = self._decode(token)
         if len(self._verified) >= VERIFIED_TOKENS_KEPT:
@@ -146,8 +150,7 @@ class TokenService:
             raise Unauthorized("Token is invalid")
         return claims
 
-    @staticmethod
-    def _verified_claims(token: str, secret: str) -> dict[str, Any]:
+    def _verified_claims(self, token: str, secret: str) -> dict[str, Any]:
         """The claims of a token signed with `secret`, every check passed; InvalidSignatureError
         when only the signature is wrong (the caller may try the previous secret)."""
         try:
@@ -171,7 +174,7 @@ class TokenService:
         claims: dict[str, Any] = decoded["payload"]
         if not all(_is_time(claims[k]) for k in TIME_CLAIMS if k in claims):
             raise Unauthorized("Token is invalid")
-        if claims["exp"] <= time.time():
+        if claims["exp"] <= self._clock():
             raise Unauthorized("Token has expired")
         return claims
 

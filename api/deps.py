@@ -5,18 +5,21 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Annotated
 
 import asyncpg
 from fastapi import Depends, Request
 
+from api.adapters import Connection, PgDatabase, RaySagas, RaySeatInventories
 from api.auth import PasswordService, Principal, TokenService, make_hasher
+from api.booking_waiters import BookingWaiters
 from api.ratelimit import Limit, RateLimiter
 from config.settings import Settings, get_settings
 from domain.errors import Forbidden, Unauthorized
 from domain.users import Role
 from storage import user_repository
-from storage.pool import create_pool
+from storage.pool import create_pool, require_database_url
 
 
 @dataclass
@@ -31,6 +34,7 @@ class Services:
     # working, and a demoted admin's loses its powers, within auth_user_cache_seconds.
     _known_users: dict[str, tuple[Role, float]] = field(default_factory=dict)
     _pool_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _waiters: BookingWaiters | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
@@ -57,12 +61,42 @@ class Services:
         }[scope]
         return Limit(scope, per_minute)
 
+    def connection(self, *, timeout: float | None = None) -> Connection:
+        """`async with svc.connection() as conn:` a pooled connection for the block.
+
+        Args:
+            timeout: How long to wait for a free connection (None: the pool's default, forever).
+        """
+        return Connection(self.db, timeout=timeout)
+
+    @cached_property
+    def database(self) -> PgDatabase:
+        """The use cases' database port (application.ports.Database)."""
+        return PgDatabase(self.db)
+
+    @cached_property
+    def sagas(self) -> RaySagas:
+        return RaySagas(self.settings.saga_pool_size)
+
+    @cached_property
+    def inventories(self) -> RaySeatInventories:
+        return RaySeatInventories()
+
     async def db(self) -> asyncpg.Pool:
         if self._pool is None:
             async with self._pool_lock:
                 if self._pool is None:
                     self._pool = await create_pool(self.settings)
         return self._pool
+
+    def booking_waiters(self) -> BookingWaiters:
+        """The replica's `Prefer: wait` requests; its Postgres listener starts on the first wait."""
+        if self._waiters is None:
+            self._waiters = BookingWaiters(
+                require_database_url(self.settings), max_waiters=self.settings.booking_waiters_max,
+                connect_timeout=self.settings.db_command_timeout,
+            )
+        return self._waiters
 
     async def current_role(self, user_id: str) -> Role | None:
         """The user's role as the database has it now (at most auth_user_cache_seconds old), or
@@ -71,8 +105,7 @@ class Services:
         known = self._known_users.get(user_id)
         if known is not None and known[1] > now:
             return known[0]
-        pool = await self.db()
-        async with pool.acquire() as conn:
+        async with self.connection() as conn:
             user = await user_repository.get(conn, user_id)
         if user is None:
             self._known_users.pop(user_id, None)
@@ -84,6 +117,8 @@ class Services:
         return user.role
 
     async def close(self) -> None:
+        if self._waiters is not None:
+            await self._waiters.close()
         if self._pool is not None:
             await self._pool.close()
         await self.limiter.close()

@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from actors import registry
+from api.adapters import utc_now
 from api.deps import AdminDep, ServicesDep
 from api.schemas import (
     CreateEventRequest,
@@ -34,21 +35,17 @@ from api.schemas import (
     VenueDetail,
     VenueResponse,
 )
+from application import events as event_use_cases
+from application.events import EventChanges, NewEvent
 from domain.catalog import Event, HeldCounts, Venue, tier_availability
 from domain.errors import (
-    CapacityExceeded,
-    EventHasBookings,
     EventNotFound,
-    ValidationFailed,
     VenueNotFound,
 )
 from domain.inventory import Summary
 from domain.seating import (
     ExplicitRow,
-    Seat,
     TicketTier,
-    explicit_layout,
-    generate_layout,
     group_rows,
 )
 from storage import catalog_repository
@@ -97,40 +94,18 @@ def venue_response(venue: Venue) -> VenueResponse:
 
 
 def _tiers(body: list[TierRequest]) -> list[TicketTier]:
-    names = [t.tier for t in body]
-    if len(set(names)) != len(names):
-        raise ValidationFailed("ticketTiers: each tier may appear only once")
-    currencies = {t.currency for t in body}
-    if len(currencies) > 1:
-        raise ValidationFailed("ticketTiers: all tiers of an event must use the same currency")
     return [TicketTier(t.tier, t.price, t.currency, t.capacity) for t in body]
 
 
-def _layout(tiers: list[TicketTier], seat_map: SeatMapRequest | None, seats_per_row: int) -> list[Seat]:
-    if seat_map is None:
-        return generate_layout(tiers, seats_per_row=seats_per_row)
-    try:
-        return explicit_layout([ExplicitRow(r.row, r.tier, r.seats) for r in seat_map.rows], tiers)
-    except ValueError as exc:
-        raise ValidationFailed(f"seatMap: {exc}")
-
-
-def _check_dates(starts_at: datetime, ends_at: datetime) -> None:
-    if ends_at <= starts_at:
-        raise ValidationFailed("endsAt must be after startsAt")
-
-
-def _check_capacity(tiers: list[TicketTier], venue: Venue) -> None:
-    total = sum(t.capacity for t in tiers)
-    if total > venue.capacity:
-        raise CapacityExceeded(f"Tier capacities total {total} seats; venue {venue.id} holds {venue.capacity}")
+def _seat_map(body: SeatMapRequest | None) -> list[ExplicitRow] | None:
+    return None if body is None else [ExplicitRow(r.row, r.tier, r.seats) for r in body.rows]
 
 
 # -- venues -------------------------------------------------------------------------------------
 @router.post("/api/venues", status_code=201, response_model=VenueResponse, tags=["venues"])
 async def create_venue(body: CreateVenueRequest, _admin: AdminDep, svc: ServicesDep) -> VenueResponse:
-    pool = await svc.db()
-    async with pool.acquire() as conn:
+    """Create a venue (admin only); `capacity` bounds the seats of every event held there."""
+    async with svc.connection() as conn:
         venue = await catalog_repository.add_venue(
             conn, name=body.name, address=body.address, city=body.city, country=body.country, capacity=body.capacity
         )
@@ -139,8 +114,8 @@ async def create_venue(body: CreateVenueRequest, _admin: AdminDep, svc: Services
 
 @router.get("/api/venues/{venue_id}", response_model=VenueDetail, tags=["venues"])
 async def get_venue(venue_id: str, svc: ServicesDep) -> VenueDetail:
-    pool = await svc.db()
-    async with pool.acquire() as conn:
+    """A venue and its upcoming events (as list items, without seat maps)."""
+    async with svc.connection() as conn:
         venue = await catalog_repository.get_venue(conn, venue_id)
         if venue is None:
             raise VenueNotFound(f"Venue {venue_id} does not exist")
@@ -159,8 +134,12 @@ async def list_events(
     from_: Annotated[QueryDatetime | None, Query(alias="from")] = None,
     to: Annotated[QueryDatetime | None, Query()] = None,
 ) -> EventList:
-    pool = await svc.db()
-    async with pool.acquire() as conn:
+    """Upcoming events (starting now or later), soonest first, with seats available per tier.
+
+    `venueId` filters by venue; `from` (inclusive) and `to` (exclusive) filter on `startsAt`.
+    Availability counts AVAILABLE seats only and may lag the inventory by up to a second.
+    """
+    async with svc.connection() as conn:
         events, total = await catalog_repository.list_upcoming(
             conn, now=datetime.now(UTC), venue_id=venueId, starts_from=from_, starts_before=to,
             limit=perPage, offset=(page - 1) * perPage,
@@ -173,78 +152,51 @@ async def list_events(
 
 @router.get("/api/events/{event_id}", response_model=EventDetail)
 async def get_event(event_id: str, svc: ServicesDep) -> EventDetail:
-    pool = await svc.db()
-    async with pool.acquire() as conn:
+    """One event as in the list, plus its seat map: rows and seats with tier and price.
+
+    Seat status (available, locked, reserved) is in `GET /api/inventory/events/{event_id}/seats`.
+    """
+    async with svc.connection() as conn:
         return await event_detail(conn, event_id)
 
 
 @router.post("/api/events", status_code=201, response_model=EventCreatedResponse)
 async def create_event(body: CreateEventRequest, _admin: AdminDep, svc: ServicesDep) -> EventCreatedResponse:
-    _check_dates(body.startsAt, body.endsAt)
-    if body.startsAt < datetime.now(UTC):
-        raise ValidationFailed("startsAt must be in the future")
-    tiers = _tiers(body.ticketTiers)
-    seats = _layout(tiers, body.seatMap, svc.settings.seats_per_row)
-    pool = await svc.db()
-    async with pool.acquire() as conn:
-        venue = await catalog_repository.get_venue(conn, body.venueId)
-        if venue is None:
-            raise VenueNotFound(f"Venue {body.venueId} does not exist")
-        _check_capacity(tiers, venue)
-        async with conn.transaction():
-            event_id, created_at = await catalog_repository.add_event(
-                conn, venue_id=venue.id, name=body.name, description=body.description,
-                starts_at=body.startsAt, ends_at=body.endsAt, tiers=tiers, seats=seats,
-            )
-    return EventCreatedResponse(id=event_id, name=body.name, createdAt=created_at)
+    """Create an event at a venue (admin only), with its ticket tiers and seat map.
+
+    Without `seatMap`, each tier's `capacity` seats are laid out in rows (A, B, ..., Z, AA, ...)
+    in tier order. `startsAt` must be in the future and before `endsAt`. An unknown venue: 404
+    `VENUE_NOT_FOUND`; tiers holding more seats than the venue: 422 `CAPACITY_EXCEEDED`.
+    """
+    created = await event_use_cases.create_event(NewEvent(
+        venue_id=body.venueId, name=body.name, description=body.description, starts_at=body.startsAt,
+        ends_at=body.endsAt, tiers=_tiers(body.ticketTiers), seat_map=_seat_map(body.seatMap),
+    ), db=svc.database, clock=utc_now, seats_per_row=svc.settings.seats_per_row)
+    return EventCreatedResponse(id=created.id, name=body.name, createdAt=created.created_at)
 
 
 @router.put("/api/events/{event_id}", response_model=EventDetail)
 async def update_event(event_id: str, body: UpdateEventRequest, _admin: AdminDep, svc: ServicesDep) -> EventDetail:
-    pool = await svc.db()
-    seat_map_changed = False
-    async with pool.acquire() as conn:
-        async with conn.transaction():
-            # FOR UPDATE conflicts with the key-share lock a booking insert takes on the event,
-            # so no booking can slip in while the seat map is being replaced.
-            if not await catalog_repository.lock_event(conn, event_id):
-                raise EventNotFound(f"Event {event_id} does not exist")
-            event = await catalog_repository.get_event(conn, event_id)
-            assert event is not None
-            starts_at = body.startsAt or event.starts_at
-            ends_at = body.endsAt or event.ends_at
-            _check_dates(starts_at, ends_at)
-            venue_id = body.venueId or event.venue_id
-            venue = await catalog_repository.get_venue(conn, venue_id)
-            if venue is None:
-                raise VenueNotFound(f"Venue {venue_id} does not exist")
-            changes_layout = body.ticketTiers is not None or body.seatMap is not None or venue_id != event.venue_id
-            if changes_layout and await catalog_repository.has_active_bookings(conn, event_id):
-                raise EventHasBookings(f"Event {event_id} has seats locked or sold; its tiers, seat map and venue are fixed")
-            tiers = _tiers(body.ticketTiers) if body.ticketTiers is not None else event.tiers
-            _check_capacity(tiers, venue)
-            await catalog_repository.update_event_fields(
-                conn, event_id=event_id, name=body.name or event.name,
-                description=body.description if body.description is not None else event.description,
-                starts_at=starts_at, ends_at=ends_at,
-            )
-            if venue_id != event.venue_id:
-                await catalog_repository.move_event(conn, event_id=event_id, venue_id=venue_id)
-            if body.ticketTiers is not None or body.seatMap is not None:
-                seats = _layout(tiers, body.seatMap, svc.settings.seats_per_row)
-                await catalog_repository.replace_seat_map(conn, event_id=event_id, tiers=tiers, seats=seats)
-                seat_map_changed = True
-        if seat_map_changed:
-            # The live actor holds the old map; nothing is locked or sold, so it can simply go.
-            await asyncio.to_thread(registry.retire_seat_inventory, event_id)
+    """Change an event (admin only); fields left out stay as they are.
+
+    Name, description and dates may change at any time. Tiers, seat map and venue are fixed
+    once a seat is locked or sold: 422 `EVENT_HAS_BOOKINGS`. Answers with the event as changed.
+    """
+    await event_use_cases.update_event(event_id, EventChanges(
+        name=body.name, description=body.description, starts_at=body.startsAt, ends_at=body.endsAt,
+        venue_id=body.venueId, tiers=None if body.ticketTiers is None else _tiers(body.ticketTiers),
+        seat_map=_seat_map(body.seatMap),
+    ), db=svc.database, inventories=svc.inventories, seats_per_row=svc.settings.seats_per_row)
+    async with svc.connection() as conn:
         return await event_detail(conn, event_id)
 
 
 # -- inventory ----------------------------------------------------------------------------------
 @router.get("/api/inventory/events/{event_id}/seats", response_model=InventoryResponse, tags=["inventory"])
 async def event_seats(event_id: str, svc: ServicesDep) -> InventoryResponse:
-    pool = await svc.db()
-    async with pool.acquire() as conn:
+    """Every seat of an event with its live status (AVAILABLE, LOCKED or RESERVED), a summary,
+    and whether the event is still on sale (it closes when the event starts)."""
+    async with svc.connection() as conn:
         event = await catalog_repository.get_event(conn, event_id)
         if event is None:
             raise EventNotFound(f"Event {event_id} does not exist")

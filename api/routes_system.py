@@ -13,7 +13,7 @@ from api.deps import PrincipalDep, ServicesDep, limit_by_ip
 from api.schemas import HealthResponse, NotificationHealth, NotificationItem, NotificationList
 from domain.errors import ServiceUnavailable
 from providers.email import check_smtp
-from storage import queries as q
+from storage import system_repository
 
 router = APIRouter()
 # /health stays unlimited (load balancers and orchestrators poll it); /api/notifications is an
@@ -28,6 +28,8 @@ HEALTH_DB_TIMEOUT = 2.0
 
 @router.get("/health", response_model=HealthResponse, tags=["health"])
 async def health(svc: ServicesDep) -> HealthResponse:
+    """Liveness for load balancers: `{status, version, uptime}`, or 503 `SERVICE_UNAVAILABLE` when
+    this server cannot reach Postgres (and so cannot take bookings). Not rate-limited."""
     # A server that cannot reach Postgres cannot book: a 503 makes load balancers and uptime
     # probes send buyers elsewhere. One `SELECT 1` on a pooled connection per probe.
     try:
@@ -41,21 +43,21 @@ async def health(svc: ServicesDep) -> HealthResponse:
 
 @notifications.get("/recent", response_model=NotificationList)
 async def recent_notifications(principal: PrincipalDep, svc: ServicesDep) -> NotificationList:
-    pool = await svc.db()
-    async with pool.acquire() as conn:
-        rows = await conn.fetch(q.SELECT_RECENT_NOTIFICATIONS, principal.user_id)
+    """The caller's notifications that were sent (at most 20, newest first): booking confirmed,
+    failed or cancelled."""
+    async with svc.connection() as conn:
+        sent = await system_repository.list_recent_notifications(conn, principal.user_id)
     return NotificationList(data=[
-        NotificationItem(id=r["id"], type=r["type"], subject=r["subject"], sentAt=r["sent_at"],
-                         bookingId=r["booking_id"], status=r["status"], createdAt=r["created_at"])
-        for r in rows
+        NotificationItem(id=n.id, type=n.type, subject=n.subject, sentAt=n.sent_at,
+                         bookingId=n.booking_id, status=n.status, createdAt=n.created_at)
+        for n in sent
     ])
 
 
 async def _postgres_status(svc: ServicesDep) -> str:
     try:
-        pool = await svc.db()
-        async with pool.acquire(timeout=2.0) as conn:
-            await conn.fetchval(q.SELECT_ONE, timeout=2.0)
+        async with svc.connection(timeout=2.0) as conn:
+            await system_repository.ping(conn, timeout=2.0)
         return "connected"
     except Exception:  # noqa: BLE001 - any failure means "down" to a health check
         return "down"
@@ -72,6 +74,8 @@ async def _ray_status() -> str:
 
 @notifications.get("/health", response_model=NotificationHealth, responses={503: {"model": NotificationHealth}})
 async def notifications_health(svc: ServicesDep) -> JSONResponse:
+    """The notification path's dependencies: `{status, ray, postgres, smtp}`, each `connected`,
+    `reachable`, `disabled` or `down`; 200 with `status` `ok`, else 503 with `degraded`."""
     ray_state, pg_state, smtp_state = await asyncio.gather(
         _ray_status(), _postgres_status(svc), check_smtp(svc.settings.smtp_url)
     )

@@ -8,8 +8,9 @@ from fastapi import APIRouter, Request
 
 from api.deps import PrincipalDep, ServicesDep, client_ip
 from api.schemas import LoginRequest, LoginResponse, LoginUser, RegisterUserRequest, UserResponse
-from domain.errors import EmailAlreadyExists, InvalidCredentials, Unauthorized, ValidationFailed
-from domain.users import User, clean_name, normalize_email, password_problem
+from application import users
+from domain.errors import Unauthorized
+from domain.users import User
 from storage import user_repository
 
 router = APIRouter(prefix="/api/users", tags=["users"])
@@ -21,54 +22,40 @@ def user_response(user: User) -> UserResponse:
 
 @router.post("/register", status_code=201, response_model=UserResponse)
 async def register(body: RegisterUserRequest, request: Request, svc: ServicesDep) -> UserResponse:
+    """Create a USER account: name 2-100 characters; password at least 8 characters with an
+    uppercase letter and a digit. Emails are unique case-insensitively (409 `EMAIL_ALREADY_EXISTS`)
+    and stored lower-cased. Rate-limited per client address."""
     await svc.limiter.hit(svc.limit("auth"), client_ip(request))
-    try:
-        name = clean_name(body.name)
-        email = normalize_email(body.email)
-    except ValueError as exc:
-        raise ValidationFailed(str(exc))
-    problem = password_problem(body.password)
-    if problem:
-        raise ValidationFailed(problem)
-    password_hash = await svc.passwords.hash(body.password)
-    pool = await svc.db()
-    async with pool.acquire() as conn:
-        user = await user_repository.add(conn, name=name, email=email, password_hash=password_hash)
-    if user is None:
-        raise EmailAlreadyExists(f"Email {email} is already registered")
+    user = await users.register(
+        name=body.name, email=body.email, password=body.password, db=svc.database, passwords=svc.passwords
+    )
     return user_response(user)
 
 
 @router.post("/login", response_model=LoginResponse)
 async def login(body: LoginRequest, request: Request, svc: ServicesDep) -> LoginResponse:
+    """Exchange an email and password for a bearer token (HS256 JWT, 24 h by default).
+
+    Send it as `Authorization: Bearer <token>`. A wrong email or password: 401
+    `INVALID_CREDENTIALS`. Rate-limited per client address and per account.
+    """
     await svc.limiter.hit(svc.limit("auth"), client_ip(request))
     # Per account too, so a botnet cannot guess one password from many addresses.
     await svc.limiter.hit(svc.limit("login"), hashlib.sha256(body.email.strip().lower().encode()).hexdigest()[:32])
-    try:
-        email = normalize_email(body.email)
-    except ValueError:
-        email = ""
-    record = None
-    if email:
-        pool = await svc.db()
-        async with pool.acquire() as conn:
-            record = await user_repository.get_login(conn, email)
-    # Verify even when the user is unknown, so both failures cost the same time.
-    ok = await svc.passwords.verify(record.password_hash if record else None, body.password)
-    if record is None or not ok:
-        raise InvalidCredentials()
-    issued = svc.tokens.issue(record.user)
-    user = record.user
+    done = await users.login(
+        email=body.email, password=body.password, db=svc.database, passwords=svc.passwords, tokens=svc.tokens
+    )
+    user = done.user
     return LoginResponse(
-        token=issued.token, expiresAt=issued.expires_at,
+        token=done.token.token, expiresAt=done.token.expires_at,
         user=LoginUser(id=user.id, name=user.name, email=user.email, role=user.role.value),
     )
 
 
 @router.get("/me", response_model=UserResponse)
 async def me(principal: PrincipalDep, svc: ServicesDep) -> UserResponse:
-    pool = await svc.db()
-    async with pool.acquire() as conn:
+    """The account the bearer token belongs to, as it is now."""
+    async with svc.connection() as conn:
         user = await user_repository.get(conn, principal.user_id)
     if user is None:
         raise Unauthorized("The token's user no longer exists")

@@ -343,8 +343,16 @@ class PaymentMethod(Strict):
 
 
 class CreateBookingRequest(Strict):
+    """Name the seats (`seatIds`), or ask for the best available ones (`quantity`, optionally
+    `tier` and `together`): exactly one of `seatIds` and `quantity`."""
+
     eventId: str = Field(max_length=64)
-    seatIds: list[str]
+    seatIds: list[str] | None = None
+    quantity: int | None = Field(default=None, description="Best available: how many seats (1-10)")
+    tier: Literal["GENERAL", "VIP", "STANDING"] | None = Field(
+        default=None, description="Best available: only seats of this tier (default: any)"
+    )
+    together: bool = Field(default=True, description="Best available: side by side in one row (default true)")
     paymentMethod: PaymentMethod
 
 
@@ -366,6 +374,8 @@ class BookingItem(BaseModel):
     createdAt: UtcTime
     confirmedAt: UtcTime | None = None
     failureReason: str | None = None
+    # An extension: for a best-available request that no seats could serve, what was left.
+    failureMessage: str | None = None
 
 
 class BookingDetail(BookingItem):

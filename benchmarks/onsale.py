@@ -1,5 +1,8 @@
 """The on-sale spike: many buyers released at once at one event, every seat sold exactly once.
 
+Why ~670 lines in one module: most of it is one run (`OnsaleRun`: set-up, booking phase, checks),
+whose phases share the run's state and counters; the report beside it reads exactly that state.
+
 Against any server with TicketFlow's API (TicketFlow itself, or a plain baseline service):
 
 1. set-up, not timed: log in as ADMIN, create a venue and an event with `seats` seats (VIP and

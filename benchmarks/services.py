@@ -29,7 +29,7 @@ import httpx
 
 from benchmarks.common import log
 from config.settings import BARE_NAMES
-from storage.embedded import free_port
+from supervision.ports import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BASELINES = {"plain-pg": "postgres", "plain-redis": "redis"}
@@ -253,8 +253,8 @@ def parse_server_env(text: str) -> tuple[str, str]:
 
 
 def ticketflow_server_command() -> list[str]:
-    """`ticketflow serve` with this interpreter (the console script is `serve_app:main`)."""
-    return [sys.executable, "-m", "serve_app", "serve"]
+    """`ticketflow serve` with this interpreter (the console script is `cli.main:main`)."""
+    return [sys.executable, "-m", "cli", "serve"]
 
 
 def ticketflow_server_env(

@@ -25,26 +25,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-SECRETS_FILE_VAR = "TICKETFLOW_SECRETS_FILE"
-SECRETS_FILE_NAME = "secrets.json"
-
-# Settings fields whose values are secret (credentials inside the URLs included).
-SECRET_FIELDS = (
-    "database_url", "redis_url", "jwt_secret", "jwt_previous_secret", "stripe_api_key", "smtp_url",
-    "admin_password",
+# Reading the file is part of reading settings (get_settings); the names live there, so that
+# config.settings imports nothing of this module.
+from config.settings import (
+    SECRET_FIELDS,
+    SECRETS_FILE_VAR,
+    WORKER_SECRET_FIELDS,
+    env_names,
+    secrets_from_file,
 )
-# What workers need of them; the admin password is only used by the driver at start-up.
-WORKER_SECRET_FIELDS = tuple(f for f in SECRET_FIELDS if f != "admin_password")
 
-
-def env_names(field: str) -> tuple[str, ...]:
-    """The environment variable names the Settings field is read from."""
-    from config.settings import Settings
-
-    alias = Settings.model_fields[field].validation_alias
-    if alias is None:
-        return (f"TICKETFLOW_{field.upper()}",)
-    return tuple(str(choice) for choice in alias.choices)  # type: ignore[union-attr]
+SECRETS_FILE_NAME = "secrets.json"
 
 
 def secret_env_names() -> frozenset[str]:
@@ -87,24 +78,15 @@ def write_secrets_file(state_dir: Path, values: Mapping[str, str]) -> Path:
     return path.resolve()
 
 
-def secrets_from_file(environ: Mapping[str, str]) -> dict[str, str]:
-    """Settings values (by field name) from `TICKETFLOW_SECRETS_FILE` for the secret fields the
-    environment does not set; empty without the variable or when the file cannot be read here."""
-    path = environ.get(SECRETS_FILE_VAR)
-    if not path:
-        return {}
-    try:
-        stored = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return {}  # another machine's path, or no file: this node's environment applies
-    if not isinstance(stored, dict):
-        return {}
-    found: dict[str, str] = {}
-    for field in WORKER_SECRET_FIELDS:
-        names = env_names(field)
-        if any(name in environ for name in names):
-            continue
-        value = next((stored[n] for n in names if isinstance(stored.get(n), str)), None)
-        if value is not None:
-            found[field] = value
-    return found
+__all__ = [
+    "SECRETS_FILE_NAME",
+    "SECRETS_FILE_VAR",
+    "SECRET_FIELDS",
+    "WORKER_SECRET_FIELDS",
+    "env_names",
+    "is_secret",
+    "secret_env_names",
+    "secrets_from_file",
+    "worker_secrets",
+    "write_secrets_file",
+]

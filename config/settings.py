@@ -7,8 +7,10 @@ SMTP_URL, RAY_ADDRESS) are read bare; everything else carries the TICKETFLOW_ pr
 
 from __future__ import annotations
 
+import json
 import os
 import re
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -78,6 +80,9 @@ class Settings(BaseSettings):
     # tokens issued before the rotation stay valid until they expire (docs/operations.md).
     jwt_previous_secret: SecretStr | None = Field(default=None, validation_alias=_bare("JWT_PREVIOUS_SECRET"))
     jwt_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    # How long an admission token from an event's waiting room lets its buyer book, counted from
+    # the admission (docs/waiting-room.md); signed with a key derived from JWT_SECRET.
+    admission_token_ttl_seconds: int = Field(default=600, ge=60, le=3600)
     auth_user_cache_seconds: float = Field(default=10.0, ge=0)
     password_hash_memory_kib: int = Field(default=19 * 1024, ge=8)
     password_hash_time_cost: int = Field(default=2, ge=1)
@@ -100,6 +105,10 @@ class Settings(BaseSettings):
     seat_actor_sweep_seconds: float = Field(default=1.0, gt=0)
     seat_actor_max_restarts: int = -1
     seat_actors_per_node: int = Field(default=100, ge=1)
+
+    # Requests one Gateway replica holds open for `Prefer: wait` at once (each a dict entry and a
+    # future, ~1 KiB); past it a request is answered at once, as without the preference.
+    booking_waiters_max: int = Field(default=20_000, ge=0)
 
     saga_pool_size: int = Field(default=1, ge=1, le=64)
     saga_step_timeout_seconds: float = Field(default=30.0, gt=0)
@@ -167,11 +176,54 @@ class Settings(BaseSettings):
         return self.outbox_dir if self.outbox_dir is not None else self.state_dir / "outbox"
 
 
+# How secrets reach Ray's workers without travelling through Ray (config/secrets.py): the driver
+# writes the secret settings below to a 0600 file whose path workers get in this variable, and
+# every process reads that file here for the secrets its own environment lacks.
+SECRETS_FILE_VAR = "TICKETFLOW_SECRETS_FILE"
+
+# Settings fields whose values are secret (credentials inside the URLs included).
+SECRET_FIELDS = (
+    "database_url", "redis_url", "jwt_secret", "jwt_previous_secret", "stripe_api_key", "smtp_url",
+    "admin_password",
+)
+# What workers need of them; the admin password is only used by the driver at start-up.
+WORKER_SECRET_FIELDS = tuple(f for f in SECRET_FIELDS if f != "admin_password")
+
+
+def env_names(field: str) -> tuple[str, ...]:
+    """The environment variable names the Settings field is read from."""
+    alias = Settings.model_fields[field].validation_alias
+    if alias is None:
+        return (f"TICKETFLOW_{field.upper()}",)
+    return tuple(str(choice) for choice in alias.choices)  # type: ignore[union-attr]
+
+
+def secrets_from_file(environ: Mapping[str, str]) -> dict[str, str]:
+    """Settings values (by field name) from `TICKETFLOW_SECRETS_FILE` for the secret fields the
+    environment does not set; empty without the variable or when the file cannot be read here."""
+    path = environ.get(SECRETS_FILE_VAR)
+    if not path:
+        return {}
+    try:
+        stored = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}  # another machine's path, or no file: this node's environment applies
+    if not isinstance(stored, dict):
+        return {}
+    found: dict[str, str] = {}
+    for field in WORKER_SECRET_FIELDS:
+        names = env_names(field)
+        if any(name in environ for name in names):
+            continue
+        value = next((stored[n] for n in names if isinstance(stored.get(n), str)), None)
+        if value is not None:
+            found[field] = value
+    return found
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     # Secrets this process's environment lacks come from the driver's secrets file, if any
     # (config/secrets.py: how secrets reach Ray's workers without travelling through Ray).
-    from config.secrets import secrets_from_file
-
     from_file: dict[str, Any] = secrets_from_file(os.environ)
     return Settings(**from_file)

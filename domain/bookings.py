@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from domain.best_available import SeatRequest
 from domain.errors import BookingNotCancellable, CancellationWindowExpired
 
 MIN_SEATS, MAX_SEATS = 1, 10
@@ -51,6 +52,19 @@ class CancelStep(StrEnum):
     DONE = "DONE"
 
 
+def seat_request_json(request: SeatRequest) -> dict[str, object]:
+    """A best-available request as stored with its booking (`bookings.seat_request`)."""
+    return {"quantity": request.quantity, "tier": request.tier, "together": request.together}
+
+
+def seat_request_from_json(value: dict[str, object]) -> SeatRequest:
+    tier = value.get("tier")
+    return SeatRequest(
+        quantity=int(str(value["quantity"])), tier=None if tier is None else str(tier),
+        together=bool(value.get("together", True)),
+    )
+
+
 @dataclass(frozen=True)
 class Booking:
     id: str
@@ -74,6 +88,9 @@ class Booking:
     confirmed_at: datetime | None
     failed_at: datetime | None
     cancelled_at: datetime | None
+    # Best available: what was asked for (None: the seats were named), and why it failed.
+    seat_request: SeatRequest | None = None
+    failure_message: str | None = None
 
 
 def charge_key(booking_id: str) -> str:
@@ -84,16 +101,21 @@ def refund_key(booking_id: str) -> str:
     return f"{booking_id}:refund"
 
 
-def request_fingerprint(*, event_id: str, seat_ids: list[str], payment_type: str, payment_token: str) -> str:
+def request_fingerprint(
+    *, event_id: str, seat_ids: list[str], payment_type: str, payment_token: str, seat_request: SeatRequest | None = None,
+) -> str:
     """The hash stored with an Idempotency-Key: what makes two booking requests the same request.
 
     Seat order does not matter (the same seats are the same booking); everything that changes what
-    is bought or who pays does. Canonical JSON, so the hash never depends on formatting.
+    is bought or who pays does. Canonical JSON, so the hash never depends on formatting (and a
+    request naming its seats hashes as it did before best available existed).
     """
-    canonical = json.dumps(
-        {"eventId": event_id, "seatIds": sorted(seat_ids), "paymentMethod": {"type": payment_type, "token": payment_token}},
-        sort_keys=True, separators=(",", ":"),
-    )
+    fields: dict[str, object] = {
+        "eventId": event_id, "seatIds": sorted(seat_ids), "paymentMethod": {"type": payment_type, "token": payment_token},
+    }
+    if seat_request is not None:
+        fields["seatRequest"] = seat_request_json(seat_request)
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

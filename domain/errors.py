@@ -126,6 +126,37 @@ class CapacityExceeded(BusinessRuleViolation):
     default_message = "Tier capacities exceed the venue's capacity"
 
 
+class AdmissionRequired(TicketFlowError):
+    """Booking an event with a waiting room needs the caller's admission token for that event.
+
+    The subclasses say why a token was refused (for logs and tests); clients see one code.
+    """
+
+    code = "ADMISSION_REQUIRED"
+    http_status = 403
+    default_message = "An admission token from this event's waiting room is required"
+
+
+class AdmissionTokenMalformed(AdmissionRequired):
+    default_message = "The admission token is not valid"
+
+
+class AdmissionTokenForged(AdmissionRequired):
+    default_message = "The admission token is not valid"
+
+
+class AdmissionExpired(AdmissionRequired):
+    default_message = "The admission token has expired"
+
+
+class AdmissionForAnotherUser(AdmissionRequired):
+    default_message = "The admission token was issued to another user"
+
+
+class AdmissionForAnotherEvent(AdmissionRequired):
+    default_message = "The admission token is for another event"
+
+
 class RefundFailed(TicketFlowError):
     code = "REFUND_FAILED"
     http_status = 502

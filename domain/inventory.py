@@ -11,6 +11,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from domain.best_available import BestLockResult, SeatChooser, SeatRequest
+from domain.seating import Seat
+
 
 class SeatStatus(StrEnum):
     AVAILABLE = "AVAILABLE"
@@ -61,15 +64,33 @@ class SeatMap:
     # (expires_at, booking) for every lock ever taken; stale entries are skipped when popped, so
     # expiry costs O(log n) per lock instead of a scan of every lock on every call.
     _expiry_heap: list[tuple[float, str]] = field(default_factory=list)
+    # Rows, numbers and tiers, for choosing seats (best available); None until a layout is given.
+    _chooser: SeatChooser | None = None
 
     def __post_init__(self) -> None:
         self._known = frozenset(self.seat_ids)
+
+    def _changed(self, seat_ids: Iterable[str]) -> None:
+        if self._chooser is not None:
+            self._chooser.seats_changed(seat_ids)
+
+    def _is_available(self, seat_id: str) -> bool:
+        return seat_id not in self._locked and seat_id not in self._reserved
+
+    def use_layout(self, seats: Iterable[Seat]) -> None:
+        """Gives the map its rows and tiers so that it can choose seats; a second call is a no-op."""
+        if self._chooser is None:
+            self._chooser = SeatChooser([s for s in seats if s.id in self._known], self._is_available)
+
+    def has_layout(self) -> bool:
+        return self._chooser is not None
 
     # -- restoring state --------------------------------------------------------------------
     def restore_reserved(self, seat_id: str, booking_id: str) -> None:
         if seat_id in self._known:
             self._reserved[seat_id] = booking_id
             self._sales[booking_id] = (*self._sales.get(booking_id, ()), seat_id)
+            self._changed((seat_id,))
 
     def restore_lock(self, booking_id: str, seat_ids: Iterable[str], expires_at: float, now: float) -> bool:
         """Re-applies a lock persisted by a saga; False if it expired or collides."""
@@ -103,7 +124,37 @@ class SeatMap:
         heapq.heappush(self._expiry_heap, (expires_at, booking_id))
         for s in seat_ids:
             self._locked[s] = booking_id
+        self._changed(seat_ids)
         return LockResult(ok=True, expires_at=expires_at)
+
+    def choose_and_lock(
+        self, booking_id: str, request: SeatRequest, *, ttl: float, now: float
+    ) -> BestLockResult:
+        """Chooses the best available seats for the request and locks them, in one step.
+
+        Idempotent for the booking: while it holds a lock (or once it bought its seats) the same
+        seats come back, whatever the request says, with the lock's first expiry.
+
+        Raises:
+            RuntimeError: the map was given no layout (`use_layout`).
+        """
+        if self._chooser is None:
+            raise RuntimeError("choose_and_lock needs the seat layout: call use_layout first")
+        if ttl <= 0:
+            return BestLockResult(ok=False, message="the lock TTL must be positive")
+        self.expire(now)
+        existing = self._locks.get(booking_id)
+        if existing is not None:
+            return BestLockResult(ok=True, seat_ids=existing.seat_ids, expires_at=existing.expires_at)
+        if booking_id in self._sales:
+            return BestLockResult(ok=True, seat_ids=self._sales[booking_id], expires_at=now + ttl)
+        choice = self._chooser.choose(request)
+        if not choice.ok:
+            return BestLockResult(ok=False, message=choice.message)
+        locked = self.lock(booking_id, choice.seat_ids, ttl=ttl, now=now)
+        # The chooser only returns available seats and nothing ran in between: this cannot fail.
+        assert locked.ok, locked
+        return BestLockResult(ok=True, seat_ids=choice.seat_ids, expires_at=locked.expires_at)
 
     def release(self, booking_id: str) -> tuple[str, ...]:
         """Frees the booking's lock; a late or repeated call touches nothing else."""
@@ -115,6 +166,7 @@ class SeatMap:
         for s in lock.seat_ids:
             if self._locked.get(s) == booking_id:
                 del self._locked[s]
+        self._changed(lock.seat_ids)
         return lock.seat_ids
 
     def begin_reserve(self, booking_id: str, *, now: float) -> ReserveResult:
@@ -157,6 +209,7 @@ class SeatMap:
         for s in seats:
             if self._reserved.get(s) == booking_id:
                 del self._reserved[s]
+        self._changed(seats)
         return seats
 
     def expire(self, now: float) -> list[str]:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
+from domain.best_available import SeatRequest
 from domain.bookings import (
     BookingStatus,
     CancelStep,
@@ -47,6 +48,8 @@ class SagaBooking:
     created_at: datetime
     # When the event starts (its sale closes then); None when not known (an older announcement).
     event_starts_at: datetime | None = None
+    # Best available: the seats to choose; `seat_ids` stays empty until the choice is persisted.
+    seat_request: SeatRequest | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,23 @@ class SeatLock:
     ok: bool
     expires_at: datetime | None = None
     conflicts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SeatChoice:
+    """The seat actor's answer to a best-available request: the seats it chose and locked for the
+    booking, or why none could be (`message`: what is left)."""
+
+    ok: bool
+    seat_ids: tuple[str, ...] = ()
+    expires_at: datetime | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class Priced:
+    amount: int
+    currency: str
 
 
 @dataclass(frozen=True)
@@ -65,6 +85,10 @@ class Charge:
 
 class SeatsPort(Protocol):
     async def lock(self, *, event_id: str, booking_id: str, seat_ids: tuple[str, ...]) -> SeatLock: ...
+    async def lock_best(self, *, event_id: str, booking_id: str, request: SeatRequest) -> SeatChoice:
+        """Chooses and locks the best seats for the booking in one step; asked again for the same
+        booking while its lock lives, the same seats."""
+        ...
     async def release(self, *, event_id: str, booking_id: str) -> None: ...
     async def reserve(self, *, event_id: str, booking_id: str) -> bool: ...
 
@@ -84,9 +108,15 @@ class PaymentsPort(Protocol):
 class BookingStore(Protocol):
     async def load(self, booking_id: str) -> SagaBooking | None: ...
     async def mark_charging(self, booking_id: str, lock_expires_at: datetime) -> bool: ...
+    async def mark_charging_chosen(
+        self, booking_id: str, lock_expires_at: datetime, seat_ids: tuple[str, ...]
+    ) -> Priced | None:
+        """CHARGING with the seats chosen for it, priced from their tiers, in one write; the price,
+        or None when the booking is no longer PENDING."""
+        ...
     async def mark_charged(self, booking_id: str, payment_id: str) -> bool: ...
     async def confirm(self, booking_id: str) -> bool: ...
-    async def fail(self, booking_id: str, reason: FailureReason) -> bool: ...
+    async def fail(self, booking_id: str, reason: FailureReason, message: str | None = None) -> bool: ...
     async def has_sale(self, booking_id: str) -> bool: ...
 
 
@@ -156,14 +186,26 @@ class BookingSagaRunner:
     async def _advance(self, b: SagaBooking) -> SagaOutcome:
         step = b.step
         lock_expires_at = b.lock_expires_at
+        chosen = False
         if step is SagaStep.STARTED:
             if self._sale_closed(b):  # the event started while the booking waited: nothing is held yet
                 return await self._fail(b, FailureReason.SEATS_UNAVAILABLE)
-            lock = await self._call(self._seats.lock(event_id=b.event_id, booking_id=b.id, seat_ids=b.seat_ids))
-            if not lock.ok:
-                return await self._fail(b, FailureReason.SEATS_UNAVAILABLE)
-            assert lock.expires_at is not None
-            lock_expires_at = lock.expires_at
+            if b.seat_request is not None and not b.seat_ids:
+                # Best available: the seat actor chooses and locks in one step; a resumed saga
+                # whose choice was not persisted asks again and gets the seats it holds.
+                choice = await self._call(self._seats.lock_best(event_id=b.event_id, booking_id=b.id, request=b.seat_request))
+                if not choice.ok:
+                    return await self._fail(b, FailureReason.SEATS_UNAVAILABLE, choice.message)
+                assert choice.expires_at is not None and choice.seat_ids
+                b = replace(b, seat_ids=choice.seat_ids)
+                lock_expires_at = choice.expires_at
+                chosen = True
+            else:
+                lock = await self._call(self._seats.lock(event_id=b.event_id, booking_id=b.id, seat_ids=b.seat_ids))
+                if not lock.ok:
+                    return await self._fail(b, FailureReason.SEATS_UNAVAILABLE)
+                assert lock.expires_at is not None
+                lock_expires_at = lock.expires_at
             step = SagaStep.SEATS_LOCKED  # persisted with CHARGING below: one write, not two
 
         if step is SagaStep.SEATS_LOCKED:  # also rows persisted at SEATS_LOCKED by earlier versions
@@ -175,7 +217,13 @@ class BookingSagaRunner:
                 return await self._fail(b, FailureReason.SEATS_UNAVAILABLE)
             # From here on a resume (lock still valid) replays the charge's idempotency key: if the
             # saga died before the charge, that is the first charge; if after, it learns the outcome.
-            await self._store.mark_charging(b.id, lock_expires_at)
+            if chosen:  # the chosen seats and their price are persisted with the step
+                priced = await self._store.mark_charging_chosen(b.id, lock_expires_at, b.seat_ids)
+                if priced is None:
+                    raise RuntimeError(f"saga {b.id}: no longer PENDING when its seats were chosen")
+                b = replace(b, amount=priced.amount, currency=priced.currency)
+            else:
+                await self._store.mark_charging(b.id, lock_expires_at)
             step = SagaStep.CHARGING
 
         payment_id = b.payment_id
@@ -261,8 +309,8 @@ class BookingSagaRunner:
     async def _release(self, b: SagaBooking) -> None:
         await self._call(self._seats.release(event_id=b.event_id, booking_id=b.id))
 
-    async def _fail(self, b: SagaBooking, reason: FailureReason) -> SagaOutcome:
-        await self._store.fail(b.id, reason)
+    async def _fail(self, b: SagaBooking, reason: FailureReason, message: str | None = None) -> SagaOutcome:
+        await self._store.fail(b.id, reason, message)
         await self._notify()
         return SagaOutcome(b.id, BookingStatus.FAILED, reason)
 

@@ -1,5 +1,8 @@
 """Delivering composed booking emails: over SMTP, or into a local outbox directory.
 
+Why ~450 lines in one module: the SMTP sender, the outbox sender, the message both deliver and
+the SMTP health check are one delivery contract, each part short; split, they would import each other.
+
 With ``SMTP_URL`` unset (development, tests) mail goes to ``<outbox>/<key>.eml``
 files instead, so the notification path runs end to end without a mail server.
 """

@@ -10,6 +10,7 @@ from typing import TypeVar
 
 import asyncpg
 
+from domain.best_available import SeatRequest
 from domain.bookings import (
     Booking,
     BookingStatus,
@@ -17,10 +18,12 @@ from domain.bookings import (
     FailureReason,
     SagaStep,
     saga_channel,
+    seat_request_from_json,
+    seat_request_json,
 )
 from domain.ids import new_id
 from domain.notifications import SUBJECTS, NotificationType
-from domain.saga import Cancellation, SagaBooking
+from domain.saga import Cancellation, Priced, SagaBooking
 from storage import queries as q
 from storage.pool import Conn
 
@@ -36,8 +39,15 @@ def _booking(r: asyncpg.Record) -> Booking:
         total_amount=r["total_amount"], currency=r["currency"], payment_token=r["payment_token"],
         payment_id=r["payment_id"], lock_expires_at=r["lock_expires_at"], created_at=r["created_at"],
         updated_at=r["updated_at"], confirmed_at=r["confirmed_at"], failed_at=r["failed_at"],
-        cancelled_at=r["cancelled_at"],
+        cancelled_at=r["cancelled_at"], seat_request=_seat_request(r["seat_request"]),
+        failure_message=r["failure_message"],
     )
+
+
+def _seat_request(value: str | dict[str, object] | None) -> SeatRequest | None:
+    if value is None:
+        return None
+    return seat_request_from_json(json.loads(value) if isinstance(value, str) else value)
 
 
 def to_saga(b: Booking) -> SagaBooking:
@@ -45,7 +55,7 @@ def to_saga(b: Booking) -> SagaBooking:
         id=b.id, user_id=b.user_id, event_id=b.event_id, seat_ids=b.seat_ids, amount=b.total_amount,
         currency=b.currency, payment_token=b.payment_token, status=b.status, step=b.saga_step,
         payment_id=b.payment_id, lock_expires_at=b.lock_expires_at, created_at=b.created_at,
-        event_starts_at=b.event_date,
+        event_starts_at=b.event_date, seat_request=b.seat_request,
     )
 
 
@@ -81,6 +91,35 @@ async def add(
     return added
 
 
+@dataclass(frozen=True)
+class AddedBest:
+    on_sale: bool | None  # the event has not started (None: no such event)
+    tier_sold: bool  # the event sells the tier asked for (any tier when none was)
+    booking_id: str | None  # None: no such event or tier, not on sale, or the idempotency key is taken
+
+
+async def add_best(
+    conn: Conn, *, booking_id: str, user_id: str, event_id: str, request: SeatRequest,
+    saga_slot: int, payment_token: str, idempotency_key: str | None, request_hash: str | None,
+) -> AddedBest:
+    """Writes a best-available PENDING booking (no seats, amount 0 until its saga's seat actor
+    chose them), if the event has not started, sells the tier asked for and this user did not use
+    the idempotency key in the last 24 h; announced to its saga slot's actor like `add`."""
+    args = (
+        booking_id, user_id, event_id, json.dumps(seat_request_json(request)), saga_slot, payment_token, idempotency_key,
+        saga_channel(saga_slot), request_hash, request.tier,
+    )
+    row = await conn.fetchrow(q.INSERT_BEST_BOOKING, *args)
+    assert row is not None
+    added = AddedBest(row["on_sale"], bool(row["tier_sold"]), row["id"])
+    if added.booking_id is None and added.on_sale and added.tier_sold and idempotency_key is not None:
+        if await conn.execute(q.EXPIRE_IDEMPOTENCY_KEY, user_id, idempotency_key) != "UPDATE 0":
+            row = await conn.fetchrow(q.INSERT_BEST_BOOKING, *args)
+            assert row is not None
+            added = AddedBest(row["on_sale"], bool(row["tier_sold"]), row["id"])
+    return added
+
+
 def announced(payload: str) -> SagaBooking:
     """The new booking as INSERT_BOOKING announces it to its saga actor."""
     b = json.loads(payload)
@@ -89,6 +128,7 @@ def announced(payload: str) -> SagaBooking:
         currency=b["currency"], payment_token=b["payment_token"], status=BookingStatus.PENDING, step=SagaStep.STARTED,
         payment_id=None, lock_expires_at=None, created_at=datetime.fromisoformat(b["created_at"]),
         event_starts_at=datetime.fromisoformat(b["event_starts_at"]) if b.get("event_starts_at") else None,
+        seat_request=_seat_request(b.get("seat_request")),
     )
 
 
@@ -129,6 +169,15 @@ async def mark_charging(conn: Conn, steps: Sequence[tuple[str, datetime]]) -> se
     return await _moved(conn, q.UPDATE_BOOKINGS_CHARGING, ids, expiries)
 
 
+async def mark_charging_chosen(
+    conn: Conn, booking_id: str, lock_expires_at: datetime, seat_ids: Sequence[str]
+) -> Priced | None:
+    """Best available: CHARGING with the seats chosen, priced from their tiers; the price, or None
+    when the booking is no longer PENDING (or a seat is not the event's)."""
+    row = await conn.fetchrow(q.UPDATE_BOOKING_CHARGING_CHOSEN, booking_id, lock_expires_at, list(seat_ids))
+    return Priced(row["total_amount"], row["currency"]) if row else None
+
+
 async def mark_charged(conn: Conn, steps: Sequence[tuple[str, str]]) -> set[str]:
     """CHARGED with each payment, for (booking id, payment id) pairs."""
     ids, payment_ids = _columns(steps)
@@ -141,12 +190,14 @@ async def confirm(conn: Conn, booking_ids: Sequence[str]) -> set[str]:
     return await _moved(conn, q.CONFIRM_BOOKINGS, list(booking_ids), _notification_ids(booking_ids), subject)
 
 
-async def fail(conn: Conn, failures: Sequence[tuple[str, FailureReason]]) -> set[str]:
-    """FAILED with each one's reason, any sale released and each one's notification, atomically."""
-    ids, reasons = _columns(failures)
+async def fail(conn: Conn, failures: Sequence[tuple[str, FailureReason, str | None]]) -> set[str]:
+    """FAILED with each one's reason and message, any sale released and each one's notification,
+    atomically."""
+    ids = [f[0] for f in failures]
     subject = SUBJECTS[NotificationType.BOOKING_FAILED]
     return await _moved(
-        conn, q.FAIL_BOOKINGS, ids, _notification_ids(ids), subject, [reason.value for reason in reasons]
+        conn, q.FAIL_BOOKINGS, ids, _notification_ids(ids), subject, [f[1].value for f in failures],
+        [f[2] for f in failures],
     )
 
 

@@ -140,7 +140,7 @@ SELECT EXISTS (SELECT 1 FROM seat_sales WHERE booking_id = $1 AND released_at IS
 _BOOKING_COLUMNS = """
 b.id, b.user_id, b.event_id, b.seat_ids, b.status, b.saga_step, b.saga_slot, b.failure_reason,
 b.total_amount, b.currency, b.payment_token, b.payment_id, b.lock_expires_at, b.created_at,
-b.updated_at, b.confirmed_at, b.failed_at, b.cancelled_at,
+b.updated_at, b.confirmed_at, b.failed_at, b.cancelled_at, b.seat_request, b.failure_message,
 e.name AS event_name, e.starts_at AS event_date, v.name AS venue_name"""
 _BOOKING_FROM = "FROM bookings b JOIN events e ON e.id = b.event_id JOIN venues v ON v.id = e.venue_id"
 # A new booking in one round trip: priced on the server from its seats' tiers ($3 event, $4 seats),
@@ -171,6 +171,30 @@ SELECT p.seats, p.starts_at > now() AS on_sale, c.id,
            'amount', c.total_amount, 'currency', c.currency, 'payment_token', c.payment_token,
            'created_at', c.created_at, 'event_starts_at', p.starts_at)::text) END AS announced
 FROM priced p LEFT JOIN created c ON true"""
+# Best available: the booking asks for `quantity` seats ($4 the request as JSON, $10 its tier or
+# NULL) and gets its seats and price when its saga's seat actor has chosen them. Inserted only
+# when the event exists, has not started and sells the tier asked for (the currency comes from
+# its tiers); announced like INSERT_BOOKING. Returns whether the event is on sale (NULL: no such
+# event), whether it sells that tier, and the new booking's id.
+INSERT_BEST_BOOKING = """
+WITH ev AS (
+    SELECT e.starts_at,
+           (SELECT min(t.currency) FROM ticket_tiers t WHERE t.event_id = e.id AND ($10::text IS NULL OR t.tier = $10)) AS currency
+    FROM events e WHERE e.id = $3
+), created AS (
+    INSERT INTO bookings (id, user_id, event_id, seat_ids, seat_request, status, saga_step, saga_slot,
+                          total_amount, currency, payment_token, idempotency_key, idempotency_hash)
+    SELECT $1, $2, $3, '{}', $4::jsonb, 'PENDING', 'STARTED', $5, 0, ev.currency, $6, $7, $9
+    FROM ev WHERE ev.starts_at > now() AND ev.currency IS NOT NULL
+    ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id, user_id, event_id, seat_ids, seat_request, total_amount, currency, payment_token, created_at
+)
+SELECT ev.starts_at > now() AS on_sale, ev.currency IS NOT NULL AS tier_sold, c.id,
+       CASE WHEN c.id IS NOT NULL THEN pg_notify($8, json_build_object(
+           'id', c.id, 'user_id', c.user_id, 'event_id', c.event_id, 'seat_ids', c.seat_ids,
+           'seat_request', c.seat_request, 'amount', c.total_amount, 'currency', c.currency,
+           'payment_token', c.payment_token, 'created_at', c.created_at, 'event_starts_at', ev.starts_at)::text) END AS announced
+FROM (SELECT 1) AS one LEFT JOIN ev ON true LEFT JOIN created c ON true"""
 # A key answers for its request for 24 h (an older one is freed by the next request using it).
 SELECT_BOOKING_BY_IDEMPOTENCY_KEY = """
 SELECT id, idempotency_hash FROM bookings WHERE user_id = $1 AND idempotency_key = $2
@@ -200,20 +224,38 @@ UPDATE_BOOKINGS_CHARGING = """
 UPDATE bookings b SET saga_step = 'CHARGING', lock_expires_at = u.lock_expires_at, updated_at = now()
 FROM unnest($1::text[], $2::timestamptz[]) AS u(id, lock_expires_at)
 WHERE b.id = u.id AND (b.status = 'PENDING') IS TRUE RETURNING b.id"""
+# Best available: the seats the seat actor chose ($3), priced from their tiers, with CHARGING and
+# the lock's expiry ($2), in one write before any charge. Returns the price (no row: the booking
+# is no longer PENDING).
+UPDATE_BOOKING_CHARGING_CHOSEN = """
+UPDATE bookings b SET saga_step = 'CHARGING', lock_expires_at = $2, seat_ids = $3::text[],
+       total_amount = p.amount, currency = p.currency, updated_at = now()
+FROM (
+    SELECT sum(t.price)::integer AS amount, min(t.currency) AS currency, count(*) AS seats
+    FROM bookings bk JOIN seats s ON s.event_id = bk.event_id AND s.seat_id = ANY($3::text[])
+    JOIN ticket_tiers t ON t.event_id = s.event_id AND t.tier = s.tier
+    WHERE bk.id = $1
+) p
+WHERE b.id = $1 AND (b.status = 'PENDING') IS TRUE AND p.seats = cardinality($3::text[])
+RETURNING b.total_amount, b.currency"""
 UPDATE_BOOKINGS_CHARGED = """
 UPDATE bookings b SET saga_step = 'CHARGED', payment_id = u.payment_id, updated_at = now()
 FROM unnest($1::text[], $2::text[]) AS u(id, payment_id)
 WHERE b.id = u.id AND (b.status = 'PENDING') IS TRUE RETURNING b.id"""
 # A final status and its notification in one statement ($1 bookings, $2 their notification
 # ids): atomic, and the email can be late but never lost.
-# Tail of a final-status statement: the notifications of the bookings in `done` ($3 subject).
+# Tail of a final-status statement: the notifications of the bookings in `done` ($3 subject),
+# and each booking's id announced on BOOKING_FINAL_CHANNEL, delivered when the statement commits
+# (never for a write that rolled back): the Gateway replicas wake their `Prefer: wait` requests
+# from it. One small NOTIFY per booking (a batch's ids joined could pass the 8000-byte payload cap).
+BOOKING_FINAL_CHANNEL = "tf_booking_final"
 _NOTIFY_DONE = """, note AS (
     INSERT INTO notifications (id, user_id, booking_id, type, subject, recipient, status)
     SELECT d.notification_id, d.user_id, d.id, '{kind}', $3, u.email, 'PENDING'
     FROM done d JOIN users u ON u.id = d.user_id
     ON CONFLICT (booking_id, type) DO NOTHING RETURNING 1
 )
-SELECT id FROM done"""
+SELECT id, pg_notify('""" + BOOKING_FINAL_CHANNEL + """', id) FROM done"""
 CONFIRM_BOOKINGS = f"""
 WITH done AS (
     UPDATE bookings b SET status = 'CONFIRMED', saga_step = 'CONFIRMED', lock_expires_at = NULL,
@@ -221,12 +263,13 @@ WITH done AS (
     FROM unnest($1::text[], $2::text[]) AS n(id, notification_id)
     WHERE b.id = n.id AND (b.status = 'PENDING') IS TRUE RETURNING b.id, b.user_id, n.notification_id
 ){_NOTIFY_DONE.format(kind="BOOKING_CONFIRMED")}"""
-# FAILED holds no seats, even if a reserve raced the failure ($4 the failure reasons).
+# FAILED holds no seats, even if a reserve raced the failure ($4 the failure reasons, $5 their
+# messages, NULL but for a best-available request that found no seats).
 FAIL_BOOKINGS = f"""
 WITH done AS (
     UPDATE bookings b SET status = 'FAILED', saga_step = 'FAILED', failure_reason = n.reason,
-           lock_expires_at = NULL, failed_at = now(), updated_at = now()
-    FROM unnest($1::text[], $2::text[], $4::text[]) AS n(id, notification_id, reason)
+           failure_message = n.message, lock_expires_at = NULL, failed_at = now(), updated_at = now()
+    FROM unnest($1::text[], $2::text[], $4::text[], $5::text[]) AS n(id, notification_id, reason, message)
     WHERE b.id = n.id AND (b.status = 'PENDING') IS TRUE RETURNING b.id, b.user_id, n.notification_id
 ), released AS (
     UPDATE seat_sales SET released_at = now()

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import httpx
+
+from tests.waiting import WaitedTooLong, wait_until
 
 ADMIN = ("admin@ticketflow.test", "Admin1234!")
 CORS_ORIGIN = "https://app.example.test"
@@ -76,16 +76,17 @@ async def book(
     })
 
 
+async def get_booking(http: httpx.AsyncClient, token: str, booking_id: str) -> dict[str, Any]:
+    r = await http.get(f"/api/bookings/{booking_id}", headers=auth(token))
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
 async def wait_final(http: httpx.AsyncClient, token: str, booking_id: str, timeout: float = 60.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        r = await http.get(f"/api/bookings/{booking_id}", headers=auth(token))
-        assert r.status_code == 200, r.text
-        body = dict(r.json())
-        if body["status"] in FINAL:
-            return body
-        assert time.monotonic() < deadline, f"booking {booking_id} still {body['status']}"
-        await asyncio.sleep(0.2)
+    return await wait_until(
+        lambda: get_booking(http, token, booking_id), until=lambda b: b["status"] in FINAL,
+        timeout=timeout, what=f"booking {booking_id} to be {'/'.join(sorted(FINAL))}",
+    )
 
 
 async def book_and_wait(http: httpx.AsyncClient, token: str, event_id: str, seat_ids: list[str], card: str = "pm_card_visa") -> dict[str, Any]:
@@ -115,7 +116,7 @@ async def consistency_problems(db: asyncpg.Pool, event_id: str | None = None, *,
     mismatch = await db.fetch(
         f"SELECT b.id FROM bookings b LEFT JOIN seat_sales ss ON ss.booking_id = b.id AND ss.released_at IS NULL "
         f"WHERE {scope} GROUP BY b.id, b.status, b.seat_ids "
-        f"HAVING (b.status = 'CONFIRMED') <> (count(ss.seat_id) = cardinality(b.seat_ids)) "
+        f"HAVING (b.status = 'CONFIRMED') <> (count(ss.seat_id) = cardinality(b.seat_ids) AND cardinality(b.seat_ids) > 0) "
         f"    OR (b.status <> 'CONFIRMED' AND count(ss.seat_id) > 0)", event_id)
     problems += [f"booking {r['id']}: RESERVED seats disagree with its status" for r in mismatch]
     kept = await db.fetch(
@@ -134,17 +135,38 @@ async def consistency_problems(db: asyncpg.Pool, event_id: str | None = None, *,
     return problems
 
 
-async def assert_consistent(db: asyncpg.Pool, event_id: str | None = None, *, settle_seconds: float = 20.0) -> None:
-    """Waits up to settle_seconds for reconciliation, then requires no problem at all."""
-    deadline = time.monotonic() + settle_seconds
-    while True:
-        problems = await consistency_problems(db, event_id)
+async def settled_problems(db: asyncpg.Pool, event_id: str | None = None, *, settle_seconds: float = 20.0) -> list[str]:
+    """Waits up to settle_seconds for reconciliation; returns the problems seen last (none: settled).
+
+    A booking still PENDING when the time is up counts as a problem too.
+    """
+
+    async def look() -> list[str]:
         pending = await db.fetchval(
             "SELECT count(*) FROM bookings WHERE status = 'PENDING' AND ($1::text IS NULL OR event_id = $1)", event_id)
-        if not problems and not pending:
-            return
-        assert time.monotonic() < deadline, problems or f"{pending} bookings still PENDING"
-        await asyncio.sleep(0.5)
+        return await consistency_problems(db, event_id) + [f"{pending} bookings still PENDING"] * bool(pending)
+
+    try:
+        return await wait_until(look, until=lambda problems: not problems, timeout=settle_seconds, interval=0.5,
+                                what="reconciliation to leave no problem and no PENDING booking")
+    except WaitedTooLong as timed_out:
+        return list(timed_out.last)
+
+
+async def assert_consistent(db: asyncpg.Pool, event_id: str | None = None, *, settle_seconds: float = 20.0) -> None:
+    """Waits up to settle_seconds for reconciliation, then requires no problem at all."""
+    problems = await settled_problems(db, event_id, settle_seconds=settle_seconds)
+    assert not problems, problems
+
+
+async def wait_healthy(http: httpx.AsyncClient, *, timeout: float, what: str = "the API to answer /health with 200") -> None:
+    """Waits for /health to answer 200; a closed connection meanwhile means "not yet"."""
+
+    async def health() -> int:
+        return (await http.get("/health")).status_code
+
+    await wait_until(health, until=lambda status: status == 200, timeout=timeout, interval=0.25, what=what,
+                     ignoring=(httpx.TransportError,))
 
 
 def kill_gateway_replica() -> str:

@@ -1,5 +1,8 @@
 """A plain booking service, the usual design: one FastAPI app on uvicorn, asyncpg, no Ray.
 
+Why ~620 lines in one module: it stands for the usual single-file FastAPI + asyncpg service (it
+shares only the lock scripts and the seat layout), and that shape is what the benchmark measures.
+
 It answers the part of TicketFlow's API that the on-sale benchmark uses, with the same shapes:
 register/login (a trivial token issue: no password hashing; HS256 JWTs as TicketFlow's),
 venues and events (ADMIN), the inventory, `POST /api/bookings` (202, then polled),

@@ -38,7 +38,7 @@ import httpx
 from benchmarks.common import log
 from benchmarks.pretix.install import DEFAULT_PRETIX_DIR, PRETIX_VERSION, ensure_installed
 from benchmarks.services import ServiceProcess, start_service, with_database
-from storage.embedded import free_port
+from supervision.ports import free_port
 
 DATABASE_PREFIX = "tf_bench_pretix_"
 # A Redis database of pretix's own: its health check writes an unprefixed key, and stop() empties it.

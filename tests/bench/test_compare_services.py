@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,8 @@ from benchmarks.services import (
     ticketflow_server_env,
     with_database,
 )
-from storage.embedded import free_port
+from supervision.ports import free_port
+from tests.waiting import wait_until
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,7 +42,7 @@ def _env(**kwargs: Any) -> dict[str, str]:
 
 # -- the TicketFlow server's command and environment ---------------------------------------------
 def test_server_command_runs_the_serve_subcommand_with_this_interpreter() -> None:
-    assert ticketflow_server_command() == [sys.executable, "-m", "serve_app", "serve"]
+    assert ticketflow_server_command() == [sys.executable, "-m", "cli", "serve"]
 
 
 def test_server_env_carries_the_benchmark_settings() -> None:
@@ -192,10 +191,9 @@ async def _start_stand_in(ignore_term: bool, cleaned: list[str], **kwargs: Any) 
 async def test_stop_leaves_no_process_of_the_service_and_runs_the_cleanups(ignore_term: bool) -> None:
     cleaned: list[str] = []
     service = await _start_stand_in(ignore_term, cleaned, stop_timeout=1.0, reap_grace=1.0)
-    deadline = time.monotonic() + 5
-    while len(marked_processes(service.marker)) < 2 and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert len(marked_processes(service.marker)) == 2  # the server and its child
+    await wait_until(lambda: marked_processes(service.marker), until=lambda found: len(found) >= 2, timeout=5,
+                     interval=0.05, what="the stand-in server and its child")
+    assert len(marked_processes(service.marker)) == 2  # the server and its child, no more
     assert cleaned == []
     await service.stop()
     assert service.proc.returncode is not None

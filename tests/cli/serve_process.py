@@ -8,14 +8,14 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from storage.embedded import free_port
+from supervision.ports import free_port
+from tests.waiting import WaitedTooLong, wait_until_sync
 
 REPO = Path(__file__).resolve().parents[2]
 KEPT_SETTINGS = ("TICKETFLOW_PASSWORD_HASH_MEMORY_KIB", "TICKETFLOW_PASSWORD_HASH_TIME_COST")
@@ -42,7 +42,7 @@ def command_env(state: Path, port: int, marker: str, **extra: str) -> dict[str, 
 
 
 def run_command(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "serve_app", *args], env=env, cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "cli", *args], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
@@ -81,22 +81,21 @@ class Server:
         return self.out.read_text(errors="replace")[-2000:] + "\n--- stderr ---\n" + self.err.read_text(errors="replace")[-3000:]
 
     def start(self) -> Server:
-        self.proc = subprocess.Popen([sys.executable, "-m", "serve_app", "serve"], env=self.env, cwd=REPO,
+        self.proc = subprocess.Popen([sys.executable, "-m", "cli", "serve"], env=self.env, cwd=REPO,
                                      stdout=self.out.open("ab"), stderr=self.err.open("ab"))
         return self
 
     def wait_healthy(self, timeout: float = 150) -> None:
         assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while True:
-            assert self.proc.poll() is None, self.output()
-            try:
-                if httpx.get(f"{self.url}/health", timeout=3).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, self.output()
-            time.sleep(0.5)
+        proc = self.proc
+
+        def health() -> int:
+            assert proc.poll() is None, self.output()
+            return httpx.get(f"{self.url}/health", timeout=3).status_code
+
+        wait_until_sync(health, until=lambda status: status == 200, timeout=timeout, interval=0.5,
+                        what=f"`ticketflow serve` to answer {self.url}/health with 200",
+                        ignoring=(httpx.HTTPError,), explain=self.output)
 
     def stop(self, timeout: float = 90) -> int:
         """SIGTERM and wait; the exit code."""
@@ -113,10 +112,11 @@ class Server:
 
     def leftovers(self, timeout: float = 20) -> list[str]:
         """Processes of this server still alive after ``timeout`` seconds of waiting."""
-        deadline = time.monotonic() + timeout
-        while (left := processes_with(self.marker, self.state)) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        return left
+        try:
+            return wait_until_sync(lambda: processes_with(self.marker, self.state), until=lambda left: not left,
+                                   timeout=timeout, interval=0.5, what="no process of this server left")
+        except WaitedTooLong as still_there:
+            return list(still_there.last)
 
     def postmaster_pid(self) -> int:
         return int((self.state / "postgres" / "postmaster.pid").read_text().split("\n", 1)[0])
@@ -155,10 +155,9 @@ def book_one_seat(url: str, token: str, seat: str, timeout: float = 60) -> dict[
                    json={"eventId": event, "seatIds": [seat], "paymentMethod": {"type": "card", "token": "pm_card_visa"}})
     assert r.status_code == 202, r.text
     booking_id = r.json()["bookingId"]
-    deadline = time.monotonic() + timeout
-    while True:
-        booking: dict[str, Any] = httpx.get(f"{url}/api/bookings/{booking_id}", headers=headers, timeout=10).json()
-        if booking.get("status") in ("CONFIRMED", "FAILED", "CANCELLED"):
-            return booking
-        assert time.monotonic() < deadline, booking
-        time.sleep(0.3)
+
+    def booking() -> dict[str, Any]:
+        return dict(httpx.get(f"{url}/api/bookings/{booking_id}", headers=headers, timeout=10).json())
+
+    return wait_until_sync(booking, until=lambda b: b.get("status") in ("CONFIRMED", "FAILED", "CANCELLED"),
+                           timeout=timeout, interval=0.3, what=f"booking {booking_id} to finish")

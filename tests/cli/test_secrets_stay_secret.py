@@ -18,7 +18,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +26,12 @@ import httpx
 import pytest
 
 from config.secrets import SECRETS_FILE_NAME, secret_env_names
-from storage.embedded import free_port
+from supervision.ports import free_port
 from tests import secret_scrape
 from tests.fakes.smtp_server import SmtpSink
 from tests.fakes.stripe_api import FakeStripe
 from tests.helpers import FINAL, auth
+from tests.waiting import wait_until_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 CARD = "pm_card_visa"
@@ -58,16 +58,13 @@ def _clean_env() -> dict[str, str]:
 
 
 def _wait_healthy(proc: subprocess.Popen[bytes], url: str, output: Path) -> None:
-    deadline = time.monotonic() + 180
-    while True:
+    def health() -> int:
         assert proc.poll() is None, output.read_text()[-3000:]
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, output.read_text()[-3000:]
-        time.sleep(1)
+        return httpx.get(f"{url}/health", timeout=2).status_code
+
+    wait_until_sync(health, until=lambda status: status == 200, timeout=180, interval=1,
+                    what=f"`ticketflow serve` to answer {url}/health with 200", ignoring=(httpx.HTTPError,),
+                    explain=lambda: output.read_text()[-3000:])
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -121,7 +118,7 @@ def secret_server(
     })
     output = state / "serve.out"
     with output.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "serve_app", "serve"], env=env, cwd=ROOT,
+        proc = subprocess.Popen([sys.executable, "-m", "cli", "serve"], env=env, cwd=ROOT,
                                 stdout=log, stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}", state, output, proc, redis_url, redis_user, {
         "JWT_SECRET": jwt_secret, "STRIPE_API_KEY": stripe_fake.api_key, "SMTP password": smtp_password,
@@ -162,10 +159,9 @@ def traffic(secret_server: Server, stripe_fake: FakeStripe, smtp_with_login: tup
             "eventId": event["id"], "seatIds": ["seat_A1"], "paymentMethod": {"type": "card", "token": CARD},
         })
         assert r.status_code == 202, r.text
-        deadline = time.monotonic() + 60
-        while (booking := http.get(f"/api/bookings/{r.json()['bookingId']}", headers=auth(token)).json())["status"] not in FINAL:
-            assert time.monotonic() < deadline, booking
-            time.sleep(0.2)
+        booking_id = r.json()["bookingId"]
+        booking = wait_until_sync(lambda: http.get(f"/api/bookings/{booking_id}", headers=auth(token)).json(),
+                                  until=lambda b: b["status"] in FINAL, timeout=60, what=f"booking {booking_id} to finish")
     assert booking["status"] == "CONFIRMED", booking
     # The secrets were used where they are needed: Stripe saw our key, SMTP our login, Redis
     # (the gateway's rate limiter) our ACL user.

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from storage.embedded import free_port
+from supervision.ports import free_port
 from tests.cli.serve_process import (
     Server,
     book_one_seat,
@@ -22,6 +22,7 @@ from tests.cli.serve_process import (
     processes_with,
     run_command,
 )
+from tests.waiting import wait_until_sync
 
 
 def _assert_one_line_failure(stderr: str, *expected: str) -> None:
@@ -160,13 +161,9 @@ def test_health_is_503_while_postgres_is_unreachable_and_bookings_resume(running
     for pid in cluster:
         os.kill(pid, signal.SIGSTOP)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            r = httpx.get(f"{running.url}/health", timeout=10)
-            if r.status_code == 503:
-                break
-            assert time.monotonic() < deadline, r.text
-            time.sleep(0.2)
+        r = wait_until_sync(lambda: httpx.get(f"{running.url}/health", timeout=10),
+                            until=lambda r: r.status_code == 503, timeout=10,
+                            what="/health to answer 503 while Postgres is stopped")
         error = r.json()["error"]
         assert error["code"] == "SERVICE_UNAVAILABLE" and "Postgres" in error["message"], error
     finally:
@@ -179,17 +176,18 @@ def test_health_is_503_while_postgres_is_unreachable_and_bookings_resume(running
 def test_embedded_postgres_killed_is_restarted_by_serve_and_bookings_resume(running: Server) -> None:
     postmaster = running.postmaster_pid()
     os.kill(postmaster, signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while True:
+
+    def restarted_and_healthy() -> str:
         assert running.proc is not None and running.proc.poll() is None, running.output()
         try:
-            restarted = running.postmaster_pid() != postmaster
-        except (OSError, ValueError):
-            restarted = False
-        if restarted and httpx.get(f"{running.url}/health", timeout=5).status_code == 200:
-            break
-        assert time.monotonic() < deadline, running.output()
-        time.sleep(0.3)
+            if running.postmaster_pid() == postmaster:
+                return f"postmaster still {postmaster}"
+        except (OSError, ValueError) as exc:
+            return f"no postmaster.pid yet ({exc})"
+        return f"/health {httpx.get(f'{running.url}/health', timeout=5).status_code}"
+
+    wait_until_sync(restarted_and_healthy, until=lambda state: state == "/health 200", timeout=30, interval=0.3,
+                    what="a new postmaster and /health 200", explain=running.output)
     assert "embedded Postgres restarted" in running.err.read_text()
     _healthy_and_booking(running, "seat_A5")
 

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 import serve_app
+from cli import ray_env
 from config.settings import Settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -95,17 +96,17 @@ def test_gateway_autoscales_with_max_ongoing_requests(serve_config: dict[str, An
 def test_runtime_env_carries_the_settings_and_the_proxy_callback(serve_config: dict[str, Any]) -> None:
     (app,) = serve_config["applications"]
     env = app["runtime_env"]["env_vars"]
-    assert env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] == serve_app.PROXY_CALLBACK
+    assert env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] == ray_env.PROXY_CALLBACK
     # Serve's proxies are started by the controller, so the callback must reach its environment.
     controller_env = serve_config["controller_options"]["runtime_env"]["env_vars"]
-    assert controller_env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] == serve_app.PROXY_CALLBACK
+    assert controller_env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] == ray_env.PROXY_CALLBACK
     assert all(isinstance(v, str) for v in env.values()), "env var values must be strings"
     fields = set(Settings.model_fields)
     for key in env:
         if key.startswith("TICKETFLOW_"):
             assert key.removeprefix("TICKETFLOW_").lower() in fields, f"{key} is not a setting"
         else:
-            assert key in serve_app.SHARED_ENV or key.startswith("RAY_"), key
+            assert key in ray_env.SHARED_ENV or key.startswith("RAY_"), key
 
 
 def test_runtime_env_settings_are_valid_with_secrets_from_the_cluster(
@@ -177,7 +178,7 @@ def test_rayservice_takes_every_secret_from_a_kubernetes_secret(rayservice: dict
             ref = env[name]["valueFrom"]["secretKeyRef"]
             assert ref["name"] == SECRET_NAME
             assert ref["key"] in template["stringData"]
-        assert env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"]["value"] == serve_app.PROXY_CALLBACK
+        assert env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"]["value"] == ray_env.PROXY_CALLBACK
 
 
 def test_the_secret_template_holds_placeholders_only() -> None:

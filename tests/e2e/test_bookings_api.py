@@ -29,6 +29,7 @@ from tests.helpers import (
     new_user,
     wait_final,
 )
+from tests.waiting import wait_until
 
 
 async def test_happy_path(http: httpx.AsyncClient, admin_token: str, smtp_sink: SmtpSink) -> None:
@@ -53,11 +54,8 @@ async def test_happy_path(http: httpx.AsyncClient, admin_token: str, smtp_sink: 
     assert [x["id"] for x in mine["data"]] == [b["id"]] and mine["pagination"]["total"] == 1
     assert (await http.get("/api/bookings/my", params={"status": "FAILED"}, headers=auth(token))).json()["data"] == []
     # The confirmation email reaches a real SMTP server.
-    deadline = time.monotonic() + 15
-    while not any(user["email"] in m["To"] for m in smtp_sink.messages):
-        assert time.monotonic() < deadline, "no confirmation email"
-        await asyncio.sleep(0.2)
-    mail = next(m for m in smtp_sink.messages if user["email"] in m["To"])
+    mail = await wait_until(lambda: next((m for m in smtp_sink.messages if user["email"] in m["To"]), None),
+                            timeout=15, what=f"the confirmation email to {user['email']}")
     assert mail["Subject"] == "Your booking is confirmed!" and "seat_A1" in mail.get_body(("plain",)).get_content()
     notes = (await http.get("/api/notifications/recent", headers=auth(token))).json()["data"]
     assert notes[0]["type"] == "BOOKING_CONFIRMED" and notes[0]["bookingId"] == b["id"]
@@ -197,10 +195,9 @@ async def test_saga_actor_killed_mid_charge(http: httpx.AsyncClient, admin_token
     token, _ = await new_user(http)
     r = await book(http, token, event["id"], ["seat_A3", "seat_A4"])
     booking_id = r.json()["bookingId"]
-    deadline = time.monotonic() + 20
-    while await db.fetchval("SELECT saga_step FROM bookings WHERE id = $1", booking_id) != "CHARGING":
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.02)
+    await wait_until(lambda: db.fetchval("SELECT saga_step FROM bookings WHERE id = $1", booking_id),
+                     until=lambda step: step == "CHARGING", timeout=20, interval=0.02,
+                     what=f"booking {booking_id}'s saga to reach CHARGING")
     slot = await db.fetchval("SELECT saga_slot FROM bookings WHERE id = $1", booking_id)
     ray.kill(ray.get_actor(registry.saga_actor_name(slot), namespace=registry.NAMESPACE), no_restart=False)
     final = await wait_final(http, token, booking_id, timeout=90)
@@ -316,10 +313,11 @@ async def test_a_booking_announced_while_its_saga_actor_was_not_listening_still_
     assert r.status_code == 202
     final = await wait_final(http, token, r.json()["bookingId"], timeout=30)
     assert final["status"] == "CONFIRMED"
-    deadline = time.monotonic() + 15
-    while not (after := {r["pid"] for r in await db.fetch(listening)}) or after & before:
-        assert time.monotonic() < deadline, "the saga actor did not listen again"
-        await asyncio.sleep(0.2)
+    async def listeners() -> set[int]:
+        return {r["pid"] for r in await db.fetch(listening)}
+
+    await wait_until(listeners, until=lambda after: after and not after & before, timeout=15,
+                     what=f"a saga actor to LISTEN again on a new connection (terminated: {sorted(before)})")
     await assert_consistent(db, event["id"])
 
 
@@ -335,8 +333,8 @@ async def test_structured_logs_carry_request_booking_and_event_ids(http: httpx.A
     # The session's own local Ray (address="local") is the latest session on this machine.
     logs = Path("/tmp/ray/session_latest/logs")
     wanted = {"booking accepted": False, "saga finished": False}
-    deadline = time.monotonic() + 10
-    while not all(wanted.values()):
+
+    def look() -> dict[str, bool]:
         for path in logs.glob("worker-*"):
             for line in path.read_text(errors="replace").splitlines():
                 if booking_id not in line or not line.startswith("{"):
@@ -348,8 +346,10 @@ async def test_structured_logs_carry_request_booking_and_event_ids(http: httpx.A
                 if record.get("message") == "saga finished":
                     assert record["status"] == "CONFIRMED"
                     wanted["saga finished"] = True
-        assert time.monotonic() < deadline, wanted
-        await asyncio.sleep(0.5)
+        return dict(wanted)
+
+    await wait_until(look, until=lambda seen: all(seen.values()), timeout=10, interval=0.5,
+                     what=f"both log lines of booking {booking_id} in the workers' JSON logs")
 
 
 async def test_an_idempotency_key_older_than_24_hours_starts_a_new_booking(

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
 
 import httpx
 
 from tests.helpers import book_and_wait, create_event
+from tests.waiting import wait_until
 
 # Each metric is scraped as ray_<name>; the samples must come from the processes that record them.
 EXPECTED = {
@@ -51,15 +50,16 @@ async def test_booking_metrics_reach_the_prometheus_endpoint(http: httpx.AsyncCl
     port = ray._private.worker.global_worker.node.metrics_export_port
     url = f"http://127.0.0.1:{port}/metrics"
     # Ray's agents push every few seconds; give them several rounds.
-    deadline = time.monotonic() + 45
+    scraped: list[dict[str, list[tuple[dict[str, str], float]]]] = [{}]
     async with httpx.AsyncClient(timeout=5.0) as scraper:
-        while True:
-            found = samples((await scraper.get(url)).text)
-            gaps = missing(found)
-            if not gaps:
-                break
-            assert time.monotonic() < deadline, f"not exported after 45 s: {gaps}"
-            await asyncio.sleep(1.0)
+
+        async def gaps() -> list[str]:
+            scraped[0] = samples((await scraper.get(url)).text)
+            return missing(scraped[0])
+
+        await wait_until(gaps, until=lambda gaps: not gaps, timeout=45, interval=1.0,
+                         what=f"every expected series at {url} (value: the ones missing)")
+    found = scraped[0]
     # No per-event label: one time series per event would grow without bound (actors/metrics.py).
     ours = [labels for name, series in found.items() if name.startswith("ray_ticketflow_") for labels, _ in series]
     assert ours and not any("event_id" in labels for labels in ours)

@@ -27,7 +27,9 @@ from tests.helpers import (
     kill_gateway_replica,
     new_user,
     wait_final,
+    wait_healthy,
 )
+from tests.waiting import wait_until
 
 # -- an event that has started is no longer on sale ---------------------------------------------
 
@@ -155,10 +157,9 @@ async def _wait_cancelled(
     http: httpx.AsyncClient, db: asyncpg.Pool, token: str, b: dict[str, Any], event: dict[str, Any], timeout: float = 60,
 ) -> None:
     """The cancellation ended well: CANCELLED, refunded, seats free everywhere, one notification."""
-    deadline = time.monotonic() + timeout
-    while await db.fetchval("SELECT step FROM booking_cancellations WHERE booking_id = $1", b["id"]) != "DONE":
-        assert time.monotonic() < deadline, "the cancellation did not finish"
-        await asyncio.sleep(0.2)
+    await wait_until(lambda: db.fetchval("SELECT step FROM booking_cancellations WHERE booking_id = $1", b["id"]),
+                     until=lambda step: step == "DONE", timeout=timeout,
+                     what=f"booking {b['id']}'s cancellation to reach step DONE")
     booking = (await http.get(f"/api/bookings/{b['id']}", headers=auth(token))).json()
     assert booking["status"] == "CANCELLED" and booking["cancelledAt"]
     payment = (await http.get(f"/api/payments/booking/{b['id']}", headers=auth(token))).json()
@@ -227,6 +228,13 @@ async def test_a_client_that_goes_away_mid_cancel_still_gets_a_whole_cancellatio
     assert_error(await _cancel(http, token, b["id"]), 422, "BOOKING_NOT_CANCELLABLE")
 
 
+async def _wait_recorded(db: asyncpg.Pool | asyncpg.Connection, booking_id: str) -> None:
+    await wait_until(
+        lambda: db.fetchval("SELECT count(*) FROM booking_cancellations WHERE booking_id = $1", booking_id),
+        until=lambda n: n > 0, timeout=20, interval=0.01, what=f"booking {booking_id}'s cancellation to be recorded",
+    )
+
+
 def _kill_saga_actor(slot: int) -> None:
     ray.kill(ray.get_actor(registry.saga_actor_name(slot), namespace=registry.NAMESPACE), no_restart=False)
 
@@ -241,10 +249,8 @@ async def test_the_saga_actor_killed_while_the_refund_is_in_flight(
     stripe_api.delay(2.0)  # the refund request sits at the processor
     try:
         cancel = asyncio.create_task(_cancel(http, token, b["id"]))
-        deadline = time.monotonic() + 20
-        while len(stripe_api.requests_to("/v1/refunds")) == refunds_asked:
-            assert time.monotonic() < deadline, "no refund was asked for"
-            await asyncio.sleep(0.02)
+        await wait_until(lambda: len(stripe_api.requests_to("/v1/refunds")), until=lambda n: n > refunds_asked,
+                         timeout=20, interval=0.02, what=f"a refund request at the processor (had {refunds_asked})")
         await asyncio.to_thread(_kill_saga_actor, slot)
     finally:
         stripe_api.delay(STRIPE_LATENCY_SECONDS)
@@ -264,18 +270,15 @@ async def test_the_saga_actor_killed_between_the_refund_and_cancelled(
     slot = await db.fetchval("SELECT saga_slot FROM bookings WHERE id = $1", b["id"])
     async with db.acquire() as conn:
         cancel = asyncio.create_task(_cancel(http, token, b["id"]))
-        deadline = time.monotonic() + 20
-        while await conn.fetchval("SELECT count(*) FROM booking_cancellations WHERE booking_id = $1", b["id"]) == 0:
-            assert time.monotonic() < deadline, "the cancellation was not recorded"
-            await asyncio.sleep(0.01)
+        await _wait_recorded(conn, b["id"])
         # Hold the booking row: the refund goes through, the write of CANCELLED waits behind us.
         tx = conn.transaction()
         await tx.start()
         try:
             await conn.execute("SELECT 1 FROM bookings WHERE id = $1 FOR UPDATE", b["id"])
-            while await db.fetchval("SELECT status FROM payments WHERE booking_id = $1", b["id"]) != "REFUNDED":
-                assert time.monotonic() < deadline, "the refund did not go through"
-                await asyncio.sleep(0.02)
+            await wait_until(lambda: db.fetchval("SELECT status FROM payments WHERE booking_id = $1", b["id"]),
+                             until=lambda status: status == "REFUNDED", timeout=20, interval=0.02,
+                             what=f"booking {b['id']}'s payment to be REFUNDED")
             # Refunded, not yet CANCELLED: the one state that must never be left as it is.
             assert await db.fetchval("SELECT status FROM bookings WHERE id = $1", b["id"]) == "CONFIRMED"
             await asyncio.to_thread(_kill_saga_actor, slot)
@@ -332,10 +335,7 @@ async def test_the_gateway_replica_killed_mid_cancel(
     stripe_api.delay(2.0)  # the refund is in flight when the replica goes
     try:
         cancel = asyncio.create_task(_cancel(http, token, b["id"]))
-        deadline = time.monotonic() + 20
-        while await db.fetchval("SELECT count(*) FROM booking_cancellations WHERE booking_id = $1", b["id"]) == 0:
-            assert time.monotonic() < deadline, "the cancellation was not recorded"
-            await asyncio.sleep(0.01)
+        await _wait_recorded(db, b["id"])
         await asyncio.to_thread(kill_gateway_replica)
         try:
             answer: httpx.Response | None = await cancel
@@ -344,14 +344,6 @@ async def test_the_gateway_replica_killed_mid_cancel(
         assert answer is None or answer.status_code in (200, 503), answer.text
     finally:
         stripe_api.delay(STRIPE_LATENCY_SECONDS)
-    deadline = time.monotonic() + 90
-    while True:  # the API comes back with a new replica
-        try:
-            if (await http.get("/health")).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "the API did not come back"
-        await asyncio.sleep(0.25)
+    await wait_healthy(http, timeout=90, what="the API to come back with a new Gateway replica")
     await _wait_cancelled(http, db, token, b, event)
     assert len(_refunds_of(stripe_api, charge)) == 1

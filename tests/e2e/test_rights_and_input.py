@@ -7,18 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 
-import serve_app
 from api.bootstrap import AdminEmailTaken
+from cli import databases
 from config.settings import get_settings
-from storage.embedded import free_port
+from supervision.ports import free_port
 from tests.cli.serve_process import command_env, run_command
 from tests.helpers import (
     ADMIN,
@@ -31,7 +31,9 @@ from tests.helpers import (
     iso,
     login,
     new_user,
+    wait_final,
 )
+from tests.waiting import wait_until
 
 # -- 4. admin bootstrap --------------------------------------------------------------------------
 
@@ -58,7 +60,7 @@ def test_bootstrap_never_promotes_an_account_it_did_not_create(
     # `serve` with that admin email refuses to start (prepare_database is its start-up step)...
     settings = get_settings().model_copy(update={"admin_email": email})
     with pytest.raises(AdminEmailTaken, match="not made an ADMIN"):
-        asyncio.run(serve_app.prepare_database(settings, seed=False))
+        asyncio.run(databases.prepare_database(settings, seed=False))
     # The command says so and stops before Ray or anything else starts (the database and Redis
     # are the suite's, so nothing embedded is started in the scratch state dir either).
     code, output = _run_cli(app_env, tmp_path, "serve", TICKETFLOW_ADMIN_EMAIL=email)
@@ -269,10 +271,8 @@ async def test_recent_notifications_are_the_20_newest_sent(http: httpx.AsyncClie
     token, user = await new_user(http)
     bookings = await asyncio.gather(*(book_and_wait(http, token, event["id"], [seat]) for seat in seats))
     assert [b["status"] for b in bookings] == ["CONFIRMED"] * 21
-    deadline = time.monotonic() + 60
-    while await _sent_count(db, user["id"]) < 21:
-        assert time.monotonic() < deadline, "confirmations not sent within 60 s"
-        await asyncio.sleep(0.5)
+    await wait_until(lambda: _sent_count(db, user["id"]), until=lambda sent: sent >= 21, timeout=60, interval=0.5,
+                     what="all 21 confirmations to be SENT")
     # One still queued (retry far away) and one given up: neither was sent, neither is listed.
     queued, gave_up = f"notif_{secrets.token_hex(8)}", f"notif_{secrets.token_hex(8)}"
     await db.execute(
@@ -302,14 +302,13 @@ async def test_a_cancellation_notice_is_listed_with_its_sent_time_within_seconds
     booking = await book_and_wait(http, token, event["id"], ["seat_A1"])
     r = await http.post(f"/api/bookings/{booking['id']}/cancel", json={}, headers=auth(token))
     assert r.status_code == 200, r.text
-    cancelled = time.monotonic()
-    while True:
-        recent = (await http.get("/api/notifications/recent", headers=auth(token))).json()["data"]
-        notice = next((n for n in recent if n["type"] == "BOOKING_CANCELLED"), None)
-        if notice is not None:
-            break
-        assert time.monotonic() - cancelled < 10, recent
-        await asyncio.sleep(0.2)
+
+    async def recent() -> list[dict[str, Any]]:
+        return list((await http.get("/api/notifications/recent", headers=auth(token))).json()["data"])
+
+    listed = await wait_until(recent, until=lambda notes: any(n["type"] == "BOOKING_CANCELLED" for n in notes),
+                              timeout=10, what="the BOOKING_CANCELLED notice in the recent notifications")
+    notice = next(n for n in listed if n["type"] == "BOOKING_CANCELLED")
     assert notice["bookingId"] == booking["id"] and notice["sentAt"]
     sent = datetime.fromisoformat(notice["sentAt"].replace("Z", "+00:00"))
     assert abs((sent - datetime.now(UTC)).total_seconds()) < 15
@@ -336,12 +335,7 @@ async def test_unknown_fields_are_ignored_and_never_set_price_status_or_owner(
     })
     assert r.status_code == 202, r.text
     booking_id = r.json()["bookingId"]
-    body = (await http.get(f"/api/bookings/{booking_id}", headers=auth(token))).json()
-    deadline = time.monotonic() + 60
-    while body["status"] == "PENDING":
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.2)
-        body = (await http.get(f"/api/bookings/{booking_id}", headers=auth(token))).json()
+    body = await wait_final(http, token, booking_id)
     assert body["status"] == "CONFIRMED" and body["totalAmount"] == 25000 and body["currency"] == "GBP"
     assert body["eventName"] == event["name"] and body["userId"] != victim["id"]
     charged = await db.fetchrow("SELECT amount, currency, user_id FROM payments WHERE booking_id = $1", booking_id)

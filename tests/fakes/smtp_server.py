@@ -16,9 +16,7 @@ tests and other processes (Ray actors) alike.
 
 from __future__ import annotations
 
-import asyncio
 import threading
-import time
 from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
@@ -29,7 +27,8 @@ from urllib.parse import quote
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from storage.embedded import free_port
+from supervision.ports import free_port
+from tests.waiting import wait_until
 
 
 @dataclass(frozen=True)
@@ -138,14 +137,9 @@ class SmtpSink:
 
     async def wait_for_messages(self, count: int, timeout: float = 5.0) -> list[EmailMessage]:
         """Like wait_for, but yields to the event loop so an in-process sender can run."""
-        deadline = time.monotonic() + timeout
-        while True:
-            messages = self.messages
-            if len(messages) >= count:
-                return messages
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"{len(messages)} of {count} messages in {timeout}s")
-            await asyncio.sleep(0.02)
+        messages = await wait_until(lambda: self.messages, until=lambda messages: len(messages) >= count,
+                                    timeout=timeout, interval=0.02, what=f"{count} messages at the SMTP sink")
+        return list(messages)
 
     def _make_controller(self, port: int) -> Controller:
         options: dict[str, Any] = {}

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import httpx
 import ray
 
 from actors import registry
 from tests.helpers import book_and_wait, create_event, create_venue, new_user
+from tests.waiting import wait_until
 
 
 def _live_seat_actors(event_ids: list[str]) -> list[str]:
@@ -31,10 +29,8 @@ async def test_cap_holds_and_every_event_sells(http: httpx.AsyncClient, admin_to
     for event_id in events:
         booking = await book_and_wait(http, token, event_id, ["seat_A1"])
         assert booking["status"] == "CONFIRMED", booking
-    deadline = time.monotonic() + 15
-    while len(live := _live_seat_actors(events)) > cap:
-        assert time.monotonic() < deadline, f"{len(live)} seat actors alive, cap {cap}"
-        await asyncio.sleep(0.5)
+    await wait_until(lambda: _live_seat_actors(events), until=lambda live: len(live) <= cap, timeout=15,
+                     interval=0.5, what=f"at most {cap} live seat actors (value: the events whose actor lives)")
     directory = await registry.directory().live.remote()
     assert len(set(directory) & set(events)) <= cap
     # A retired event's actor comes back on demand and still knows what it sold.

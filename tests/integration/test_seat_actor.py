@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import asyncpg
 import httpx
@@ -12,6 +11,7 @@ import ray
 
 from actors import registry
 from tests.helpers import book_and_wait, create_event, new_user
+from tests.waiting import wait_until
 
 
 async def _event(http: httpx.AsyncClient, admin_token: str, seats: int = 10) -> str:
@@ -42,9 +42,10 @@ async def test_lock_expires_without_any_call(http: httpx.AsyncClient, admin_toke
     actor = registry.seat_inventory(event_id)
     result = await actor.lock.remote("bkg_short", ("seat_A1", "seat_A2"), 1.0)
     assert result.ok
-    await asyncio.sleep(2.5)  # the sweeper runs every second; nothing else touches the actor
-    lock = await actor.lock_of.remote("bkg_short")
-    assert lock is None
+    assert (await actor.lock_of.remote("bkg_short")) is not None
+    # lock_of only reads (it never expires a lock itself): the lock goes only if the sweeper frees it.
+    await wait_until(lambda: actor.lock_of.remote("bkg_short"), until=lambda lock: lock is None, timeout=10,
+                     interval=0.25, what="the sweeper to free the 1 s lock, with no other call expiring it")
     summary = await actor.summary.remote()
     assert summary.locked == 0 and summary.available == 10
 
@@ -66,16 +67,9 @@ async def test_killed_actor_rebuilds_reserved_seats(http: httpx.AsyncClient, adm
     assert (await actor.lock.remote(locker, ("seat_A7",))).ok
     old_pid = await actor.__ray_call__.remote(lambda self: __import__("os").getpid())
     ray.kill(actor, no_restart=False)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            pid = await actor.__ray_call__.remote(lambda self: __import__("os").getpid())
-            if pid != old_pid:
-                break
-        except (ray.exceptions.ActorUnavailableError, ray.exceptions.ActorDiedError):
-            pass
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.2)
+    await wait_until(lambda: actor.__ray_call__.remote(lambda self: __import__("os").getpid()),
+                     until=lambda pid: pid != old_pid, timeout=30, what=f"the seat actor to restart (old pid {old_pid})",
+                     ignoring=(ray.exceptions.ActorUnavailableError, ray.exceptions.ActorDiedError))
     statuses, summary = await actor.snapshot.remote()
     assert statuses["seat_A5"] == statuses["seat_A6"] == "RESERVED"
     assert statuses["seat_A7"] == "LOCKED"
@@ -94,11 +88,13 @@ async def test_idle_actor_exits_and_comes_back(http: httpx.AsyncClient, admin_to
     actor = registry.seat_inventory(event_id)
     assert (await actor.summary.remote()).total == 10
     idle = float(app_env["TICKETFLOW_SEAT_ACTOR_IDLE_SECONDS"])
-    deadline = time.monotonic() + idle + 15
-    while registry.find_seat_inventory(event_id) is not None:
-        registry.forget(registry.seat_actor_name(event_id))
-        assert time.monotonic() < deadline, "idle seat actor did not retire"
-        await asyncio.sleep(0.5)
+
+    def find() -> object:
+        registry.forget(registry.seat_actor_name(event_id))  # no cached handle: look the actor up afresh
+        return registry.find_seat_inventory(event_id)
+
+    await wait_until(find, until=lambda found: found is None, timeout=idle + 15, interval=0.5,
+                     what=f"the seat actor of {event_id} to retire after {idle:g} s idle")
     # Reading the inventory does not start it again...
     r = await http.get(f"/api/inventory/events/{event_id}/seats")
     assert r.json()["summary"]["available"] == 10

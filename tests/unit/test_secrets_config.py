@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-import serve_app
+from cli import ray_env
 from config import secrets as secrets_config
 from config.settings import Settings, get_settings
 
@@ -62,7 +62,7 @@ def test_prefixed_spellings_are_secret_too() -> None:
 
 
 def test_the_runtime_env_carries_no_secret_only_where_the_file_is(secret_env: Path) -> None:
-    env = serve_app.runtime_env_vars()
+    env = ray_env.runtime_env_vars()
     assert not set(env) & secrets_config.secret_env_names()
     text = json.dumps(env)
     assert not [name for name, value in SECRETS.items() if value in text]
@@ -74,7 +74,7 @@ def test_the_runtime_env_carries_no_secret_only_where_the_file_is(secret_env: Pa
 
 @pytest.mark.usefixtures("secret_env")
 def test_the_secrets_file_is_0600_and_holds_what_workers_need() -> None:
-    path = Path(serve_app.runtime_env_vars()[secrets_config.SECRETS_FILE_VAR])
+    path = Path(ray_env.runtime_env_vars()[secrets_config.SECRETS_FILE_VAR])
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     stored = json.loads(path.read_text())
     assert stored == {k: v for k, v in SECRETS.items() if k != "TICKETFLOW_ADMIN_PASSWORD"}  # driver's only

@@ -21,6 +21,7 @@ from api.auth import (
 from config.settings import Settings
 from domain.errors import Unauthorized
 from domain.users import Role, User, clean_name, normalize_email, password_problem
+from tests.fakes.clock import FakeClock
 
 SECRET = "unit-test-secret-long-enough-for-hs512-too-0123456789abcdefghijklmn"
 DAY = 24 * 3600
@@ -229,10 +230,13 @@ def test_an_expired_token_is_unauthorized(tokens: TokenService) -> None:
         tokens.verify(issued.token)
 
 
-def test_a_remembered_token_is_refused_once_it_expires(tokens: TokenService) -> None:
-    issued = tokens.issue(USER, now=time.time() - DAY + 1.0)
+def test_a_remembered_token_is_refused_once_it_expires() -> None:
+    clock = FakeClock(time.time())
+    tokens = TokenService(secret=SECRET, ttl_seconds=DAY, clock=clock)
+    issued = tokens.issue(USER)
+    clock.advance(DAY - 1)
     assert tokens.verify(issued.token).user_id == USER.id  # verified, and now remembered
-    time.sleep(1.2)
+    clock.advance(1)
     with pytest.raises(Unauthorized, match="Token has expired"):
         tokens.verify(issued.token)
 

@@ -1,4 +1,4 @@
-"""What `ticketflow serve` supervises: its embedded Postgres/Redis, and every process it started.
+"""What `ticketflow serve` supervises: its embedded Postgres/Redis, restarted when they die.
 
 A server must never run on without its database. The embedded servers run in their own sessions,
 so nothing else notices when one dies: ``EmbeddedServices.watch`` (called by the serve loop every
@@ -9,21 +9,15 @@ raises ``ServiceLost`` when it cannot come back, so that the server exits instea
 from __future__ import annotations
 
 import logging
-import os
 import re
-import signal
 import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from storage.embedded import (
-    EmbeddedPostgres,
-    EmbeddedRedis,
-    start_embedded_postgres,
-    start_embedded_redis,
-)
+from supervision.postgres import EmbeddedPostgres, start_embedded_postgres
+from supervision.redis import EmbeddedRedis, start_embedded_redis
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +26,6 @@ RESTART_TIMEOUT = 15.0
 # A server that keeps dying is not coming back: give up after this many deaths in the window.
 MAX_DEATHS = 3
 DEATH_WINDOW = 120.0
-_PROC = Path("/proc")
 _Server = TypeVar("_Server", EmbeddedPostgres, EmbeddedRedis)
 
 
@@ -142,76 +135,3 @@ class EmbeddedServices:
                     logger.exception("stopping an embedded service failed")
         self.redis = None
         self.postgres = None
-
-
-def _children_of() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for entry in _PROC.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[-1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry.name))
-    return children
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live process below ``pid`` in the process tree (children first found first)."""
-    if not _PROC.is_dir():
-        return []
-    tree = _children_of()
-    found: list[int] = []
-    pending = list(tree.get(pid, []))
-    while pending:
-        child = pending.pop()
-        found.append(child)
-        pending.extend(tree.get(child, []))
-    return found
-
-
-def stop_descendants(timeout: float = 5.0) -> list[int]:
-    """SIGTERM, then SIGKILL, whatever this process started and is still running.
-
-    The orderly shutdown (ray.shutdown, the embedded servers' stop) normally leaves nothing; this
-    is the safety net for a start-up that failed halfway, when the handles to stop are missing.
-    Only our own descendants are signalled, never a process we did not start.
-    """
-    left = descendants(os.getpid())
-    if not left:
-        return []
-    logger.warning("stopping %d process(es) left by this server: %s", len(left), left)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in left:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            _reap()
-            left = [pid for pid in left if _running(pid)]
-            if not left:
-                return []
-            time.sleep(0.1)
-    return left
-
-
-def _running(pid: int) -> bool:
-    try:
-        state = (_PROC / str(pid) / "stat").read_text().rsplit(")", 1)[-1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-def _reap() -> None:
-    """Collect exited children, so that they do not linger as zombies."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return

@@ -1,0 +1,64 @@
+"""SeatInventory.lock_best (best available) on a real local Ray, backed by real Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from actors import registry
+from domain.best_available import SeatRequest, unavailable_message
+from tests.helpers import create_event
+
+
+async def test_lock_best_chooses_front_and_centre_and_repeats_for_its_holder(
+    http: httpx.AsyncClient, admin_token: str,
+) -> None:
+    event = await create_event(http, admin_token, vip=4, general=20)
+    actor = registry.seat_inventory(event["id"])
+    request = SeatRequest(2, tier="GENERAL")
+
+    first = await actor.lock_best.remote(booking_id="bkg_best_1", request=request)
+
+    assert first.ok and len(first.seat_ids) == 2
+    seat_map = {s["id"]: (r["row"], s["tier"]) for r in event["seatMap"]["rows"] for s in r["seats"]}
+    rows = {seat_map[s][0] for s in first.seat_ids}
+    assert len(rows) == 1 and {seat_map[s][1] for s in first.seat_ids} == {"GENERAL"}
+    general_rows = [r["row"] for r in event["seatMap"]["rows"] if r["tier"] == "GENERAL"]
+    assert rows == {general_rows[0]}  # the front GENERAL row
+    again = await actor.lock_best.remote(booking_id="bkg_best_1", request=request)
+    assert again == first
+    statuses, summary = await actor.snapshot.remote()
+    assert summary.locked == 2 and all(statuses[s] == "LOCKED" for s in first.seat_ids)
+    assert await actor.lock_of.remote("bkg_best_1") == (first.seat_ids, first.expires_at)
+
+
+async def test_concurrent_lock_best_never_gives_a_seat_twice_and_says_what_is_left(
+    http: httpx.AsyncClient, admin_token: str,
+) -> None:
+    event = await create_event(http, admin_token, vip=10, general=0)
+    actor = registry.seat_inventory(event["id"])
+    # 8 bookings of 2 VIP seats race for 10 seats; someone holds one more seat by id first.
+    assert (await actor.lock.remote("bkg_by_id", (event["seatMap"]["rows"][0]["seats"][0]["id"],))).ok
+    results = await asyncio.gather(*(
+        actor.lock_best.remote(booking_id=f"bkg_race_{i}", request=SeatRequest(2, tier="VIP"))
+        for i in range(8)
+    ))
+    held = [s for r in results if r.ok for s in r.seat_ids]
+    assert len(held) == len(set(held)), "a seat was granted to two bookings"
+    assert all(len(r.seat_ids) == 2 for r in results if r.ok)
+    losers = [r for r in results if not r.ok]
+    assert losers
+    summary = await actor.summary.remote()
+    assert summary.locked == len(held) + 1
+    left = summary.available
+    # No pair is left: every loser was told the same, and it is what the inventory shows.
+    expected = unavailable_message(tier="VIP", largest_block=min(left, 1), available=left)
+    assert {r.message for r in losers} == {expected}
+    # Scattered seats are still given when no pair is left.
+    if left:
+        scattered = await actor.lock_best.remote(
+            booking_id="bkg_scattered", request=SeatRequest(left, tier="VIP", together=False),
+        )
+        assert scattered.ok and not set(scattered.seat_ids) & set(held)
+    await asyncio.gather(*(actor.release.remote(f"bkg_race_{i}") for i in range(8)))
