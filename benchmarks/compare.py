@@ -9,6 +9,8 @@
    Every target started here gets a free 127.0.0.1 port and is stopped, with all its processes
    and its scratch state, before the next one starts: no two servers compete for the two cores or
    for Postgres's connections. A server given by `--url` stays up while the baselines run.
+   `pretix` among `--baselines` adds pretix, the open-source ticket shop, installed on first use in
+   its own virtual environment and driven through its REST order creation (`benchmarks.pretix`).
 3. The lock engines alone (`benchmarks.locks`).
 
 Ratios are always "first target / other target" (TicketFlow first unless `--no-ticketflow`).
@@ -26,7 +28,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.cli import onsale_config
 from benchmarks.common import (
     CpuMeter,
     fmt,
@@ -41,11 +42,22 @@ from benchmarks.httpclient import TransportError, open_client
 from benchmarks.locks import LockBenchConfig, locks_markdown, run_lock_bench
 from benchmarks.medians import median_summary, medians_markdown
 from benchmarks.onsale import SetupError, run_onsale, summary_rows
+from benchmarks.options import onsale_config
+from benchmarks.pretix.scenario import run_pretix_onsale
+from benchmarks.pretix.server import HEALTH_PATH as PRETIX_HEALTH_PATH
+from benchmarks.pretix.server import PretixServer, start_pretix
 from benchmarks.services import BASELINES, ServiceProcess, start_plain_service, start_ticketflow
 
+# Targets `--baselines` may name: the plain services, and pretix (a real product, not ours).
+PRETIX = "pretix"
+KNOWN_BASELINES = (*BASELINES, PRETIX)
 
-async def http_floor(url: str, *, concurrency: int, seconds: float, client_kind: str) -> dict[str, Any]:
-    """GET /health from `concurrency` workers for `seconds`: the most this server path can answer."""
+
+async def http_floor(
+    url: str, *, concurrency: int, seconds: float, client_kind: str, path: str = "/health",
+) -> dict[str, Any]:
+    """GET `path` (the health route) from `concurrency` workers for `seconds`: the most this server
+    path can answer."""
     client = open_client(client_kind, url, pool=concurrency, timeout=30.0)
     latencies: list[float] = []
     errors = 0
@@ -56,7 +68,7 @@ async def http_floor(url: str, *, concurrency: int, seconds: float, client_kind:
         while time.perf_counter() < end:
             t0 = time.perf_counter()
             try:
-                status, _body, _headers = await client.request("GET", "/health")
+                status, _body, _headers = await client.request("GET", path)
             except TransportError:
                 errors += 1
                 continue
@@ -98,9 +110,9 @@ def machine_info() -> dict[str, Any]:
 
 async def _compare(args: argparse.Namespace) -> dict[str, Any]:
     baselines = [] if args.baselines.strip() == "none" else [b.strip() for b in args.baselines.split(",") if b.strip()]
-    unknown = [b for b in baselines if b not in BASELINES]
+    unknown = [b for b in baselines if b not in KNOWN_BASELINES]
     if unknown:
-        raise SystemExit(f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)} or none")
+        raise SystemExit(f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(KNOWN_BASELINES)} or none")
     targets: list[tuple[str, str | None]] = []
     if args.url:
         targets.append(("ticketflow", args.url.rstrip("/")))
@@ -113,19 +125,25 @@ async def _compare(args: argparse.Namespace) -> dict[str, Any]:
         "ticketflow": ticketflow_setup(args), "floor": [], "onsale": [], "locks": None, "failures": {},
     }
     for label, url in targets:
-        service = None
+        service: ServiceProcess | PretixServer | None = None
         try:
             if url is None:
                 log(f"compare: starting {label}")
-                service = await _start(label, args)
+                service = await (_start_pretix(args) if label == PRETIX else _start(label, args))
                 url = service.url
             if args.floor_seconds > 0:
                 log(f"compare: HTTP floor of {label} ({args.floor_seconds:g} s)")
                 floor = await http_floor(url, concurrency=args.concurrency, seconds=args.floor_seconds,
-                                         client_kind=args.http_client)
+                                         client_kind=args.http_client,
+                                         path=PRETIX_HEALTH_PATH if label == PRETIX else "/health")
                 report["floor"].append({"label": label, "url": url, **floor})
             if not args.skip_onsale:
-                report["onsale"].append(await run_onsale(onsale_config(args, url, label)))
+                if isinstance(service, PretixServer):
+                    report["pretix"] = pretix_setup(args, service)
+                    report["onsale"].append(await run_pretix_onsale(
+                        onsale_config(args, url, label), organizer=service.organizer, token=service.token))
+                else:
+                    report["onsale"].append(await run_onsale(onsale_config(args, url, label)))
         except (SetupError, RuntimeError) as exc:
             log(f"compare: {label} failed: {exc}")
             report["failures"][label] = str(exc)
@@ -147,6 +165,23 @@ def ticketflow_setup(args: argparse.Namespace) -> dict[str, Any]:
     if args.no_ticketflow:
         return {"mode": "none"}
     return {"mode": "started", "server_env": {k: _redacted(k, v) for k, v in args.server_env}}
+
+
+async def _start_pretix(args: argparse.Namespace) -> PretixServer:
+    return await start_pretix(
+        database_url=args.database_url, redis_url=args.pretix_redis_url, pretix_dir=args.pretix_dir,
+        workers=args.pretix_workers, startup_timeout=args.server_startup_timeout,
+    )
+
+
+def pretix_setup(args: argparse.Namespace, server: PretixServer) -> dict[str, Any]:
+    """How pretix was run, for the report (docs/performance.md explains each choice)."""
+    return {
+        "version": server.version, "server": f"gunicorn pretix.wsgi, {server.workers} sync workers",
+        "database": "own database on --database-url's server", "redis": args.pretix_redis_url,
+        "tasks": "Celery eager (no broker)", "debug": False,
+        "orders": "POST .../orders/ with seats, status p, payment_provider manual, no force",
+    }
 
 
 def _redacted(key: str, value: str) -> str:
@@ -228,6 +263,11 @@ def compare_markdown(report: dict[str, Any]) -> str:
             if extra:
                 parts.append(f"- {r['label']}: " + "; ".join(extra))
         parts.append("")
+    if report.get("pretix"):
+        px = report["pretix"]
+        parts.append(f"pretix {px['version']}: {px['server']}, {px['tasks']}, DEBUG off; {px['orders']}; "
+                     "its 202 latency is the order POST's answer (pretix confirms synchronously); its HTTP "
+                     "floor is GET /healthcheck/ (a database query and a Redis write and read).\n")
     if report["locks"] is not None:
         parts.append(locks_markdown(report["locks"]))
     if report["failures"]:

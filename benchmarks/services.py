@@ -161,18 +161,20 @@ async def _reap_marked(label: str, marker: str, grace: float = 20.0) -> None:
 async def start_service(
     label: str, cmd: Sequence[str], *, env: Mapping[str, str], url: str, startup_timeout: float,
     settle_seconds: float = 0.0, stop_timeout: float = 15.0, reap_grace: float = 20.0,
-    cleanups: Sequence[Callable[[], Awaitable[None]]] = (),
+    cleanups: Sequence[Callable[[], Awaitable[None]]] = (), health_path: str = "/health",
+    cwd: Path = PROJECT_ROOT,
 ) -> ServiceProcess:
     """Starts `cmd` in a session of its own (so that the whole group can be killed, and a Ctrl-C at
     the terminal reaches only the benchmark, which then stops the server in order), waits until
     `url`/health answers 200, then `settle_seconds` more. On failure the server is stopped, the
-    clean-ups run, and the RuntimeError carries the tail of its log."""
+    clean-ups run, and the RuntimeError carries the tail of its log. `health_path` is the
+    server's health route (pretix's is /healthcheck/)."""
     marker = secrets.token_hex(8)
     env = {**env, MARKER_VAR: marker}
     fd, name = tempfile.mkstemp(prefix=f"tf-bench-{label}-", suffix=".log")
     try:
         with os.fdopen(fd, "wb") as out:
-            proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(PROJECT_ROOT),
+            proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(cwd),
                                     start_new_session=True)
     except BaseException:
         Path(name).unlink(missing_ok=True)
@@ -182,7 +184,7 @@ async def start_service(
     service = ServiceProcess(label, url, proc, Path(name), marker=marker, stop_timeout=stop_timeout,
                              reap_grace=reap_grace, cleanups=list(cleanups))
     try:
-        problem = await _wait_healthy(service, startup_timeout)
+        problem = await _wait_healthy(service, startup_timeout, health_path)
         if problem is None and settle_seconds > 0:
             await asyncio.sleep(settle_seconds)
             if proc.poll() is not None:
@@ -197,20 +199,20 @@ async def start_service(
     raise RuntimeError(f"{label} {problem}; the end of its log:\n{tail}")
 
 
-async def _wait_healthy(service: ServiceProcess, timeout: float) -> str | None:
-    """None once GET /health answers 200, else what went wrong."""
+async def _wait_healthy(service: ServiceProcess, timeout: float, health_path: str = "/health") -> str | None:
+    """None once GET `health_path` answers 200, else what went wrong."""
     deadline = time.monotonic() + timeout
     async with httpx.AsyncClient(timeout=2.0) as client:
         while time.monotonic() < deadline:
             if service.proc.poll() is not None:
                 return f"exited with {service.proc.returncode} during start-up"
             try:
-                if (await client.get(service.url + "/health")).status_code == 200:
+                if (await client.get(service.url + health_path)).status_code == 200:
                     return None
             except httpx.HTTPError:
                 pass
             await asyncio.sleep(0.2)
-    return f"did not answer /health within {timeout:.0f} s"
+    return f"did not answer {health_path} within {timeout:.0f} s"
 
 
 def _with_project_on_path(env: dict[str, str]) -> dict[str, str]:
