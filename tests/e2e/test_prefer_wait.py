@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -29,12 +30,15 @@ async def test_a_booking_asked_with_wait_is_answered_final_in_one_round_trip(
 ) -> None:
     event = await create_event(http, admin_token, vip=2, general=2)
     token, _ = await new_user(http)
-    started = time.monotonic()
+    began = time.time()
     r = await book(http, token, event["id"], ["seat_A1", "seat_A2"], headers=wait(10))
-    answered = time.monotonic() - started
+    answered = time.time()
     assert r.status_code == 200, r.text
-    # Woken by the saga's end (a charge of ~0.3 s), not by the wait running out.
-    assert answered < 8.0, f"answered after {answered:.1f} s"
+    # Woken by the saga's end, not by the wait running out (when the saga took long enough for
+    # the two to differ).
+    confirmed = datetime.fromisoformat(r.json()["confirmedAt"].replace("Z", "+00:00")).timestamp()
+    if confirmed < began + 8.0:
+        assert answered - confirmed < 1.5, f"answered {answered - confirmed:.1f} s after the booking was confirmed"
     assert r.headers["Preference-Applied"] == "wait=10"
     body = r.json()
     assert body["status"] == "CONFIRMED" and body["seatIds"] == ["seat_A1", "seat_A2"]
@@ -58,12 +62,14 @@ async def test_without_the_preference_the_answer_is_the_usual_202(http: httpx.As
     assert "Preference-Applied" not in r.headers
 
 
-async def test_several_waiters_are_woken_by_the_sagas_end_and_a_short_wait_gets_pending(
+async def _waiters_on_a_slow_booking(
     http: httpx.AsyncClient, admin_token: str, stripe_api: FakeStripe,
-) -> None:
+) -> tuple[float, float, float]:
+    """Five `wait=10` waiters on a booking whose charge sits at the processor: when they began,
+    when they were answered and when the booking was confirmed (epoch seconds)."""
     event = await create_event(http, admin_token, vip=2, general=2)
     token, _ = await new_user(http)
-    stripe_api.delay(SLOW_CHARGE_SECONDS)  # the charge sits at the processor for a while
+    stripe_api.delay(SLOW_CHARGE_SECONDS)
     try:
         r = await book(http, token, event["id"], ["seat_B1"])
         assert r.status_code == 202, r.text
@@ -73,15 +79,33 @@ async def test_several_waiters_are_woken_by_the_sagas_end_and_a_short_wait_gets_
         assert short.status_code == 200 and short.json()["status"] == "PENDING"
         assert "Preference-Applied" not in short.headers
         assert time.monotonic() - started >= 0.9, "a wait of 1 s answered before its second was up"
+        began = time.time()
         waiters = await asyncio.gather(*(get(http, token, booking_id, wait(10)) for _ in range(5)))
-        answered = time.monotonic() - started
+        answered = time.time()
     finally:
         stripe_api.delay(STRIPE_LATENCY_SECONDS)
     for w in waiters:
         assert w.status_code == 200 and w.json()["status"] == "CONFIRMED", w.text
         assert w.headers["Preference-Applied"] == "wait=10"
-    # Woken when the saga ended (the charge's ~2 s), not at the end of their 10 s.
-    assert answered < SLOW_CHARGE_SECONDS + 5.0, f"waiters answered after {answered:.1f} s"
+    confirmed = datetime.fromisoformat(waiters[0].json()["confirmedAt"].replace("Z", "+00:00")).timestamp()
+    return began, answered, confirmed
+
+
+async def test_several_waiters_are_woken_by_the_sagas_end_and_a_short_wait_gets_pending(
+    http: httpx.AsyncClient, admin_token: str, stripe_api: FakeStripe,
+) -> None:
+    # Woken by the saga's final write: answered right after the confirmation, not at the end of
+    # their 10 s. The saga's own pace depends on the suite's load (the payment actor may be busy
+    # reconciling earlier tests' payments), so only a sale confirmed well before the waiters'
+    # deadline can tell the two apart: one that came late is tried again on a new booking.
+    for _ in range(3):
+        began, answered, confirmed = await _waiters_on_a_slow_booking(http, admin_token, stripe_api)
+        if confirmed > began + 8.0:
+            continue  # confirmed so near the 10 s deadline that a timeout would look the same
+        woken_after = answered - max(confirmed, began)
+        assert woken_after < 1.5, f"waiters answered {woken_after:.1f} s after the booking was confirmed"
+        return
+    raise AssertionError("three bookings in a row were confirmed too late to tell a wake-up from a timeout")
 
 
 async def test_a_client_that_goes_away_mid_wait_does_not_hurt_the_booking_or_others(
