@@ -41,7 +41,16 @@ class Gateway:
         start_service_actors()
 
 
-APP_LOGGERS = ("api", "application", "actors", "domain", "storage", "providers", "cli", "ticketflow")
+APP_LOGGERS = (
+    "api",
+    "application",
+    "actors",
+    "domain",
+    "storage",
+    "providers",
+    "cli",
+    "ticketflow",
+)
 
 
 class AppArgs(BaseModel):

@@ -60,18 +60,28 @@ class _Seats:
 
     async def lock(self, *, event_id: str, booking_id: str, seat_ids: tuple[str, ...]) -> SeatLock:
         with _timed("lock"):
-            result = await self._seats.lock(event_id=event_id, booking_id=booking_id, seat_ids=seat_ids)
+            result = await self._seats.lock(
+                event_id=event_id, booking_id=booking_id, seat_ids=seat_ids
+            )
         if not result.ok:
             return SeatLock(ok=False, conflicts=result.conflicts + result.unknown)
         return SeatLock(ok=True, expires_at=datetime.fromtimestamp(result.expires_at, tz=UTC))
 
-    async def lock_best(self, *, event_id: str, booking_id: str, request: SeatRequest) -> SeatChoice:
+    async def lock_best(
+        self, *, event_id: str, booking_id: str, request: SeatRequest
+    ) -> SeatChoice:
         # One call per booking: the choice is made and locked in the seat actor in one step.
         with _timed("lock"):
-            result = await self._seats.lock_best(event_id=event_id, booking_id=booking_id, request=request)
+            result = await self._seats.lock_best(
+                event_id=event_id, booking_id=booking_id, request=request
+            )
         if not result.ok:
             return SeatChoice(ok=False, message=result.message)
-        return SeatChoice(ok=True, seat_ids=result.seat_ids, expires_at=datetime.fromtimestamp(result.expires_at, tz=UTC))
+        return SeatChoice(
+            ok=True,
+            seat_ids=result.seat_ids,
+            expires_at=datetime.fromtimestamp(result.expires_at, tz=UTC),
+        )
 
     async def release(self, *, event_id: str, booking_id: str) -> None:
         with _timed("release"):
@@ -95,30 +105,66 @@ class _Payments:
         self._request_ids = request_ids
 
     def _order(
-        self, *, booking_id: str, user_id: str, amount: int, currency: str, token: str, idempotency_key: str
+        self,
+        *,
+        booking_id: str,
+        user_id: str,
+        amount: int,
+        currency: str,
+        token: str,
+        idempotency_key: str,
     ) -> ChargeCard:
         return ChargeCard(
-            booking_id=booking_id, user_id=user_id, amount=amount, currency=currency, payment_token=token,
-            idempotency_key=idempotency_key, request_id=self._request_ids.get(booking_id, ""),
+            booking_id=booking_id,
+            user_id=user_id,
+            amount=amount,
+            currency=currency,
+            payment_token=token,
+            idempotency_key=idempotency_key,
+            request_id=self._request_ids.get(booking_id, ""),
         )
 
     async def charge(
-        self, *, booking_id: str, user_id: str, amount: int, currency: str, token: str, idempotency_key: str
+        self,
+        *,
+        booking_id: str,
+        user_id: str,
+        amount: int,
+        currency: str,
+        token: str,
+        idempotency_key: str,
     ) -> Charge:
         order = self._order(
-            booking_id=booking_id, user_id=user_id, amount=amount, currency=currency, token=token,
+            booking_id=booking_id,
+            user_id=user_id,
+            amount=amount,
+            currency=currency,
+            token=token,
             idempotency_key=idempotency_key,
         )
         with _timed("charge"):
             return await self._payments.charge(order)
 
     async def charge_if_attempted(
-        self, *, booking_id: str, user_id: str, amount: int, currency: str, token: str, idempotency_key: str
+        self,
+        *,
+        booking_id: str,
+        user_id: str,
+        amount: int,
+        currency: str,
+        token: str,
+        idempotency_key: str,
     ) -> Charge | None:
-        return await self._payments.charge_if_attempted(self._order(
-            booking_id=booking_id, user_id=user_id, amount=amount, currency=currency, token=token,
-            idempotency_key=idempotency_key,
-        ))
+        return await self._payments.charge_if_attempted(
+            self._order(
+                booking_id=booking_id,
+                user_id=user_id,
+                amount=amount,
+                currency=currency,
+                token=token,
+                idempotency_key=idempotency_key,
+            )
+        )
 
     async def refund(self, *, payment_id: str, idempotency_key: str) -> None:
         with _timed("refund"):
@@ -137,7 +183,9 @@ class _Store:
         self._charging: Coalescer[tuple[str, datetime], bool] = Coalescer(self._charging_batch)
         self._charged: Coalescer[tuple[str, str], bool] = Coalescer(self._charged_batch)
         self._confirms: Coalescer[str, bool] = Coalescer(self._confirm_batch)
-        self._failures: Coalescer[tuple[str, FailureReason, str | None], bool] = Coalescer(self._fail_batch)
+        self._failures: Coalescer[tuple[str, FailureReason, str | None], bool] = Coalescer(
+            self._fail_batch
+        )
 
     async def load(self, booking_id: str) -> SagaBooking | None:
         return await self._loads.submit(_ALL, booking_id)
@@ -149,7 +197,9 @@ class _Store:
         self, booking_id: str, lock_expires_at: datetime, seat_ids: tuple[str, ...]
     ) -> Priced | None:
         async with self._pool.acquire() as conn:
-            return await booking_repository.mark_charging_chosen(conn, booking_id, lock_expires_at, seat_ids)
+            return await booking_repository.mark_charging_chosen(
+                conn, booking_id, lock_expires_at, seat_ids
+            )
 
     async def mark_charged(self, booking_id: str, payment_id: str) -> bool:
         return await self._charged.submit(_ALL, (booking_id, payment_id))
@@ -161,7 +211,9 @@ class _Store:
             metrics.record_booking_final("CONFIRMED", None)
         return done
 
-    async def fail(self, booking_id: str, reason: FailureReason, message: str | None = None) -> bool:
+    async def fail(
+        self, booking_id: str, reason: FailureReason, message: str | None = None
+    ) -> bool:
         done = await self._failures.submit(_ALL, (booking_id, reason, message))
         if done:
             metrics.record_booking_final("FAILED", reason.value)
@@ -207,7 +259,9 @@ class _Store:
             moved = await booking_repository.confirm(conn, booking_ids)
         return [booking_id in moved for booking_id in booking_ids]
 
-    async def _fail_batch(self, _key: str, failures: list[tuple[str, FailureReason, str | None]]) -> list[bool]:
+    async def _fail_batch(
+        self, _key: str, failures: list[tuple[str, FailureReason, str | None]]
+    ) -> list[bool]:
         async with self._pool.acquire() as conn:
             moved = await booking_repository.fail(conn, failures)
         return [booking_id in moved for booking_id, _, _ in failures]
@@ -270,12 +324,19 @@ class BookingSaga:
         payments = _Payments(PaymentClient(), self._request_ids)
         store, notifier = _Store(pool), NotifierClient()
         self._cancel_runner = CancellationRunner(
-            seats=seats, payments=payments, store=store, notifier=notifier,
+            seats=seats,
+            payments=payments,
+            store=store,
+            notifier=notifier,
             step_timeout=self._settings.saga_step_timeout_seconds,
         )
         return BookingSagaRunner(
-            seats=seats, payments=payments, store=store, notifier=notifier,
-            clock=_Clock(), step_timeout=self._settings.saga_step_timeout_seconds,
+            seats=seats,
+            payments=payments,
+            store=store,
+            notifier=notifier,
+            clock=_Clock(),
+            step_timeout=self._settings.saga_step_timeout_seconds,
             deadline=timedelta(seconds=self._settings.saga_timeout_seconds),
         )
 
@@ -307,13 +368,18 @@ class BookingSaga:
             return
         exc = task.exception()
         if exc is not None:
-            logger.error("cancellation crashed", exc_info=exc,
-                         extra={"request_id": request_id, "booking_id": booking_id, "saga_slot": self._slot})
+            logger.error(
+                "cancellation crashed",
+                exc_info=exc,
+                extra={"request_id": request_id, "booking_id": booking_id, "saga_slot": self._slot},
+            )
             return
         outcome = task.result()
         if outcome is not None and outcome.cancelled_at is not None:
-            logger.info("booking cancelled",
-                        extra={"request_id": request_id, "booking_id": booking_id, "saga_slot": self._slot})
+            logger.info(
+                "booking cancelled",
+                extra={"request_id": request_id, "booking_id": booking_id, "saga_slot": self._slot},
+            )
 
     async def start(self, booking_id: str, request_id: str = "") -> None:
         """Starts (or joins) the saga of a booking and returns at once."""
@@ -330,7 +396,12 @@ class BookingSaga:
         return self._spawn(await self._get_runner(), booking_id, known, request_id=request_id)
 
     def _spawn(
-        self, runner: BookingSagaRunner, booking_id: str, known: SagaBooking | None = None, *, request_id: str = ""
+        self,
+        runner: BookingSagaRunner,
+        booking_id: str,
+        known: SagaBooking | None = None,
+        *,
+        request_id: str = "",
     ) -> asyncio.Task[SagaOutcome | None]:
         if request_id:  # also when joining: the recovery sweep may have started it first
             self._request_ids.setdefault(booking_id, request_id)
@@ -351,7 +422,9 @@ class BookingSaga:
         if self._runner is not None:
             self._spawn(self._runner, booking.id, booking, request_id=request_id)
         else:
-            asyncio.get_running_loop().create_task(self._drive(booking.id, booking, request_id=request_id))
+            asyncio.get_running_loop().create_task(
+                self._drive(booking.id, booking, request_id=request_id)
+            )
 
     async def _listen_forever(self) -> None:
         channel = saga_channel(self._slot)
@@ -366,7 +439,9 @@ class BookingSaga:
                 await lost.wait()
                 logger.warning("saga %d: lost its Postgres listener; reconnecting", self._slot)
             except Exception as exc:  # noqa: BLE001 - the database may be down; the sweep still runs
-                logger.warning("saga %d: cannot listen for new bookings (%s)", self._slot, type(exc).__name__)
+                logger.warning(
+                    "saga %d: cannot listen for new bookings (%s)", self._slot, type(exc).__name__
+                )
             finally:
                 if conn is not None and not conn.is_closed():
                     conn.terminate()
@@ -374,28 +449,42 @@ class BookingSaga:
 
     def _finished(self, booking_id: str, task: asyncio.Task[SagaOutcome | None]) -> None:
         self._active.pop(booking_id, None)
-        request_id = self._request_ids.pop(booking_id, "") if booking_id not in self._cancelling else ""
+        request_id = (
+            self._request_ids.pop(booking_id, "") if booking_id not in self._cancelling else ""
+        )
         if task.cancelled():
             return
         exc = task.exception()
         if exc is not None:
-            logger.error("saga crashed", exc_info=exc,
-                         extra={"request_id": request_id, "booking_id": booking_id, "saga_slot": self._slot})
+            logger.error(
+                "saga crashed",
+                exc_info=exc,
+                extra={"request_id": request_id, "booking_id": booking_id, "saga_slot": self._slot},
+            )
             return
         outcome = task.result()
         if outcome is not None and logger.isEnabledFor(logging.INFO):
-            logger.info("saga finished", extra={
-                "request_id": request_id, "booking_id": booking_id, "status": outcome.status.value,
-                "failure_reason": outcome.failure_reason.value if outcome.failure_reason else None,
-                "saga_slot": self._slot,
-            })
+            logger.info(
+                "saga finished",
+                extra={
+                    "request_id": request_id,
+                    "booking_id": booking_id,
+                    "status": outcome.status.value,
+                    "failure_reason": outcome.failure_reason.value
+                    if outcome.failure_reason
+                    else None,
+                    "saga_slot": self._slot,
+                },
+            )
 
     async def _recover_forever(self) -> None:
         while True:
             try:
                 await self.recover_once()
             except Exception as exc:  # noqa: BLE001 - the database may be down; try again later
-                logger.warning("saga %d: recovery round failed (%s)", self._slot, type(exc).__name__)
+                logger.warning(
+                    "saga %d: recovery round failed (%s)", self._slot, type(exc).__name__
+                )
             await asyncio.sleep(self._settings.saga_recovery_interval_seconds)
 
     async def recover_once(self, stale_after: float | None = None) -> int:
@@ -408,10 +497,18 @@ class BookingSaga:
         stale_before = datetime.now(UTC) - timedelta(seconds=stale_after)
         async with pool.acquire() as conn:
             ids = await booking_repository.stale_pending(
-                conn, slot=self._slot, pool_size=self._pool_size, updated_before=stale_before, limit=500
+                conn,
+                slot=self._slot,
+                pool_size=self._pool_size,
+                updated_before=stale_before,
+                limit=500,
             )
             cancels = await booking_repository.stale_cancellations(
-                conn, slot=self._slot, pool_size=self._pool_size, updated_before=stale_before, limit=500
+                conn,
+                slot=self._slot,
+                pool_size=self._pool_size,
+                updated_before=stale_before,
+                limit=500,
             )
         resumed = [b for b in ids if b not in self._active]
         for booking_id in resumed:
@@ -421,6 +518,10 @@ class BookingSaga:
         for booking_id in resumed_cancels:
             self._spawn_cancel(booking_id)
         if resumed or resumed_cancels:
-            logger.info("saga %d: resumed %d unfinished bookings and %d cancellations", self._slot, len(resumed),
-                        len(resumed_cancels))
+            logger.info(
+                "saga %d: resumed %d unfinished bookings and %d cancellations",
+                self._slot,
+                len(resumed),
+                len(resumed_cancels),
+            )
         return len(resumed) + len(resumed_cancels)

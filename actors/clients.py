@@ -42,12 +42,22 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 _ALL = ""  # the one key of coalescers that are not per event
 
-__all__ = ["DirectoryClient", "NotifierClient", "PaymentClient", "SeatInventoryClient", "call_with_retries"]
+__all__ = [
+    "DirectoryClient",
+    "NotifierClient",
+    "PaymentClient",
+    "SeatInventoryClient",
+    "call_with_retries",
+]
 
 
 async def call_with_retries(
-    name: str, get: Callable[[], ActorHandle[Any]], call: Callable[[ActorHandle[Any]], Awaitable[T]], *,
-    attempts: int = 3, backoff: float = 0.5,
+    name: str,
+    get: Callable[[], ActorHandle[Any]],
+    call: Callable[[ActorHandle[Any]], Awaitable[T]],
+    *,
+    attempts: int = 3,
+    backoff: float = 0.5,
 ) -> T:
     """Calls a restartable actor, waiting out a restart with bounded backoff.
 
@@ -89,11 +99,16 @@ class SeatInventoryClient:
             self.retire_blocking(retired)
         # soft=True: a preference, so the actor still restarts elsewhere when its node is lost.
         strategy: Any = (
-            NodeAffinitySchedulingStrategy(placement.node_id, soft=True) if placement.node_id else "SPREAD"
+            NodeAffinitySchedulingStrategy(placement.node_id, soft=True)
+            if placement.node_id
+            else "SPREAD"
         )
         return factory.get_or_create(
-            SeatInventory, seat_actor_name(event_id), event_id,
-            max_restarts=get_settings().seat_actor_max_restarts, scheduling_strategy=strategy,
+            SeatInventory,
+            seat_actor_name(event_id),
+            event_id,
+            max_restarts=get_settings().seat_actor_max_restarts,
+            scheduling_strategy=strategy,
         )
 
     async def handle(self, event_id: str) -> ActorHandle[Any]:
@@ -110,7 +125,9 @@ class SeatInventoryClient:
             return handle
         return self._create(event_id, self._directory.place_blocking(event_id))
 
-    async def _call(self, event_id: str, call: Callable[[ActorHandle[Any]], Awaitable[T]], *, attempts: int = 3) -> T:
+    async def _call(
+        self, event_id: str, call: Callable[[ActorHandle[Any]], Awaitable[T]], *, attempts: int = 3
+    ) -> T:
         for attempt in range(attempts):
             handle = await self.handle(event_id)
             try:
@@ -119,7 +136,9 @@ class SeatInventoryClient:
                 factory.forget(seat_actor_name(event_id))
                 if attempt == attempts - 1:
                     raise
-                logger.info("seat actor for %s unavailable (%s); retrying", event_id, type(exc).__name__)
+                logger.info(
+                    "seat actor for %s unavailable (%s); retrying", event_id, type(exc).__name__
+                )
                 await asyncio.sleep(0.2 * (attempt + 1))
         raise AssertionError("unreachable")
 
@@ -128,16 +147,24 @@ class SeatInventoryClient:
         return await asyncio.to_thread(factory.existing, seat_actor_name(event_id))
 
     # -- the calls -----------------------------------------------------------------------------
-    async def lock(self, *, event_id: str, booking_id: str, seat_ids: tuple[str, ...]) -> LockResult:
+    async def lock(
+        self, *, event_id: str, booking_id: str, seat_ids: tuple[str, ...]
+    ) -> LockResult:
         """Locks all of a booking's seats or none, coalesced with concurrent locks of the event."""
         return await self._locks.submit(event_id, (booking_id, seat_ids))
 
-    async def lock_many(self, event_id: str, requests: list[tuple[str, tuple[str, ...]]]) -> list[LockResult]:
+    async def lock_many(
+        self, event_id: str, requests: list[tuple[str, tuple[str, ...]]]
+    ) -> list[LockResult]:
         """Many bookings' locks, (booking id, seat ids) pairs, in one call; answered in order."""
-        results: list[LockResult] = await self._call(event_id, lambda h: h.lock_many.remote(requests))
+        results: list[LockResult] = await self._call(
+            event_id, lambda h: h.lock_many.remote(requests)
+        )
         return results
 
-    async def lock_best(self, *, event_id: str, booking_id: str, request: SeatRequest) -> BestLockResult:
+    async def lock_best(
+        self, *, event_id: str, booking_id: str, request: SeatRequest
+    ) -> BestLockResult:
         """Best available: chooses and locks the best seats for a booking in one actor step (the
         same seats again for the same booking while its lock lives); not coalesced."""
         result: BestLockResult = await self._call(
@@ -149,7 +176,9 @@ class SeatInventoryClient:
         self, *, event_id: str, booking_id: str, seat_ids: tuple[str, ...], ttl: float | None = None
     ) -> LockResult:
         """One lock with its own TTL (at most the configured one); not coalesced (tools, tests)."""
-        result: LockResult = await self._call(event_id, lambda h: h.lock.remote(booking_id, seat_ids, ttl))
+        result: LockResult = await self._call(
+            event_id, lambda h: h.lock.remote(booking_id, seat_ids, ttl)
+        )
         return result
 
     async def reserve(self, *, event_id: str, booking_id: str) -> ReserveResult:
@@ -157,11 +186,15 @@ class SeatInventoryClient:
         return await self._reserves.submit(event_id, booking_id)
 
     async def reserve_many(self, event_id: str, booking_ids: list[str]) -> list[ReserveResult]:
-        results: list[ReserveResult] = await self._call(event_id, lambda h: h.reserve_many.remote(booking_ids))
+        results: list[ReserveResult] = await self._call(
+            event_id, lambda h: h.reserve_many.remote(booking_ids)
+        )
         return results
 
     async def release(self, *, event_id: str, booking_id: str) -> tuple[str, ...]:
-        released: tuple[str, ...] = await self._call(event_id, lambda h: h.release.remote(booking_id))
+        released: tuple[str, ...] = await self._call(
+            event_id, lambda h: h.release.remote(booking_id)
+        )
         return released
 
     async def unreserve_if_live(self, *, event_id: str, booking_id: str) -> None:
@@ -177,7 +210,9 @@ class SeatInventoryClient:
 
     async def snapshot(self, event_id: str) -> tuple[dict[str, str], Summary]:
         """Every seat's status and the counts, starting the actor if needed."""
-        snapshot: tuple[dict[str, str], Summary] = await self._call(event_id, lambda h: h.snapshot.remote())
+        snapshot: tuple[dict[str, str], Summary] = await self._call(
+            event_id, lambda h: h.snapshot.remote()
+        )
         return snapshot
 
     async def snapshot_if_live(self, event_id: str) -> dict[str, str] | None:
@@ -194,9 +229,13 @@ class SeatInventoryClient:
             return None
         return statuses
 
-    async def lock_of(self, *, event_id: str, booking_id: str) -> tuple[tuple[str, ...], float] | None:
+    async def lock_of(
+        self, *, event_id: str, booking_id: str
+    ) -> tuple[tuple[str, ...], float] | None:
         """A booking's locked seats and the lock's expiry (epoch seconds), None if it holds none."""
-        lock: tuple[tuple[str, ...], float] | None = await self._call(event_id, lambda h: h.lock_of.remote(booking_id))
+        lock: tuple[tuple[str, ...], float] | None = await self._call(
+            event_id, lambda h: h.lock_of.remote(booking_id)
+        )
         return lock
 
     def retire_blocking(self, event_id: str) -> None:
@@ -228,25 +267,37 @@ class PaymentClient:
         """Charges one booking, coalesced with concurrent charges; raises the processor's error."""
         return await self._charges.submit(_ALL, order)
 
-    async def _charge_batch(self, _key: str, orders: list[ChargeCard]) -> list[Charge | TicketFlowError]:
+    async def _charge_batch(
+        self, _key: str, orders: list[ChargeCard]
+    ) -> list[Charge | TicketFlowError]:
         return await self.charge_many(orders)
 
     async def charge_many(self, orders: list[ChargeCard]) -> list[Charge | TicketFlowError]:
         """Many bookings' charges in one call; a charge the processor could not answer comes
         back as its error, alone."""
-        results: list[Charge | TicketFlowError] = await self._call(lambda h: h.charge_many.remote(orders))
+        results: list[Charge | TicketFlowError] = await self._call(
+            lambda h: h.charge_many.remote(orders)
+        )
         return results
 
     async def charge_if_attempted(self, order: ChargeCard) -> Charge | None:
         """The outcome of the charge attempted with this order's key; None when none ever was."""
-        charge: Charge | None = await self._call(lambda h: h.charge_if_attempted.remote(
-            booking_id=order.booking_id, user_id=order.user_id, amount=order.amount, currency=order.currency,
-            token=order.payment_token, idempotency_key=order.idempotency_key,
-        ))
+        charge: Charge | None = await self._call(
+            lambda h: h.charge_if_attempted.remote(
+                booking_id=order.booking_id,
+                user_id=order.user_id,
+                amount=order.amount,
+                currency=order.currency,
+                token=order.payment_token,
+                idempotency_key=order.idempotency_key,
+            )
+        )
         return charge
 
     async def refund(self, *, payment_id: str, idempotency_key: str) -> None:
-        await self._call(lambda h: h.refund.remote(payment_id=payment_id, idempotency_key=idempotency_key))
+        await self._call(
+            lambda h: h.refund.remote(payment_id=payment_id, idempotency_key=idempotency_key)
+        )
 
     async def reconcile_once(self) -> int:
         touched: int = await self._call(lambda h: h.reconcile_once.remote())
@@ -290,5 +341,7 @@ class NotifierClient:
 
     async def deliver_due(self) -> int:
         """Runs one delivery round now (tests and tools); how many notifications it handled."""
-        handled: int = await call_with_retries(NOTIFIER_ACTOR, self._handle, lambda h: h.deliver_due.remote())
+        handled: int = await call_with_retries(
+            NOTIFIER_ACTOR, self._handle, lambda h: h.deliver_due.remote()
+        )
         return handled

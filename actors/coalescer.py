@@ -34,8 +34,12 @@ Res = TypeVar("Res")
 
 class Coalescer(Generic[Req, Res]):
     def __init__(
-        self, send: Callable[[str, list[Req]], Awaitable[Sequence[Res | BaseException]]], *,
-        max_batch: int = MAX_BATCH, max_wait: float = MAX_WAIT_SECONDS, max_in_flight: int | None = MAX_IN_FLIGHT,
+        self,
+        send: Callable[[str, list[Req]], Awaitable[Sequence[Res | BaseException]]],
+        *,
+        max_batch: int = MAX_BATCH,
+        max_wait: float = MAX_WAIT_SECONDS,
+        max_in_flight: int | None = MAX_IN_FLIGHT,
     ) -> None:
         if max_batch < 1 or max_wait < 0 or (max_in_flight is not None and max_in_flight < 1):
             raise ValueError("max_batch and max_in_flight must be >= 1, max_wait >= 0")
@@ -59,7 +63,9 @@ class Coalescer(Generic[Req, Res]):
             # max_wait=0 still waits for the end of this turn of the event loop: callers woken by
             # one answer resume in the same turn, and their next requests then share a batch.
             self._timers[key] = (
-                loop.call_later(self._max_wait, self._flush, key) if self._max_wait else loop.call_soon(self._flush, key)
+                loop.call_later(self._max_wait, self._flush, key)
+                if self._max_wait
+                else loop.call_soon(self._flush, key)
             )
         return await future
 
@@ -73,7 +79,7 @@ class Coalescer(Generic[Req, Res]):
         # While the key's in-flight limit is reached, what is pending waits for a batch to return.
         while self._pending.get(key) and self._may_send(key):
             waiting = self._pending.pop(key)
-            batch, rest = waiting[: self._max_batch], waiting[self._max_batch:]
+            batch, rest = waiting[: self._max_batch], waiting[self._max_batch :]
             if rest:
                 self._pending[key] = rest
             self._out[key] = self._out.get(key, 0) + 1

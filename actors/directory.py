@@ -52,13 +52,16 @@ def choose_placement(
     if counts[node] < cap:
         return Placement(node, ())
     idle = sorted(
-        (e.last_used, event_id) for event_id, e in entries.items()
+        (e.last_used, event_id)
+        for event_id, e in entries.items()
         if e.node_id == node and not e.holds_locks and event_id != protect
     )
     over = counts[node] - cap + 1
     retire = tuple(event_id for _, event_id in idle[:over])
     if len(retire) < over:
-        logger.warning("node %s: %d seat actors hold locks; exceeding the cap of %d", node, counts[node], cap)
+        logger.warning(
+            "node %s: %d seat actors hold locks; exceeding the cap of %d", node, counts[node], cap
+        )
     del now
     return Placement(node, retire)
 
@@ -79,12 +82,18 @@ class SeatActorDirectory:
 
     def _alive_nodes(self) -> list[str]:
         nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
-        return [n["NodeID"] for n in nodes if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
+        return [
+            n["NodeID"]
+            for n in nodes
+            if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0
+        ]
 
     def place(self, event_id: str) -> Placement:
         now = time.time()
         self._expire(now)
-        placement = choose_placement(self._entries, self._alive_nodes(), cap=self._cap, now=now, protect=event_id)
+        placement = choose_placement(
+            self._entries, self._alive_nodes(), cap=self._cap, now=now, protect=event_id
+        )
         for retired in placement.retire:
             self._entries.pop(retired, None)
         if placement.node_id is not None:
@@ -104,7 +113,11 @@ class SeatActorDirectory:
 
     def _expire(self, now: float) -> None:
         # An actor that stopped reporting (killed with its node) no longer counts after a while.
-        stale = [event_id for event_id, e in self._entries.items() if now - e.last_used > 3600 and not e.holds_locks]
+        stale = [
+            event_id
+            for event_id, e in self._entries.items()
+            if now - e.last_used > 3600 and not e.holds_locks
+        ]
         for event_id in stale:
             del self._entries[event_id]
 

@@ -24,7 +24,9 @@ def get_or_create(
     """The named actor, created with `args` when none is running (a cached handle when known)."""
     handle = _handles.get(name)
     if handle is None:
-        options = actor_options(name, max_restarts=max_restarts, scheduling_strategy=scheduling_strategy)
+        options = actor_options(
+            name, max_restarts=max_restarts, scheduling_strategy=scheduling_strategy
+        )
         handle = actor_class.options(**options).remote(*args)
         _handles[name] = handle
     return handle

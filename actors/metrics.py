@@ -46,11 +46,27 @@ NONE = "none"
 
 # name -> (kind, description, tag keys)
 _SPECS: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    BOOKINGS: ("counter", "Bookings that reached a final status, by status and failure reason.", ("status", "reason")),
+    BOOKINGS: (
+        "counter",
+        "Bookings that reached a final status, by status and failure reason.",
+        ("status", "reason"),
+    ),
     SAGA_STEP_SECONDS: ("histogram", "Duration of one booking saga step, in seconds.", ("step",)),
-    SEAT_LOCKS: ("counter", "Seat lock requests (one per booking, all seats or none), granted or refused.", ("result",)),
-    SEAT_ACTORS_LIVE: ("gauge", "1 for each live SeatInventory actor process (sum over the cluster).", ()),
-    SEAT_ACTOR_STARTS: ("counter", "SeatInventory actor (re)starts: first use of an event, or a restart after a crash or node loss.", ()),
+    SEAT_LOCKS: (
+        "counter",
+        "Seat lock requests (one per booking, all seats or none), granted or refused.",
+        ("result",),
+    ),
+    SEAT_ACTORS_LIVE: (
+        "gauge",
+        "1 for each live SeatInventory actor process (sum over the cluster).",
+        (),
+    ),
+    SEAT_ACTOR_STARTS: (
+        "counter",
+        "SeatInventory actor (re)starts: first use of an event, or a restart after a crash or node loss.",
+        (),
+    ),
     PAYMENTS: ("counter", "Card payment outcomes (charges and refunds).", ("outcome",)),
     EMAILS: ("counter", "Email delivery outcomes.", ("outcome",)),
     RATE_LIMITED: ("counter", "Requests refused by a rate limit, by route class.", ("kind",)),
@@ -99,7 +115,9 @@ def _metric(name: str) -> Any | None:
             try:
                 metric = _create(name)
             except Exception:  # noqa: BLE001 - metrics are best effort
-                logger.warning("metrics disabled in this process: creating %s failed", name, exc_info=True)
+                logger.warning(
+                    "metrics disabled in this process: creating %s failed", name, exc_info=True
+                )
                 _broken = True
                 return None
             _metrics[name] = metric
@@ -118,7 +136,9 @@ def _label(name: str, key: str, value: str | None) -> str:
     return text
 
 
-def _record(name: str, method: str, value: float, tags: dict[str, str | None] | None = None) -> None:
+def _record(
+    name: str, method: str, value: float, tags: dict[str, str | None] | None = None
+) -> None:
     metric = _metric(name)
     if metric is None:
         return

@@ -24,14 +24,19 @@ def saga_actor_name(slot: int) -> str:
     return f"booking-saga:{slot}"
 
 
-def actor_options(name: str, *, max_restarts: int = -1, scheduling_strategy: Any = None) -> dict[str, Any]:
+def actor_options(
+    name: str, *, max_restarts: int = -1, scheduling_strategy: Any = None
+) -> dict[str, Any]:
     """The one options block of every named actor: get-or-create in our namespace, detached
     (it outlives its creator) and restartable (`__init__` rebuilds its state from Postgres).
 
     When the actor already exists, Ray returns it and ignores the constructor arguments.
     """
     options: dict[str, Any] = {
-        "name": name, "namespace": NAMESPACE, "get_if_exists": True, "lifetime": "detached",
+        "name": name,
+        "namespace": NAMESPACE,
+        "get_if_exists": True,
+        "lifetime": "detached",
         "max_restarts": max_restarts,
     }
     if scheduling_strategy is not None:

@@ -37,7 +37,9 @@ def lower_priority(increment: int) -> None:
     for task in Path("/proc/self/task").iterdir():
         tid = int(task.name)
         try:
-            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))
+            os.setpriority(
+                os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment)
+            )
         except (ProcessLookupError, PermissionError):
             continue  # the thread ended meanwhile
 
@@ -61,8 +63,10 @@ class Notifier:
         if self._settings.notify_nice:
             lower_priority(self._settings.notify_nice)
         self._sender: EmailSender = sender_from_settings(
-            smtp_url=self._settings.smtp_url, smtp_from=self._settings.smtp_from,
-            timeout=self._settings.smtp_timeout_seconds, outbox_dir=self._settings.resolved_outbox_dir,
+            smtp_url=self._settings.smtp_url,
+            smtp_from=self._settings.smtp_from,
+            timeout=self._settings.smtp_timeout_seconds,
+            outbox_dir=self._settings.resolved_outbox_dir,
         )
         self._pool = LazyPool(self._settings, min_size=1, max_size=2)
         self._wake = asyncio.Event()
@@ -77,7 +81,9 @@ class Notifier:
     async def _deliver_forever(self) -> None:
         while True:
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self._settings.notify_poll_seconds)
+                await asyncio.wait_for(
+                    self._wake.wait(), timeout=self._settings.notify_poll_seconds
+                )
             except TimeoutError:
                 pass
             self._wake.clear()
@@ -114,31 +120,49 @@ class Notifier:
                         logger.info("notification sent", extra=_fields(notification))
         return len(due)
 
-    async def _record_failure(self, notification: DueNotification, exc: EmailDeliveryFailed) -> None:
+    async def _record_failure(
+        self, notification: DueNotification, exc: EmailDeliveryFailed
+    ) -> None:
         """Schedules the retry of a notification that was not delivered, or gives it up."""
         pool = await self._pool.get()
         attempts = notification.attempts + 1
         async with pool.acquire() as conn:
             if isinstance(exc, EmailRejected) or attempts >= self._settings.notify_max_attempts:
-                await notification_repository.give_up(conn, notification_id=notification.id, error=str(exc))
+                await notification_repository.give_up(
+                    conn, notification_id=notification.id, error=str(exc)
+                )
                 metrics.record_email("gave_up")
-                logger.error("notification %s (booking_id=%s) given up: %s", notification.id, notification.booking_id,
-                             exc, extra=_fields(notification))
+                logger.error(
+                    "notification %s (booking_id=%s) given up: %s",
+                    notification.id,
+                    notification.booking_id,
+                    exc,
+                    extra=_fields(notification),
+                )
             else:
                 delay = retry_delay(
-                    attempts - 1, self._settings.notify_retry_base_seconds, self._settings.notify_retry_max_seconds
+                    attempts - 1,
+                    self._settings.notify_retry_base_seconds,
+                    self._settings.notify_retry_max_seconds,
                 )
                 await notification_repository.schedule_retry(
                     conn, notification_id=notification.id, error=str(exc), delay_seconds=delay
                 )
                 metrics.record_email("retry")
-                logger.warning("notification %s (booking_id=%s) retry in %.1f s", notification.id,
-                               notification.booking_id, delay, extra=_fields(notification))
+                logger.warning(
+                    "notification %s (booking_id=%s) retry in %.1f s",
+                    notification.id,
+                    notification.booking_id,
+                    delay,
+                    extra=_fields(notification),
+                )
 
 
 def _fields(notification: DueNotification) -> dict[str, str]:
     """The structured fields of a delivery's log line: it joins the booking's other lines."""
     return {
-        "request_id": notification.request_id, "booking_id": notification.booking_id,
-        "notification_id": notification.id, "notification_type": notification.type.value,
+        "request_id": notification.request_id,
+        "booking_id": notification.booking_id,
+        "notification_id": notification.id,
+        "notification_type": notification.type.value,
     }

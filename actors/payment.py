@@ -40,7 +40,9 @@ def _transportable(exc: BaseException) -> TicketFlowError:
     """A processor failure as an error that survives the trip back through Ray (it is pickled)."""
     if isinstance(exc, TicketFlowError):
         return exc
-    return PaymentProviderUnavailable(f"The payment processor failed ({type(exc).__name__}); retry shortly")
+    return PaymentProviderUnavailable(
+        f"The payment processor failed ({type(exc).__name__}); retry shortly"
+    )
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=1000)  # type: ignore[call-overload]
@@ -77,12 +79,29 @@ class PaymentGateway:
         return await self._pool.get()
 
     async def charge(
-        self, *, booking_id: str, user_id: str, amount: int, currency: str, token: str, idempotency_key: str
+        self,
+        *,
+        booking_id: str,
+        user_id: str,
+        amount: int,
+        currency: str,
+        token: str,
+        idempotency_key: str,
     ) -> Charge:
-        result = (await self.charge_many([ChargeCard(
-            booking_id=booking_id, user_id=user_id, amount=amount, currency=currency, payment_token=token,
-            idempotency_key=idempotency_key,
-        )]))[0]
+        result = (
+            await self.charge_many(
+                [
+                    ChargeCard(
+                        booking_id=booking_id,
+                        user_id=user_id,
+                        amount=amount,
+                        currency=currency,
+                        payment_token=token,
+                        idempotency_key=idempotency_key,
+                    )
+                ]
+            )
+        )[0]
         if isinstance(result, BaseException):
             raise result
         return result
@@ -108,7 +127,8 @@ class PaymentGateway:
         if not to_send:
             return results
         answers = await asyncio.gather(
-            *(self._processor.charge(order.request()) for _, order, _ in to_send), return_exceptions=True
+            *(self._processor.charge(order.request()) for _, order, _ in to_send),
+            return_exceptions=True,
         )
         outcomes: list[tuple[str, ChargeOutcome]] = []
         for (index, order, payment_id), answer in zip(to_send, answers, strict=True):
@@ -121,8 +141,15 @@ class PaymentGateway:
             results[index] = Charge(payment_id, answer.succeeded, answer.decline_code)
             logger.info(
                 "charge booking_id=%s payment_id=%s succeeded=%s decline_code=%s",
-                order.booking_id, payment_id, answer.succeeded, answer.decline_code,
-                extra={"request_id": order.request_id, "booking_id": order.booking_id, "payment_id": payment_id},
+                order.booking_id,
+                payment_id,
+                answer.succeeded,
+                answer.decline_code,
+                extra={
+                    "request_id": order.request_id,
+                    "booking_id": order.booking_id,
+                    "payment_id": payment_id,
+                },
             )
         if outcomes:
             async with pool.acquire() as conn:
@@ -130,7 +157,14 @@ class PaymentGateway:
         return results
 
     async def charge_if_attempted(
-        self, *, booking_id: str, user_id: str, amount: int, currency: str, token: str, idempotency_key: str
+        self,
+        *,
+        booking_id: str,
+        user_id: str,
+        amount: int,
+        currency: str,
+        token: str,
+        idempotency_key: str,
     ) -> Charge | None:
         """The outcome of the charge attempted with this key, or None when none ever was.
 
@@ -143,7 +177,11 @@ class PaymentGateway:
         if attempted is None:
             return None
         return await self.charge(
-            booking_id=booking_id, user_id=user_id, amount=amount, currency=currency, token=token,
+            booking_id=booking_id,
+            user_id=user_id,
+            amount=amount,
+            currency=currency,
+            token=token,
             idempotency_key=idempotency_key,
         )
 
@@ -157,7 +195,8 @@ class PaymentGateway:
         if payment.status is not PaymentStatus.SUCCESS or payment.provider_transaction_id is None:
             raise RefundFailed(f"payment {payment_id} is {payment.status}; nothing to refund")
         outcome = await self._processor.refund(
-            provider_transaction_id=payment.provider_transaction_id, amount=payment.amount,
+            provider_transaction_id=payment.provider_transaction_id,
+            amount=payment.amount,
             idempotency_key=idempotency_key,
         )
         if not outcome.succeeded:
@@ -165,8 +204,15 @@ class PaymentGateway:
             raise RefundFailed(f"refund of payment {payment_id} was refused: {outcome.message}")
         metrics.record_payment("refunded")
         async with pool.acquire() as conn:
-            await payment_repository.record_refund(conn, payment_id=payment_id, refund_id=outcome.refund_id)
-        logger.info("refund booking_id=%s payment_id=%s refund_id=%s", payment.booking_id, payment_id, outcome.refund_id)
+            await payment_repository.record_refund(
+                conn, payment_id=payment_id, refund_id=outcome.refund_id
+            )
+        logger.info(
+            "refund booking_id=%s payment_id=%s refund_id=%s",
+            payment.booking_id,
+            payment_id,
+            outcome.refund_id,
+        )
 
     async def _reconcile_forever(self) -> None:
         while True:
@@ -179,7 +225,9 @@ class PaymentGateway:
     async def reconcile_once(self) -> int:
         """Settles what sagas left open; returns how many payments it touched."""
         pool = await self._db()
-        started_before = datetime.now(UTC) - timedelta(seconds=2 * self._settings.payment_timeout_seconds)
+        started_before = datetime.now(UTC) - timedelta(
+            seconds=2 * self._settings.payment_timeout_seconds
+        )
         async with pool.acquire() as conn:
             open_payments = await payment_repository.unsettled(conn, started_before=started_before)
         for item in open_payments:
@@ -187,12 +235,18 @@ class PaymentGateway:
             charge = Charge(p.id, p.status is PaymentStatus.SUCCESS)
             if not p.settled:
                 charge = await self.charge(
-                    booking_id=p.booking_id, user_id=p.user_id, amount=p.amount, currency=p.currency,
-                    token=item.payment_token, idempotency_key=p.idempotency_key,
+                    booking_id=p.booking_id,
+                    user_id=p.user_id,
+                    amount=p.amount,
+                    currency=p.currency,
+                    token=item.payment_token,
+                    idempotency_key=p.idempotency_key,
                 )
             if charge.succeeded and item.booking_status is BookingStatus.FAILED:
                 await self.refund(payment_id=p.id, idempotency_key=refund_key(p.booking_id))
-                logger.warning("reconciliation refunded payment %s of failed booking %s", p.id, p.booking_id)
+                logger.warning(
+                    "reconciliation refunded payment %s of failed booking %s", p.id, p.booking_id
+                )
         return len(open_payments)
 
     async def ping(self) -> str:

@@ -28,7 +28,11 @@ class BookingSagaClient:
     @property
     def _pool_size(self) -> int:
         # Read when used, not when built: a route module builds its client at import.
-        return get_settings().saga_pool_size if self._given_pool_size is None else self._given_pool_size
+        return (
+            get_settings().saga_pool_size
+            if self._given_pool_size is None
+            else self._given_pool_size
+        )
 
     def _handle(self, slot: int) -> ActorHandle[Any]:
         return factory.get_or_create(BookingSaga, saga_actor_name(slot), slot, self._pool_size)
@@ -46,13 +50,17 @@ class BookingSagaClient:
         """Starts (or joins) the saga of a booking and returns at once (bookings are normally
         started by their insert's announcement, with no actor call)."""
         await call_with_retries(
-            saga_actor_name(slot), lambda: self._handle(slot), lambda h: h.start.remote(booking_id, request_id)
+            saga_actor_name(slot),
+            lambda: self._handle(slot),
+            lambda h: h.start.remote(booking_id, request_id),
         )
 
     async def run(self, *, slot: int, booking_id: str, request_id: str = "") -> SagaOutcome | None:
         """Drives a booking and waits for its outcome (tests and recovery tools)."""
         outcome: SagaOutcome | None = await call_with_retries(
-            saga_actor_name(slot), lambda: self._handle(slot), lambda h: h.run.remote(booking_id, request_id)
+            saga_actor_name(slot),
+            lambda: self._handle(slot),
+            lambda h: h.run.remote(booking_id, request_id),
         )
         return outcome
 
@@ -65,15 +73,21 @@ class BookingSagaClient:
         Raises:
             TimeoutError: no outcome within `timeout` seconds; the saga actor finishes the work.
         """
-        outcome: CancelOutcome | None = await asyncio.wait_for(call_with_retries(
-            saga_actor_name(slot), lambda: self._handle(slot),
-            lambda h: h.cancel.remote(booking_id, request_id),
-        ), timeout=timeout)
+        outcome: CancelOutcome | None = await asyncio.wait_for(
+            call_with_retries(
+                saga_actor_name(slot),
+                lambda: self._handle(slot),
+                lambda h: h.cancel.remote(booking_id, request_id),
+            ),
+            timeout=timeout,
+        )
         return outcome
 
     async def recover_once(self, *, slot: int, stale_after: float | None = None) -> int:
         resumed: int = await call_with_retries(
-            saga_actor_name(slot), lambda: self._handle(slot), lambda h: h.recover_once.remote(stale_after)
+            saga_actor_name(slot),
+            lambda: self._handle(slot),
+            lambda h: h.recover_once.remote(stale_after),
         )
         return resumed
 

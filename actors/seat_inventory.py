@@ -57,7 +57,9 @@ class SeatInventory:
         self._last_call = time.monotonic()
         if self._map is not None:
             return self._map
-        if self._loading is None or (self._loading.done() and self._loading.exception() is not None):
+        if self._loading is None or (
+            self._loading.done() and self._loading.exception() is not None
+        ):
             self._loading = asyncio.get_running_loop().create_task(self._load())
         return await asyncio.shield(self._loading)
 
@@ -72,12 +74,21 @@ class SeatInventory:
             seat_map.restore_reserved(sale.seat_id, sale.booking_id)
         now = time.time()
         restored = sum(
-            seat_map.restore_lock(lock.booking_id, lock.seat_ids, lock.expires_at.timestamp(), now) for lock in locks
+            seat_map.restore_lock(lock.booking_id, lock.seat_ids, lock.expires_at.timestamp(), now)
+            for lock in locks
         )
         logger.info(
             "seat actor %s loaded: %d seats, %d sold, %d live locks restored",
-            self._event_id, len(seat_ids), len(sales), restored,
-            extra={"event_id": self._event_id, "seats": len(seat_ids), "sold": len(sales), "locks_restored": restored},
+            self._event_id,
+            len(seat_ids),
+            len(sales),
+            restored,
+            extra={
+                "event_id": self._event_id,
+                "seats": len(seat_ids),
+                "sold": len(sales),
+                "locks_restored": restored,
+            },
         )
         self._map = seat_map
         return seat_map
@@ -86,7 +97,9 @@ class SeatInventory:
         """Tells the directory where this actor lives and whether it may be retired."""
         holds = self._map is not None and self._map.holds_anything()
         last_used = time.time() - (time.monotonic() - self._last_call)
-        self._directory.report(event_id=self._event_id, node_id=self._node_id, last_used=last_used, holds_locks=holds)
+        self._directory.report(
+            event_id=self._event_id, node_id=self._node_id, last_used=last_used, holds_locks=holds
+        )
 
     async def _sweep_forever(self) -> None:
         sweeps = 0
@@ -109,11 +122,15 @@ class SeatInventory:
                 ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
                 return
 
-    async def lock(self, booking_id: str, seat_ids: tuple[str, ...], ttl: float | None = None) -> LockResult:
+    async def lock(
+        self, booking_id: str, seat_ids: tuple[str, ...], ttl: float | None = None
+    ) -> LockResult:
         seat_map = await self._ready()
         limit = float(self._settings.seat_lock_ttl)
         held_before = seat_map.holds_anything()
-        result = seat_map.lock(booking_id, tuple(seat_ids), ttl=min(ttl or limit, limit), now=time.time())
+        result = seat_map.lock(
+            booking_id, tuple(seat_ids), ttl=min(ttl or limit, limit), now=time.time()
+        )
         metrics.record_lock(result.ok)
         if not held_before and seat_map.holds_anything():
             self._report()  # from now on the directory must not retire this actor
@@ -125,7 +142,10 @@ class SeatInventory:
         ttl = float(self._settings.seat_lock_ttl)
         now = time.time()
         held_before = seat_map.holds_anything()
-        results = [seat_map.lock(booking_id, tuple(seat_ids), ttl=ttl, now=now) for booking_id, seat_ids in requests]
+        results = [
+            seat_map.lock(booking_id, tuple(seat_ids), ttl=ttl, now=now)
+            for booking_id, seat_ids in requests
+        ]
         for result in results:
             metrics.record_lock(result.ok)
         if not held_before and seat_map.holds_anything():
@@ -207,9 +227,13 @@ class SeatInventory:
         for index, (booking_id, seats) in enumerate(begun):
             try:
                 async with pool.acquire() as conn:
-                    await booking_repository.record_sales(conn, event_id=self._event_id, sales=[(booking_id, seats)])
+                    await booking_repository.record_sales(
+                        conn, event_id=self._event_id, sales=[(booking_id, seats)]
+                    )
             except SeatsTaken:
-                logger.error("seat actor %s: sale for %s refused by the database", self._event_id, booking_id)
+                logger.error(
+                    "seat actor %s: sale for %s refused by the database", self._event_id, booking_id
+                )
                 seat_map.abort_reserve(booking_id)
                 seat_map.release(booking_id)
                 results[booking_id] = ReserveResult(ok=False, reason="SEATS_TAKEN")

@@ -38,7 +38,9 @@ class Connection:
 
     __slots__ = ("_get_pool", "_timeout", "_acquire")
 
-    def __init__(self, get_pool: Callable[[], Awaitable[asyncpg.Pool]], *, timeout: float | None = None) -> None:
+    def __init__(
+        self, get_pool: Callable[[], Awaitable[asyncpg.Pool]], *, timeout: float | None = None
+    ) -> None:
         self._get_pool = get_pool
         self._timeout = timeout
         self._acquire: Any = None
@@ -50,7 +52,10 @@ class Connection:
         return conn
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self._acquire.__aexit__(exc_type, exc, tb)
 
@@ -62,26 +67,60 @@ class PgBookings:
         self._conn = conn
 
     async def add(
-        self, *, booking_id: str, user_id: str, event_id: str, seat_ids: list[str], saga_slot: int,
-        payment_token: str, idempotency_key: str | None, request_hash: str | None, request_id: str | None = None,
+        self,
+        *,
+        booking_id: str,
+        user_id: str,
+        event_id: str,
+        seat_ids: list[str],
+        saga_slot: int,
+        payment_token: str,
+        idempotency_key: str | None,
+        request_hash: str | None,
+        request_id: str | None = None,
     ) -> booking_repository.Added:
         return await booking_repository.add(
-            self._conn, booking_id=booking_id, user_id=user_id, event_id=event_id, seat_ids=seat_ids,
-            saga_slot=saga_slot, payment_token=payment_token, idempotency_key=idempotency_key,
-            request_hash=request_hash, request_id=request_id,
+            self._conn,
+            booking_id=booking_id,
+            user_id=user_id,
+            event_id=event_id,
+            seat_ids=seat_ids,
+            saga_slot=saga_slot,
+            payment_token=payment_token,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+            request_id=request_id,
         )
 
     async def add_best(
-        self, *, booking_id: str, user_id: str, event_id: str, request: SeatRequest, saga_slot: int,
-        payment_token: str, idempotency_key: str | None, request_hash: str | None, request_id: str | None = None,
+        self,
+        *,
+        booking_id: str,
+        user_id: str,
+        event_id: str,
+        request: SeatRequest,
+        saga_slot: int,
+        payment_token: str,
+        idempotency_key: str | None,
+        request_hash: str | None,
+        request_id: str | None = None,
     ) -> booking_repository.AddedBest:
         return await booking_repository.add_best(
-            self._conn, booking_id=booking_id, user_id=user_id, event_id=event_id, request=request,
-            saga_slot=saga_slot, payment_token=payment_token, idempotency_key=idempotency_key,
-            request_hash=request_hash, request_id=request_id,
+            self._conn,
+            booking_id=booking_id,
+            user_id=user_id,
+            event_id=event_id,
+            request=request,
+            saga_slot=saga_slot,
+            payment_token=payment_token,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+            request_id=request_id,
         )
 
-    async def get_by_idempotency_key(self, *, user_id: str, key: str) -> booking_repository.KeyedBooking | None:
+    async def get_by_idempotency_key(
+        self, *, user_id: str, key: str
+    ) -> booking_repository.KeyedBooking | None:
         return await booking_repository.get_by_idempotency_key(self._conn, user_id=user_id, key=key)
 
     async def get(self, booking_id: str) -> Booking | None:
@@ -107,12 +146,25 @@ class PgCatalog:
         return await catalog_repository.seat_prices(self._conn, event_id, seat_ids)
 
     async def add_event(
-        self, *, venue_id: str, name: str, description: str, starts_at: datetime, ends_at: datetime,
-        tiers: list[TicketTier], seats: list[Seat],
+        self,
+        *,
+        venue_id: str,
+        name: str,
+        description: str,
+        starts_at: datetime,
+        ends_at: datetime,
+        tiers: list[TicketTier],
+        seats: list[Seat],
     ) -> tuple[str, datetime]:
         return await catalog_repository.add_event(
-            self._conn, venue_id=venue_id, name=name, description=description, starts_at=starts_at,
-            ends_at=ends_at, tiers=tiers, seats=seats,
+            self._conn,
+            venue_id=venue_id,
+            name=name,
+            description=description,
+            starts_at=starts_at,
+            ends_at=ends_at,
+            tiers=tiers,
+            seats=seats,
         )
 
     async def lock_event(self, event_id: str) -> bool:
@@ -125,14 +177,23 @@ class PgCatalog:
         self, *, event_id: str, name: str, description: str, starts_at: datetime, ends_at: datetime
     ) -> None:
         await catalog_repository.update_event_fields(
-            self._conn, event_id=event_id, name=name, description=description, starts_at=starts_at, ends_at=ends_at
+            self._conn,
+            event_id=event_id,
+            name=name,
+            description=description,
+            starts_at=starts_at,
+            ends_at=ends_at,
         )
 
     async def move_event(self, *, event_id: str, venue_id: str) -> None:
         await catalog_repository.move_event(self._conn, event_id=event_id, venue_id=venue_id)
 
-    async def replace_seat_map(self, *, event_id: str, tiers: list[TicketTier], seats: list[Seat]) -> None:
-        await catalog_repository.replace_seat_map(self._conn, event_id=event_id, tiers=tiers, seats=seats)
+    async def replace_seat_map(
+        self, *, event_id: str, tiers: list[TicketTier], seats: list[Seat]
+    ) -> None:
+        await catalog_repository.replace_seat_map(
+            self._conn, event_id=event_id, tiers=tiers, seats=seats
+        )
 
 
 class PgUsers:
@@ -141,8 +202,12 @@ class PgUsers:
     def __init__(self, conn: Conn) -> None:
         self._conn = conn
 
-    async def add(self, *, name: str, email: str, password_hash: str, role: Role = Role.USER) -> User | None:
-        return await user_repository.add(self._conn, name=name, email=email, password_hash=password_hash, role=role)
+    async def add(
+        self, *, name: str, email: str, password_hash: str, role: Role = Role.USER
+    ) -> User | None:
+        return await user_repository.add(
+            self._conn, name=name, email=email, password_hash=password_hash, role=role
+        )
 
     async def get_login(self, email: str) -> user_repository.LoginRecord | None:
         return await user_repository.get_login(self._conn, email)
@@ -188,7 +253,10 @@ class _PgSessionScope:
         return PgSession(await self._acquire.__aenter__())
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self._acquire.__aexit__(exc_type, exc, tb)
 
@@ -211,7 +279,9 @@ class RaySagas:
     def __init__(self, pool_size: int) -> None:
         self._client = BookingSagaClient(pool_size)
 
-    async def cancel(self, *, booking_id: str, saga_slot: int, request_id: str = "") -> CancelOutcome | None:
+    async def cancel(
+        self, *, booking_id: str, saga_slot: int, request_id: str = ""
+    ) -> CancelOutcome | None:
         # A slot beyond today's pool (it was recorded under a larger one) goes to actor 0.
         return await self._client.cancel(
             slot=self._client.slot_of(saga_slot), booking_id=booking_id, request_id=request_id

@@ -19,7 +19,9 @@ carries `X-Request-Id`. Authenticate with `Authorization: Bearer <token>` from `
 
 def create_app() -> FastAPI:
     app = FastAPI(
-        title="TicketFlow", version=VERSION, description=DESCRIPTION,
+        title="TicketFlow",
+        version=VERSION,
+        description=DESCRIPTION,
         responses={
             400: {"model": ErrorResponse, "description": "Validation error"},
             401: {"model": ErrorResponse, "description": "Missing or invalid token"},

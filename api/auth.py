@@ -79,7 +79,12 @@ class TokenService:
     pass a fake one)."""
 
     def __init__(
-        self, *, secret: str, ttl_seconds: int, previous_secret: str | None = None, now: float | None = None,
+        self,
+        *,
+        secret: str,
+        ttl_seconds: int,
+        previous_secret: str | None = None,
+        now: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not secret:
@@ -133,7 +138,9 @@ class TokenService:
             raise Unauthorized("Token is invalid")
         if not all(isinstance(claims[k], str) for k in ("sub", "name", "email")):
             raise Unauthorized("Token is invalid")
-        principal = Principal(user_id=claims["sub"], name=claims["name"], email=claims["email"], role=role)
+        principal = Principal(
+            user_id=claims["sub"], name=claims["name"], email=claims["email"], role=role
+        )
         return principal, float(claims["exp"])
 
     def _claims_signed_by_us(self, token: str) -> dict[str, Any]:
@@ -146,7 +153,10 @@ class TokenService:
             claims = self._verified_claims(token, self._previous)
         except jwt.InvalidSignatureError:
             raise Unauthorized("Token is invalid") from None
-        if claims["iat"] > self._rotated_at + CLOCK_LEEWAY_SECONDS or claims["exp"] - claims["iat"] > self._ttl:
+        if (
+            claims["iat"] > self._rotated_at + CLOCK_LEEWAY_SECONDS
+            or claims["exp"] - claims["iat"] > self._ttl
+        ):
             raise Unauthorized("Token is invalid")
         return claims
 

@@ -64,7 +64,11 @@ class BookingWaiters:
         return self._count
 
     async def wait_final(
-        self, booking_id: str, seconds: float, read: Callable[[], Awaitable[T]], is_final: Callable[[T], bool],
+        self,
+        booking_id: str,
+        seconds: float,
+        read: Callable[[], Awaitable[T]],
+        is_final: Callable[[T], bool],
     ) -> T | None:
         """Reads the booking with `read` until `is_final` says so or `seconds` have passed, reading
         again only when it is announced final (or the listener reconnected); returns the last read.

@@ -17,25 +17,60 @@ logger = logging.getLogger(__name__)
 DEMO_USER = ("Test User", "test@ticketflow.dev", "Test1234!")
 DEMO_VENUES = [
     # name, address, city, country, capacity, events: (name, description, days ahead, tiers)
-    ("O2 Arena", "Peninsula Square", "London", "GB", 20000, [
-        ("Coldplay: Music of the Spheres", "World tour", 30, [("VIP", 25000, 100), ("GENERAL", 7500, 900)]),
-        ("Arctic Monkeys Live", "The Car tour", 60, [("VIP", 20000, 100), ("GENERAL", 6500, 900)]),
-    ]),
-    ("Madison Square Garden", "4 Pennsylvania Plaza", "New York", "US", 20789, [
-        ("Billy Joel in Concert", "Residency night", 45, [("VIP", 30000, 100), ("GENERAL", 9900, 900)]),
-    ]),
+    (
+        "O2 Arena",
+        "Peninsula Square",
+        "London",
+        "GB",
+        20000,
+        [
+            (
+                "Coldplay: Music of the Spheres",
+                "World tour",
+                30,
+                [("VIP", 25000, 100), ("GENERAL", 7500, 900)],
+            ),
+            (
+                "Arctic Monkeys Live",
+                "The Car tour",
+                60,
+                [("VIP", 20000, 100), ("GENERAL", 6500, 900)],
+            ),
+        ],
+    ),
+    (
+        "Madison Square Garden",
+        "4 Pennsylvania Plaza",
+        "New York",
+        "US",
+        20789,
+        [
+            (
+                "Billy Joel in Concert",
+                "Residency night",
+                45,
+                [("VIP", 30000, 100), ("GENERAL", 9900, 900)],
+            ),
+        ],
+    ),
 ]
 
 
 def password_service(settings: Settings) -> PasswordService:
-    return PasswordService(make_hasher(memory_kib=settings.password_hash_memory_kib, time_cost=settings.password_hash_time_cost))
+    return PasswordService(
+        make_hasher(
+            memory_kib=settings.password_hash_memory_kib, time_cost=settings.password_hash_time_cost
+        )
+    )
 
 
 class AdminEmailTaken(ValueError):
     """The admin email belongs to an account that TicketFlow's bootstrap did not create."""
 
 
-async def create_admin(conn: Conn, settings: Settings, *, email: str, password: str, name: str = "Administrator") -> bool:
+async def create_admin(
+    conn: Conn, settings: Settings, *, email: str, password: str, name: str = "Administrator"
+) -> bool:
     """Creates the ADMIN account; True when created, False when it already exists as an ADMIN.
 
     Never promotes an existing account: whoever registered the email first would become an
@@ -52,7 +87,9 @@ async def create_admin(conn: Conn, settings: Settings, *, email: str, password: 
     existing = await user_repository.get_by_email(conn, email)
     if existing is None:
         password_hash = await password_service(settings).hash(password)
-        created = await user_repository.add(conn, name=name, email=email, password_hash=password_hash, role=Role.ADMIN)
+        created = await user_repository.add(
+            conn, name=name, email=email, password_hash=password_hash, role=Role.ADMIN
+        )
         if created is not None:
             logger.info("admin account %s created", email)
             return True
@@ -70,28 +107,47 @@ async def create_admin(conn: Conn, settings: Settings, *, email: str, password: 
 
 async def ensure_admin_from_settings(conn: Conn, settings: Settings) -> bool:
     """The configured admin account at start-up; raises AdminEmailTaken rather than promote anyone."""
-    return await create_admin(conn, settings, email=settings.admin_email, password=settings.admin_password.get_secret_value())
+    return await create_admin(
+        conn,
+        settings,
+        email=settings.admin_email,
+        password=settings.admin_password.get_secret_value(),
+    )
 
 
 async def seed_demo(conn: Conn, settings: Settings, *, force: bool = False) -> bool:
     """Seeds the demo user, venues and events; only on an empty catalogue unless forced."""
-    if not force and await catalog_repository.get_venue_by_name(conn, DEMO_VENUES[0][0]) is not None:
+    if (
+        not force
+        and await catalog_repository.get_venue_by_name(conn, DEMO_VENUES[0][0]) is not None
+    ):
         return False
     name, email, password = DEMO_USER
     await user_repository.add(
-        conn, name=name, email=email, password_hash=await password_service(settings).hash(password), role=Role.USER
+        conn,
+        name=name,
+        email=email,
+        password_hash=await password_service(settings).hash(password),
+        role=Role.USER,
     )
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     async with conn.transaction():
         for v_name, address, city, country, capacity, events in DEMO_VENUES:
-            venue = await catalog_repository.add_venue(conn, name=v_name, address=address, city=city, country=country, capacity=capacity)
+            venue = await catalog_repository.add_venue(
+                conn, name=v_name, address=address, city=city, country=country, capacity=capacity
+            )
             for e_name, description, days, tier_specs in events:
                 currency = "GBP" if country == "GB" else "USD"
                 tiers = [TicketTier(tier, price, currency, cap) for tier, price, cap in tier_specs]
                 starts = (now + timedelta(days=days)).replace(hour=19, minute=30)
                 await catalog_repository.add_event(
-                    conn, venue_id=venue.id, name=e_name, description=description, starts_at=starts,
-                    ends_at=starts + timedelta(hours=3, minutes=30), tiers=tiers,
+                    conn,
+                    venue_id=venue.id,
+                    name=e_name,
+                    description=description,
+                    starts_at=starts,
+                    ends_at=starts + timedelta(hours=3, minutes=30),
+                    tiers=tiers,
                     seats=generate_layout(tiers, seats_per_row=settings.seats_per_row),
                 )
     logger.info("demo data seeded (user %s)", email)

@@ -42,21 +42,30 @@ class Services:
         return cls(
             settings=settings,
             tokens=TokenService(
-                secret=settings.jwt_secret.get_secret_value(), ttl_seconds=settings.jwt_ttl_seconds,
-                previous_secret=(settings.jwt_previous_secret.get_secret_value()
-                                 if settings.jwt_previous_secret is not None else None),
+                secret=settings.jwt_secret.get_secret_value(),
+                ttl_seconds=settings.jwt_ttl_seconds,
+                previous_secret=(
+                    settings.jwt_previous_secret.get_secret_value()
+                    if settings.jwt_previous_secret is not None
+                    else None
+                ),
             ),
-            passwords=PasswordService(make_hasher(
-                memory_kib=settings.password_hash_memory_kib, time_cost=settings.password_hash_time_cost
-            )),
+            passwords=PasswordService(
+                make_hasher(
+                    memory_kib=settings.password_hash_memory_kib,
+                    time_cost=settings.password_hash_time_cost,
+                )
+            ),
             limiter=RateLimiter(settings.redis_url, enabled=settings.rate_limit_enabled),
         )
 
     def limit(self, scope: str) -> Limit:
         s = self.settings
         per_minute = {
-            "ip": s.rate_limit_ip_per_minute, "user": s.rate_limit_user_per_minute,
-            "auth": s.rate_limit_auth_per_minute, "login": s.rate_limit_login_per_email_per_minute,
+            "ip": s.rate_limit_ip_per_minute,
+            "user": s.rate_limit_user_per_minute,
+            "auth": s.rate_limit_auth_per_minute,
+            "login": s.rate_limit_login_per_email_per_minute,
         }[scope]
         return Limit(scope, per_minute)
 
@@ -91,7 +100,8 @@ class Services:
         """The replica's `Prefer: wait` requests; its Postgres listener starts on the first wait."""
         if self._waiters is None:
             self._waiters = BookingWaiters(
-                require_database_url(self.settings), max_waiters=self.settings.booking_waiters_max,
+                require_database_url(self.settings),
+                max_waiters=self.settings.booking_waiters_max,
                 connect_timeout=self.settings.db_command_timeout,
             )
         return self._waiters

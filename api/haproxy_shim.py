@@ -63,19 +63,29 @@ def patch_config(text: str) -> str:
         'http-request set-var-fmt(txn.tf_rid) "req_%[uuid,regsub(-,,g)]" unless { var(txn.tf_rid) -m found }',
         "http-after-response set-status 503 if { status 502 } || { status 504 }",
     ]
-    text = text[: frontend.end()] + "".join(f"{indent}{line}\n" for line in added) + text[frontend.end():]
+    text = (
+        text[: frontend.end()]
+        + "".join(f"{indent}{line}\n" for line in added)
+        + text[frontend.end() :]
+    )
     text, found = _ERRORFILES.subn(
-        lambda m: (f"{m.group(1)}http-error status {m.group(2)} content-type application/json "
-                   f'lf-string "{_ENVELOPE}" hdr Retry-After {RETRY_AFTER_SECONDS} hdr X-Request-Id "%[var(txn.tf_rid)]" '
-                   "hdr Cache-Control no-store\n"),
+        lambda m: (
+            f"{m.group(1)}http-error status {m.group(2)} content-type application/json "
+            f'lf-string "{_ENVELOPE}" hdr Retry-After {RETRY_AFTER_SECONDS} hdr X-Request-Id "%[var(txn.tf_rid)]" '
+            "hdr Cache-Control no-store\n"
+        ),
         text,
     )
     if found != 3:
-        raise UnknownConfig(f"expected Serve's three errorfile lines (502, 503, 504), found {found}")
+        raise UnknownConfig(
+            f"expected Serve's three errorfile lines (502, 503, 504), found {found}"
+        )
     for pattern in _STATS_BINDS:
         text, found = pattern.subn(lambda m: f"{m.group(1)}{api_host}{m.group(2)}", text)
         if found != 1:
-            raise UnknownConfig(f"expected one {pattern.pattern.splitlines()[0]!r} bind line, found {found}")
+            raise UnknownConfig(
+                f"expected one {pattern.pattern.splitlines()[0]!r} bind line, found {found}"
+            )
     return text
 
 
@@ -87,7 +97,7 @@ def patched_args(args: list[str]) -> tuple[list[str], Path, Path]:
     except (ValueError, IndexError):
         raise UnknownConfig("HAProxy was started without `-f <config>`") from None
     target = source.with_name(source.name + PATCHED_SUFFIX)
-    return [*args[:at], str(target), *args[at + 1:]], source, target
+    return [*args[:at], str(target), *args[at + 1 :]], source, target
 
 
 def real_binary() -> str:

@@ -33,8 +33,13 @@ def current_request_id() -> str:
     return request_id_var.get() or new_id("req")
 
 
-def error_response(status: int, code: str, message: str, details: list[dict[str, str]] | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     body: dict[str, Any] = {"code": code, "message": message, "requestId": current_request_id()}
     if details:
         body["details"] = details
@@ -61,6 +66,7 @@ class RequestContextMiddleware:
         request_id = request_id_from(incoming)
         token = request_id_var.set(request_id)
         try:
+
             async def send_with_headers(message: Message) -> None:
                 if message["type"] == "http.response.start":
                     headers = list(message.get("headers", []))
@@ -72,8 +78,12 @@ class RequestContextMiddleware:
             too_large = f"Request body exceeds {MAX_BODY_BYTES} bytes"
             if _has_nul(scope):
                 # Postgres text cannot hold NUL: refused here, not as a database error later.
-                response = error_response(400, "VALIDATION_ERROR", "The URL must not contain NUL characters",
-                                          [{"field": "url", "message": "must not contain NUL characters"}])
+                response = error_response(
+                    400,
+                    "VALIDATION_ERROR",
+                    "The URL must not contain NUL characters",
+                    [{"field": "url", "message": "must not contain NUL characters"}],
+                )
                 await response(scope, receive, send_with_headers)
                 return
             if length > MAX_BODY_BYTES:
@@ -111,7 +121,14 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
 
-CORS_ALLOW_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id", "Prefer", "X-Admission-Token"]
+CORS_ALLOW_HEADERS = [
+    "Authorization",
+    "Content-Type",
+    "Idempotency-Key",
+    "X-Request-Id",
+    "Prefer",
+    "X-Admission-Token",
+]
 CORS_EXPOSE_HEADERS = ["X-Request-Id", "Retry-After", "Preference-Applied"]
 
 
@@ -136,8 +153,12 @@ class CorsMiddleware:
 
         origins = frozenset(get_settings().cors_origin_list)
         self._cors = CORSMiddleware(
-            self.app, allow_origins=sorted(origins), allow_methods=["GET", "POST", "PUT", "DELETE"],
-            allow_headers=CORS_ALLOW_HEADERS, expose_headers=CORS_EXPOSE_HEADERS, max_age=600,
+            self.app,
+            allow_origins=sorted(origins),
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=CORS_ALLOW_HEADERS,
+            expose_headers=CORS_EXPOSE_HEADERS,
+            max_age=600,
         )
         self._origins = origins
         return origins
@@ -167,7 +188,9 @@ def _validation_details(exc: RequestValidationError) -> tuple[str, list[dict[str
     details = []
     for err in exc.errors():
         if err.get("type") == "json_invalid":
-            return "Request body is not valid JSON", [{"field": "body", "message": "not valid JSON"}]
+            return "Request body is not valid JSON", [
+                {"field": "body", "message": "not valid JSON"}
+            ]
         message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         details.append({"field": _field(tuple(err.get("loc", ()))), "message": message})
     summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5]) or "Invalid request"
@@ -179,12 +202,32 @@ def unexpected_response(exc: BaseException, method: str, path: str) -> JSONRespo
     cause = exc.cause if isinstance(exc, RayTaskError) and exc.cause is not None else exc
     if isinstance(cause, TicketFlowError):
         return error_response(cause.http_status, cause.code, cause.message)
-    if isinstance(cause, (ActorDiedError, ActorUnavailableError, GetTimeoutError, ServiceUnavailable, *UNAVAILABLE_ERRORS)):
-        logger.warning("dependency unavailable on %s %s request_id=%s: %s", method, path,
-                       current_request_id(), type(cause).__name__)
-        return error_response(503, "SERVICE_UNAVAILABLE", "A dependency is unavailable; retry shortly",
-                              headers={"Retry-After": "1"})
-    logger.error("unexpected error on %s %s request_id=%s", method, path, current_request_id(), exc_info=exc)
+    if isinstance(
+        cause,
+        (
+            ActorDiedError,
+            ActorUnavailableError,
+            GetTimeoutError,
+            ServiceUnavailable,
+            *UNAVAILABLE_ERRORS,
+        ),
+    ):
+        logger.warning(
+            "dependency unavailable on %s %s request_id=%s: %s",
+            method,
+            path,
+            current_request_id(),
+            type(cause).__name__,
+        )
+        return error_response(
+            503,
+            "SERVICE_UNAVAILABLE",
+            "A dependency is unavailable; retry shortly",
+            headers={"Retry-After": "1"},
+        )
+    logger.error(
+        "unexpected error on %s %s request_id=%s", method, path, current_request_id(), exc_info=exc
+    )
     return error_response(500, "INTERNAL_ERROR", "An unexpected error occurred")
 
 
@@ -210,7 +253,10 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 400:
             # FastAPI's answer to a body it could not decode for any reason but a JSON syntax
             # error (nesting too deep, invalid UTF-8, a number too long to convert, ...).
-            return error_response(400, "VALIDATION_ERROR", "Request body could not be parsed",
-                                  [{"field": "body", "message": "could not be parsed"}])
+            return error_response(
+                400,
+                "VALIDATION_ERROR",
+                "Request body could not be parsed",
+                [{"field": "body", "message": "could not be parsed"}],
+            )
         return error_response(exc.status_code, f"HTTP_{exc.status_code}", str(exc.detail))
-

@@ -34,11 +34,19 @@ def unavailable_body(request_id: str) -> bytes:
 
 async def send_unavailable(send: Send, request_id: bytes) -> None:
     body = unavailable_body(request_id.decode())
-    await send({"type": "http.response.start", "status": 503, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        (b"retry-after", str(RETRY_AFTER_SECONDS).encode()), (b"cache-control", b"no-store"),
-        (b"x-request-id", request_id),
-    ]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", str(RETRY_AFTER_SECONDS).encode()),
+                (b"cache-control", b"no-store"),
+                (b"x-request-id", request_id),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -46,7 +54,9 @@ def _is_proxy_failure(message: Message) -> bool:
     """A 5xx the Gateway did not write: every Gateway response is JSON."""
     if message["status"] < 500:
         return False
-    content_type = next((v for k, v in message.get("headers", []) if k.lower() == b"content-type"), b"")
+    content_type = next(
+        (v for k, v in message.get("headers", []) if k.lower() == b"content-type"), b""
+    )
     return not content_type.startswith(b"application/json")
 
 
@@ -73,7 +83,9 @@ class ProxyRequestIdMiddleware:
                     replaced = True
                     await send_unavailable(send, request_id)
                     return
-                out = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
+                out = [
+                    (k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"
+                ]
                 out.append((b"x-request-id", request_id))
                 message = {**message, "headers": out}
             elif replaced:
@@ -85,7 +97,11 @@ class ProxyRequestIdMiddleware:
         except Exception:
             if started:
                 raise
-            logger.warning("Serve's proxy failed before answering %s; answered 503", scope.get("path"), exc_info=True)
+            logger.warning(
+                "Serve's proxy failed before answering %s; answered 503",
+                scope.get("path"),
+                exc_info=True,
+            )
             await send_unavailable(send, request_id)
             return
         if not started:

@@ -43,7 +43,8 @@ class RateLimiter:
         self._enabled = enabled and bool(redis_url)
         self._redis = (
             aioredis.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
-            if self._enabled and redis_url else None
+            if self._enabled and redis_url
+            else None
         )
         self._skip_until = 0.0
 
@@ -61,10 +62,16 @@ class RateLimiter:
                 count, _ = await pipe.execute()
         except (RedisError, OSError, TimeoutError) as exc:
             self._skip_until = time.monotonic() + BREAKER_SECONDS
-            logger.warning("rate limiter: Redis unavailable (%s); failing open for %.0f s", type(exc).__name__, BREAKER_SECONDS)
+            logger.warning(
+                "rate limiter: Redis unavailable (%s); failing open for %.0f s",
+                type(exc).__name__,
+                BREAKER_SECONDS,
+            )
             return
         if int(count) > limit.requests:
-            err = TooManyRequests(f"Too many requests; limit is {limit.requests} per {limit.window_seconds} s")
+            err = TooManyRequests(
+                f"Too many requests; limit is {limit.requests} per {limit.window_seconds} s"
+            )
             err.retry_after = max(1, int((window + 1) * limit.window_seconds - now) + 1)
             metrics.record_rate_limited(limit.scope)
             raise err

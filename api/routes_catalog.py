@@ -58,11 +58,24 @@ _seats = SeatInventoryClient()
 def event_item(event: Event, held: dict[str, HeldCounts]) -> EventItem:
     tiers = tier_availability(event.tiers, held)
     return EventItem(
-        id=event.id, name=event.name, description=event.description,
+        id=event.id,
+        name=event.name,
+        description=event.description,
         venue=EventVenue(id=event.venue_id, name=event.venue_name, city=event.venue_city),
-        startsAt=event.starts_at, endsAt=event.ends_at,
-        availableSeats=sum(t.available for t in tiers), totalSeats=sum(t.capacity for t in tiers),
-        ticketTiers=[TierView(tier=t.tier, price=t.price, currency=t.currency, capacity=t.capacity, available=t.available) for t in tiers],
+        startsAt=event.starts_at,
+        endsAt=event.ends_at,
+        availableSeats=sum(t.available for t in tiers),
+        totalSeats=sum(t.capacity for t in tiers),
+        ticketTiers=[
+            TierView(
+                tier=t.tier,
+                price=t.price,
+                currency=t.currency,
+                capacity=t.capacity,
+                available=t.available,
+            )
+            for t in tiers
+        ],
     )
 
 
@@ -79,18 +92,35 @@ async def event_detail(conn: Conn, event_id: str) -> EventDetail:
     seats = await catalog_repository.seats_of(conn, event_id)
     price = {s.seat.id: (s.price, s.currency) for s in seats}
     rows = [
-        SeatMapRow(row=row, tier=tier, seats=[
-            SeatView(id=s.id, row=s.row, number=s.number, tier=s.tier, price=price[s.id][0], currency=price[s.id][1])
-            for s in row_seats
-        ])
+        SeatMapRow(
+            row=row,
+            tier=tier,
+            seats=[
+                SeatView(
+                    id=s.id,
+                    row=s.row,
+                    number=s.number,
+                    tier=s.tier,
+                    price=price[s.id][0],
+                    currency=price[s.id][1],
+                )
+                for s in row_seats
+            ],
+        )
         for row, tier, row_seats in group_rows([s.seat for s in seats])
     ]
     return EventDetail(**item.model_dump(), seatMap=SeatMapView(rows=rows))
 
 
 def venue_response(venue: Venue) -> VenueResponse:
-    return VenueResponse(id=venue.id, name=venue.name, address=venue.address, city=venue.city,
-                         country=venue.country, capacity=venue.capacity)
+    return VenueResponse(
+        id=venue.id,
+        name=venue.name,
+        address=venue.address,
+        city=venue.city,
+        country=venue.country,
+        capacity=venue.capacity,
+    )
 
 
 def _tiers(body: list[TierRequest]) -> list[TicketTier]:
@@ -103,11 +133,18 @@ def _seat_map(body: SeatMapRequest | None) -> list[ExplicitRow] | None:
 
 # -- venues -------------------------------------------------------------------------------------
 @router.post("/api/venues", status_code=201, response_model=VenueResponse, tags=["venues"])
-async def create_venue(body: CreateVenueRequest, _admin: AdminDep, svc: ServicesDep) -> VenueResponse:
+async def create_venue(
+    body: CreateVenueRequest, _admin: AdminDep, svc: ServicesDep
+) -> VenueResponse:
     """Create a venue (admin only); `capacity` bounds the seats of every event held there."""
     async with svc.connection() as conn:
         venue = await catalog_repository.add_venue(
-            conn, name=body.name, address=body.address, city=body.city, country=body.country, capacity=body.capacity
+            conn,
+            name=body.name,
+            address=body.address,
+            city=body.city,
+            country=body.country,
+            capacity=body.capacity,
         )
     return venue_response(venue)
 
@@ -119,7 +156,9 @@ async def get_venue(venue_id: str, svc: ServicesDep) -> VenueDetail:
         venue = await catalog_repository.get_venue(conn, venue_id)
         if venue is None:
             raise VenueNotFound(f"Venue {venue_id} does not exist")
-        events = await catalog_repository.list_by_venue(conn, venue_id=venue_id, now=datetime.now(UTC))
+        events = await catalog_repository.list_by_venue(
+            conn, venue_id=venue_id, now=datetime.now(UTC)
+        )
         items = await event_items(conn, events)
     return VenueDetail(**venue_response(venue).model_dump(), events=items)
 
@@ -141,13 +180,24 @@ async def list_events(
     """
     async with svc.connection() as conn:
         events, total = await catalog_repository.list_upcoming(
-            conn, now=datetime.now(UTC), venue_id=venueId, starts_from=from_, starts_before=to,
-            limit=perPage, offset=(page - 1) * perPage,
+            conn,
+            now=datetime.now(UTC),
+            venue_id=venueId,
+            starts_from=from_,
+            starts_before=to,
+            limit=perPage,
+            offset=(page - 1) * perPage,
         )
         items = await event_items(conn, events)
-    return EventList(data=items, pagination=Pagination(
-        page=page, perPage=perPage, total=total, totalPages=math.ceil(total / perPage) if total else 0
-    ))
+    return EventList(
+        data=items,
+        pagination=Pagination(
+            page=page,
+            perPage=perPage,
+            total=total,
+            totalPages=math.ceil(total / perPage) if total else 0,
+        ),
+    )
 
 
 @router.get("/api/events/{event_id}", response_model=EventDetail)
@@ -161,38 +211,64 @@ async def get_event(event_id: str, svc: ServicesDep) -> EventDetail:
 
 
 @router.post("/api/events", status_code=201, response_model=EventCreatedResponse)
-async def create_event(body: CreateEventRequest, _admin: AdminDep, svc: ServicesDep) -> EventCreatedResponse:
+async def create_event(
+    body: CreateEventRequest, _admin: AdminDep, svc: ServicesDep
+) -> EventCreatedResponse:
     """Create an event at a venue (admin only), with its ticket tiers and seat map.
 
     Without `seatMap`, each tier's `capacity` seats are laid out in rows (A, B, ..., Z, AA, ...)
     in tier order. `startsAt` must be in the future and before `endsAt`. An unknown venue: 404
     `VENUE_NOT_FOUND`; tiers holding more seats than the venue: 422 `CAPACITY_EXCEEDED`.
     """
-    created = await event_use_cases.create_event(NewEvent(
-        venue_id=body.venueId, name=body.name, description=body.description, starts_at=body.startsAt,
-        ends_at=body.endsAt, tiers=_tiers(body.ticketTiers), seat_map=_seat_map(body.seatMap),
-    ), db=svc.database, clock=utc_now, seats_per_row=svc.settings.seats_per_row)
+    created = await event_use_cases.create_event(
+        NewEvent(
+            venue_id=body.venueId,
+            name=body.name,
+            description=body.description,
+            starts_at=body.startsAt,
+            ends_at=body.endsAt,
+            tiers=_tiers(body.ticketTiers),
+            seat_map=_seat_map(body.seatMap),
+        ),
+        db=svc.database,
+        clock=utc_now,
+        seats_per_row=svc.settings.seats_per_row,
+    )
     return EventCreatedResponse(id=created.id, name=body.name, createdAt=created.created_at)
 
 
 @router.put("/api/events/{event_id}", response_model=EventDetail)
-async def update_event(event_id: str, body: UpdateEventRequest, _admin: AdminDep, svc: ServicesDep) -> EventDetail:
+async def update_event(
+    event_id: str, body: UpdateEventRequest, _admin: AdminDep, svc: ServicesDep
+) -> EventDetail:
     """Change an event (admin only); fields left out stay as they are.
 
     Name, description and dates may change at any time. Tiers, seat map and venue are fixed
     once a seat is locked or sold: 422 `EVENT_HAS_BOOKINGS`. Answers with the event as changed.
     """
-    await event_use_cases.update_event(event_id, EventChanges(
-        name=body.name, description=body.description, starts_at=body.startsAt, ends_at=body.endsAt,
-        venue_id=body.venueId, tiers=None if body.ticketTiers is None else _tiers(body.ticketTiers),
-        seat_map=_seat_map(body.seatMap),
-    ), db=svc.database, inventories=svc.inventories, seats_per_row=svc.settings.seats_per_row)
+    await event_use_cases.update_event(
+        event_id,
+        EventChanges(
+            name=body.name,
+            description=body.description,
+            starts_at=body.startsAt,
+            ends_at=body.endsAt,
+            venue_id=body.venueId,
+            tiers=None if body.ticketTiers is None else _tiers(body.ticketTiers),
+            seat_map=_seat_map(body.seatMap),
+        ),
+        db=svc.database,
+        inventories=svc.inventories,
+        seats_per_row=svc.settings.seats_per_row,
+    )
     async with svc.connection() as conn:
         return await event_detail(conn, event_id)
 
 
 # -- inventory ----------------------------------------------------------------------------------
-@router.get("/api/inventory/events/{event_id}/seats", response_model=InventoryResponse, tags=["inventory"])
+@router.get(
+    "/api/inventory/events/{event_id}/seats", response_model=InventoryResponse, tags=["inventory"]
+)
 async def event_seats(event_id: str, svc: ServicesDep) -> InventoryResponse:
     """Every seat of an event with its live status (AVAILABLE, LOCKED or RESERVED), a summary,
     and whether the event is still on sale (it closes when the event starts)."""
@@ -207,8 +283,15 @@ async def event_seats(event_id: str, svc: ServicesDep) -> InventoryResponse:
             held = await catalog_repository.held_seats(conn, event_id)
             statuses = {seat: ("RESERVED" if sold else "LOCKED") for seat, sold in held.items()}
     views = [
-        InventorySeat(id=s.seat.id, row=s.seat.row, number=s.seat.number, tier=s.seat.tier, price=s.price,
-                      currency=s.currency, status=statuses.get(s.seat.id, "AVAILABLE"))
+        InventorySeat(
+            id=s.seat.id,
+            row=s.seat.row,
+            number=s.seat.number,
+            tier=s.seat.tier,
+            price=s.price,
+            currency=s.currency,
+            status=statuses.get(s.seat.id, "AVAILABLE"),
+        )
         for s in seats
     ]
     counts = Summary(
@@ -219,6 +302,14 @@ async def event_seats(event_id: str, svc: ServicesDep) -> InventoryResponse:
     )
     # The sale closes when the event starts (POST /api/bookings answers 409 EVENT_NOT_ON_SALE).
     on_sale = event.starts_at > datetime.now(UTC)
-    return InventoryResponse(eventId=event_id, onSale=on_sale, seats=views, summary=InventorySummary(
-        total=counts.total, available=counts.available, locked=counts.locked, reserved=counts.reserved
-    ))
+    return InventoryResponse(
+        eventId=event_id,
+        onSale=on_sale,
+        seats=views,
+        summary=InventorySummary(
+            total=counts.total,
+            available=counts.available,
+            locked=counts.locked,
+            reserved=counts.reserved,
+        ),
+    )

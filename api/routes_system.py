@@ -18,7 +18,9 @@ from storage import notification_repository, system_repository
 router = APIRouter()
 # /health stays unlimited (load balancers and orchestrators poll it); /api/notifications is an
 # /api route like the others: counted per client address.
-notifications = APIRouter(prefix="/api/notifications", tags=["notifications"], dependencies=[Depends(limit_by_ip)])
+notifications = APIRouter(
+    prefix="/api/notifications", tags=["notifications"], dependencies=[Depends(limit_by_ip)]
+)
 VERSION = "1.0.0"
 _notifier = NotifierClient()
 
@@ -38,8 +40,12 @@ async def health(svc: ServicesDep) -> HealthResponse:
     except TimeoutError:
         postgres = "down"
     if postgres != "connected":
-        raise ServiceUnavailable("Postgres is unreachable; this server cannot take bookings until it returns")
-    return HealthResponse(status="ok", version=VERSION, uptime=int(time.monotonic() - svc.started_at))
+        raise ServiceUnavailable(
+            "Postgres is unreachable; this server cannot take bookings until it returns"
+        )
+    return HealthResponse(
+        status="ok", version=VERSION, uptime=int(time.monotonic() - svc.started_at)
+    )
 
 
 @notifications.get("/recent", response_model=NotificationList)
@@ -48,11 +54,20 @@ async def recent_notifications(principal: PrincipalDep, svc: ServicesDep) -> Not
     failed or cancelled."""
     async with svc.connection() as conn:
         sent = await notification_repository.list_recent_sent(conn, principal.user_id)
-    return NotificationList(data=[
-        NotificationItem(id=n.id, type=n.type.value, subject=n.subject, sentAt=n.sent_at,
-                         bookingId=n.booking_id, status=n.status, createdAt=n.created_at)
-        for n in sent
-    ])
+    return NotificationList(
+        data=[
+            NotificationItem(
+                id=n.id,
+                type=n.type.value,
+                subject=n.subject,
+                sentAt=n.sent_at,
+                bookingId=n.booking_id,
+                status=n.status,
+                createdAt=n.created_at,
+            )
+            for n in sent
+        ]
+    )
 
 
 async def _postgres_status(svc: ServicesDep) -> str:
@@ -68,7 +83,9 @@ async def _ray_status() -> str:
     return "connected" if await _notifier.reachable(timeout=2.0) else "down"
 
 
-@notifications.get("/health", response_model=NotificationHealth, responses={503: {"model": NotificationHealth}})
+@notifications.get(
+    "/health", response_model=NotificationHealth, responses={503: {"model": NotificationHealth}}
+)
 async def notifications_health(svc: ServicesDep) -> JSONResponse:
     """The notification path's dependencies: `{status, ray, postgres, smtp}`, each `connected`,
     `reachable`, `disabled` or `down`; 200 with `status` `ok`, else 503 with `degraded`."""
@@ -76,5 +93,10 @@ async def notifications_health(svc: ServicesDep) -> JSONResponse:
         _ray_status(), _postgres_status(svc), check_smtp(svc.settings.smtp_url)
     )
     healthy = ray_state == "connected" and pg_state == "connected" and smtp_state != "down"
-    body = NotificationHealth(status="ok" if healthy else "degraded", ray=ray_state, postgres=pg_state, smtp=str(smtp_state))
+    body = NotificationHealth(
+        status="ok" if healthy else "degraded",
+        ray=ray_state,
+        postgres=pg_state,
+        smtp=str(smtp_state),
+    )
     return JSONResponse(body.model_dump(), status_code=200 if healthy else 503)

@@ -17,7 +17,13 @@ router = APIRouter(prefix="/api/users", tags=["users"])
 
 
 def user_response(user: User) -> UserResponse:
-    return UserResponse(id=user.id, name=user.name, email=user.email, role=user.role.value, createdAt=user.created_at)
+    return UserResponse(
+        id=user.id,
+        name=user.name,
+        email=user.email,
+        role=user.role.value,
+        createdAt=user.created_at,
+    )
 
 
 @router.post("/register", status_code=201, response_model=UserResponse)
@@ -27,7 +33,11 @@ async def register(body: RegisterUserRequest, request: Request, svc: ServicesDep
     and stored lower-cased. Rate-limited per client address."""
     await svc.limiter.hit(svc.limit("auth"), client_ip(request))
     user = await users.register(
-        name=body.name, email=body.email, password=body.password, db=svc.database, passwords=svc.passwords
+        name=body.name,
+        email=body.email,
+        password=body.password,
+        db=svc.database,
+        passwords=svc.passwords,
     )
     return user_response(user)
 
@@ -41,13 +51,20 @@ async def login(body: LoginRequest, request: Request, svc: ServicesDep) -> Login
     """
     await svc.limiter.hit(svc.limit("auth"), client_ip(request))
     # Per account too, so a botnet cannot guess one password from many addresses.
-    await svc.limiter.hit(svc.limit("login"), hashlib.sha256(body.email.strip().lower().encode()).hexdigest()[:32])
+    await svc.limiter.hit(
+        svc.limit("login"), hashlib.sha256(body.email.strip().lower().encode()).hexdigest()[:32]
+    )
     done = await users.login(
-        email=body.email, password=body.password, db=svc.database, passwords=svc.passwords, tokens=svc.tokens
+        email=body.email,
+        password=body.password,
+        db=svc.database,
+        passwords=svc.passwords,
+        tokens=svc.tokens,
     )
     user = done.user
     return LoginResponse(
-        token=done.token.token, expiresAt=done.token.expires_at,
+        token=done.token.token,
+        expiresAt=done.token.expires_at,
         user=LoginUser(id=user.id, name=user.name, email=user.email, role=user.role.value),
     )
 

@@ -352,7 +352,9 @@ class CreateBookingRequest(Strict):
     tier: Literal["GENERAL", "VIP", "STANDING"] | None = Field(
         default=None, description="Best available: only seats of this tier (default: any)"
     )
-    together: bool = Field(default=True, description="Best available: side by side in one row (default true)")
+    together: bool = Field(
+        default=True, description="Best available: side by side in one row (default true)"
+    )
     paymentMethod: PaymentMethod
 
 

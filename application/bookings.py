@@ -69,23 +69,33 @@ def seat_request(cmd: BookSeats) -> SeatRequest | None:
         InvalidSeatCount: A quantity outside 1-10.
     """
     if (cmd.seat_ids is None) == (cmd.quantity is None):
-        raise ValidationFailed("Give exactly one of seatIds (the seats to book) and quantity (the best available)")
+        raise ValidationFailed(
+            "Give exactly one of seatIds (the seats to book) and quantity (the best available)"
+        )
     if cmd.quantity is None:
         if cmd.tier is not None:
-            raise ValidationFailed("tier applies to a best-available request (quantity), not to seatIds")
+            raise ValidationFailed(
+                "tier applies to a best-available request (quantity), not to seatIds"
+            )
         return None
     if not MIN_SEATS <= cmd.quantity <= MAX_SEATS:
-        raise InvalidSeatCount(f"Must book between {MIN_SEATS} and {MAX_SEATS} seats; got {cmd.quantity}")
+        raise InvalidSeatCount(
+            f"Must book between {MIN_SEATS} and {MAX_SEATS} seats; got {cmd.quantity}"
+        )
     return SeatRequest(quantity=cmd.quantity, tier=cmd.tier, together=cmd.together)
 
 
 def check_seats(seat_ids: list[str]) -> list[str]:
     """Refuses a seat list that no event could sell: wrong count, malformed ids, duplicates."""
     if not MIN_SEATS <= len(seat_ids) <= MAX_SEATS:
-        raise InvalidSeatCount(f"Must book between {MIN_SEATS} and {MAX_SEATS} seats; got {len(seat_ids)}")
+        raise InvalidSeatCount(
+            f"Must book between {MIN_SEATS} and {MAX_SEATS} seats; got {len(seat_ids)}"
+        )
     bad = [s for s in seat_ids if not SEAT_ID_RE.match(s)]
     if bad:
-        raise ValidationFailed(f"seatIds: not seat ids of the form seat_A1: {', '.join(s[:20] for s in bad[:5])}")
+        raise ValidationFailed(
+            f"seatIds: not seat ids of the form seat_A1: {', '.join(s[:20] for s in bad[:5])}"
+        )
     if len(set(seat_ids)) != len(seat_ids):
         raise ValidationFailed("seatIds: each seat may appear only once")
     return seat_ids
@@ -129,49 +139,84 @@ async def book(cmd: BookSeats, *, db: Database, saga_pool_size: int) -> str:
     booking_id = new_id("bkg")
     # Stored with the key: the same key with another request is refused, never answered with
     # the first request's booking. Computed only when a key is given (microseconds).
-    request_hash = None if key is None else request_fingerprint(
-        event_id=cmd.event_id, seat_ids=seat_ids, payment_type=cmd.payment_type,
-        payment_token=cmd.payment_token,
+    request_hash = (
+        None
+        if key is None
+        else request_fingerprint(
+            event_id=cmd.event_id,
+            seat_ids=seat_ids,
+            payment_type=cmd.payment_type,
+            payment_token=cmd.payment_token,
+        )
     )
     async with db.session() as s:
         added = await s.bookings.add(
-            booking_id=booking_id, user_id=cmd.user_id, event_id=cmd.event_id, seat_ids=seat_ids,
-            saga_slot=saga_slot(booking_id, saga_pool_size), payment_token=cmd.payment_token,
-            idempotency_key=key, request_hash=request_hash, request_id=cmd.request_id,
+            booking_id=booking_id,
+            user_id=cmd.user_id,
+            event_id=cmd.event_id,
+            seat_ids=seat_ids,
+            saga_slot=saga_slot(booking_id, saga_pool_size),
+            payment_token=cmd.payment_token,
+            idempotency_key=key,
+            request_hash=request_hash,
+            request_id=cmd.request_id,
         )
         if added.booking_id is None and key is not None:
-            original = await _keyed_booking(s, user_id=cmd.user_id, key=key, request_hash=request_hash)
+            original = await _keyed_booking(
+                s, user_id=cmd.user_id, key=key, request_hash=request_hash
+            )
             if original is not None:
                 return original
         if added.on_sale is False:
-            raise EventNotOnSale(f"Event {cmd.event_id} has started; its tickets are no longer on sale")
+            raise EventNotOnSale(
+                f"Event {cmd.event_id} has started; its tickets are no longer on sale"
+            )
         if added.seats_found != len(seat_ids):
             if await s.catalog.get_event(cmd.event_id) is None:
                 raise EventNotFound(f"Event {cmd.event_id} does not exist")
             known = await s.catalog.seat_prices(cmd.event_id, seat_ids)
             unknown = [seat for seat in seat_ids if seat not in known]
-            raise ValidationFailed(f"seatIds: not seats of event {cmd.event_id}: {', '.join(unknown)}")
+            raise ValidationFailed(
+                f"seatIds: not seats of event {cmd.event_id}: {', '.join(unknown)}"
+            )
         if added.booking_id is None:  # the first request's key expired between the two statements
             raise ValidationFailed("Idempotency-Key collided with an expiring key; retry")
     return booking_id
 
 
-async def _book_best(cmd: BookSeats, request: SeatRequest, *, db: Database, saga_pool_size: int) -> str:
+async def _book_best(
+    cmd: BookSeats, request: SeatRequest, *, db: Database, saga_pool_size: int
+) -> str:
     """Records a best-available booking: no seats and no price until its saga's seat actor chose."""
     key = cmd.idempotency_key
     booking_id = new_id("bkg")
-    request_hash = None if key is None else request_fingerprint(
-        event_id=cmd.event_id, seat_ids=[], payment_type=cmd.payment_type, payment_token=cmd.payment_token,
-        seat_request=request,
+    request_hash = (
+        None
+        if key is None
+        else request_fingerprint(
+            event_id=cmd.event_id,
+            seat_ids=[],
+            payment_type=cmd.payment_type,
+            payment_token=cmd.payment_token,
+            seat_request=request,
+        )
     )
     async with db.session() as s:
         added = await s.bookings.add_best(
-            booking_id=booking_id, user_id=cmd.user_id, event_id=cmd.event_id, request=request,
-            saga_slot=saga_slot(booking_id, saga_pool_size), payment_token=cmd.payment_token,
-            idempotency_key=key, request_hash=request_hash, request_id=cmd.request_id,
+            booking_id=booking_id,
+            user_id=cmd.user_id,
+            event_id=cmd.event_id,
+            request=request,
+            saga_slot=saga_slot(booking_id, saga_pool_size),
+            payment_token=cmd.payment_token,
+            idempotency_key=key,
+            request_hash=request_hash,
+            request_id=cmd.request_id,
         )
         if added.booking_id is None and key is not None:
-            original = await _keyed_booking(s, user_id=cmd.user_id, key=key, request_hash=request_hash)
+            original = await _keyed_booking(
+                s, user_id=cmd.user_id, key=key, request_hash=request_hash
+            )
             if original is not None:
                 return original
     if added.on_sale is None:
@@ -185,7 +230,9 @@ async def _book_best(cmd: BookSeats, request: SeatRequest, *, db: Database, saga
     return booking_id
 
 
-async def _keyed_booking(s: Session, *, user_id: str, key: str, request_hash: str | None) -> str | None:
+async def _keyed_booking(
+    s: Session, *, user_id: str, key: str, request_hash: str | None
+) -> str | None:
     """The booking an Idempotency-Key already made, if it did (None: the key is free again).
 
     A key (per user) answers for its first request only, whatever has happened since (even if the
@@ -201,7 +248,9 @@ async def _keyed_booking(s: Session, *, user_id: str, key: str, request_hash: st
     return original.booking_id
 
 
-async def visible_booking(db: Database, *, booking_id: str, user_id: str, is_admin: bool) -> Booking:
+async def visible_booking(
+    db: Database, *, booking_id: str, user_id: str, is_admin: bool
+) -> Booking:
     """The booking, if the caller may see it: its owner, or an admin.
 
     Raises:
@@ -215,8 +264,14 @@ async def visible_booking(db: Database, *, booking_id: str, user_id: str, is_adm
 
 
 async def cancel(
-    booking_id: str, *, user_id: str, db: Database, sagas: BookingSagas, clock: Clock,
-    wait_seconds: float = CANCEL_WAIT_SECONDS, request_id: str = "",
+    booking_id: str,
+    *,
+    user_id: str,
+    db: Database,
+    sagas: BookingSagas,
+    clock: Clock,
+    wait_seconds: float = CANCEL_WAIT_SECONDS,
+    request_id: str = "",
 ) -> Cancelled:
     """Cancels a CONFIRMED booking of the caller's: a persisted workflow, never two loose steps.
 
@@ -253,7 +308,8 @@ async def cancel(
             await s.bookings.request_cancellation(booking_id)
     try:
         outcome = await asyncio.wait_for(
-            sagas.cancel(booking_id=booking_id, saga_slot=booking.saga_slot, request_id=request_id), timeout=wait_seconds
+            sagas.cancel(booking_id=booking_id, saga_slot=booking.saga_slot, request_id=request_id),
+            timeout=wait_seconds,
         )
     except TimeoutError:
         outcome = CancelOutcome(booking_id, None)

@@ -57,7 +57,9 @@ def check_tiers(tiers: list[TicketTier]) -> list[TicketTier]:
     return tiers
 
 
-def layout(tiers: list[TicketTier], seat_map: list[ExplicitRow] | None, *, seats_per_row: int) -> list[Seat]:
+def layout(
+    tiers: list[TicketTier], seat_map: list[ExplicitRow] | None, *, seats_per_row: int
+) -> list[Seat]:
     """The event's seats: the explicit map, or rows generated from the tiers."""
     if seat_map is None:
         return generate_layout(tiers, seats_per_row=seats_per_row)
@@ -75,10 +77,14 @@ def check_dates(starts_at: datetime, ends_at: datetime) -> None:
 def check_capacity(tiers: list[TicketTier], venue: Venue) -> None:
     total = sum(t.capacity for t in tiers)
     if total > venue.capacity:
-        raise CapacityExceeded(f"Tier capacities total {total} seats; venue {venue.id} holds {venue.capacity}")
+        raise CapacityExceeded(
+            f"Tier capacities total {total} seats; venue {venue.id} holds {venue.capacity}"
+        )
 
 
-async def create_event(cmd: NewEvent, *, db: Database, clock: Clock, seats_per_row: int) -> CreatedEvent:
+async def create_event(
+    cmd: NewEvent, *, db: Database, clock: Clock, seats_per_row: int
+) -> CreatedEvent:
     """Creates an upcoming event with its tiers and seat map, at a venue that can hold it.
 
     Args:
@@ -108,14 +114,24 @@ async def create_event(cmd: NewEvent, *, db: Database, clock: Clock, seats_per_r
         check_capacity(tiers, venue)
         async with s.transaction():
             event_id, created_at = await s.catalog.add_event(
-                venue_id=venue.id, name=cmd.name, description=cmd.description,
-                starts_at=cmd.starts_at, ends_at=cmd.ends_at, tiers=tiers, seats=seats,
+                venue_id=venue.id,
+                name=cmd.name,
+                description=cmd.description,
+                starts_at=cmd.starts_at,
+                ends_at=cmd.ends_at,
+                tiers=tiers,
+                seats=seats,
             )
     return CreatedEvent(id=event_id, created_at=created_at)
 
 
 async def update_event(
-    event_id: str, changes: EventChanges, *, db: Database, inventories: SeatInventories, seats_per_row: int
+    event_id: str,
+    changes: EventChanges,
+    *,
+    db: Database,
+    inventories: SeatInventories,
+    seats_per_row: int,
 ) -> None:
     """Changes an event: name, description and dates at any time; venue, tiers and seat map only
     while no seat is locked or sold.
@@ -154,14 +170,22 @@ async def update_event(
         if venue is None:
             raise VenueNotFound(f"Venue {venue_id} does not exist")
         new_seat_map = changes.tiers is not None or changes.seat_map is not None
-        if (new_seat_map or venue_id != event.venue_id) and await s.catalog.has_active_bookings(event_id):
-            raise EventHasBookings(f"Event {event_id} has seats locked or sold; its tiers, seat map and venue are fixed")
+        if (new_seat_map or venue_id != event.venue_id) and await s.catalog.has_active_bookings(
+            event_id
+        ):
+            raise EventHasBookings(
+                f"Event {event_id} has seats locked or sold; its tiers, seat map and venue are fixed"
+            )
         tiers = check_tiers(changes.tiers) if changes.tiers is not None else event.tiers
         check_capacity(tiers, venue)
         await s.catalog.update_event_fields(
-            event_id=event_id, name=changes.name or event.name,
-            description=changes.description if changes.description is not None else event.description,
-            starts_at=starts_at, ends_at=ends_at,
+            event_id=event_id,
+            name=changes.name or event.name,
+            description=changes.description
+            if changes.description is not None
+            else event.description,
+            starts_at=starts_at,
+            ends_at=ends_at,
         )
         if venue_id != event.venue_id:
             await s.catalog.move_event(event_id=event_id, venue_id=venue_id)

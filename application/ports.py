@@ -78,13 +78,31 @@ class SignedToken(Protocol):
 # -- repositories, bound to one connection ------------------------------------------------------
 class BookingRepository(Protocol):
     async def add(
-        self, *, booking_id: str, user_id: str, event_id: str, seat_ids: list[str], saga_slot: int,
-        payment_token: str, idempotency_key: str | None, request_hash: str | None, request_id: str | None = None,
+        self,
+        *,
+        booking_id: str,
+        user_id: str,
+        event_id: str,
+        seat_ids: list[str],
+        saga_slot: int,
+        payment_token: str,
+        idempotency_key: str | None,
+        request_hash: str | None,
+        request_id: str | None = None,
     ) -> AddedBooking: ...
 
     async def add_best(
-        self, *, booking_id: str, user_id: str, event_id: str, request: SeatRequest, saga_slot: int,
-        payment_token: str, idempotency_key: str | None, request_hash: str | None, request_id: str | None = None,
+        self,
+        *,
+        booking_id: str,
+        user_id: str,
+        event_id: str,
+        request: SeatRequest,
+        saga_slot: int,
+        payment_token: str,
+        idempotency_key: str | None,
+        request_hash: str | None,
+        request_id: str | None = None,
     ) -> AddedBestBooking: ...
 
     async def get_by_idempotency_key(self, *, user_id: str, key: str) -> KeyedBooking | None: ...
@@ -99,11 +117,20 @@ class CatalogRepository(Protocol):
 
     async def get_event(self, event_id: str) -> Event | None: ...
 
-    async def seat_prices(self, event_id: str, seat_ids: list[str]) -> dict[str, tuple[int, str]]: ...
+    async def seat_prices(
+        self, event_id: str, seat_ids: list[str]
+    ) -> dict[str, tuple[int, str]]: ...
 
     async def add_event(
-        self, *, venue_id: str, name: str, description: str, starts_at: datetime, ends_at: datetime,
-        tiers: list[TicketTier], seats: list[Seat],
+        self,
+        *,
+        venue_id: str,
+        name: str,
+        description: str,
+        starts_at: datetime,
+        ends_at: datetime,
+        tiers: list[TicketTier],
+        seats: list[Seat],
     ) -> tuple[str, datetime]: ...
 
     async def lock_event(self, event_id: str) -> bool: ...
@@ -116,11 +143,15 @@ class CatalogRepository(Protocol):
 
     async def move_event(self, *, event_id: str, venue_id: str) -> None: ...
 
-    async def replace_seat_map(self, *, event_id: str, tiers: list[TicketTier], seats: list[Seat]) -> None: ...
+    async def replace_seat_map(
+        self, *, event_id: str, tiers: list[TicketTier], seats: list[Seat]
+    ) -> None: ...
 
 
 class UserRepository(Protocol):
-    async def add(self, *, name: str, email: str, password_hash: str, role: Role = Role.USER) -> User | None: ...
+    async def add(
+        self, *, name: str, email: str, password_hash: str, role: Role = Role.USER
+    ) -> User | None: ...
 
     async def get_login(self, email: str) -> LoginRecord | None: ...
 
@@ -148,7 +179,9 @@ class Database(Protocol):
 
 # -- actors and services ------------------------------------------------------------------------
 class BookingSagas(Protocol):
-    async def cancel(self, *, booking_id: str, saga_slot: int, request_id: str = "") -> CancelOutcome | None:
+    async def cancel(
+        self, *, booking_id: str, saga_slot: int, request_id: str = ""
+    ) -> CancelOutcome | None:
         """Drives a recorded cancellation to its end (the saga actor of the booking's slot).
 
         Returns:

@@ -15,7 +15,9 @@ class LoggedIn:
     user: User
 
 
-async def register(*, name: str, email: str, password: str, db: Database, passwords: PasswordHasher) -> User:
+async def register(
+    *, name: str, email: str, password: str, db: Database, passwords: PasswordHasher
+) -> User:
     """Creates a USER account; the email is stored lower-cased and unique case-insensitively.
 
     Args:
@@ -48,7 +50,9 @@ async def register(*, name: str, email: str, password: str, db: Database, passwo
     return user
 
 
-async def login(*, email: str, password: str, db: Database, passwords: PasswordHasher, tokens: TokenSigner) -> LoggedIn:
+async def login(
+    *, email: str, password: str, db: Database, passwords: PasswordHasher, tokens: TokenSigner
+) -> LoggedIn:
     """Checks an email and password and issues a bearer token.
 
     An unknown email and a wrong password fail alike, in the same time: the password is verified

@@ -30,7 +30,10 @@ def main() -> None:
     args = parser.parse_args()
     vip = args.seats // 10
     seats = generate_layout(
-        [TicketTier("VIP", 25_000, "GBP", vip), TicketTier("GENERAL", 7_500, "GBP", args.seats - vip)],
+        [
+            TicketTier("VIP", 25_000, "GBP", vip),
+            TicketTier("GENERAL", 7_500, "GBP", args.seats - vip),
+        ],
         seats_per_row=args.per_row,
     )
     seat_map = SeatMap(tuple(s.id for s in seats))
@@ -44,7 +47,8 @@ def main() -> None:
     n = 0
     while seat_map.summary(0.0).available > 0 and n < 4 * len(seats):
         request = SeatRequest(
-            rnd.randint(1, 4), tier=rnd.choice(["VIP", "GENERAL", "GENERAL", None]),
+            rnd.randint(1, 4),
+            tier=rnd.choice(["VIP", "GENERAL", "GENERAL", None]),
             together=rnd.random() >= args.scattered_share,
         )
         fill = 10 * (len(seats) - seat_map.summary(0.0).available) // len(seats)

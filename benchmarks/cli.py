@@ -63,59 +63,98 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="ticketflow bench", description="TicketFlow benchmarks: the on-sale spike and its baselines",
+        prog="ticketflow bench",
+        description="TicketFlow benchmarks: the on-sale spike and its baselines",
     )
     sub = parser.add_subparsers(dest="bench", required=True)
 
-    onsale = sub.add_parser("onsale", help="the on-sale spike against a running server",
-                            description="Create an event, release buyers at once, report speed and correctness.")
+    onsale = sub.add_parser(
+        "onsale",
+        help="the on-sale spike against a running server",
+        description="Create an event, release buyers at once, report speed and correctness.",
+    )
     add_onsale_options(onsale, url_required=True)
     onsale.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH")
     onsale.set_defaults(func=cmd_onsale)
 
-    locks = sub.add_parser("locks", help="seat-lock engines alone: Ray actor (with/without coalescing), Redis Lua, Postgres",
-                           description="Locks per second at several contention levels, no HTTP.")
+    locks = sub.add_parser(
+        "locks",
+        help="seat-lock engines alone: Ray actor (with/without coalescing), Redis Lua, Postgres",
+        description="Locks per second at several contention levels, no HTTP.",
+    )
     add_lock_options(locks)
     locks.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH")
     locks.set_defaults(func=cmd_locks)
 
     compare = sub.add_parser(
-        "compare", help="TicketFlow and the usual designs in one run, side by side with ratios",
+        "compare",
+        help="TicketFlow and the usual designs in one run, side by side with ratios",
         description="The HTTP floor, the lock engines, and the on-sale scenario against TicketFlow and the "
-                    "plain FastAPI + asyncpg baselines (Postgres row lock, Redis Lua lock). Without --url, "
-                    "TicketFlow is started here too (`ticketflow serve` on a scratch database); each target "
-                    "runs on a free 127.0.0.1 port, one at a time, stopped before the next starts.",
+        "plain FastAPI + asyncpg baselines (Postgres row lock, Redis Lua lock). Without --url, "
+        "TicketFlow is started here too (`ticketflow serve` on a scratch database); each target "
+        "runs on a free 127.0.0.1 port, one at a time, stopped before the next starts.",
     )
     add_onsale_options(
-        compare, url_required=False,
+        compare,
+        url_required=False,
         url_help="measure this already running TicketFlow server instead of starting one; it stays up (and "
-                 "holds Postgres connections and CPU) while the baselines run, so prefer leaving --url out",
+        "holds Postgres connections and CPU) while the baselines run, so prefer leaving --url out",
     )
     add_lock_options(compare)
     g = compare.add_argument_group("comparison")
-    g.add_argument("--baselines", default="plain-pg,plain-redis",
-                   help="baseline services to run, comma-separated from plain-pg, plain-redis, pretix (the "
-                        "open-source ticket shop, installed on first use into --pretix-dir), or 'none' "
-                        "(default: %(default)s)")
-    g.add_argument("--no-ticketflow", action="store_true",
-                   help="measure only the baselines (no TicketFlow server, neither started nor --url)")
-    g.add_argument("--payment-latency-ms", type=int, default=0,
-                   help="simulated charge latency of the baselines and of the TicketFlow server started here; "
-                        "with --url set it to that server's TICKETFLOW_PAYMENT_LATENCY_MS (default: %(default)s)")
-    g.add_argument("--server-env", metavar="KEY=VALUE", type=server_env_option, action="append", default=[],
-                   help="extra environment of the TicketFlow server started here, e.g. "
-                        "TICKETFLOW_SAGA_POOL_SIZE=4 (repeatable; overrides the benchmark's settings except "
-                        "the ones other options own)")
-    g.add_argument("--server-startup-timeout", type=float, default=180.0,
-                   help="seconds the TicketFlow server started here may take to answer /health "
-                        "(default: %(default)s)")
-    g.add_argument("--floor-seconds", type=float, default=5.0,
-                   help="seconds of GET /health per target for the HTTP floor (0 skips it) (default: %(default)s)")
+    g.add_argument(
+        "--baselines",
+        default="plain-pg,plain-redis",
+        help="baseline services to run, comma-separated from plain-pg, plain-redis, pretix (the "
+        "open-source ticket shop, installed on first use into --pretix-dir), or 'none' "
+        "(default: %(default)s)",
+    )
+    g.add_argument(
+        "--no-ticketflow",
+        action="store_true",
+        help="measure only the baselines (no TicketFlow server, neither started nor --url)",
+    )
+    g.add_argument(
+        "--payment-latency-ms",
+        type=int,
+        default=0,
+        help="simulated charge latency of the baselines and of the TicketFlow server started here; "
+        "with --url set it to that server's TICKETFLOW_PAYMENT_LATENCY_MS (default: %(default)s)",
+    )
+    g.add_argument(
+        "--server-env",
+        metavar="KEY=VALUE",
+        type=server_env_option,
+        action="append",
+        default=[],
+        help="extra environment of the TicketFlow server started here, e.g. "
+        "TICKETFLOW_SAGA_POOL_SIZE=4 (repeatable; overrides the benchmark's settings except "
+        "the ones other options own)",
+    )
+    g.add_argument(
+        "--server-startup-timeout",
+        type=float,
+        default=180.0,
+        help="seconds the TicketFlow server started here may take to answer /health "
+        "(default: %(default)s)",
+    )
+    g.add_argument(
+        "--floor-seconds",
+        type=float,
+        default=5.0,
+        help="seconds of GET /health per target for the HTTP floor (0 skips it) (default: %(default)s)",
+    )
     g.add_argument("--skip-locks", action="store_true", help="skip the lock-engine comparison")
-    g.add_argument("--skip-onsale", action="store_true", help="skip the on-sale runs (floor and locks only)")
-    g.add_argument("--runs", type=positive_int, default=1,
-                   help="repeat the whole comparison this many times and add the medians (with ranges) of "
-                        "every figure; the JSON then holds every run and the medians (default: %(default)s)")
+    g.add_argument(
+        "--skip-onsale", action="store_true", help="skip the on-sale runs (floor and locks only)"
+    )
+    g.add_argument(
+        "--runs",
+        type=positive_int,
+        default=1,
+        help="repeat the whole comparison this many times and add the medians (with ranges) of "
+        "every figure; the JSON then holds every run and the medians (default: %(default)s)",
+    )
     g.add_argument("--json", metavar="PATH", help="also write every report as JSON to PATH")
     add_pretix_options(compare)
     compare.set_defaults(func=cmd_compare)
@@ -127,8 +166,10 @@ def compare_args_problem(args: argparse.Namespace) -> str | None:
     if args.url and args.no_ticketflow:
         return "--url and --no-ticketflow exclude each other"
     if args.server_env and (args.url or args.no_ticketflow):
-        return "--server-env configures the TicketFlow server compare starts; it has no effect with " + (
-            "--url" if args.url else "--no-ticketflow")
+        return (
+            "--server-env configures the TicketFlow server compare starts; it has no effect with "
+            + ("--url" if args.url else "--no-ticketflow")
+        )
     return None
 
 

@@ -120,7 +120,10 @@ class CpuMeter:
     def stop(self) -> dict[str, float]:
         wall = time.perf_counter() - self.wall_start
         cpu = _cpu_seconds() - self.cpu_start
-        return {"client_cpu_s": round(cpu, 2), "client_cpu_util": round(cpu / wall, 2) if wall > 0 else 0.0}
+        return {
+            "client_cpu_s": round(cpu, 2),
+            "client_cpu_util": round(cpu / wall, 2) if wall > 0 else 0.0,
+        }
 
 
 def _cpu_seconds() -> float:

@@ -54,7 +54,12 @@ KNOWN_BASELINES = (*BASELINES, PRETIX)
 
 
 async def http_floor(
-    url: str, *, concurrency: int, seconds: float, client_kind: str, path: str = "/health",
+    url: str,
+    *,
+    concurrency: int,
+    seconds: float,
+    client_kind: str,
+    path: str = "/health",
 ) -> dict[str, Any]:
     """GET `path` (the health route) from `concurrency` workers for `seconds`: the most this server
     path can answer."""
@@ -109,10 +114,16 @@ def machine_info() -> dict[str, Any]:
 
 
 async def _compare(args: argparse.Namespace) -> dict[str, Any]:
-    baselines = [] if args.baselines.strip() == "none" else [b.strip() for b in args.baselines.split(",") if b.strip()]
+    baselines = (
+        []
+        if args.baselines.strip() == "none"
+        else [b.strip() for b in args.baselines.split(",") if b.strip()]
+    )
     unknown = [b for b in baselines if b not in KNOWN_BASELINES]
     if unknown:
-        raise SystemExit(f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(KNOWN_BASELINES)} or none")
+        raise SystemExit(
+            f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(KNOWN_BASELINES)} or none"
+        )
     targets: list[tuple[str, str | None]] = []
     if args.url:
         targets.append(("ticketflow", args.url.rstrip("/")))
@@ -120,9 +131,15 @@ async def _compare(args: argparse.Namespace) -> dict[str, Any]:
         targets.append(("ticketflow", None))
     targets += [(b, None) for b in baselines]
     report: dict[str, Any] = {
-        "benchmark": "compare", "started_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "machine": machine_info(), "payment_latency_ms": args.payment_latency_ms,
-        "ticketflow": ticketflow_setup(args), "floor": [], "onsale": [], "locks": None, "failures": {},
+        "benchmark": "compare",
+        "started_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": machine_info(),
+        "payment_latency_ms": args.payment_latency_ms,
+        "ticketflow": ticketflow_setup(args),
+        "floor": [],
+        "onsale": [],
+        "locks": None,
+        "failures": {},
     }
     for label, url in targets:
         service: ServiceProcess | PretixServer | None = None
@@ -133,15 +150,24 @@ async def _compare(args: argparse.Namespace) -> dict[str, Any]:
                 url = service.url
             if args.floor_seconds > 0:
                 log(f"compare: HTTP floor of {label} ({args.floor_seconds:g} s)")
-                floor = await http_floor(url, concurrency=args.concurrency, seconds=args.floor_seconds,
-                                         client_kind=args.http_client,
-                                         path=PRETIX_HEALTH_PATH if label == PRETIX else "/health")
+                floor = await http_floor(
+                    url,
+                    concurrency=args.concurrency,
+                    seconds=args.floor_seconds,
+                    client_kind=args.http_client,
+                    path=PRETIX_HEALTH_PATH if label == PRETIX else "/health",
+                )
                 report["floor"].append({"label": label, "url": url, **floor})
             if not args.skip_onsale:
                 if isinstance(service, PretixServer):
                     report["pretix"] = pretix_setup(args, service)
-                    report["onsale"].append(await run_pretix_onsale(
-                        onsale_config(args, url, label), organizer=service.organizer, token=service.token))
+                    report["onsale"].append(
+                        await run_pretix_onsale(
+                            onsale_config(args, url, label),
+                            organizer=service.organizer,
+                            token=service.token,
+                        )
+                    )
                 else:
                     report["onsale"].append(await run_onsale(onsale_config(args, url, label)))
         except (SetupError, RuntimeError) as exc:
@@ -169,17 +195,23 @@ def ticketflow_setup(args: argparse.Namespace) -> dict[str, Any]:
 
 async def _start_pretix(args: argparse.Namespace) -> PretixServer:
     return await start_pretix(
-        database_url=args.database_url, redis_url=args.pretix_redis_url, pretix_dir=args.pretix_dir,
-        workers=args.pretix_workers, startup_timeout=args.server_startup_timeout,
+        database_url=args.database_url,
+        redis_url=args.pretix_redis_url,
+        pretix_dir=args.pretix_dir,
+        workers=args.pretix_workers,
+        startup_timeout=args.server_startup_timeout,
     )
 
 
 def pretix_setup(args: argparse.Namespace, server: PretixServer) -> dict[str, Any]:
     """How pretix was run, for the report (docs/performance.md explains each choice)."""
     return {
-        "version": server.version, "server": f"gunicorn pretix.wsgi, {server.workers} sync workers",
-        "database": "own database on --database-url's server", "redis": args.pretix_redis_url,
-        "tasks": "Celery eager (no broker)", "debug": False,
+        "version": server.version,
+        "server": f"gunicorn pretix.wsgi, {server.workers} sync workers",
+        "database": "own database on --database-url's server",
+        "redis": args.pretix_redis_url,
+        "tasks": "Celery eager (no broker)",
+        "debug": False,
         "orders": "POST .../orders/ with seats, status p, payment_provider manual, no force",
     }
 
@@ -192,13 +224,21 @@ def _redacted(key: str, value: str) -> str:
 async def _start(label: str, args: argparse.Namespace) -> ServiceProcess:
     if label == "ticketflow":
         return await start_ticketflow(
-            database_url=args.database_url, redis_url=args.redis_url, payment_latency_ms=args.payment_latency_ms,
-            admin_email=args.admin_email, admin_password=args.admin_password, server_env=args.server_env,
+            database_url=args.database_url,
+            redis_url=args.redis_url,
+            payment_latency_ms=args.payment_latency_ms,
+            admin_email=args.admin_email,
+            admin_password=args.admin_password,
+            server_env=args.server_env,
             startup_timeout=args.server_startup_timeout,
         )
     return await start_plain_service(
-        label, database_url=args.database_url, redis_url=args.redis_url, payment_latency_ms=args.payment_latency_ms,
-        admin_email=args.admin_email, admin_password=args.admin_password,
+        label,
+        database_url=args.database_url,
+        redis_url=args.redis_url,
+        payment_latency_ms=args.payment_latency_ms,
+        admin_email=args.admin_email,
+        admin_password=args.admin_password,
     )
 
 
@@ -223,22 +263,48 @@ def compare_markdown(report: dict[str, Any]) -> str:
         f"Machine: {m['cpus']} CPUs, {m['platform']}, Python {m['python']}; load average "
         f"{m['loadavg_at_start']} at start, {m.get('loadavg_at_end')} at end. Simulated charge latency "
         f"{report['payment_latency_ms']} ms {latency_for}."
-        + (" TicketFlow's extra settings: " + ", ".join(f"{k}={v}" for k, v in extra_env.items()) + "."
-           if extra_env else "")
+        + (
+            " TicketFlow's extra settings: "
+            + ", ".join(f"{k}={v}" for k, v in extra_env.items())
+            + "."
+            if extra_env
+            else ""
+        )
         + " Ratios: first column / other column.\n",
     ]
     floors = report["floor"]
     if floors:
         first = floors[0]
         rows = [
-            [f["label"], fmt(f["requests_per_s"]), fmt(f["latency_ms"]["p50"]), fmt(f["latency_ms"]["p99"]),
-             fmt(f["errors"]), fmt(f["client_cpu_util"], 2),
-             _ratio_cell(first["requests_per_s"], f["requests_per_s"]) if f is not first else "-"]
+            [
+                f["label"],
+                fmt(f["requests_per_s"]),
+                fmt(f["latency_ms"]["p50"]),
+                fmt(f["latency_ms"]["p99"]),
+                fmt(f["errors"]),
+                fmt(f["client_cpu_util"], 2),
+                _ratio_cell(first["requests_per_s"], f["requests_per_s"])
+                if f is not first
+                else "-",
+            ]
             for f in floors
         ]
-        parts.append("### HTTP floor (GET /health)\n\n" + markdown_table(
-            ["target", "requests/s", "p50 ms", "p99 ms", "errors", "client CPU", f"{first['label']} / target"], rows,
-        ) + "\n")
+        parts.append(
+            "### HTTP floor (GET /health)\n\n"
+            + markdown_table(
+                [
+                    "target",
+                    "requests/s",
+                    "p50 ms",
+                    "p99 ms",
+                    "errors",
+                    "client CPU",
+                    f"{first['label']} / target",
+                ],
+                rows,
+            )
+            + "\n"
+        )
     runs = report["onsale"]
     if runs:
         labels = [r["label"] for r in runs]
@@ -247,7 +313,9 @@ def compare_markdown(report: dict[str, Any]) -> str:
         rows = []
         for i, (name, _value) in enumerate(figures[0]):
             values = [f[i][1] for f in figures]
-            rows.append([name, *(fmt(v) for v in values), *(_ratio_cell(values[0], v) for v in values[1:])])
+            rows.append(
+                [name, *(fmt(v) for v in values), *(_ratio_cell(values[0], v) for v in values[1:])]
+            )
         p = runs[0]["params"]
         parts.append(
             f"### On-sale, side by side\n\n{p['seats']} seats, {p['buyers']} buyers, up to {p['attempts']} attempts, "
@@ -257,17 +325,23 @@ def compare_markdown(report: dict[str, Any]) -> str:
         for r in runs:
             extra = []
             if r["results"]["failed"]:
-                extra.append("failed " + ", ".join(f"{k} {v}" for k, v in r["results"]["failed"].items()))
+                extra.append(
+                    "failed " + ", ".join(f"{k} {v}" for k, v in r["results"]["failed"].items())
+                )
             if r["results"]["errors"]:
-                extra.append("errors " + ", ".join(f"{k} {v}" for k, v in r["results"]["errors"].items()))
+                extra.append(
+                    "errors " + ", ".join(f"{k} {v}" for k, v in r["results"]["errors"].items())
+                )
             if extra:
                 parts.append(f"- {r['label']}: " + "; ".join(extra))
         parts.append("")
     if report.get("pretix"):
         px = report["pretix"]
-        parts.append(f"pretix {px['version']}: {px['server']}, {px['tasks']}, DEBUG off; {px['orders']}; "
-                     "its 202 latency is the order POST's answer (pretix confirms synchronously); its HTTP "
-                     "floor is GET /healthcheck/ (a database query and a Redis write and read).\n")
+        parts.append(
+            f"pretix {px['version']}: {px['server']}, {px['tasks']}, DEBUG off; {px['orders']}; "
+            "its 202 latency is the order POST's answer (pretix confirms synchronously); its HTTP "
+            "floor is GET /healthcheck/ (a database query and a Redis write and read).\n"
+        )
     if report["locks"] is not None:
         parts.append(locks_markdown(report["locks"]))
     if report["failures"]:

@@ -33,7 +33,12 @@ class TransportError(Exception):
 
 class HttpClient(Protocol):
     async def request(
-        self, method: str, path: str, *, json_body: Any = None, params: Mapping[str, Any] | None = None,
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> tuple[int, Any, Mapping[str, str]]:
         """(status, parsed JSON body or None, headers); raises TransportError."""
@@ -51,13 +56,22 @@ class AiohttpClient:
         )
 
     async def request(
-        self, method: str, path: str, *, json_body: Any = None, params: Mapping[str, Any] | None = None,
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> tuple[int, Any, Mapping[str, str]]:
         query = {k: str(v) for k, v in params.items()} if params else None
         try:
             async with self._session.request(
-                method, self._base + path, json=json_body, params=query, headers=headers,
+                method,
+                self._base + path,
+                json=json_body,
+                params=query,
+                headers=headers,
             ) as r:
                 raw = await r.read()
                 status, resp_headers = r.status, r.headers
@@ -78,7 +92,9 @@ class HttpxClient:
         ctx = ssl.create_default_context()  # one context for all (building one costs ~20 ms)
         self._all = [
             httpx.AsyncClient(
-                base_url=base_url, timeout=timeout, verify=ctx,
+                base_url=base_url,
+                timeout=timeout,
+                verify=ctx,
                 limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
             )
             for _ in range(pool)
@@ -88,7 +104,12 @@ class HttpxClient:
             self._free.put_nowait(client)
 
     async def request(
-        self, method: str, path: str, *, json_body: Any = None, params: Mapping[str, Any] | None = None,
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> tuple[int, Any, Mapping[str, str]]:
         client = await self._free.get()

@@ -87,11 +87,21 @@ class LockBenchConfig:
         engines = [e.strip() for e in args.engines.split(",") if e.strip()]
         unknown = [e for e in engines if e not in ENGINES]
         if unknown:
-            raise SystemExit(f"unknown engine(s) {', '.join(unknown)}; choose from {', '.join(ENGINES)}")
+            raise SystemExit(
+                f"unknown engine(s) {', '.join(unknown)}; choose from {', '.join(ENGINES)}"
+            )
         return cls(
-            levels=args.lock_seats, callers=args.lock_callers, seconds=args.lock_seconds, warmup=args.lock_warmup,
-            seats_per_op=args.lock_seats_per_op, hold_ms=args.lock_hold_ms, batch_max=args.batch_max,
-            batch_wait_ms=args.batch_wait_ms, batch_in_flight=args.batch_in_flight, engines=engines, database_url=args.database_url,
+            levels=args.lock_seats,
+            callers=args.lock_callers,
+            seconds=args.lock_seconds,
+            warmup=args.lock_warmup,
+            seats_per_op=args.lock_seats_per_op,
+            hold_ms=args.lock_hold_ms,
+            batch_max=args.batch_max,
+            batch_wait_ms=args.batch_wait_ms,
+            batch_in_flight=args.batch_in_flight,
+            engines=engines,
+            database_url=args.database_url,
             redis_url=args.redis_url,
         )
 
@@ -132,7 +142,12 @@ class Coalescer:
     earlier ones are in flight."""
 
     def __init__(
-        self, submit: Callable[[list[Any]], Awaitable[list[Any]]], *, max_batch: int, max_wait: float, in_flight: int
+        self,
+        submit: Callable[[list[Any]], Awaitable[list[Any]]],
+        *,
+        max_batch: int,
+        max_wait: float,
+        in_flight: int,
     ) -> None:
         self.calls = 0
 
@@ -141,7 +156,10 @@ class Coalescer:
             return await submit(ops)
 
         self._inner: ProductionCoalescer[Any, Any] = ProductionCoalescer(
-            send, max_batch=max_batch, max_wait=max_wait, max_in_flight=in_flight or None,
+            send,
+            max_batch=max_batch,
+            max_wait=max_wait,
+            max_in_flight=in_flight or None,
         )
 
     async def call(self, op: Any) -> Any:
@@ -186,7 +204,10 @@ class RayEngine:
                 return result
 
             self._coalescer = Coalescer(
-                submit, max_batch=self._max_batch, max_wait=self._max_wait, in_flight=self._in_flight,
+                submit,
+                max_batch=self._max_batch,
+                max_wait=self._max_wait,
+                in_flight=self._in_flight,
             )
 
     async def lock(self, holder: str, seats: tuple[str, ...]) -> bool:
@@ -208,8 +229,16 @@ class RayEngine:
 
 
 class RedisEngine:
-    def __init__(self, client: aioredis.Redis[bytes], prefix: str, *, batched: bool, max_batch: int,
-                 max_wait: float, in_flight: int) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis[bytes],
+        prefix: str,
+        *,
+        batched: bool,
+        max_batch: int,
+        max_wait: float,
+        in_flight: int,
+    ) -> None:
         self.name = "redis-batched" if batched else "redis"
         self.prefix = prefix
         self._locks = RedisSeatLocks(client, prefix)
@@ -229,7 +258,10 @@ class RedisEngine:
                 return await locks.apply(event, ops, int(LOCK_TTL_S * 1000))
 
             self._coalescer = Coalescer(
-                submit, max_batch=self._max_batch, max_wait=self._max_wait, in_flight=self._in_flight,
+                submit,
+                max_batch=self._max_batch,
+                max_wait=self._max_wait,
+                in_flight=self._in_flight,
             )
 
     async def lock(self, holder: str, seats: tuple[str, ...]) -> bool:
@@ -342,7 +374,13 @@ def _ensure_ray() -> bool:
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.ERROR,
+    )
     return True
 
 
@@ -361,22 +399,37 @@ async def run_lock_bench(cfg: LockBenchConfig) -> dict[str, Any]:
                 for batched in (True, False):
                     name = "ray-batched" if batched else "ray"
                     if name in cfg.engines:
-                        engines.append(RayEngine(batched=batched, max_batch=cfg.batch_max,
-                                                 max_wait=cfg.batch_wait_ms / 1000, in_flight=cfg.batch_in_flight))
+                        engines.append(
+                            RayEngine(
+                                batched=batched,
+                                max_batch=cfg.batch_max,
+                                max_wait=cfg.batch_wait_ms / 1000,
+                                in_flight=cfg.batch_in_flight,
+                            )
+                        )
             except Exception as exc:  # noqa: BLE001 - reported, the other engines still run
                 for name in ("ray-batched", "ray"):
                     if name in cfg.engines:
                         skipped[name] = f"Ray unavailable: {exc}"
         redis_wanted = [e for e in ("redis-batched", "redis") if e in cfg.engines]
         if redis_wanted:
-            client = aioredis.from_url(cfg.redis_url, max_connections=cfg.callers + 4, socket_connect_timeout=2)
+            client = aioredis.from_url(
+                cfg.redis_url, max_connections=cfg.callers + 4, socket_connect_timeout=2
+            )
             try:
                 await client.ping()
                 where["redis_prefix"] = f"{REDIS_PREFIX}locks:{secrets.token_hex(4)}:"
                 for name in redis_wanted:
-                    engines.append(RedisEngine(client, where["redis_prefix"], batched=name == "redis-batched",
-                                               max_batch=cfg.batch_max, max_wait=cfg.batch_wait_ms / 1000,
-                                               in_flight=cfg.batch_in_flight))
+                    engines.append(
+                        RedisEngine(
+                            client,
+                            where["redis_prefix"],
+                            batched=name == "redis-batched",
+                            max_batch=cfg.batch_max,
+                            max_wait=cfg.batch_wait_ms / 1000,
+                            in_flight=cfg.batch_in_flight,
+                        )
+                    )
                 cleanups.append(client.aclose)  # type: ignore[attr-defined]
             except Exception as exc:  # noqa: BLE001
                 for name in redis_wanted:
@@ -397,7 +450,9 @@ async def run_lock_bench(cfg: LockBenchConfig) -> dict[str, Any]:
         results: list[dict[str, Any]] = []
         for n_seats in cfg.levels:
             for engine in engines:
-                log(f"locks: {engine.name} at {n_seats} seats ({cfg.callers} callers, {cfg.seconds:.1f} s)")
+                log(
+                    f"locks: {engine.name} at {n_seats} seats ({cfg.callers} callers, {cfg.seconds:.1f} s)"
+                )
                 results.append(await measure(engine, n_seats, cfg))
     finally:
         for cleanup in reversed(cleanups):
@@ -408,10 +463,18 @@ async def run_lock_bench(cfg: LockBenchConfig) -> dict[str, Any]:
         if started_ray:
             ray.shutdown()
     params = asdict(cfg)
-    return {"benchmark": "locks", "params": params, "results": results, "skipped": skipped, "where": where}
+    return {
+        "benchmark": "locks",
+        "params": params,
+        "results": results,
+        "skipped": skipped,
+        "where": where,
+    }
 
 
-async def _postgres_pool(cfg: LockBenchConfig) -> tuple[asyncpg.Pool, Callable[[], Awaitable[None]], str]:
+async def _postgres_pool(
+    cfg: LockBenchConfig,
+) -> tuple[asyncpg.Pool, Callable[[], Awaitable[None]], str]:
     schema = new_schema_name("locks")
     conn = await asyncpg.connect(cfg.database_url, timeout=5)
     try:
@@ -425,8 +488,11 @@ async def _postgres_pool(cfg: LockBenchConfig) -> tuple[asyncpg.Pool, Callable[[
         return None
 
     pool = await asyncpg.create_pool(
-        cfg.database_url, min_size=min(cfg.callers, 32), max_size=min(cfg.callers, 32),
-        server_settings={"search_path": schema}, reset=no_reset,
+        cfg.database_url,
+        min_size=min(cfg.callers, 32),
+        max_size=min(cfg.callers, 32),
+        server_settings={"search_path": schema},
+        reset=no_reset,
     )
 
     async def drop() -> None:
@@ -478,9 +544,15 @@ def locks_markdown(report: dict[str, Any]) -> str:
         rows.append(row)
     for base in ("redis", "redis-batched", "pg-skip-locked", "pg-update", "ray"):
         if "ray-batched" in engines and base in engines:
-            rows.append([f"ray-batched / {base}"] + [
-                fmt_ratio(ratio(lock_rate(report, "ray-batched", n), lock_rate(report, base, n))) for n in levels
-            ])
+            rows.append(
+                [f"ray-batched / {base}"]
+                + [
+                    fmt_ratio(
+                        ratio(lock_rate(report, "ray-batched", n), lock_rate(report, base, n))
+                    )
+                    for n in levels
+                ]
+            )
     text = head + markdown_table(header, rows)
     if report["skipped"]:
         text += "\n\nSkipped: " + "; ".join(f"{k}: {v}" for k, v in report["skipped"].items())

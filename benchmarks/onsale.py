@@ -217,7 +217,13 @@ class OnsaleRun:
 
     # -- HTTP ---------------------------------------------------------------------------------
     async def call(
-        self, method: str, path: str, *, token: str = "", json: Any = None, params: dict[str, Any] | None = None,
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str = "",
+        json: Any = None,
+        params: dict[str, Any] | None = None,
         count: bool = True,
     ) -> tuple[int, Any, Mapping[str, str] | None]:
         """One request; (0, None, None) on a transport error, which is counted by its kind."""
@@ -225,7 +231,9 @@ class OnsaleRun:
             self.stats.requests += 1
         headers = {"Authorization": f"Bearer {token}"} if token else None
         try:
-            return await self.http.request(method, path, json_body=json, params=params, headers=headers)
+            return await self.http.request(
+                method, path, json_body=json, params=params, headers=headers
+            )
         except TransportError as exc:
             if count:
                 self.stats.errors[f"transport {exc.kind}"] += 1
@@ -237,14 +245,25 @@ class OnsaleRun:
             code = str(body["error"].get("code", ""))
         self.stats.errors[f"{status} {code}".strip()] += 1
 
-    async def setup_call(self, method: str, path: str, *, token: str = "", json: Any = None,
-                         params: dict[str, Any] | None = None) -> tuple[int, Any]:
+    async def setup_call(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str = "",
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+    ) -> tuple[int, Any]:
         """A set-up request: waits out 429s (Retry-After) and retries transport errors a few times."""
         for _ in range(20):
-            status, body, headers = await self.call(method, path, token=token, json=json, params=params, count=False)
+            status, body, headers = await self.call(
+                method, path, token=token, json=json, params=params, count=False
+            )
             if status == 429:
                 wait = float(headers.get("retry-after", "1")) if headers is not None else 1.0
-                log(f"set-up: 429 RATE_LIMITED on {path}; waiting {wait:.0f} s (disable rate limits for benchmarks)")
+                log(
+                    f"set-up: 429 RATE_LIMITED on {path}; waiting {wait:.0f} s (disable rate limits for benchmarks)"
+                )
                 await asyncio.sleep(min(wait, 60.0))
                 continue
             if status in (0, 502, 503, 504):
@@ -257,16 +276,29 @@ class OnsaleRun:
     async def setup(self) -> dict[str, Any]:
         t0 = time.perf_counter()
         cfg = self.cfg
-        status, body = await self.setup_call("POST", "/api/users/login", json={
-            "email": cfg.admin_email, "password": cfg.admin_password,
-        })
+        status, body = await self.setup_call(
+            "POST",
+            "/api/users/login",
+            json={
+                "email": cfg.admin_email,
+                "password": cfg.admin_password,
+            },
+        )
         if status != 200:
             raise SetupError(f"admin login failed: {status} {body}")
         self._admin_token = str(body["token"])
-        status, body = await self.setup_call("POST", "/api/venues", token=self._admin_token, json={
-            "name": f"Bench Arena {self.run_id}", "address": "1 Benchmark Road", "city": "London", "country": "GB",
-            "capacity": cfg.seats,
-        })
+        status, body = await self.setup_call(
+            "POST",
+            "/api/venues",
+            token=self._admin_token,
+            json={
+                "name": f"Bench Arena {self.run_id}",
+                "address": "1 Benchmark Road",
+                "city": "London",
+                "country": "GB",
+                "capacity": cfg.seats,
+            },
+        )
         if status != 201:
             raise SetupError(f"venue creation failed: {status} {body}")
         venue_id = str(body["id"])
@@ -274,12 +306,23 @@ class OnsaleRun:
         tiers = []
         if vip:
             tiers.append({"tier": "VIP", "price": 25000, "currency": "GBP", "capacity": vip})
-        tiers.append({"tier": "GENERAL", "price": 7500, "currency": "GBP", "capacity": cfg.seats - vip})
+        tiers.append(
+            {"tier": "GENERAL", "price": 7500, "currency": "GBP", "capacity": cfg.seats - vip}
+        )
         starts = datetime.now(UTC) + timedelta(days=60)
-        status, body = await self.setup_call("POST", "/api/events", token=self._admin_token, json={
-            "name": f"On-sale benchmark {self.run_id}", "description": "ticketflow bench onsale", "venueId": venue_id,
-            "startsAt": _iso(starts), "endsAt": _iso(starts + timedelta(hours=3)), "ticketTiers": tiers,
-        })
+        status, body = await self.setup_call(
+            "POST",
+            "/api/events",
+            token=self._admin_token,
+            json={
+                "name": f"On-sale benchmark {self.run_id}",
+                "description": "ticketflow bench onsale",
+                "venueId": venue_id,
+                "startsAt": _iso(starts),
+                "endsAt": _iso(starts + timedelta(hours=3)),
+                "ticketTiers": tiers,
+            },
+        )
         if status != 201:
             raise SetupError(f"event creation failed: {status} {body}")
         self.event_id = str(body["id"])
@@ -292,8 +335,12 @@ class OnsaleRun:
         created_at = time.perf_counter()
         await self._prepare_buyers()
         return {
-            "event_id": self.event_id, "venue_id": venue_id, "seats": self.total_seats, "buyers": len(self.buyers),
-            "event_setup_s": round(created_at - t0, 2), "buyers_setup_s": round(time.perf_counter() - created_at, 2),
+            "event_id": self.event_id,
+            "venue_id": venue_id,
+            "seats": self.total_seats,
+            "buyers": len(self.buyers),
+            "event_setup_s": round(created_at - t0, 2),
+            "buyers_setup_s": round(time.perf_counter() - created_at, 2),
         }
 
     async def _prepare_buyers(self) -> None:
@@ -306,14 +353,25 @@ class OnsaleRun:
         async def prepare(buyer: Buyer) -> None:
             nonlocal done
             async with sem:
-                status, body = await self.setup_call("POST", "/api/users/register", json={
-                    "name": f"Bench Buyer {buyer.index}", "email": buyer.email, "password": BUYER_PASSWORD,
-                })
+                status, body = await self.setup_call(
+                    "POST",
+                    "/api/users/register",
+                    json={
+                        "name": f"Bench Buyer {buyer.index}",
+                        "email": buyer.email,
+                        "password": BUYER_PASSWORD,
+                    },
+                )
                 if status not in (201, 409):
                     raise SetupError(f"registering {buyer.email} failed: {status} {body}")
-                status, body = await self.setup_call("POST", "/api/users/login", json={
-                    "email": buyer.email, "password": BUYER_PASSWORD,
-                })
+                status, body = await self.setup_call(
+                    "POST",
+                    "/api/users/login",
+                    json={
+                        "email": buyer.email,
+                        "password": BUYER_PASSWORD,
+                    },
+                )
                 if status != 200:
                     raise SetupError(f"logging {buyer.email} in failed: {status} {body}")
                 buyer.token = str(body["token"])
@@ -323,7 +381,9 @@ class OnsaleRun:
         try:
             await asyncio.gather(*(prepare(b) for b in self.buyers))
         finally:
-            await progress.stop(lambda: f"set-up: buyers {bar(done / cfg.buyers)} {done}/{cfg.buyers}")
+            await progress.stop(
+                lambda: f"set-up: buyers {bar(done / cfg.buyers)} {done}/{cfg.buyers}"
+            )
 
     # -- the booking phase ----------------------------------------------------------------------
     def elapsed(self) -> float:
@@ -366,7 +426,9 @@ class OnsaleRun:
                 return seats
             await self.refresh_view()
             if len(self.view) == 0 and not self.stop.is_set():
-                await asyncio.sleep(0.05)  # everything left is locked: wait for those bookings to end
+                await asyncio.sleep(
+                    0.05
+                )  # everything left is locked: wait for those bookings to end
         return None
 
     async def book(self, buyer: Buyer, seat_ids: list[str]) -> str:
@@ -376,9 +438,16 @@ class OnsaleRun:
         if cfg.decline_fraction and self.rng.random() < cfg.decline_fraction:
             token = DECLINE_TOKEN
         t0 = time.perf_counter()
-        status, body, _ = await self.call("POST", "/api/bookings", token=buyer.token, json={
-            "eventId": self.event_id, "seatIds": seat_ids, "paymentMethod": {"type": "card", "token": token},
-        })
+        status, body, _ = await self.call(
+            "POST",
+            "/api/bookings",
+            token=buyer.token,
+            json={
+                "eventId": self.event_id,
+                "seatIds": seat_ids,
+                "paymentMethod": {"type": "card", "token": token},
+            },
+        )
         if status != 202 or not isinstance(body, dict) or "bookingId" not in body:
             self.record_error(status, body)
             return "ERROR"
@@ -394,7 +463,9 @@ class OnsaleRun:
             if time.perf_counter() - t0 > cfg.booking_timeout:
                 self.stats.errors["client TIMEOUT"] += 1
                 return "TIMEOUT"
-            status, body, headers = await self.call("GET", f"/api/bookings/{booking_id}", token=buyer.token)
+            status, body, headers = await self.call(
+                "GET", f"/api/bookings/{booking_id}", token=buyer.token
+            )
             if status == 200 and isinstance(body, dict):
                 if body.get("status") in FINAL:
                     break
@@ -483,7 +554,9 @@ class OnsaleRun:
             "failed": dict(sorted(failed.items())),
             "confirmed_per_s": round(s.confirmed / phase, 1) if phase > 0 else None,
             "sold_out": self.sold_out_at is not None,
-            "time_to_sell_out_s": round(self.sold_out_at, 3) if self.sold_out_at is not None else None,
+            "time_to_sell_out_s": round(self.sold_out_at, 3)
+            if self.sold_out_at is not None
+            else None,
             "http_requests": s.requests,
             "http_requests_per_s": round(s.requests / phase, 1) if phase > 0 else None,
             "latency_202_ms": latency_summary(s.lat_202),
@@ -501,8 +574,12 @@ class OnsaleRun:
         items: list[dict[str, Any]] = []
         page = 1
         while True:
-            code, body = await self.setup_call("GET", "/api/bookings/my", token=buyer.token,
-                                               params={"status": status, "page": page, "perPage": 100})
+            code, body = await self.setup_call(
+                "GET",
+                "/api/bookings/my",
+                token=buyer.token,
+                params={"status": status, "page": page, "perPage": 100},
+            )
             if code != 200:
                 raise SetupError(f"GET /api/bookings/my failed: {code} {body}")
             items += [b for b in body["data"] if b.get("eventId") == self.event_id]
@@ -524,13 +601,17 @@ class OnsaleRun:
         deadline = t0 + self.cfg.grace
         # 1. Nothing may stay PENDING past the grace period (the server's own lists say so).
         while True:
-            pending = await self._gather_limited([self._list_mine(b, "PENDING") for b in self.buyers])
+            pending = await self._gather_limited(
+                [self._list_mine(b, "PENDING") for b in self.buyers]
+            )
             stuck = sum(len(p) for p in pending)
             if stuck == 0 or time.perf_counter() > deadline:
                 break
             await asyncio.sleep(0.5)
         # 2. No seat in two CONFIRMED bookings.
-        confirmed_lists = await self._gather_limited([self._list_mine(b, "CONFIRMED") for b in self.buyers])
+        confirmed_lists = await self._gather_limited(
+            [self._list_mine(b, "CONFIRMED") for b in self.buyers]
+        )
         holders: Counter[str] = Counter()
         confirmed_bookings = 0
         for items in confirmed_lists:
@@ -546,14 +627,21 @@ class OnsaleRun:
         # 4. No successful charge behind a FAILED booking: every failed booking that shows a payment
         #    or failed after the lock step, plus a random sample of the SEATS_UNAVAILABLE ones.
         failed = [(bid, r) for bid, r in self.bookings.items() if r.status == "FAILED"]
-        must = [(bid, r) for bid, r in failed if r.payment_id or r.failure_reason != "SEATS_UNAVAILABLE"]
-        rest = [(bid, r) for bid, r in failed if not (r.payment_id or r.failure_reason != "SEATS_UNAVAILABLE")]
+        must = [
+            (bid, r) for bid, r in failed if r.payment_id or r.failure_reason != "SEATS_UNAVAILABLE"
+        ]
+        rest = [
+            (bid, r)
+            for bid, r in failed
+            if not (r.payment_id or r.failure_reason != "SEATS_UNAVAILABLE")
+        ]
         sample = self.rng.sample(rest, min(len(rest), self.cfg.payment_check_sample))
         to_check = must + sample
 
         async def charged(bid: str, r: BookingRecord) -> bool:
-            code, body = await self.setup_call("GET", f"/api/payments/booking/{bid}",
-                                               token=self.buyers[r.buyer].token)
+            code, body = await self.setup_call(
+                "GET", f"/api/payments/booking/{bid}", token=self.buyers[r.buyer].token
+            )
             return code == 200 and body.get("status") == "SUCCESS"
 
         charges = sum(await self._gather_limited([charged(bid, r) for bid, r in to_check]))
@@ -586,13 +674,19 @@ async def run_onsale(config: OnsaleConfig, *, client: HttpClient | None = None) 
     own_client = client is None
     if client is None:
         pool = max(config.concurrency, config.setup_concurrency) + 4
-        client = open_client(config.http_client, config.url, pool=pool, timeout=config.request_timeout)
+        client = open_client(
+            config.http_client, config.url, pool=pool, timeout=config.request_timeout
+        )
     try:
         run = OnsaleRun(config, client)
-        log(f"onsale [{config.label or config.url}]: set-up ({config.seats} seats, {config.buyers} buyers)")
+        log(
+            f"onsale [{config.label or config.url}]: set-up ({config.seats} seats, {config.buyers} buyers)"
+        )
         setup = await run.setup()
-        log(f"onsale [{config.label or config.url}]: booking phase ({config.attempts} attempts max, "
-            f"concurrency {config.concurrency}, {config.duration:.0f} s max)")
+        log(
+            f"onsale [{config.label or config.url}]: booking phase ({config.attempts} attempts max, "
+            f"concurrency {config.concurrency}, {config.duration:.0f} s max)"
+        )
         results = await run.booking_phase()
         log(f"onsale [{config.label or config.url}]: checks")
         try:
@@ -630,7 +724,10 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, Any]]:
         ("time to sell out (s)", r["time_to_sell_out_s"]),
         ("sold out", r["sold_out"]),
         ("confirmed bookings", r["confirmed"]),
-        ("attempts / bookings posted / retries", f"{r['attempts']} / {r['bookings_posted']} / {r['retries']}"),
+        (
+            "attempts / bookings posted / retries",
+            f"{r['attempts']} / {r['bookings_posted']} / {r['retries']}",
+        ),
         ("202 latency p50 (ms)", lat["p50"]),
         ("202 latency p95 (ms)", lat["p95"]),
         ("202 latency p99 (ms)", lat["p99"]),
@@ -657,12 +754,16 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"{p['concurrency']}, {p['seats_per_booking']} seats per booking ({p['pick']}), {p['retries']} retries, "
         f"phase {r['duration_s']:.1f} s. Checks: {'PASSED' if report['checks']['passed'] else 'FAILED'}.\n\n"
     )
-    table = markdown_table(["figure", "value"], [(name, fmt(value)) for name, value in summary_rows(report)])
+    table = markdown_table(
+        ["figure", "value"], [(name, fmt(value)) for name, value in summary_rows(report)]
+    )
     extra = []
     if "error" in report["checks"]:
         extra.append(f"Checks could not complete: {report['checks']['error']}")
     if r["failed"]:
-        extra.append("Failed bookings by reason: " + ", ".join(f"{k} {v}" for k, v in r["failed"].items()))
+        extra.append(
+            "Failed bookings by reason: " + ", ".join(f"{k} {v}" for k, v in r["failed"].items())
+        )
     if r["errors"]:
         extra.append("Errors by code: " + ", ".join(f"{k} {v}" for k, v in r["errors"].items()))
     return head + table + ("\n\n" + "\n\n".join(extra) if extra else "") + "\n"

@@ -145,7 +145,9 @@ async def _reap_marked(label: str, marker: str, grace: float = 20.0) -> None:
         await asyncio.sleep(0.25)
     if not left:
         return
-    log(f"{label}: {len(left)} process(es) still running {grace:.0f} s after the server; killing them")
+    log(
+        f"{label}: {len(left)} process(es) still running {grace:.0f} s after the server; killing them"
+    )
     for pid in left:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -159,9 +161,17 @@ async def _reap_marked(label: str, marker: str, grace: float = 20.0) -> None:
 
 
 async def start_service(
-    label: str, cmd: Sequence[str], *, env: Mapping[str, str], url: str, startup_timeout: float,
-    settle_seconds: float = 0.0, stop_timeout: float = 15.0, reap_grace: float = 20.0,
-    cleanups: Sequence[Callable[[], Awaitable[None]]] = (), health_path: str = "/health",
+    label: str,
+    cmd: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    url: str,
+    startup_timeout: float,
+    settle_seconds: float = 0.0,
+    stop_timeout: float = 15.0,
+    reap_grace: float = 20.0,
+    cleanups: Sequence[Callable[[], Awaitable[None]]] = (),
+    health_path: str = "/health",
     cwd: Path = PROJECT_ROOT,
 ) -> ServiceProcess:
     """Starts `cmd` in a session of its own (so that the whole group can be killed, and a Ctrl-C at
@@ -174,15 +184,29 @@ async def start_service(
     fd, name = tempfile.mkstemp(prefix=f"tf-bench-{label}-", suffix=".log")
     try:
         with os.fdopen(fd, "wb") as out:
-            proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(cwd),
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                list(cmd),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=str(cwd),
+                start_new_session=True,
+            )
     except BaseException:
         Path(name).unlink(missing_ok=True)
         for cleanup in cleanups:
             await cleanup()
         raise
-    service = ServiceProcess(label, url, proc, Path(name), marker=marker, stop_timeout=stop_timeout,
-                             reap_grace=reap_grace, cleanups=list(cleanups))
+    service = ServiceProcess(
+        label,
+        url,
+        proc,
+        Path(name),
+        marker=marker,
+        stop_timeout=stop_timeout,
+        reap_grace=reap_grace,
+        cleanups=list(cleanups),
+    )
     try:
         problem = await _wait_healthy(service, startup_timeout, health_path)
         if problem is None and settle_seconds > 0:
@@ -199,7 +223,9 @@ async def start_service(
     raise RuntimeError(f"{label} {problem}; the end of its log:\n{tail}")
 
 
-async def _wait_healthy(service: ServiceProcess, timeout: float, health_path: str = "/health") -> str | None:
+async def _wait_healthy(
+    service: ServiceProcess, timeout: float, health_path: str = "/health"
+) -> str | None:
     """None once GET `health_path` answers 200, else what went wrong."""
     deadline = time.monotonic() + timeout
     async with httpx.AsyncClient(timeout=2.0) as client:
@@ -216,25 +242,53 @@ async def _wait_healthy(service: ServiceProcess, timeout: float, health_path: st
 
 
 def _with_project_on_path(env: dict[str, str]) -> dict[str, str]:
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p
+    )
     return env
 
 
 # -- the baselines --------------------------------------------------------------------------------
 async def start_plain_service(
-    label: str, *, database_url: str, redis_url: str, payment_latency_ms: int, admin_email: str,
-    admin_password: str, startup_timeout: float = 30.0,
+    label: str,
+    *,
+    database_url: str,
+    redis_url: str,
+    payment_latency_ms: int,
+    admin_email: str,
+    admin_password: str,
+    startup_timeout: float = 30.0,
 ) -> ServiceProcess:
     """Starts `benchmarks.baselines.plain_service` (`label` is plain-pg or plain-redis) and waits for /health."""
     port = free_port()
     cmd = [
-        sys.executable, "-m", "benchmarks.baselines.plain_service", "--host", "127.0.0.1", "--port", str(port),
-        "--lock", BASELINES[label], "--database-url", database_url, "--redis-url", redis_url,
-        "--payment-latency-ms", str(payment_latency_ms), "--admin-email", admin_email,
-        "--admin-password", admin_password,
+        sys.executable,
+        "-m",
+        "benchmarks.baselines.plain_service",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--lock",
+        BASELINES[label],
+        "--database-url",
+        database_url,
+        "--redis-url",
+        redis_url,
+        "--payment-latency-ms",
+        str(payment_latency_ms),
+        "--admin-email",
+        admin_email,
+        "--admin-password",
+        admin_password,
     ]
-    return await start_service(label, cmd, env=_with_project_on_path(dict(os.environ)),
-                               url=f"http://127.0.0.1:{port}", startup_timeout=startup_timeout)
+    return await start_service(
+        label,
+        cmd,
+        env=_with_project_on_path(dict(os.environ)),
+        url=f"http://127.0.0.1:{port}",
+        startup_timeout=startup_timeout,
+    )
 
 
 # -- TicketFlow -----------------------------------------------------------------------------------
@@ -258,34 +312,46 @@ def ticketflow_server_command() -> list[str]:
 
 
 def ticketflow_server_env(
-    base: Mapping[str, str], *, database_url: str, redis_url: str, port: int, state_dir: Path,
-    payment_latency_ms: int, admin_email: str, admin_password: str,
+    base: Mapping[str, str],
+    *,
+    database_url: str,
+    redis_url: str,
+    port: int,
+    state_dir: Path,
+    payment_latency_ms: int,
+    admin_email: str,
+    admin_password: str,
     overrides: Sequence[tuple[str, str]] = (),
 ) -> dict[str, str]:
     """The environment of the benchmarked server: `base` without any TicketFlow configuration it
     carried, then the benchmark's settings, then `overrides` (`--server-env`, in order)."""
     # Settings matches names case-insensitively, hence upper().
-    env = {k: v for k, v in base.items()
-           if k.upper() not in INHERITED_SERVER_ENV_DROPPED and not k.upper().startswith("TICKETFLOW_")}
-    env.update({
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "TICKETFLOW_HOST": "127.0.0.1",
-        "TICKETFLOW_PORT": str(port),
-        "TICKETFLOW_STATE_DIR": str(state_dir),
-        "TICKETFLOW_FAST_INGRESS": "true",
-        "TICKETFLOW_RATE_LIMIT_ENABLED": "false",
-        "TICKETFLOW_PAYMENT_LATENCY_MS": str(payment_latency_ms),
-        "TICKETFLOW_LOG_LEVEL": "WARNING",
-        # Cheap password hashing only shortens the set-up (registrations and logins are not timed).
-        "TICKETFLOW_PASSWORD_HASH_MEMORY_KIB": "64",
-        "TICKETFLOW_PASSWORD_HASH_TIME_COST": "1",
-        # `serve` creates (or promotes) this admin on every start; the demo catalogue is not needed.
-        "TICKETFLOW_ADMIN_EMAIL": admin_email,
-        "TICKETFLOW_ADMIN_PASSWORD": admin_password,
-        "TICKETFLOW_SEED_DEMO": "false",
-        "RAY_USAGE_STATS_ENABLED": "0",
-    })
+    env = {
+        k: v
+        for k, v in base.items()
+        if k.upper() not in INHERITED_SERVER_ENV_DROPPED and not k.upper().startswith("TICKETFLOW_")
+    }
+    env.update(
+        {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "TICKETFLOW_HOST": "127.0.0.1",
+            "TICKETFLOW_PORT": str(port),
+            "TICKETFLOW_STATE_DIR": str(state_dir),
+            "TICKETFLOW_FAST_INGRESS": "true",
+            "TICKETFLOW_RATE_LIMIT_ENABLED": "false",
+            "TICKETFLOW_PAYMENT_LATENCY_MS": str(payment_latency_ms),
+            "TICKETFLOW_LOG_LEVEL": "WARNING",
+            # Cheap password hashing only shortens the set-up (registrations and logins are not timed).
+            "TICKETFLOW_PASSWORD_HASH_MEMORY_KIB": "64",
+            "TICKETFLOW_PASSWORD_HASH_TIME_COST": "1",
+            # `serve` creates (or promotes) this admin on every start; the demo catalogue is not needed.
+            "TICKETFLOW_ADMIN_EMAIL": admin_email,
+            "TICKETFLOW_ADMIN_PASSWORD": admin_password,
+            "TICKETFLOW_SEED_DEMO": "false",
+            "RAY_USAGE_STATS_ENABLED": "0",
+        }
+    )
     env.update(overrides)
     return _with_project_on_path(env)
 
@@ -305,9 +371,16 @@ async def _execute(url: str, sql: str) -> None:
 
 
 async def start_ticketflow(
-    *, database_url: str, redis_url: str, payment_latency_ms: int, admin_email: str, admin_password: str,
-    server_env: Sequence[tuple[str, str]] = (), startup_timeout: float = TICKETFLOW_STARTUP_TIMEOUT,
-    settle_seconds: float = TICKETFLOW_SETTLE_SECONDS, stop_timeout: float = TICKETFLOW_STOP_TIMEOUT,
+    *,
+    database_url: str,
+    redis_url: str,
+    payment_latency_ms: int,
+    admin_email: str,
+    admin_password: str,
+    server_env: Sequence[tuple[str, str]] = (),
+    startup_timeout: float = TICKETFLOW_STARTUP_TIMEOUT,
+    settle_seconds: float = TICKETFLOW_SETTLE_SECONDS,
+    stop_timeout: float = TICKETFLOW_STOP_TIMEOUT,
 ) -> ServiceProcess:
     """`ticketflow serve` on a fresh database `tf_bench_app_<hex>` on the Postgres server of
     `database_url` (dropped, with its connections, after the server stopped) and a temporary state
@@ -323,23 +396,40 @@ async def start_ticketflow(
 
     port = free_port()
     env = ticketflow_server_env(
-        os.environ, database_url=with_database(database_url, db_name), redis_url=redis_url, port=port,
-        state_dir=state_dir, payment_latency_ms=payment_latency_ms, admin_email=admin_email,
-        admin_password=admin_password, overrides=server_env,
+        os.environ,
+        database_url=with_database(database_url, db_name),
+        redis_url=redis_url,
+        port=port,
+        state_dir=state_dir,
+        payment_latency_ms=payment_latency_ms,
+        admin_email=admin_email,
+        admin_password=admin_password,
+        overrides=server_env,
     )
     if (PROJECT_ROOT / ".env").exists():
-        log(f"ticketflow: note: the server also reads {PROJECT_ROOT / '.env'} (the environment wins)")
+        log(
+            f"ticketflow: note: the server also reads {PROJECT_ROOT / '.env'} (the environment wins)"
+        )
     try:
         await _execute(database_url, f'CREATE DATABASE "{db_name}"')
     except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
         await remove_state_dir()
-        raise RuntimeError(f"could not create database {db_name} via --database-url: {type(exc).__name__}: {exc}")
+        raise RuntimeError(
+            f"could not create database {db_name} via --database-url: {type(exc).__name__}: {exc}"
+        )
     except BaseException:
         await remove_state_dir()
         raise
-    log(f"ticketflow: database {db_name}, port {port}; waiting for /health (up to {startup_timeout:.0f} s)")
+    log(
+        f"ticketflow: database {db_name}, port {port}; waiting for /health (up to {startup_timeout:.0f} s)"
+    )
     return await start_service(
-        "ticketflow", ticketflow_server_command(), env=env, url=f"http://127.0.0.1:{port}",
-        startup_timeout=startup_timeout, settle_seconds=settle_seconds, stop_timeout=stop_timeout,
+        "ticketflow",
+        ticketflow_server_command(),
+        env=env,
+        url=f"http://127.0.0.1:{port}",
+        startup_timeout=startup_timeout,
+        settle_seconds=settle_seconds,
+        stop_timeout=stop_timeout,
         cleanups=[drop_database, remove_state_dir],
     )

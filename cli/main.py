@@ -50,14 +50,24 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
     created: list[bool] = []
 
     async def action(conn: Any, settings: Settings) -> None:
-        created.append(await create_admin(conn, settings, email=args.email, password=args.password, name=args.name))
+        created.append(
+            await create_admin(
+                conn, settings, email=args.email, password=args.password, name=args.name
+            )
+        )
 
     try:
         _run_with_db("create-admin", action)
-    except ValueError as exc:  # AdminEmailTaken too: an existing non-admin account is never taken over
+    except (
+        ValueError
+    ) as exc:  # AdminEmailTaken too: an existing non-admin account is never taken over
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"admin {args.email} created" if created[0] else f"admin {args.email} already exists (password unchanged)")
+    print(
+        f"admin {args.email} created"
+        if created[0]
+        else f"admin {args.email} already exists (password unchanged)"
+    )
     return 0
 
 
@@ -81,19 +91,29 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks.cli import main as bench_main
 
         return bench_main(argv[1:])
-    parser = argparse.ArgumentParser(prog="ticketflow", description="TicketFlow event-ticketing server")
+    parser = argparse.ArgumentParser(
+        prog="ticketflow", description="TicketFlow event-ticketing server"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="run the API on TICKETFLOW_HOST:TICKETFLOW_PORT (foreground)").set_defaults(func=cmd_serve)
+    sub.add_parser(
+        "serve", help="run the API on TICKETFLOW_HOST:TICKETFLOW_PORT (foreground)"
+    ).set_defaults(func=cmd_serve)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
-    admin = sub.add_parser("create-admin", help="create an ADMIN account (never promotes an existing one)")
+    admin = sub.add_parser(
+        "create-admin", help="create an ADMIN account (never promotes an existing one)"
+    )
     admin.add_argument("--email", required=True)
     admin.add_argument("--password", required=True)
     admin.add_argument("--name", default="Administrator")
     admin.set_defaults(func=cmd_create_admin)
-    sub.add_parser("seed-demo", help="seed the demo user, venues and events").set_defaults(func=cmd_seed_demo)
+    sub.add_parser("seed-demo", help="seed the demo user, venues and events").set_defaults(
+        func=cmd_seed_demo
+    )
     sub.add_parser("bench", help="benchmarks: `ticketflow bench onsale|locks|compare --help`")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=get_settings().log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=get_settings().log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         result: int = args.func(args)
     except StateDirBusy as busy:

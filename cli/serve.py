@@ -44,8 +44,10 @@ def cmd_serve(_args: argparse.Namespace) -> int:
     # Checked before anything is started or touched: a second server must not disturb the first.
     # On a shared cluster (RAY_ADDRESS) the port is its Serve proxy's, possibly up from before.
     if not base.ray_address and port_in_use(base.host, base.port):
-        return _serve_failed(f"cannot start: port {base.port} on {base.host} is already in use "
-                             "(another server? set TICKETFLOW_PORT)")
+        return _serve_failed(
+            f"cannot start: port {base.port} on {base.host} is already in use "
+            "(another server? set TICKETFLOW_PORT)"
+        )
     try:
         lock = try_acquire(base.state_dir.resolve(), "serve")
     except StateDirBusy as busy:

@@ -22,10 +22,18 @@ MAX_SEAT_LOCK_TTL = 300
 # JWT secrets anyone can read: common placeholders and every value the repository publishes (its
 # docs, deploy templates and examples). tests/unit/test_secret_guard.py scans the repository for
 # JWT_SECRET values and fails when one is missing here, so this list cannot drift.
-PLACEHOLDER_SECRETS = frozenset({
-    "", "changeme", "change-me", "secret", "dev", "test", "...",
-    "REPLACE_ME_with_at_least_32_random_characters",
-})
+PLACEHOLDER_SECRETS = frozenset(
+    {
+        "",
+        "changeme",
+        "change-me",
+        "secret",
+        "dev",
+        "test",
+        "...",
+        "REPLACE_ME_with_at_least_32_random_characters",
+    }
+)
 MIN_SECRET_BYTES = 32
 # A secret made of a handful of characters repeated ("x" * 48, as tests write) is not random.
 MIN_SECRET_DISTINCT_CHARS = 8
@@ -78,7 +86,9 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr | None = Field(default=None, validation_alias=_bare("JWT_SECRET"))
     # The secret before a rotation: still accepted when verifying (never used to sign), so that
     # tokens issued before the rotation stay valid until they expire (docs/operations.md).
-    jwt_previous_secret: SecretStr | None = Field(default=None, validation_alias=_bare("JWT_PREVIOUS_SECRET"))
+    jwt_previous_secret: SecretStr | None = Field(
+        default=None, validation_alias=_bare("JWT_PREVIOUS_SECRET")
+    )
     jwt_ttl_seconds: int = Field(default=24 * 3600, ge=60)
     # How long an admission token from an event's waiting room lets its buyer book, counted from
     # the admission (docs/waiting-room.md); signed with a key derived from JWT_SECRET.
@@ -99,7 +109,9 @@ class Settings(BaseSettings):
     rate_limit_auth_per_minute: int = Field(default=20, ge=1)
     rate_limit_login_per_email_per_minute: int = Field(default=10, ge=1)
 
-    seat_lock_ttl: int = Field(default=MAX_SEAT_LOCK_TTL, ge=1, validation_alias=_bare("SEAT_LOCK_TTL"))
+    seat_lock_ttl: int = Field(
+        default=MAX_SEAT_LOCK_TTL, ge=1, validation_alias=_bare("SEAT_LOCK_TTL")
+    )
     seats_per_row: int = Field(default=20, ge=1, le=500)
     seat_actor_idle_seconds: float = Field(default=600.0, gt=0)
     seat_actor_sweep_seconds: float = Field(default=1.0, gt=0)
@@ -146,7 +158,9 @@ class Settings(BaseSettings):
     def _check_origins(cls, value: str) -> str:
         bad = [o for o in value.split(",") if o.strip() and not _ORIGIN.match(o.strip())]
         if bad:
-            raise ValueError(f"TICKETFLOW_CORS_ORIGINS: not an origin like https://app.example.com: {', '.join(bad)}")
+            raise ValueError(
+                f"TICKETFLOW_CORS_ORIGINS: not an origin like https://app.example.com: {', '.join(bad)}"
+            )
         return value
 
     @model_validator(mode="after")
@@ -183,7 +197,12 @@ SECRETS_FILE_VAR = "TICKETFLOW_SECRETS_FILE"
 
 # Settings fields whose values are secret (credentials inside the URLs included).
 SECRET_FIELDS = (
-    "database_url", "redis_url", "jwt_secret", "jwt_previous_secret", "stripe_api_key", "smtp_url",
+    "database_url",
+    "redis_url",
+    "jwt_secret",
+    "jwt_previous_secret",
+    "stripe_api_key",
+    "smtp_url",
     "admin_password",
 )
 # What workers need of them; the admin password is only used by the driver at start-up.

@@ -111,7 +111,9 @@ class AdmissionTokens:
     def window_seconds(self) -> int:
         return self._window
 
-    def issue(self, *, user_id: str, event_id: str, admitted_at: float | None = None) -> AdmissionToken:
+    def issue(
+        self, *, user_id: str, event_id: str, admitted_at: float | None = None
+    ) -> AdmissionToken:
         """The token for a buyer admitted at `admitted_at` (default: now); valid for the window.
 
         Deterministic: the same admission always yields the same token.
@@ -120,12 +122,17 @@ class AdmissionTokens:
             raise ValueError("an admission token needs a user id and an event id")
         issued_at = math.floor(self._clock() if admitted_at is None else admitted_at)
         claims = AdmissionClaims(
-            user_id=user_id, event_id=event_id, issued_at=issued_at, expires_at=issued_at + self._window
+            user_id=user_id,
+            event_id=event_id,
+            issued_at=issued_at,
+            expires_at=issued_at + self._window,
         )
         payload = {"e": event_id, "exp": claims.expires_at, "iat": issued_at, "u": user_id}
         body = _b64encode(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
         signed = f"{TOKEN_VERSION}.{body}"
-        return AdmissionToken(token=f"{signed}.{_b64encode(self._mac(self._key, signed))}", claims=claims)
+        return AdmissionToken(
+            token=f"{signed}.{_b64encode(self._mac(self._key, signed))}", claims=claims
+        )
 
     def verify(self, token: str | None, *, user_id: str, event_id: str) -> AdmissionClaims:
         """The token's claims when it lets `user_id` book `event_id` now.
@@ -234,7 +241,9 @@ class AdmissionPacer:
         """
         if elapsed_seconds < 0:
             return 0
-        by_schedule = math.floor(self.per_minute * elapsed_seconds / PACING_WINDOW_SECONDS) - admitted
+        by_schedule = (
+            math.floor(self.per_minute * elapsed_seconds / PACING_WINDOW_SECONDS) - admitted
+        )
         by_window = self.per_minute - admitted_last_minute
         by_seats = seats_left - holding
         return max(0, min(by_schedule, by_window, by_seats))

@@ -226,7 +226,9 @@ class SeatChooser:
         largest, available = self.leftover(request.tier)
         return Choice(
             ok=False,
-            message=unavailable_message(tier=request.tier, largest_block=largest, available=available),
+            message=unavailable_message(
+                tier=request.tier, largest_block=largest, available=available
+            ),
             largest_block=largest,
             available=available,
         )
@@ -247,7 +249,7 @@ class SeatChooser:
         if best is None:
             return None
         index, start = best_at
-        return self._segments[index].seat_ids[start:start + quantity]
+        return self._segments[index].seat_ids[start : start + quantity]
 
     def _scattered(self, quantity: int, tier: str | None) -> tuple[str, ...] | None:
         chosen: list[str] = []
@@ -277,7 +279,9 @@ def _take(candidates: list[tuple[int, int, str]], wanted: int) -> list[str]:
     return [seat for _, _, seat in candidates[:wanted]]
 
 
-def _best_in_run(a: int, b: int, quantity: int, segment: _Segment) -> tuple[tuple[int, int, int, int], int]:
+def _best_in_run(
+    a: int, b: int, quantity: int, segment: _Segment
+) -> tuple[tuple[int, int, int, int], int]:
     """The best start offset for a block inside the free run [a, b] of a segment, with its key.
 
     The centre offset falls away on both sides of the ideal start, and only the starts a + 1 and

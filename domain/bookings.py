@@ -60,7 +60,8 @@ def seat_request_json(request: SeatRequest) -> dict[str, object]:
 def seat_request_from_json(value: dict[str, object]) -> SeatRequest:
     tier = value.get("tier")
     return SeatRequest(
-        quantity=int(str(value["quantity"])), tier=None if tier is None else str(tier),
+        quantity=int(str(value["quantity"])),
+        tier=None if tier is None else str(tier),
         together=bool(value.get("together", True)),
     )
 
@@ -102,7 +103,12 @@ def refund_key(booking_id: str) -> str:
 
 
 def request_fingerprint(
-    *, event_id: str, seat_ids: list[str], payment_type: str, payment_token: str, seat_request: SeatRequest | None = None,
+    *,
+    event_id: str,
+    seat_ids: list[str],
+    payment_type: str,
+    payment_token: str,
+    seat_request: SeatRequest | None = None,
 ) -> str:
     """The hash stored with an Idempotency-Key: what makes two booking requests the same request.
 
@@ -111,7 +117,9 @@ def request_fingerprint(
     request naming its seats hashes as it did before best available existed).
     """
     fields: dict[str, object] = {
-        "eventId": event_id, "seatIds": sorted(seat_ids), "paymentMethod": {"type": payment_type, "token": payment_token},
+        "eventId": event_id,
+        "seatIds": sorted(seat_ids),
+        "paymentMethod": {"type": payment_type, "token": payment_token},
     }
     if seat_request is not None:
         fields["seatRequest"] = seat_request_json(seat_request)
@@ -136,7 +144,9 @@ def saga_channel(slot: int) -> str:
 
 def check_cancellable(booking: Booking, *, now: datetime) -> None:
     if booking.status is not BookingStatus.CONFIRMED:
-        raise BookingNotCancellable(f"Booking {booking.id} is {booking.status.value}, not CONFIRMED")
+        raise BookingNotCancellable(
+            f"Booking {booking.id} is {booking.status.value}, not CONFIRMED"
+        )
     if booking.event_date - now < CANCELLATION_WINDOW:
         raise CancellationWindowExpired(
             f"Booking {booking.id} cannot be cancelled: the event starts in less than 24 hours"

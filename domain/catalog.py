@@ -66,6 +66,8 @@ def tier_availability(
     for t in tiers:
         h = held.get(t.tier, HeldCounts())
         result.append(
-            TierAvailability(t.tier, t.price, t.currency, t.capacity, t.capacity - h.reserved - h.locked)
+            TierAvailability(
+                t.tier, t.price, t.currency, t.capacity, t.capacity - h.reserved - h.locked
+            )
         )
     return result

@@ -80,7 +80,9 @@ class SeatMap:
     def use_layout(self, seats: Iterable[Seat]) -> None:
         """Gives the map its rows and tiers so that it can choose seats; a second call is a no-op."""
         if self._chooser is None:
-            self._chooser = SeatChooser([s for s in seats if s.id in self._known], self._is_available)
+            self._chooser = SeatChooser(
+                [s for s in seats if s.id in self._known], self._is_available
+            )
 
     def has_layout(self) -> bool:
         return self._chooser is not None
@@ -92,12 +94,16 @@ class SeatMap:
             self._sales[booking_id] = (*self._sales.get(booking_id, ()), seat_id)
             self._changed((seat_id,))
 
-    def restore_lock(self, booking_id: str, seat_ids: Iterable[str], expires_at: float, now: float) -> bool:
+    def restore_lock(
+        self, booking_id: str, seat_ids: Iterable[str], expires_at: float, now: float
+    ) -> bool:
         """Re-applies a lock persisted by a saga; False if it expired or collides."""
         return self.lock(booking_id, tuple(seat_ids), ttl=expires_at - now, now=now).ok
 
     # -- the operations ---------------------------------------------------------------------
-    def lock(self, booking_id: str, seat_ids: tuple[str, ...], *, ttl: float, now: float) -> LockResult:
+    def lock(
+        self, booking_id: str, seat_ids: tuple[str, ...], *, ttl: float, now: float
+    ) -> LockResult:
         """All or none. Re-locking for the same booking is idempotent (keeps the first expiry)."""
         if ttl <= 0:
             return LockResult(ok=False, conflicts=seat_ids)
@@ -109,12 +115,15 @@ class SeatMap:
         if existing is not None:
             if set(existing.seat_ids) == set(seat_ids):
                 return LockResult(ok=True, expires_at=existing.expires_at)
-            return LockResult(ok=False, conflicts=tuple(s for s in seat_ids if s not in existing.seat_ids))
+            return LockResult(
+                ok=False, conflicts=tuple(s for s in seat_ids if s not in existing.seat_ids)
+            )
         if booking_id in self._sales and set(self._sales[booking_id]) == set(seat_ids):
             # Already sold to this very booking (a retried step after the reserve): nothing to hold.
             return LockResult(ok=True, expires_at=now + ttl)
         conflicts = tuple(
-            s for s in seat_ids
+            s
+            for s in seat_ids
             if (s in self._reserved) or (self._locked.get(s, booking_id) != booking_id)
         )
         if conflicts:
@@ -145,7 +154,9 @@ class SeatMap:
         self.expire(now)
         existing = self._locks.get(booking_id)
         if existing is not None:
-            return BestLockResult(ok=True, seat_ids=existing.seat_ids, expires_at=existing.expires_at)
+            return BestLockResult(
+                ok=True, seat_ids=existing.seat_ids, expires_at=existing.expires_at
+            )
         if booking_id in self._sales:
             return BestLockResult(ok=True, seat_ids=self._sales[booking_id], expires_at=now + ttl)
         choice = self._chooser.choose(request)
@@ -244,7 +255,9 @@ class SeatMap:
         total = len(self.seat_ids)
         reserved = len(self._reserved)
         locked = len(self._locked)
-        return Summary(total=total, available=total - reserved - locked, locked=locked, reserved=reserved)
+        return Summary(
+            total=total, available=total - reserved - locked, locked=locked, reserved=reserved
+        )
 
     def holds_anything(self) -> bool:
         return bool(self._locks)

@@ -34,8 +34,11 @@ class ChargeCard:
 
     def request(self) -> ChargeRequest:
         return ChargeRequest(
-            booking_id=self.booking_id, amount=self.amount, currency=self.currency,
-            payment_token=self.payment_token, idempotency_key=self.idempotency_key,
+            booking_id=self.booking_id,
+            amount=self.amount,
+            currency=self.currency,
+            payment_token=self.payment_token,
+            idempotency_key=self.idempotency_key,
         )
 
 
@@ -80,7 +83,9 @@ class Payment:
 class ChargeOutcome:
     succeeded: bool
     provider_transaction_id: str | None  # "ch_..."/"pi_..." when the provider created one
-    decline_code: str | None = None  # e.g. "generic_decline", "insufficient_funds", "invalid_payment_method"
+    decline_code: str | None = (
+        None  # e.g. "generic_decline", "insufficient_funds", "invalid_payment_method"
+    )
     message: str = ""
 
 

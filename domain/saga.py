@@ -84,24 +84,44 @@ class Charge:
 
 
 class SeatsPort(Protocol):
-    async def lock(self, *, event_id: str, booking_id: str, seat_ids: tuple[str, ...]) -> SeatLock: ...
-    async def lock_best(self, *, event_id: str, booking_id: str, request: SeatRequest) -> SeatChoice:
+    async def lock(
+        self, *, event_id: str, booking_id: str, seat_ids: tuple[str, ...]
+    ) -> SeatLock: ...
+    async def lock_best(
+        self, *, event_id: str, booking_id: str, request: SeatRequest
+    ) -> SeatChoice:
         """Chooses and locks the best seats for the booking in one step; asked again for the same
         booking while its lock lives, the same seats."""
         ...
+
     async def release(self, *, event_id: str, booking_id: str) -> None: ...
     async def reserve(self, *, event_id: str, booking_id: str) -> bool: ...
 
 
 class PaymentsPort(Protocol):
     async def charge(
-        self, *, booking_id: str, user_id: str, amount: int, currency: str, token: str, idempotency_key: str
+        self,
+        *,
+        booking_id: str,
+        user_id: str,
+        amount: int,
+        currency: str,
+        token: str,
+        idempotency_key: str,
     ) -> Charge: ...
     async def charge_if_attempted(
-        self, *, booking_id: str, user_id: str, amount: int, currency: str, token: str, idempotency_key: str
+        self,
+        *,
+        booking_id: str,
+        user_id: str,
+        amount: int,
+        currency: str,
+        token: str,
+        idempotency_key: str,
     ) -> Charge | None:
         """The outcome of the charge attempted with this key (replayed if unknown); None if none was."""
         ...
+
     async def refund(self, *, payment_id: str, idempotency_key: str) -> None: ...
 
 
@@ -114,9 +134,12 @@ class BookingStore(Protocol):
         """CHARGING with the seats chosen for it, priced from their tiers, in one write; the price,
         or None when the booking is no longer PENDING."""
         ...
+
     async def mark_charged(self, booking_id: str, payment_id: str) -> bool: ...
     async def confirm(self, booking_id: str) -> bool: ...
-    async def fail(self, booking_id: str, reason: FailureReason, message: str | None = None) -> bool: ...
+    async def fail(
+        self, booking_id: str, reason: FailureReason, message: str | None = None
+    ) -> bool: ...
     async def has_sale(self, booking_id: str) -> bool: ...
 
 
@@ -141,8 +164,15 @@ CHARGE_MARGIN = timedelta(seconds=5)
 
 class BookingSagaRunner:
     def __init__(
-        self, *, seats: SeatsPort, payments: PaymentsPort, store: BookingStore, notifier: NotifierPort,
-        clock: Clock, step_timeout: float, deadline: timedelta,
+        self,
+        *,
+        seats: SeatsPort,
+        payments: PaymentsPort,
+        store: BookingStore,
+        notifier: NotifierPort,
+        clock: Clock,
+        step_timeout: float,
+        deadline: timedelta,
     ) -> None:
         self._seats = seats
         self._payments = payments
@@ -161,7 +191,11 @@ class BookingSagaRunner:
         sweep, until the saga's deadline passes; after that the saga compensates and fails with
         INTERNAL_ERROR.
         """
-        booking = known if known is not None and known.id == booking_id else await self._store.load(booking_id)
+        booking = (
+            known
+            if known is not None and known.id == booking_id
+            else await self._store.load(booking_id)
+        )
         if booking is None:
             logger.warning("saga: booking %s does not exist", booking_id)
             return None
@@ -171,13 +205,22 @@ class BookingSagaRunner:
             return await self._advance(booking)
         except Exception as exc:  # noqa: BLE001 - any failure of a dependency is retried or failed
             if self._clock.now() - booking.created_at < self._deadline:
-                logger.warning("saga %s: step %s interrupted (%s); will resume", booking.id, booking.step, type(exc).__name__)
+                logger.warning(
+                    "saga %s: step %s interrupted (%s); will resume",
+                    booking.id,
+                    booking.step,
+                    type(exc).__name__,
+                )
                 return None
-            logger.error("saga %s: deadline passed in step %s; compensating", booking.id, booking.step)
+            logger.error(
+                "saga %s: deadline passed in step %s; compensating", booking.id, booking.step
+            )
             try:
                 return await self._give_up(booking_id)
             except Exception as exc:  # noqa: BLE001 - the database itself is away: try again later
-                logger.error("saga %s: could not record the failure (%s)", booking.id, type(exc).__name__)
+                logger.error(
+                    "saga %s: could not record the failure (%s)", booking.id, type(exc).__name__
+                )
                 return None
 
     async def _call(self, awaitable: Awaitable[T]) -> T:
@@ -188,12 +231,18 @@ class BookingSagaRunner:
         lock_expires_at = b.lock_expires_at
         chosen = False
         if step is SagaStep.STARTED:
-            if self._sale_closed(b):  # the event started while the booking waited: nothing is held yet
+            if self._sale_closed(
+                b
+            ):  # the event started while the booking waited: nothing is held yet
                 return await self._fail(b, FailureReason.SEATS_UNAVAILABLE)
             if b.seat_request is not None and not b.seat_ids:
                 # Best available: the seat actor chooses and locks in one step; a resumed saga
                 # whose choice was not persisted asks again and gets the seats it holds.
-                choice = await self._call(self._seats.lock_best(event_id=b.event_id, booking_id=b.id, request=b.seat_request))
+                choice = await self._call(
+                    self._seats.lock_best(
+                        event_id=b.event_id, booking_id=b.id, request=b.seat_request
+                    )
+                )
                 if not choice.ok:
                     return await self._fail(b, FailureReason.SEATS_UNAVAILABLE, choice.message)
                 assert choice.expires_at is not None and choice.seat_ids
@@ -201,7 +250,9 @@ class BookingSagaRunner:
                 lock_expires_at = choice.expires_at
                 chosen = True
             else:
-                lock = await self._call(self._seats.lock(event_id=b.event_id, booking_id=b.id, seat_ids=b.seat_ids))
+                lock = await self._call(
+                    self._seats.lock(event_id=b.event_id, booking_id=b.id, seat_ids=b.seat_ids)
+                )
                 if not lock.ok:
                     return await self._fail(b, FailureReason.SEATS_UNAVAILABLE)
                 assert lock.expires_at is not None
@@ -231,16 +282,28 @@ class BookingSagaRunner:
             # A booking resumed after its lock lapsed (a long outage) is charged only if it already
             # was: a new charge would be refunded at reserve, money taken for nothing meanwhile.
             # Likewise once the event has started: only a charge already attempted is settled.
-            chargeable = lock_expires_at is not None and self._chargeable(lock_expires_at) and not self._sale_closed(b)
+            chargeable = (
+                lock_expires_at is not None
+                and self._chargeable(lock_expires_at)
+                and not self._sale_closed(b)
+            )
             pay = self._payments.charge if chargeable else self._payments.charge_if_attempted
-            charge = await self._call(pay(
-                booking_id=b.id, user_id=b.user_id, amount=b.amount, currency=b.currency,
-                token=b.payment_token, idempotency_key=charge_key(b.id),
-            ))
+            charge = await self._call(
+                pay(
+                    booking_id=b.id,
+                    user_id=b.user_id,
+                    amount=b.amount,
+                    currency=b.currency,
+                    token=b.payment_token,
+                    idempotency_key=charge_key(b.id),
+                )
+            )
             if charge is None:
                 await self._release(b)
                 closed = self._sale_closed(b)
-                return await self._fail(b, FailureReason.SEATS_UNAVAILABLE if closed else FailureReason.LOCK_EXPIRED)
+                return await self._fail(
+                    b, FailureReason.SEATS_UNAVAILABLE if closed else FailureReason.LOCK_EXPIRED
+                )
             if not charge.succeeded:
                 await self._release(b)
                 return await self._fail(b, FailureReason.PAYMENT_DECLINED)
@@ -253,7 +316,9 @@ class BookingSagaRunner:
             if not await self._call(self._seats.reserve(event_id=b.event_id, booking_id=b.id)):
                 # The lock lapsed while the card was charged and the seats may be someone else's:
                 # the money goes back before the booking is reported failed.
-                await self._call(self._payments.refund(payment_id=payment_id, idempotency_key=refund_key(b.id)))
+                await self._call(
+                    self._payments.refund(payment_id=payment_id, idempotency_key=refund_key(b.id))
+                )
                 return await self._fail(b, FailureReason.LOCK_EXPIRED)
             await self._store.confirm(b.id)
             await self._notify()
@@ -291,25 +356,42 @@ class BookingSagaRunner:
         if booking.step in (SagaStep.CHARGING, SagaStep.CHARGED):
             try:
                 # The charge's real outcome, without charging if no charge was ever attempted.
-                attempted = await self._call(self._payments.charge_if_attempted(
-                    booking_id=booking.id, user_id=booking.user_id, amount=booking.amount,
-                    currency=booking.currency, token=booking.payment_token,
-                    idempotency_key=charge_key(booking.id),
-                ))
+                attempted = await self._call(
+                    self._payments.charge_if_attempted(
+                        booking_id=booking.id,
+                        user_id=booking.user_id,
+                        amount=booking.amount,
+                        currency=booking.currency,
+                        token=booking.payment_token,
+                        idempotency_key=charge_key(booking.id),
+                    )
+                )
                 if attempted is not None and attempted.succeeded:
-                    await self._call(self._payments.refund(payment_id=attempted.payment_id, idempotency_key=refund_key(booking.id)))
+                    await self._call(
+                        self._payments.refund(
+                            payment_id=attempted.payment_id, idempotency_key=refund_key(booking.id)
+                        )
+                    )
             except Exception as exc:  # noqa: BLE001 - reconciliation refunds it later
-                logger.error("saga %s: charge outcome or refund unavailable (%s); left to reconciliation", booking.id, type(exc).__name__)
+                logger.error(
+                    "saga %s: charge outcome or refund unavailable (%s); left to reconciliation",
+                    booking.id,
+                    type(exc).__name__,
+                )
         try:
             await self._release(booking)
         except Exception as exc:  # noqa: BLE001 - the lock expires by itself
-            logger.warning("saga %s: release failed (%s); the lock will expire", booking.id, type(exc).__name__)
+            logger.warning(
+                "saga %s: release failed (%s); the lock will expire", booking.id, type(exc).__name__
+            )
         return await self._fail(booking, FailureReason.INTERNAL_ERROR)
 
     async def _release(self, b: SagaBooking) -> None:
         await self._call(self._seats.release(event_id=b.event_id, booking_id=b.id))
 
-    async def _fail(self, b: SagaBooking, reason: FailureReason, message: str | None = None) -> SagaOutcome:
+    async def _fail(
+        self, b: SagaBooking, reason: FailureReason, message: str | None = None
+    ) -> SagaOutcome:
         await self._store.fail(b.id, reason, message)
         await self._notify()
         return SagaOutcome(b.id, BookingStatus.FAILED, reason)
@@ -359,6 +441,7 @@ class CancellationStore(Protocol):
         """CANCELLED, the sale released, the notification and step RELEASING, atomically; the
         cancellation time, or None when the booking was not CONFIRMED (already done)."""
         ...
+
     async def mark_released(self, booking_id: str) -> None: ...
 
 
@@ -377,7 +460,12 @@ class CancellationRunner:
     """
 
     def __init__(
-        self, *, seats: SeatReleasePort, payments: RefundPort, store: CancellationStore, notifier: NotifierPort,
+        self,
+        *,
+        seats: SeatReleasePort,
+        payments: RefundPort,
+        store: CancellationStore,
+        notifier: NotifierPort,
         step_timeout: float,
     ) -> None:
         self._seats = seats
@@ -399,10 +487,18 @@ class CancellationRunner:
         if c.step is CancelStep.REFUNDING:
             try:
                 if c.payment_id is not None:
-                    await self._call(self._payments.refund(payment_id=c.payment_id, idempotency_key=refund_key(booking_id)))
+                    await self._call(
+                        self._payments.refund(
+                            payment_id=c.payment_id, idempotency_key=refund_key(booking_id)
+                        )
+                    )
                 cancelled_at = await self._call(self._store.mark_cancelled(booking_id))
             except Exception as exc:  # noqa: BLE001 - the processor or the database: resumed later
-                logger.warning("cancellation %s: refund step interrupted (%s); will resume", booking_id, type(exc).__name__)
+                logger.warning(
+                    "cancellation %s: refund step interrupted (%s); will resume",
+                    booking_id,
+                    type(exc).__name__,
+                )
                 return CancelOutcome(booking_id, None)
             if cancelled_at is None:  # a concurrent run moved it first
                 reloaded = await self._store.load_cancellation(booking_id)
@@ -414,7 +510,11 @@ class CancellationRunner:
                 await self._call(self._seats.unreserve(event_id=c.event_id, booking_id=booking_id))
                 await self._call(self._store.mark_released(booking_id))
             except Exception as exc:  # noqa: BLE001 - refunded and CANCELLED already; the sweep retries
-                logger.warning("cancellation %s: seat release interrupted (%s); will resume", booking_id, type(exc).__name__)
+                logger.warning(
+                    "cancellation %s: seat release interrupted (%s); will resume",
+                    booking_id,
+                    type(exc).__name__,
+                )
         return CancelOutcome(booking_id, cancelled_at)
 
     async def _call(self, awaitable: Awaitable[T]) -> T:

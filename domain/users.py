@@ -13,7 +13,9 @@ PASSWORD_MIN, PASSWORD_MAX = 8, 128
 EMAIL_MAX = 254
 # Deliberately simple: one @, a dotted domain, no spaces or control characters. Deliverability is
 # proven by the confirmation email, not by a regex.
-_EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
+_EMAIL_RE = re.compile(
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+)
 
 
 class Role(StrEnum):
@@ -36,7 +38,10 @@ JOINERS = frozenset("\u200c\u200d")
 
 
 def has_control_chars(value: str) -> bool:
-    return any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") and ch not in JOINERS for ch in value)
+    return any(
+        unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") and ch not in JOINERS
+        for ch in value
+    )
 
 
 def clean_name(name: str) -> str:

@@ -197,7 +197,9 @@ class EmailSender(Protocol):
         """
         ...
 
-    async def send_many(self, emails: Sequence[tuple[ComposedEmail, str]]) -> list[EmailDeliveryFailed | None]:
+    async def send_many(
+        self, emails: Sequence[tuple[ComposedEmail, str]]
+    ) -> list[EmailDeliveryFailed | None]:
         """Hands over (email, message_id_key) pairs in order, in one go.
 
         Returns:
@@ -235,21 +237,29 @@ class SmtpSender:
         if error is not None:
             raise error
 
-    async def send_many(self, emails: Sequence[tuple[ComposedEmail, str]]) -> list[EmailDeliveryFailed | None]:
+    async def send_many(
+        self, emails: Sequence[tuple[ComposedEmail, str]]
+    ) -> list[EmailDeliveryFailed | None]:
         """Delivers the emails in order over one SMTP session.
 
         A message the server refuses fails alone (the envelope is reset and the session goes on);
         a lost connection, TLS failure or timeout fails that message and every one after it.
         """
         messages = [
-            (build_message(email, sender=self._sender, message_id_key=key), email.to, key) for email, key in emails
+            (build_message(email, sender=self._sender, message_id_key=key), email.to, key)
+            for email, key in emails
         ]
         if not messages:
             return []
         target = self._target
         smtp = aiosmtplib.SMTP(
-            hostname=target.host, port=target.port, username=target.username, password=target.password,
-            use_tls=target.use_tls, start_tls=target.start_tls, timeout=self._timeout,
+            hostname=target.host,
+            port=target.port,
+            username=target.username,
+            password=target.password,
+            use_tls=target.use_tls,
+            start_tls=target.start_tls,
+            timeout=self._timeout,
         )
         results: list[EmailDeliveryFailed | None] = []
         try:
@@ -344,20 +354,27 @@ class OutboxSender:
         if error is not None:
             raise error
 
-    async def send_many(self, emails: Sequence[tuple[ComposedEmail, str]]) -> list[EmailDeliveryFailed | None]:
+    async def send_many(
+        self, emails: Sequence[tuple[ComposedEmail, str]]
+    ) -> list[EmailDeliveryFailed | None]:
         """Writes each email atomically, all in one trip to a worker thread; a file that cannot
         be written fails alone."""
         files = [
-            (self.path_for(key), build_message(email, sender=self._sender, message_id_key=key).as_bytes())
+            (
+                self.path_for(key),
+                build_message(email, sender=self._sender, message_id_key=key).as_bytes(),
+            )
             for email, key in emails
         ]
         outcomes = await asyncio.to_thread(_write_each, files)
         results: list[EmailDeliveryFailed | None] = []
         for (target, _), outcome in zip(files, outcomes, strict=True):
             if isinstance(outcome, OSError):
-                results.append(EmailDeliveryFailed(
-                    f"could not write {target.name} to the outbox: {outcome.strerror or outcome}"
-                ))
+                results.append(
+                    EmailDeliveryFailed(
+                        f"could not write {target.name} to the outbox: {outcome.strerror or outcome}"
+                    )
+                )
                 continue
             if outcome:
                 logger.info("email %s written to %s", target.stem, target)

@@ -185,7 +185,11 @@ class SimulatedProcessor:
 
 
 def processor_from_settings(
-    *, stripe_api_key: str | None, stripe_api_base: str | None, latency_ms: int, timeout: float = 10.0
+    *,
+    stripe_api_key: str | None,
+    stripe_api_base: str | None,
+    latency_ms: int,
+    timeout: float = 10.0,
 ) -> PaymentProcessor:
     """Pick Stripe when a key is configured, else the offline simulator.
 

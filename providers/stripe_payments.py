@@ -110,7 +110,8 @@ class StripeProcessor:
             # PaymentMethod itself from `payment_method_data[card][token]` (the SDK's typed
             # params omit `card`, which the API still takes for tokens).
             params["payment_method_data"] = {
-                "type": "card", "card": {"token": request.payment_token},  # type: ignore[typeddict-unknown-key]
+                "type": "card",
+                "card": {"token": request.payment_token},  # type: ignore[typeddict-unknown-key]
             }
         else:
             params["payment_method"] = request.payment_token
@@ -259,7 +260,9 @@ class StripeProcessor:
         # A 400 is final for these parameters: no charge was made and a retry would
         # be refused the same way, so it is a decline, not an outage.
         param = err.param or ""
-        if param == "payment_method" or param.startswith(("payment_method[", "payment_method_data[")):
+        if param == "payment_method" or param.startswith(
+            ("payment_method[", "payment_method_data[")
+        ):
             decline_code = "invalid_payment_method"
         else:
             decline_code = err.code or "invalid_request"

@@ -32,14 +32,28 @@ _V = TypeVar("_V")
 
 def _booking(r: asyncpg.Record) -> Booking:
     return Booking(
-        id=r["id"], user_id=r["user_id"], event_id=r["event_id"], event_name=r["event_name"],
-        event_date=r["event_date"], venue_name=r["venue_name"], seat_ids=tuple(r["seat_ids"]),
-        status=BookingStatus(r["status"]), saga_step=SagaStep(r["saga_step"]), saga_slot=r["saga_slot"],
+        id=r["id"],
+        user_id=r["user_id"],
+        event_id=r["event_id"],
+        event_name=r["event_name"],
+        event_date=r["event_date"],
+        venue_name=r["venue_name"],
+        seat_ids=tuple(r["seat_ids"]),
+        status=BookingStatus(r["status"]),
+        saga_step=SagaStep(r["saga_step"]),
+        saga_slot=r["saga_slot"],
         failure_reason=FailureReason(r["failure_reason"]) if r["failure_reason"] else None,
-        total_amount=r["total_amount"], currency=r["currency"], payment_token=r["payment_token"],
-        payment_id=r["payment_id"], lock_expires_at=r["lock_expires_at"], created_at=r["created_at"],
-        updated_at=r["updated_at"], confirmed_at=r["confirmed_at"], failed_at=r["failed_at"],
-        cancelled_at=r["cancelled_at"], seat_request=_seat_request(r["seat_request"]),
+        total_amount=r["total_amount"],
+        currency=r["currency"],
+        payment_token=r["payment_token"],
+        payment_id=r["payment_id"],
+        lock_expires_at=r["lock_expires_at"],
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+        confirmed_at=r["confirmed_at"],
+        failed_at=r["failed_at"],
+        cancelled_at=r["cancelled_at"],
+        seat_request=_seat_request(r["seat_request"]),
         failure_message=r["failure_message"],
     )
 
@@ -52,10 +66,20 @@ def _seat_request(value: str | dict[str, object] | None) -> SeatRequest | None:
 
 def to_saga(b: Booking) -> SagaBooking:
     return SagaBooking(
-        id=b.id, user_id=b.user_id, event_id=b.event_id, seat_ids=b.seat_ids, amount=b.total_amount,
-        currency=b.currency, payment_token=b.payment_token, status=b.status, step=b.saga_step,
-        payment_id=b.payment_id, lock_expires_at=b.lock_expires_at, created_at=b.created_at,
-        event_starts_at=b.event_date, seat_request=b.seat_request,
+        id=b.id,
+        user_id=b.user_id,
+        event_id=b.event_id,
+        seat_ids=b.seat_ids,
+        amount=b.total_amount,
+        currency=b.currency,
+        payment_token=b.payment_token,
+        status=b.status,
+        step=b.saga_step,
+        payment_id=b.payment_id,
+        lock_expires_at=b.lock_expires_at,
+        created_at=b.created_at,
+        event_starts_at=b.event_date,
+        seat_request=b.seat_request,
     )
 
 
@@ -63,12 +87,22 @@ def to_saga(b: Booking) -> SagaBooking:
 class Added:
     seats_found: int  # how many of the requested seats are seats of the event
     on_sale: bool | None  # the event has not started (None: no such event)
-    booking_id: str | None  # None: not every seat matched, not on sale, or the idempotency key is taken
+    booking_id: (
+        str | None
+    )  # None: not every seat matched, not on sale, or the idempotency key is taken
 
 
 async def add(
-    conn: Conn, *, booking_id: str, user_id: str, event_id: str, seat_ids: list[str],
-    saga_slot: int, payment_token: str, idempotency_key: str | None, request_hash: str | None,
+    conn: Conn,
+    *,
+    booking_id: str,
+    user_id: str,
+    event_id: str,
+    seat_ids: list[str],
+    saga_slot: int,
+    payment_token: str,
+    idempotency_key: str | None,
+    request_hash: str | None,
     request_id: str | None = None,
 ) -> Added:
     """Prices the seats from their tiers and writes the PENDING booking, if every seat is one of
@@ -79,14 +113,27 @@ async def add(
     `request_id` (the HTTP request's) is stored and announced with it, so the saga's and the
     notifier's log lines carry it."""
     args = (
-        booking_id, user_id, event_id, seat_ids, saga_slot, payment_token, idempotency_key, saga_channel(saga_slot),
-        request_hash, request_id,
+        booking_id,
+        user_id,
+        event_id,
+        seat_ids,
+        saga_slot,
+        payment_token,
+        idempotency_key,
+        saga_channel(saga_slot),
+        request_hash,
+        request_id,
     )
     row = await conn.fetchrow(q.INSERT_BOOKING, *args)
     assert row is not None
     added = Added(row["seats"], row["on_sale"], row["id"])
     # Only a conflict costs the extra statements: a key older than 24 h is freed and reused.
-    if added.booking_id is None and added.seats_found == len(seat_ids) and added.on_sale and idempotency_key is not None:
+    if (
+        added.booking_id is None
+        and added.seats_found == len(seat_ids)
+        and added.on_sale
+        and idempotency_key is not None
+    ):
         if await conn.execute(q.EXPIRE_IDEMPOTENCY_KEY, user_id, idempotency_key) != "UPDATE 0":
             row = await conn.fetchrow(q.INSERT_BOOKING, *args)
             assert row is not None
@@ -98,25 +145,49 @@ async def add(
 class AddedBest:
     on_sale: bool | None  # the event has not started (None: no such event)
     tier_sold: bool  # the event sells the tier asked for (any tier when none was)
-    booking_id: str | None  # None: no such event or tier, not on sale, or the idempotency key is taken
+    booking_id: (
+        str | None
+    )  # None: no such event or tier, not on sale, or the idempotency key is taken
 
 
 async def add_best(
-    conn: Conn, *, booking_id: str, user_id: str, event_id: str, request: SeatRequest,
-    saga_slot: int, payment_token: str, idempotency_key: str | None, request_hash: str | None,
+    conn: Conn,
+    *,
+    booking_id: str,
+    user_id: str,
+    event_id: str,
+    request: SeatRequest,
+    saga_slot: int,
+    payment_token: str,
+    idempotency_key: str | None,
+    request_hash: str | None,
     request_id: str | None = None,
 ) -> AddedBest:
     """Writes a best-available PENDING booking (no seats, amount 0 until its saga's seat actor
     chose them), if the event has not started, sells the tier asked for and this user did not use
     the idempotency key in the last 24 h; announced to its saga slot's actor like `add`."""
     args = (
-        booking_id, user_id, event_id, json.dumps(seat_request_json(request)), saga_slot, payment_token, idempotency_key,
-        saga_channel(saga_slot), request_hash, request.tier, request_id,
+        booking_id,
+        user_id,
+        event_id,
+        json.dumps(seat_request_json(request)),
+        saga_slot,
+        payment_token,
+        idempotency_key,
+        saga_channel(saga_slot),
+        request_hash,
+        request.tier,
+        request_id,
     )
     row = await conn.fetchrow(q.INSERT_BEST_BOOKING, *args)
     assert row is not None
     added = AddedBest(row["on_sale"], bool(row["tier_sold"]), row["id"])
-    if added.booking_id is None and added.on_sale and added.tier_sold and idempotency_key is not None:
+    if (
+        added.booking_id is None
+        and added.on_sale
+        and added.tier_sold
+        and idempotency_key is not None
+    ):
         if await conn.execute(q.EXPIRE_IDEMPOTENCY_KEY, user_id, idempotency_key) != "UPDATE 0":
             row = await conn.fetchrow(q.INSERT_BEST_BOOKING, *args)
             assert row is not None
@@ -133,13 +204,27 @@ class Announced:
 def announced(payload: str) -> Announced:
     """The new booking as INSERT_BOOKING announces it to its saga actor."""
     b = json.loads(payload)
-    return Announced(SagaBooking(
-        id=b["id"], user_id=b["user_id"], event_id=b["event_id"], seat_ids=tuple(b["seat_ids"]), amount=b["amount"],
-        currency=b["currency"], payment_token=b["payment_token"], status=BookingStatus.PENDING, step=SagaStep.STARTED,
-        payment_id=None, lock_expires_at=None, created_at=datetime.fromisoformat(b["created_at"]),
-        event_starts_at=datetime.fromisoformat(b["event_starts_at"]) if b.get("event_starts_at") else None,
-        seat_request=_seat_request(b.get("seat_request")),
-    ), b.get("request_id") or "")
+    return Announced(
+        SagaBooking(
+            id=b["id"],
+            user_id=b["user_id"],
+            event_id=b["event_id"],
+            seat_ids=tuple(b["seat_ids"]),
+            amount=b["amount"],
+            currency=b["currency"],
+            payment_token=b["payment_token"],
+            status=BookingStatus.PENDING,
+            step=SagaStep.STARTED,
+            payment_id=None,
+            lock_expires_at=None,
+            created_at=datetime.fromisoformat(b["created_at"]),
+            event_starts_at=datetime.fromisoformat(b["event_starts_at"])
+            if b.get("event_starts_at")
+            else None,
+            seat_request=_seat_request(b.get("seat_request")),
+        ),
+        b.get("request_id") or "",
+    )
 
 
 @dataclass(frozen=True)
@@ -184,7 +269,9 @@ async def mark_charging_chosen(
 ) -> Priced | None:
     """Best available: CHARGING with the seats chosen, priced from their tiers; the price, or None
     when the booking is no longer PENDING (or a seat is not the event's)."""
-    row = await conn.fetchrow(q.UPDATE_BOOKING_CHARGING_CHOSEN, booking_id, lock_expires_at, list(seat_ids))
+    row = await conn.fetchrow(
+        q.UPDATE_BOOKING_CHARGING_CHOSEN, booking_id, lock_expires_at, list(seat_ids)
+    )
     return Priced(row["total_amount"], row["currency"]) if row else None
 
 
@@ -197,7 +284,9 @@ async def mark_charged(conn: Conn, steps: Sequence[tuple[str, str]]) -> set[str]
 async def confirm(conn: Conn, booking_ids: Sequence[str]) -> set[str]:
     """CONFIRMED and each one's notification, atomically."""
     subject = SUBJECTS[NotificationType.BOOKING_CONFIRMED]
-    return await _moved(conn, q.CONFIRM_BOOKINGS, list(booking_ids), _notification_ids(booking_ids), subject)
+    return await _moved(
+        conn, q.CONFIRM_BOOKINGS, list(booking_ids), _notification_ids(booking_ids), subject
+    )
 
 
 async def fail(conn: Conn, failures: Sequence[tuple[str, FailureReason, str | None]]) -> set[str]:
@@ -206,7 +295,12 @@ async def fail(conn: Conn, failures: Sequence[tuple[str, FailureReason, str | No
     ids = [f[0] for f in failures]
     subject = SUBJECTS[NotificationType.BOOKING_FAILED]
     return await _moved(
-        conn, q.FAIL_BOOKINGS, ids, _notification_ids(ids), subject, [f[1].value for f in failures],
+        conn,
+        q.FAIL_BOOKINGS,
+        ids,
+        _notification_ids(ids),
+        subject,
+        [f[1].value for f in failures],
         [f[2] for f in failures],
     )
 
@@ -234,8 +328,11 @@ async def get_cancellation(conn: Conn, booking_id: str) -> Cancellation | None:
     if row is None:
         return None
     return Cancellation(
-        booking_id=row["booking_id"], event_id=row["event_id"], payment_id=row["payment_id"],
-        step=CancelStep(row["step"]), cancelled_at=row["cancelled_at"],
+        booking_id=row["booking_id"],
+        event_id=row["event_id"],
+        payment_id=row["payment_id"],
+        step=CancelStep(row["step"]),
+        cancelled_at=row["cancelled_at"],
     )
 
 
@@ -243,7 +340,9 @@ async def mark_cancelled(conn: Conn, booking_id: str) -> datetime | None:
     """After the refund: CANCELLED, its sale released, its notification and the cancellation at
     RELEASING, in one statement; the cancellation time, None if the booking was not CONFIRMED."""
     kind = NotificationType.BOOKING_CANCELLED
-    cancelled_at: datetime | None = await conn.fetchval(q.CANCEL_BOOKING, booking_id, new_id("notif"), SUBJECTS[kind])
+    cancelled_at: datetime | None = await conn.fetchval(
+        q.CANCEL_BOOKING, booking_id, new_id("notif"), SUBJECTS[kind]
+    )
     return cancelled_at
 
 
@@ -262,7 +361,9 @@ class SeatsTaken(Exception):
     """Postgres refused a sale: another active sale holds one of its seats."""
 
 
-async def record_sales(conn: Conn, *, event_id: str, sales: Sequence[tuple[str, Sequence[str]]]) -> None:
+async def record_sales(
+    conn: Conn, *, event_id: str, sales: Sequence[tuple[str, Sequence[str]]]
+) -> None:
     """Writes the sales of (booking id, seat ids) pairs in one statement; the partial unique index
     refuses a seat another active sale holds (and with it the whole statement).
 
@@ -292,7 +393,10 @@ class LiveLock:
 
 async def active_sales_of_event(conn: Conn, event_id: str) -> list[Sale]:
     """The event's seats sold to active bookings (a seat actor's state on start)."""
-    return [Sale(r["seat_id"], r["booking_id"]) for r in await conn.fetch(q.SELECT_ACTIVE_SALES_OF_EVENT, event_id)]
+    return [
+        Sale(r["seat_id"], r["booking_id"])
+        for r in await conn.fetch(q.SELECT_ACTIVE_SALES_OF_EVENT, event_id)
+    ]
 
 
 async def live_locks_of_event(conn: Conn, event_id: str) -> list[LiveLock]:

@@ -15,21 +15,36 @@ from storage.pool import Conn
 
 def _venue(row: asyncpg.Record) -> Venue:
     return Venue(
-        id=row["id"], name=row["name"], address=row["address"], city=row["city"],
-        country=row["country"], capacity=row["capacity"], created_at=row["created_at"],
+        id=row["id"],
+        name=row["name"],
+        address=row["address"],
+        city=row["city"],
+        country=row["country"],
+        capacity=row["capacity"],
+        created_at=row["created_at"],
     )
 
 
 def _event(row: asyncpg.Record, tiers: list[TicketTier]) -> Event:
     return Event(
-        id=row["id"], name=row["name"], description=row["description"],
-        venue_id=row["venue_id"], venue_name=row["venue_name"], venue_city=row["venue_city"],
-        venue_capacity=row["venue_capacity"], starts_at=row["starts_at"], ends_at=row["ends_at"],
-        created_at=row["created_at"], updated_at=row["updated_at"], tiers=tiers,
+        id=row["id"],
+        name=row["name"],
+        description=row["description"],
+        venue_id=row["venue_id"],
+        venue_name=row["venue_name"],
+        venue_city=row["venue_city"],
+        venue_capacity=row["venue_capacity"],
+        starts_at=row["starts_at"],
+        ends_at=row["ends_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        tiers=tiers,
     )
 
 
-async def add_venue(conn: Conn, *, name: str, address: str, city: str, country: str, capacity: int) -> Venue:
+async def add_venue(
+    conn: Conn, *, name: str, address: str, city: str, country: str, capacity: int
+) -> Venue:
     row = await conn.fetchrow(q.INSERT_VENUE, new_id("ven"), name, address, city, country, capacity)
     assert row is not None
     return _venue(row)
@@ -48,7 +63,9 @@ async def get_venue_by_name(conn: Conn, name: str) -> Venue | None:
 async def _tiers_of(conn: Conn, event_ids: list[str]) -> dict[str, list[TicketTier]]:
     tiers: dict[str, list[TicketTier]] = {eid: [] for eid in event_ids}
     for row in await conn.fetch(q.SELECT_TIERS_FOR_EVENTS, event_ids):
-        tiers[row["event_id"]].append(TicketTier(row["tier"], row["price"], row["currency"], row["capacity"]))
+        tiers[row["event_id"]].append(
+            TicketTier(row["tier"], row["price"], row["currency"], row["capacity"])
+        )
     return tiers
 
 
@@ -58,11 +75,20 @@ async def _events(conn: Conn, rows: list[asyncpg.Record]) -> list[Event]:
 
 
 async def add_event(
-    conn: Conn, *, venue_id: str, name: str, description: str,
-    starts_at: datetime, ends_at: datetime, tiers: list[TicketTier], seats: list[Seat],
+    conn: Conn,
+    *,
+    venue_id: str,
+    name: str,
+    description: str,
+    starts_at: datetime,
+    ends_at: datetime,
+    tiers: list[TicketTier],
+    seats: list[Seat],
 ) -> tuple[str, datetime]:
     """Inserts the event, its tiers and its seats; the caller owns the transaction."""
-    row = await conn.fetchrow(q.INSERT_EVENT, new_id("evnt"), venue_id, name, description, starts_at, ends_at)
+    row = await conn.fetchrow(
+        q.INSERT_EVENT, new_id("evnt"), venue_id, name, description, starts_at, ends_at
+    )
     assert row is not None
     await replace_seat_map(conn, event_id=row["id"], tiers=tiers, seats=seats, clear=False)
     return row["id"], row["created_at"]
@@ -75,11 +101,13 @@ async def replace_seat_map(
         await conn.execute(q.DELETE_SEATS_OF_EVENT, event_id)
         await conn.execute(q.DELETE_TIERS_OF_EVENT, event_id)
     await conn.executemany(
-        q.INSERT_TIER, [(event_id, t.tier, i, t.price, t.currency, t.capacity) for i, t in enumerate(tiers)]
+        q.INSERT_TIER,
+        [(event_id, t.tier, i, t.price, t.currency, t.capacity) for i, t in enumerate(tiers)],
     )
     # COPY: a 20 000-seat event is one round trip instead of 20 000 inserts.
     await conn.copy_records_to_table(
-        "seats", columns=list(q.SEAT_COLUMNS),
+        "seats",
+        columns=list(q.SEAT_COLUMNS),
         records=[(event_id, s.id, s.row, s.number, s.tier, s.position) for s in seats],
     )
 
@@ -89,7 +117,13 @@ async def lock_event(conn: Conn, event_id: str) -> bool:
 
 
 async def update_event_fields(
-    conn: Conn, *, event_id: str, name: str, description: str, starts_at: datetime, ends_at: datetime
+    conn: Conn,
+    *,
+    event_id: str,
+    name: str,
+    description: str,
+    starts_at: datetime,
+    ends_at: datetime,
 ) -> None:
     await conn.execute(q.UPDATE_EVENT_FIELDS, event_id, name, description, starts_at, ends_at)
 
@@ -110,10 +144,18 @@ async def get_event(conn: Conn, event_id: str) -> Event | None:
 
 
 async def list_upcoming(
-    conn: Conn, *, now: datetime, venue_id: str | None, starts_from: datetime | None,
-    starts_before: datetime | None, limit: int, offset: int,
+    conn: Conn,
+    *,
+    now: datetime,
+    venue_id: str | None,
+    starts_from: datetime | None,
+    starts_before: datetime | None,
+    limit: int,
+    offset: int,
 ) -> tuple[list[Event], int]:
-    rows = await conn.fetch(q.SELECT_UPCOMING_EVENTS, now, venue_id, starts_from, starts_before, limit, offset)
+    rows = await conn.fetch(
+        q.SELECT_UPCOMING_EVENTS, now, venue_id, starts_from, starts_before, limit, offset
+    )
     total = await conn.fetchval(q.COUNT_UPCOMING_EVENTS, now, venue_id, starts_from, starts_before)
     return await _events(conn, list(rows)), int(total)
 
@@ -128,18 +170,26 @@ async def held_counts(conn: Conn, event_ids: list[str]) -> dict[str, dict[str, H
     if not event_ids:
         return result
     for row in await conn.fetch(q.SELECT_HELD_COUNTS_BY_TIER, event_ids):
-        result[row["event_id"]][row["tier"]] = HeldCounts(reserved=row["reserved"], locked=row["locked"])
+        result[row["event_id"]][row["tier"]] = HeldCounts(
+            reserved=row["reserved"], locked=row["locked"]
+        )
     return result
 
 
 async def held_seats(conn: Conn, event_id: str) -> dict[str, bool]:
     """seat -> True if sold, False if locked (seats not in the map are available)."""
-    return {row["seat_id"]: row["sold"] for row in await conn.fetch(q.SELECT_HELD_SEATS, [event_id])}
+    return {
+        row["seat_id"]: row["sold"] for row in await conn.fetch(q.SELECT_HELD_SEATS, [event_id])
+    }
 
 
 async def seats_of(conn: Conn, event_id: str) -> list[SeatWithPrice]:
     return [
-        SeatWithPrice(Seat(r["seat_id"], r["row_label"], r["number"], r["tier"], r["position"]), r["price"], r["currency"])
+        SeatWithPrice(
+            Seat(r["seat_id"], r["row_label"], r["number"], r["tier"], r["position"]),
+            r["price"],
+            r["currency"],
+        )
         for r in await conn.fetch(q.SELECT_SEATS_OF_EVENT, event_id)
     ]
 

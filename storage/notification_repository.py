@@ -38,12 +38,21 @@ class SentNotification:
 
 def _due(r: asyncpg.Record) -> DueNotification:
     return DueNotification(
-        id=r["id"], type=NotificationType(r["type"]), attempts=r["attempts"], booking_id=r["booking_id"],
+        id=r["id"],
+        type=NotificationType(r["type"]),
+        attempts=r["attempts"],
+        booking_id=r["booking_id"],
         request_id=r["request_id"] or "",
         summary=BookingSummary(
-            booking_id=r["booking_id"], user_name=r["user_name"], user_email=r["recipient"],
-            event_name=r["event_name"], event_starts_at=r["event_date"], venue_name=r["venue_name"],
-            seat_ids=tuple(r["seat_ids"]), amount=r["total_amount"], currency=r["currency"],
+            booking_id=r["booking_id"],
+            user_name=r["user_name"],
+            user_email=r["recipient"],
+            event_name=r["event_name"],
+            event_starts_at=r["event_date"],
+            venue_name=r["venue_name"],
+            seat_ids=tuple(r["seat_ids"]),
+            amount=r["total_amount"],
+            currency=r["currency"],
             failure_reason=r["failure_reason"],
         ),
     )
@@ -59,7 +68,9 @@ async def mark_sent(conn: Conn, notification_ids: Sequence[str]) -> None:
     await conn.execute(q.UPDATE_NOTIFICATIONS_SENT, list(notification_ids))
 
 
-async def schedule_retry(conn: Conn, *, notification_id: str, error: str, delay_seconds: float) -> None:
+async def schedule_retry(
+    conn: Conn, *, notification_id: str, error: str, delay_seconds: float
+) -> None:
     """One more attempt counted, the next one `delay_seconds` from now."""
     await conn.execute(q.UPDATE_NOTIFICATION_RETRY, notification_id, error[:500], delay_seconds)
 
@@ -73,8 +84,13 @@ async def list_recent_sent(conn: Conn, user_id: str) -> list[SentNotification]:
     """The user's last 20 sent notifications, newest first."""
     return [
         SentNotification(
-            id=r["id"], type=NotificationType(r["type"]), subject=r["subject"], booking_id=r["booking_id"],
-            status=r["status"], sent_at=r["sent_at"], created_at=r["created_at"],
+            id=r["id"],
+            type=NotificationType(r["type"]),
+            subject=r["subject"],
+            booking_id=r["booking_id"],
+            status=r["status"],
+            sent_at=r["sent_at"],
+            created_at=r["created_at"],
         )
         for r in await conn.fetch(q.SELECT_RECENT_NOTIFICATIONS, user_id)
     ]

@@ -18,10 +18,20 @@ from storage.pool import Conn
 
 def _payment(r: asyncpg.Record) -> Payment:
     return Payment(
-        id=r["id"], booking_id=r["booking_id"], user_id=r["user_id"], amount=r["amount"], currency=r["currency"],
-        status=PaymentStatus(r["status"]), provider=r["provider"], provider_transaction_id=r["provider_transaction_id"],
-        decline_code=r["decline_code"], refund_id=r["refund_id"], idempotency_key=r["idempotency_key"],
-        created_at=r["created_at"], processed_at=r["processed_at"], refunded_at=r["refunded_at"],
+        id=r["id"],
+        booking_id=r["booking_id"],
+        user_id=r["user_id"],
+        amount=r["amount"],
+        currency=r["currency"],
+        status=PaymentStatus(r["status"]),
+        provider=r["provider"],
+        provider_transaction_id=r["provider_transaction_id"],
+        decline_code=r["decline_code"],
+        refund_id=r["refund_id"],
+        idempotency_key=r["idempotency_key"],
+        created_at=r["created_at"],
+        processed_at=r["processed_at"],
+        refunded_at=r["refunded_at"],
     )
 
 
@@ -29,14 +39,24 @@ async def start(conn: Conn, orders: Sequence[ChargeCard], *, provider: str) -> d
     """The payment of each charge by its idempotency key: a new PROCESSING row, or the one
     already recorded."""
     rows = await conn.fetch(
-        q.INSERT_PAYMENTS, [new_id("pay") for _ in orders], [o.booking_id for o in orders],
-        [o.user_id for o in orders], [o.amount for o in orders], [o.currency for o in orders],
-        provider, [o.idempotency_key for o in orders],
+        q.INSERT_PAYMENTS,
+        [new_id("pay") for _ in orders],
+        [o.booking_id for o in orders],
+        [o.user_id for o in orders],
+        [o.amount for o in orders],
+        [o.currency for o in orders],
+        provider,
+        [o.idempotency_key for o in orders],
     )
     payments = {r["idempotency_key"]: _payment(r) for r in rows}
     missing = [o.idempotency_key for o in orders if o.idempotency_key not in payments]
     if missing:
-        payments.update({r["idempotency_key"]: _payment(r) for r in await conn.fetch(q.SELECT_PAYMENTS_BY_KEYS, missing)})
+        payments.update(
+            {
+                r["idempotency_key"]: _payment(r)
+                for r in await conn.fetch(q.SELECT_PAYMENTS_BY_KEYS, missing)
+            }
+        )
     return payments
 
 
@@ -44,9 +64,14 @@ async def record_outcomes(conn: Conn, outcomes: Sequence[tuple[str, ChargeOutcom
     """SUCCESS or FAILED for (payment id, processor's answer) pairs still PROCESSING; a settled
     payment is left as it is."""
     await conn.execute(
-        q.UPDATE_PAYMENT_OUTCOMES, [payment_id for payment_id, _ in outcomes],
-        [(PaymentStatus.SUCCESS if o.succeeded else PaymentStatus.FAILED).value for _, o in outcomes],
-        [o.provider_transaction_id for _, o in outcomes], [o.decline_code for _, o in outcomes],
+        q.UPDATE_PAYMENT_OUTCOMES,
+        [payment_id for payment_id, _ in outcomes],
+        [
+            (PaymentStatus.SUCCESS if o.succeeded else PaymentStatus.FAILED).value
+            for _, o in outcomes
+        ],
+        [o.provider_transaction_id for _, o in outcomes],
+        [o.decline_code for _, o in outcomes],
     )
 
 

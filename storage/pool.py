@@ -53,7 +53,9 @@ async def _keep_session(_conn: Any) -> None:
     connections), so the pool's reset query, a round trip on every release, is skipped."""
 
 
-async def _open_pool(settings: Settings, *, min_size: int | None = None, max_size: int | None = None) -> asyncpg.Pool:
+async def _open_pool(
+    settings: Settings, *, min_size: int | None = None, max_size: int | None = None
+) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         require_database_url(settings),
         min_size=settings.db_pool_min if min_size is None else min_size,
@@ -85,7 +87,9 @@ class LazyPool:
     Sizes default to the settings' `db_pool_min`/`db_pool_max` (the gateway's).
     """
 
-    def __init__(self, settings: Settings, *, min_size: int | None = None, max_size: int | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, min_size: int | None = None, max_size: int | None = None
+    ) -> None:
         self._settings = settings
         self._min_size = min_size
         self._max_size = max_size
@@ -96,7 +100,9 @@ class LazyPool:
         if self._pool is None:
             async with self._lock:
                 if self._pool is None:
-                    self._pool = await _open_pool(self._settings, min_size=self._min_size, max_size=self._max_size)
+                    self._pool = await _open_pool(
+                        self._settings, min_size=self._min_size, max_size=self._max_size
+                    )
         return self._pool
 
     async def close(self) -> None:

@@ -144,7 +144,9 @@ b.id, b.user_id, b.event_id, b.seat_ids, b.status, b.saga_step, b.saga_slot, b.f
 b.total_amount, b.currency, b.payment_token, b.payment_id, b.lock_expires_at, b.created_at,
 b.updated_at, b.confirmed_at, b.failed_at, b.cancelled_at, b.seat_request, b.failure_message,
 e.name AS event_name, e.starts_at AS event_date, v.name AS venue_name"""
-_BOOKING_FROM = "FROM bookings b JOIN events e ON e.id = b.event_id JOIN venues v ON v.id = e.venue_id"
+_BOOKING_FROM = (
+    "FROM bookings b JOIN events e ON e.id = b.event_id JOIN venues v ON v.id = e.venue_id"
+)
 # A new booking in one round trip: priced on the server from its seats' tiers ($3 event, $4 seats),
 # inserted only when every seat is a seat of the event and the event has not started (its sale
 # is over once it starts: checked here, not in a statement of its own), and announced with what
@@ -255,13 +257,17 @@ WHERE b.id = u.id AND (b.status = 'PENDING') IS TRUE RETURNING b.id"""
 # statement commits (never for a write that rolled back): the Gateway replicas wake their
 # `Prefer: wait` requests from it. One small NOTIFY per booking (a batch's ids joined could pass
 # the 8000-byte payload cap).
-_NOTIFY_DONE = """, note AS (
+_NOTIFY_DONE = (
+    """, note AS (
     INSERT INTO notifications (id, user_id, booking_id, type, subject, recipient, status)
     SELECT d.notification_id, d.user_id, d.id, '{kind}', $3, u.email, 'PENDING'
     FROM done d JOIN users u ON u.id = d.user_id
     ON CONFLICT (booking_id, type) DO NOTHING RETURNING 1
 )
-SELECT id, pg_notify('""" + _FINAL_CHANNEL + """', id) FROM done"""
+SELECT id, pg_notify('"""
+    + _FINAL_CHANNEL
+    + """', id) FROM done"""
+)
 CONFIRM_BOOKINGS = f"""
 WITH done AS (
     UPDATE bookings b SET status = 'CONFIRMED', saga_step = 'CONFIRMED', lock_expires_at = NULL,
@@ -349,7 +355,9 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::integer[], $5::text[], $7::t
      AS u(id, booking_id, user_id, amount, currency, idempotency_key)
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING {_PAYMENT_COLUMNS}"""
-SELECT_PAYMENTS_BY_KEYS = f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE idempotency_key = ANY($1::text[])"
+SELECT_PAYMENTS_BY_KEYS = (
+    f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE idempotency_key = ANY($1::text[])"
+)
 SELECT_PAYMENT_BY_KEY = f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE idempotency_key = $1"
 SELECT_PAYMENT_BY_ID = f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE id = $1"
 SELECT_PAYMENT_OF_BOOKING = f"""

@@ -19,10 +19,18 @@ class LoginRecord:
 
 
 def _user(row: asyncpg.Record) -> User:
-    return User(id=row["id"], name=row["name"], email=row["email"], role=Role(row["role"]), created_at=row["created_at"])
+    return User(
+        id=row["id"],
+        name=row["name"],
+        email=row["email"],
+        role=Role(row["role"]),
+        created_at=row["created_at"],
+    )
 
 
-async def add(conn: Conn, *, name: str, email: str, password_hash: str, role: Role = Role.USER) -> User | None:
+async def add(
+    conn: Conn, *, name: str, email: str, password_hash: str, role: Role = Role.USER
+) -> User | None:
     """The new user, or None when the email is taken."""
     row = await conn.fetchrow(q.INSERT_USER, new_id("usr"), name, email, password_hash, role.value)
     return _user(row) if row else None

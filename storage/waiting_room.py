@@ -269,7 +269,12 @@ class WaitingRoom:
         return [keys[kind] for kind in KEY_KINDS]
 
     async def join(
-        self, *, event_id: str, user_id: str, now: float | None = None, opens_at: float | None = None,
+        self,
+        *,
+        event_id: str,
+        user_id: str,
+        now: float | None = None,
+        opens_at: float | None = None,
     ) -> QueueTicket:
         """Puts the user in line, once: joining again returns the same ticket (and place).
 
@@ -290,7 +295,12 @@ class WaitingRoom:
         raw = await self._join(
             keys=[k["meta"], k["users"], k["tickets"], k["joined"], k["queue"], k["admitted"]],
             args=[
-                user_id, ticket, str(draw), repr(joined_at), self._ttl, str(LATE_BASE),
+                user_id,
+                ticket,
+                str(draw),
+                repr(joined_at),
+                self._ttl,
+                str(LATE_BASE),
                 "" if opens_at is None else repr(opens_at),
             ],
         )
@@ -298,8 +308,11 @@ class WaitingRoom:
         if outcome == "closed":
             raise QueueClosed(f"the waiting room of {event_id} is closed")
         return QueueTicket(
-            ticket=got, event_id=event_id, user_id=user_id,
-            joined_at=float(joined) if joined else joined_at, new=outcome == "new",
+            ticket=got,
+            event_id=event_id,
+            user_id=user_id,
+            joined_at=float(joined) if joined else joined_at,
+            new=outcome == "new",
         )
 
     async def place(self, ticket: str) -> Place | None:
@@ -327,9 +340,16 @@ class WaitingRoom:
             status = PlaceStatus.QUEUED
         queued = status is PlaceStatus.QUEUED and rank >= 0
         return Place(
-            ticket=ticket, event_id=event_id, user_id=_text(user), status=status, queue_state=state,
-            position=rank + 1 if queued else None, ahead=rank if queued else None,
-            waiting=int(waiting_raw), joined_at=_seconds(joined_text), admitted_at=admitted_at,
+            ticket=ticket,
+            event_id=event_id,
+            user_id=_text(user),
+            status=status,
+            queue_state=state,
+            position=rank + 1 if queued else None,
+            ahead=rank if queued else None,
+            waiting=int(waiting_raw),
+            joined_at=_seconds(joined_text),
+            admitted_at=admitted_at,
         )
 
     async def open(self, *, event_id: str, now: float | None = None) -> float | None:
@@ -339,9 +359,10 @@ class WaitingRoom:
             When it opened (the first call's time), or None when it is closed.
         """
         at = time.time() if now is None else now
-        state, opened_at = (_text(v) for v in await self._open(
-            keys=self._all_keys(event_id), args=[repr(at), self._ttl]
-        ))
+        state, opened_at = (
+            _text(v)
+            for v in await self._open(keys=self._all_keys(event_id), args=[repr(at), self._ttl])
+        )
         return float(opened_at) if opened_at and state != "closed" else None
 
     async def close(self, *, event_id: str, now: float | None = None) -> bool:
@@ -350,7 +371,12 @@ class WaitingRoom:
         return bool(await self._close(keys=self._all_keys(event_id), args=[repr(at), self._ttl]))
 
     async def admit_next(
-        self, *, event_id: str, n: int, now: float | None = None, expect_admitted: int | None = None,
+        self,
+        *,
+        event_id: str,
+        n: int,
+        now: float | None = None,
+        expect_admitted: int | None = None,
     ) -> list[Admitted]:
         """Admits the next `n` in line (at most; fewer when fewer wait), in queue order.
 
@@ -375,7 +401,12 @@ class WaitingRoom:
             raise AdmitConflict(event_id)
         rest = raw[1:]
         return [
-            Admitted(ticket=_text(rest[i]), user_id=_text(rest[i + 1]), admitted_at=at, joined_at=_seconds(rest[i + 2]))
+            Admitted(
+                ticket=_text(rest[i]),
+                user_id=_text(rest[i + 1]),
+                admitted_at=at,
+                joined_at=_seconds(rest[i + 2]),
+            )
             for i in range(0, len(rest), 3)
         ]
 
@@ -387,8 +418,12 @@ class WaitingRoom:
             args=[repr(at - PACING_WINDOW_SECONDS), repr(at - self._window)],
         )
         return PacingState(
-            state=QueueState(_text(state)), opened_at=_seconds(opened_at), admitted=int(admitted),
-            admitted_last_minute=int(last_minute), holding=int(holding), waiting=int(waiting),
+            state=QueueState(_text(state)),
+            opened_at=_seconds(opened_at),
+            admitted=int(admitted),
+            admitted_last_minute=int(last_minute),
+            holding=int(holding),
+            waiting=int(waiting),
         )
 
     async def admit_paced(
@@ -410,12 +445,20 @@ class WaitingRoom:
             st = await self.pacing_state(event_id=event_id, now=at)
             if st.state is not QueueState.OPEN or st.opened_at is None:
                 return []
-            n = min(max_batch, pacer.allowance(
-                elapsed_seconds=at - st.opened_at, admitted=st.admitted,
-                admitted_last_minute=st.admitted_last_minute, seats_left=seats_left, holding=st.holding,
-            ))
+            n = min(
+                max_batch,
+                pacer.allowance(
+                    elapsed_seconds=at - st.opened_at,
+                    admitted=st.admitted,
+                    admitted_last_minute=st.admitted_last_minute,
+                    seats_left=seats_left,
+                    holding=st.holding,
+                ),
+            )
             try:
-                return await self.admit_next(event_id=event_id, n=n, now=at, expect_admitted=st.admitted)
+                return await self.admit_next(
+                    event_id=event_id, n=n, now=at, expect_admitted=st.admitted
+                )
             except AdmitConflict:
                 continue
         return []  # others are admitting right now; the next tick tries again

@@ -303,7 +303,11 @@ def start_embedded_postgres(
             tail = log_tail(log_path, offset)
             # A postmaster still in crash recovery when pg_ctl gave up must not linger.
             _pg_ctl_stop(data_dir, bin_dir, account, log, cwd, 10.0)
-            if fixed_port is None and attempt < PORT_ATTEMPTS and any(err in tail for err in BIND_ERRORS):
+            if (
+                fixed_port is None
+                and attempt < PORT_ATTEMPTS
+                and any(err in tail for err in BIND_ERRORS)
+            ):
                 logger.info("port %s was taken before Postgres could bind it; retrying", port)
                 continue
             raise RuntimeError(

@@ -99,7 +99,11 @@ def _server_account(data_dir: Path, state_dir: Path) -> Account | None:
         raise RuntimeError(
             f"the embedded Postgres data directory {data_dir} is owned by uid {st.st_uid} "
             f"({_user_name(st.st_uid)}), not by {_UNPRIVILEGED_USER} (uid {pw.pw_uid})"
-            + (f" nor by the state directory's owner (uid {state_owner})" if state_owner != 0 else "")
+            + (
+                f" nor by the state directory's owner (uid {state_owner})"
+                if state_owner != 0
+                else ""
+            )
             + ": as root, TicketFlow runs Postgres only as an expected unprivileged user. If this "
             f"cluster is yours, `chown -R {_UNPRIVILEGED_USER}: {data_dir}`; otherwise remove it, "
             "choose another TICKETFLOW_STATE_DIR, or set DATABASE_URL."

@@ -98,7 +98,9 @@ class EmbeddedRedis:
             self._pid_file.unlink(missing_ok=True)
 
 
-def start_embedded_redis(state_dir: Path, *, timeout: float = 10.0, port: int | None = None) -> EmbeddedRedis:
+def start_embedded_redis(
+    state_dir: Path, *, timeout: float = 10.0, port: int | None = None
+) -> EmbeddedRedis:
     """Start a non-persistent Redis on 127.0.0.1 (on ``port``, or a free one) as a child process."""
     fixed_port = port
     deadline = time.monotonic() + timeout
@@ -142,7 +144,11 @@ def start_embedded_redis(state_dir: Path, *, timeout: float = 10.0, port: int | 
             return server
         server.stop()
         tail = log_tail(log_path, offset)
-        if fixed_port is None and attempt < PORT_ATTEMPTS and any(err in tail for err in BIND_ERRORS):
+        if (
+            fixed_port is None
+            and attempt < PORT_ATTEMPTS
+            and any(err in tail for err in BIND_ERRORS)
+        ):
             logger.info("port %s was taken before Redis could bind it; retrying", port)
             continue
         reason = "exited" if ready else "did not answer PING in time"

@@ -104,8 +104,12 @@ class StateDirLock:
 
     def publish(self, *, database_url: str | None, redis_url: str | None) -> None:
         """Tell the other commands where this owner's embedded services listen."""
-        record = {"pid": self.owner.pid, "start_time": self.owner.start_time,
-                  "database_url": database_url, "redis_url": redis_url}
+        record = {
+            "pid": self.owner.pid,
+            "start_time": self.owner.start_time,
+            "database_url": database_url,
+            "redis_url": redis_url,
+        }
         path = self.state_dir / SERVICES_NAME
         tmp = path.with_name(f".{SERVICES_NAME}.{os.getpid()}.tmp")
         tmp.unlink(missing_ok=True)
@@ -121,7 +125,9 @@ class StateDirLock:
             return
         published = published_services(self.state_dir, require_live_owner=False)
         if published is not None and (published.owner.pid, published.owner.start_time) == (
-                self.owner.pid, self.owner.start_time):
+            self.owner.pid,
+            self.owner.start_time,
+        ):
             (self.state_dir / SERVICES_NAME).unlink(missing_ok=True)
         fd, self._fd = self._fd, None
         fcntl.flock(fd, fcntl.LOCK_UN)
@@ -139,7 +145,9 @@ def try_acquire(state_dir: Path, command: str) -> StateDirLock:
     except BlockingIOError:
         os.close(fd)
         owner = read_owner(state_dir)
-        raise StateDirBusy(state_dir, owner if owner is not None and owner.alive() else None) from None
+        raise StateDirBusy(
+            state_dir, owner if owner is not None and owner.alive() else None
+        ) from None
     previous = read_owner(state_dir)
     me = Owner(os.getpid(), _start_time(os.getpid()) or "", command)
     if previous is not None and previous.pid != me.pid and previous.alive():
@@ -149,13 +157,17 @@ def try_acquire(state_dir: Path, command: str) -> StateDirLock:
         os.close(fd)
         raise StateDirBusy(state_dir, previous)
     os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps({"pid": me.pid, "start_time": me.start_time, "command": command}).encode(), 0)
+    os.pwrite(
+        fd, json.dumps({"pid": me.pid, "start_time": me.start_time, "command": command}).encode(), 0
+    )
     # A dead owner's published URLs point at servers that are about to be cleaned up.
     (state_dir / SERVICES_NAME).unlink(missing_ok=True)
     return StateDirLock(state_dir, fd, me)
 
 
-def published_services(state_dir: Path, *, require_live_owner: bool = True) -> PublishedServices | None:
+def published_services(
+    state_dir: Path, *, require_live_owner: bool = True
+) -> PublishedServices | None:
     """The running owner's embedded service URLs, or None when no live owner published any."""
     try:
         record = json.loads((state_dir / SERVICES_NAME).read_text())
@@ -172,7 +184,9 @@ def published_services(state_dir: Path, *, require_live_owner: bool = True) -> P
     return published
 
 
-def acquire_or_join(state_dir: Path, command: str, *, wait: float) -> StateDirLock | PublishedServices:
+def acquire_or_join(
+    state_dir: Path, command: str, *, wait: float
+) -> StateDirLock | PublishedServices:
     """For a short command: own the directory, or use the services of the server that owns it.
 
     Another short command, or a server still starting, is waited for up to ``wait`` seconds;

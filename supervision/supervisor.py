@@ -109,7 +109,9 @@ class EmbeddedServices:
         while deaths and now - deaths[0] > DEATH_WINDOW:
             deaths.popleft()
         if len(deaths) > MAX_DEATHS:
-            raise ServiceLost(f"embedded {name} died {len(deaths)} times in {DEATH_WINDOW:.0f} s; giving up")
+            raise ServiceLost(
+                f"embedded {name} died {len(deaths)} times in {DEATH_WINDOW:.0f} s; giving up"
+            )
         logger.error("embedded %s on port %d died; restarting it on the same port", name, port)
         failure: BaseException | None = None
         for attempt in range(1, RESTART_ATTEMPTS + 1):
@@ -123,7 +125,9 @@ class EmbeddedServices:
             logger.warning("embedded %s restarted on port %d", name, port)
             return server
         assert failure is not None
-        raise ServiceLost(f"embedded {name} died and could not be restarted on port {port}: {first_line(failure)}")
+        raise ServiceLost(
+            f"embedded {name} died and could not be restarted on port {port}: {first_line(failure)}"
+        )
 
     def stop(self) -> None:
         """Stop in the reverse order of start. Idempotent."""

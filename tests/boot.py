@@ -65,7 +65,9 @@ def redis_url(state_dir: Path, started: dict[str, Any]) -> Iterator[str]:
         started["redis"].stop()
 
 
-def app_env(*, database_url: str, redis_url: str, state_dir: Path, **overrides: str) -> dict[str, str]:
+def app_env(
+    *, database_url: str, redis_url: str, state_dir: Path, **overrides: str
+) -> dict[str, str]:
     """The settings both sessions share (their own come as overrides), set in this process."""
     from supervision.ports import free_port
 
@@ -103,7 +105,9 @@ def app_env(*, database_url: str, redis_url: str, state_dir: Path, **overrides: 
 
 
 @contextmanager
-def serve_app_on_ray(start_ray: Callable[[], None], *, app: Any = None, **serve_options: Any) -> Iterator[str]:
+def serve_app_on_ray(
+    start_ray: Callable[[], None], *, app: Any = None, **serve_options: Any
+) -> Iterator[str]:
     """Migrates, calls `start_ray`, runs the app (default: `serve_app.app`) on Serve with the
     service actors, waits for /health, yields the app's URL; shuts Ray down at the end."""
     import ray
@@ -124,9 +128,13 @@ def serve_app_on_ray(start_ray: Callable[[], None], *, app: Any = None, **serve_
         start_service_actors()
         url = f"http://127.0.0.1:{settings.port}"
         # The route table reaches the proxy a moment after serve.run returns.
-        wait_until_sync(lambda: httpx.get(f"{url}/health", timeout=5).status_code, until=lambda status: status == 200,
-                        timeout=60, what=f"the Serve app to answer {url}/health with 200",
-                        ignoring=(httpx.TransportError,))
+        wait_until_sync(
+            lambda: httpx.get(f"{url}/health", timeout=5).status_code,
+            until=lambda status: status == 200,
+            timeout=60,
+            what=f"the Serve app to answer {url}/health with 200",
+            ignoring=(httpx.TransportError,),
+        )
         yield url
     finally:
         ray.shutdown()

@@ -26,8 +26,6 @@ from tests.helpers import ADMIN, CORS_ORIGIN, login, new_user
 STRIPE_LATENCY_SECONDS = 0.3
 
 
-
-
 @pytest.fixture(scope="session")
 def state_dir() -> Path:
     return boot.make_state_dir("tf-test-")
@@ -70,9 +68,13 @@ def stripe_api() -> Iterator[FakeStripe]:
 
 
 @pytest.fixture(scope="session")
-def app_env(database_url: str, redis_url: str, smtp_sink: SmtpSink, stripe_api: FakeStripe, state_dir: Path) -> dict[str, str]:
+def app_env(
+    database_url: str, redis_url: str, smtp_sink: SmtpSink, stripe_api: FakeStripe, state_dir: Path
+) -> dict[str, str]:
     return boot.app_env(
-        database_url=database_url, redis_url=redis_url, state_dir=state_dir,
+        database_url=database_url,
+        redis_url=redis_url,
+        state_dir=state_dir,
         SMTP_URL=smtp_sink.url,
         STRIPE_API_KEY=stripe_api.api_key,
         STRIPE_API_BASE=stripe_api.url,
@@ -108,8 +110,13 @@ def server(app_env: dict[str, str]) -> Iterator[str]:  # noqa: ARG001 - app_env 
         env_vars = ray_env.runtime_env_vars()
         assert not set(env_vars) & secret_env_names(), "a secret would travel in Ray's runtime_env"
         ray.init(
-            address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-            namespace=names.NAMESPACE, runtime_env={"env_vars": env_vars},
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level="ERROR",
+            namespace=names.NAMESPACE,
+            runtime_env={"env_vars": env_vars},
             logging_config=ray.LoggingConfig(encoding="JSON", log_level="INFO"),
         )
 

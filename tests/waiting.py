@@ -24,14 +24,22 @@ class WaitedTooLong(AssertionError):
     """What was awaited did not happen in time; `last` is the probe's last value (or exception)."""
 
     def __init__(self, what: str, timeout: float, last: Any, explain: str = "") -> None:
-        super().__init__(f"waited {timeout:g} s for {what}; last seen: {last!r}" + (f"\n{explain}" if explain else ""))
+        super().__init__(
+            f"waited {timeout:g} s for {what}; last seen: {last!r}"
+            + (f"\n{explain}" if explain else "")
+        )
         self.what = what
         self.last = last
 
 
 async def wait_until(
-    probe: Callable[[], Awaitable[T]] | Callable[[], T], *, until: Callable[[T], object] = bool,
-    timeout: float, interval: float = 0.2, what: str, ignoring: tuple[type[BaseException], ...] = (),
+    probe: Callable[[], Awaitable[T]] | Callable[[], T],
+    *,
+    until: Callable[[T], object] = bool,
+    timeout: float,
+    interval: float = 0.2,
+    what: str,
+    ignoring: tuple[type[BaseException], ...] = (),
     explain: Callable[[], str] | None = None,
 ) -> T:
     """Calls `probe` (sync or async) every `interval` seconds until `until(value)` holds.
@@ -70,8 +78,14 @@ async def wait_until(
 
 
 def wait_until_sync(
-    probe: Callable[[], T], *, until: Callable[[T], object] = bool, timeout: float, interval: float = 0.2,
-    what: str, ignoring: tuple[type[BaseException], ...] = (), explain: Callable[[], str] | None = None,
+    probe: Callable[[], T],
+    *,
+    until: Callable[[T], object] = bool,
+    timeout: float,
+    interval: float = 0.2,
+    what: str,
+    ignoring: tuple[type[BaseException], ...] = (),
+    explain: Callable[[], str] | None = None,
 ) -> T:
     """`wait_until` for code outside an event loop (subprocesses, blocking clients)."""
     deadline = time.monotonic() + timeout

@@ -56,7 +56,9 @@ def discover(root: Path, excluded: frozenset[str] = EXCLUDED) -> dict[str, Path]
         for path in sorted(top.rglob("*.py")):
             parts = path.relative_to(root).with_suffix("").parts
             # Only modules reachable through packages (a directory without __init__.py is not one).
-            if not all((root.joinpath(*parts[:i]) / "__init__.py").is_file() for i in range(1, len(parts))):
+            if not all(
+                (root.joinpath(*parts[:i]) / "__init__.py").is_file() for i in range(1, len(parts))
+            ):
                 continue
             if parts[-1] == "__init__":
                 parts = parts[:-1]
@@ -189,7 +191,9 @@ def check(root: Path, excluded: frozenset[str] = EXCLUDED) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("root", nargs="?", type=Path, default=Path(__file__).resolve().parent.parent)
+    parser.add_argument(
+        "root", nargs="?", type=Path, default=Path(__file__).resolve().parent.parent
+    )
     args = parser.parse_args(argv)
     problems = check(args.root.resolve())
     for problem in problems:

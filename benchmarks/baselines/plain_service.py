@@ -171,7 +171,9 @@ FROM payments WHERE booking_id = $1 ORDER BY processed_at DESC LIMIT 1
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -187,7 +189,9 @@ def _z(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _envelope(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def _envelope(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
     body = {"error": {"code": code, "message": message, "requestId": _id("req")}}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -260,13 +264,19 @@ class PlainService:
             await admin.execute(f'SET search_path TO "{self.schema}"')
             await admin.execute(SCHEMA_DDL)
             await admin.execute(
-                INSERT_USER, _id("usr"), self.args.admin_email.lower(), "Administrator",
-                _sha(self.args.admin_password), "ADMIN",
+                INSERT_USER,
+                _id("usr"),
+                self.args.admin_email.lower(),
+                "Administrator",
+                _sha(self.args.admin_password),
+                "ADMIN",
             )
         finally:
             await admin.close()
         self.pool = await asyncpg.create_pool(
-            self.args.database_url, min_size=2, max_size=self.args.pool_size,
+            self.args.database_url,
+            min_size=2,
+            max_size=self.args.pool_size,
             server_settings={"search_path": self.schema},
             # asyncpg's default runs a reset query (RESET ALL, UNLISTEN, ...) on every release: a
             # round trip per request (~11 % of this service's CPU). Nothing here leaves session
@@ -304,8 +314,14 @@ class PlainService:
     def issue(self, user: dict[str, Any]) -> tuple[str, datetime]:
         now = int(time.time())
         exp = now + 24 * 3600
-        payload = {"sub": user["id"], "name": user["name"], "email": user["email"], "role": user["role"],
-                   "iat": now, "exp": exp}
+        payload = {
+            "sub": user["id"],
+            "name": user["name"],
+            "email": user["email"],
+            "role": user["role"],
+            "iat": now,
+            "exp": exp,
+        }
         return jwt.encode(payload, self.secret, algorithm="HS256"), datetime.fromtimestamp(exp, UTC)
 
     def principal(self, request: Request) -> dict[str, Any]:
@@ -332,9 +348,13 @@ class PlainService:
 
     async def lock(self, event_id: str, seat_ids: list[str], booking_id: str) -> bool:
         if self.redis_locks is not None:
-            return await self.redis_locks.lock(event_id, seat_ids, booking_id, int(self.args.lock_ttl * 1000))
+            return await self.redis_locks.lock(
+                event_id, seat_ids, booking_id, int(self.args.lock_ttl * 1000)
+            )
         assert self.pg_locks is not None
-        return await self.pg_locks.lock_skip_locked(event_id, seat_ids, booking_id, self.args.lock_ttl)
+        return await self.pg_locks.lock_skip_locked(
+            event_id, seat_ids, booking_id, self.args.lock_ttl
+        )
 
     async def release(self, event_id: str, seat_ids: list[str], booking_id: str) -> None:
         if self.redis_locks is not None:
@@ -343,11 +363,27 @@ class PlainService:
             assert self.pg_locks is not None
             await self.pg_locks.release(event_id, seat_ids, booking_id)
 
-    async def run_booking(self, *, booking_id: str, user_id: str, event_id: str, seat_ids: list[str],
-                          amount: int, currency: str, token: str) -> None:
+    async def run_booking(
+        self,
+        *,
+        booking_id: str,
+        user_id: str,
+        event_id: str,
+        seat_ids: list[str],
+        amount: int,
+        currency: str,
+        token: str,
+    ) -> None:
         try:
-            await self._run_booking(booking_id=booking_id, user_id=user_id, event_id=event_id, seat_ids=seat_ids,
-                                    amount=amount, currency=currency, token=token)
+            await self._run_booking(
+                booking_id=booking_id,
+                user_id=user_id,
+                event_id=event_id,
+                seat_ids=seat_ids,
+                amount=amount,
+                currency=currency,
+                token=token,
+            )
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -356,8 +392,17 @@ class PlainService:
                 async with self.db().acquire() as conn:
                     await conn.execute(FAIL_BOOKING, booking_id, "INTERNAL_ERROR")
 
-    async def _run_booking(self, *, booking_id: str, user_id: str, event_id: str, seat_ids: list[str],
-                           amount: int, currency: str, token: str) -> None:
+    async def _run_booking(
+        self,
+        *,
+        booking_id: str,
+        user_id: str,
+        event_id: str,
+        seat_ids: list[str],
+        amount: int,
+        currency: str,
+        token: str,
+    ) -> None:
         pool = self.db()
         if not await self.lock(event_id, seat_ids, booking_id):
             async with pool.acquire() as conn:
@@ -375,14 +420,25 @@ class PlainService:
         transaction = "ch_" + secrets.token_hex(12)
         try:
             async with pool.acquire() as conn:
-                await conn.execute(CONFIRM_BOOKING, booking_id, event_id, seat_ids, payment_id, user_id, amount,
-                                   currency, transaction)
+                await conn.execute(
+                    CONFIRM_BOOKING,
+                    booking_id,
+                    event_id,
+                    seat_ids,
+                    payment_id,
+                    user_id,
+                    amount,
+                    currency,
+                    transaction,
+                )
         except asyncpg.UniqueViolationError:
             # Someone else's sale holds a seat (our lock lapsed): refund and fail.
             if self.args.payment_latency_ms:
                 await asyncio.sleep(self.args.payment_latency_ms / 1000)
             async with pool.acquire() as conn:
-                await conn.execute(REFUNDED_FAIL, booking_id, payment_id, user_id, amount, currency, transaction)
+                await conn.execute(
+                    REFUNDED_FAIL, booking_id, payment_id, user_id, amount, currency, transaction
+                )
             await self.release(event_id, seat_ids, booking_id)
             return
         if self.redis_locks is not None:
@@ -399,9 +455,16 @@ def _sha(password: str) -> str:
 
 def _booking_item(row: asyncpg.Record) -> dict[str, Any]:
     return {
-        "id": row["id"], "eventId": row["event_id"], "eventName": row["event_name"], "eventDate": _z(row["starts_at"]),
-        "seatIds": list(row["seat_ids"]), "status": row["status"], "totalAmount": row["total_amount"],
-        "currency": row["currency"], "createdAt": _z(row["created_at"]), "confirmedAt": _z(row["confirmed_at"]),
+        "id": row["id"],
+        "eventId": row["event_id"],
+        "eventName": row["event_name"],
+        "eventDate": _z(row["starts_at"]),
+        "seatIds": list(row["seat_ids"]),
+        "status": row["status"],
+        "totalAmount": row["total_amount"],
+        "currency": row["currency"],
+        "createdAt": _z(row["created_at"]),
+        "confirmedAt": _z(row["confirmed_at"]),
         "failureReason": row["failure_reason"],
     }
 
@@ -415,7 +478,9 @@ def create_app(service: PlainService) -> FastAPI:
         finally:
             await service.stop()
 
-    app = FastAPI(title="plain booking service (baseline)", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="plain booking service (baseline)", lifespan=lifespan, docs_url=None, redoc_url=None
+    )
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -438,18 +503,34 @@ def create_app(service: PlainService) -> FastAPI:
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        return JSONResponse({"status": "ok", "version": "baseline", "uptime": int(time.monotonic() - service.started_at)})
+        return JSONResponse(
+            {
+                "status": "ok",
+                "version": "baseline",
+                "uptime": int(time.monotonic() - service.started_at),
+            }
+        )
 
     @app.post("/api/users/register")
     async def register(body: RegisterBody) -> JSONResponse:
         user_id = _id("usr")
         email = body.email.strip().lower()
         async with service.db().acquire() as conn:
-            created = await conn.fetchval(INSERT_USER, user_id, email, body.name, _sha(body.password), "USER")
+            created = await conn.fetchval(
+                INSERT_USER, user_id, email, body.name, _sha(body.password), "USER"
+            )
         if created is None:
             raise ApiError(409, "EMAIL_ALREADY_EXISTS", f"Email {email} is already registered")
-        return JSONResponse({"id": user_id, "name": body.name, "email": email, "role": "USER", "createdAt": _z(created)},
-                            status_code=201)
+        return JSONResponse(
+            {
+                "id": user_id,
+                "name": body.name,
+                "email": email,
+                "role": "USER",
+                "createdAt": _z(created),
+            },
+            status_code=201,
+        )
 
     @app.post("/api/users/login")
     async def login(body: LoginBody) -> JSONResponse:
@@ -466,9 +547,25 @@ def create_app(service: PlainService) -> FastAPI:
         service.admin(request)
         venue_id = _id("ven")
         async with service.db().acquire() as conn:
-            await conn.execute(INSERT_VENUE, venue_id, body.name, body.address, body.city, body.country, body.capacity)
-        return JSONResponse({"id": venue_id, "name": body.name, "city": body.city, "country": body.country,
-                             "capacity": body.capacity}, status_code=201)
+            await conn.execute(
+                INSERT_VENUE,
+                venue_id,
+                body.name,
+                body.address,
+                body.city,
+                body.country,
+                body.capacity,
+            )
+        return JSONResponse(
+            {
+                "id": venue_id,
+                "name": body.name,
+                "city": body.city,
+                "country": body.country,
+                "capacity": body.capacity,
+            },
+            status_code=201,
+        )
 
     @app.post("/api/events")
     async def create_event(body: EventBody, request: Request) -> JSONResponse:
@@ -484,13 +581,25 @@ def create_app(service: PlainService) -> FastAPI:
             if capacity is None:
                 raise ApiError(404, "VENUE_NOT_FOUND", f"Venue {body.venueId} does not exist")
             if len(seats) > capacity:
-                raise ApiError(422, "CAPACITY_EXCEEDED", "Tier capacities exceed the venue's capacity")
-            created = await conn.fetchval(INSERT_EVENT, event_id, body.venueId, body.name, body.startsAt, body.endsAt)
-            await conn.execute(
-                INSERT_SEATS, event_id, [s.id for s in seats], [s.row for s in seats], [s.number for s in seats],
-                [s.tier for s in seats], [price[s.tier] for s in seats], tiers[0].currency,
+                raise ApiError(
+                    422, "CAPACITY_EXCEEDED", "Tier capacities exceed the venue's capacity"
+                )
+            created = await conn.fetchval(
+                INSERT_EVENT, event_id, body.venueId, body.name, body.startsAt, body.endsAt
             )
-        return JSONResponse({"id": event_id, "name": body.name, "createdAt": _z(created)}, status_code=201)
+            await conn.execute(
+                INSERT_SEATS,
+                event_id,
+                [s.id for s in seats],
+                [s.row for s in seats],
+                [s.number for s in seats],
+                [s.tier for s in seats],
+                [price[s.tier] for s in seats],
+                tiers[0].currency,
+            )
+        return JSONResponse(
+            {"id": event_id, "name": body.name, "createdAt": _z(created)}, status_code=201
+        )
 
     @app.get("/api/inventory/events/{event_id}/seats")
     async def inventory(event_id: str) -> JSONResponse:
@@ -511,10 +620,23 @@ def create_app(service: PlainService) -> FastAPI:
             else:
                 status = held.get(r["seat_id"], "AVAILABLE")
             counts[status] += 1
-            seats.append({"id": r["seat_id"], "row": r["row_label"], "number": r["number"], "tier": r["tier"],
-                          "price": r["price"], "currency": r["currency"], "status": status})
-        summary = {"total": len(rows), "available": counts["AVAILABLE"], "locked": counts["LOCKED"],
-                   "reserved": counts["RESERVED"]}
+            seats.append(
+                {
+                    "id": r["seat_id"],
+                    "row": r["row_label"],
+                    "number": r["number"],
+                    "tier": r["tier"],
+                    "price": r["price"],
+                    "currency": r["currency"],
+                    "status": status,
+                }
+            )
+        summary = {
+            "total": len(rows),
+            "available": counts["AVAILABLE"],
+            "locked": counts["LOCKED"],
+            "reserved": counts["RESERVED"],
+        }
         return JSONResponse({"eventId": event_id, "seats": seats, "summary": summary})
 
     @app.post("/api/bookings")
@@ -522,39 +644,70 @@ def create_app(service: PlainService) -> FastAPI:
         claims = service.principal(request)
         seat_ids = body.seatIds
         if not 1 <= len(seat_ids) <= 10:
-            raise ApiError(400, "INVALID_SEAT_COUNT", f"Must book between 1 and 10 seats; got {len(seat_ids)}")
+            raise ApiError(
+                400, "INVALID_SEAT_COUNT", f"Must book between 1 and 10 seats; got {len(seat_ids)}"
+            )
         if len(set(seat_ids)) != len(seat_ids):
             raise ApiError(400, "VALIDATION_ERROR", "seatIds: each seat may appear only once")
         booking_id = _id("bkg")
         async with service.db().acquire() as conn:
             row = await conn.fetchrow(
-                INSERT_BOOKING, booking_id, claims["sub"], body.eventId, seat_ids,
+                INSERT_BOOKING,
+                booking_id,
+                claims["sub"],
+                body.eventId,
+                seat_ids,
                 body.paymentMethod.token,
             )
             if row is None:
                 if await conn.fetchval(SELECT_EVENT_EXISTS, body.eventId) is None:
                     raise ApiError(404, "EVENT_NOT_FOUND", f"Event {body.eventId} does not exist")
-                raise ApiError(400, "VALIDATION_ERROR", f"seatIds: not seats of event {body.eventId}")
-        service.spawn(service.run_booking(
-            booking_id=booking_id, user_id=claims["sub"], event_id=body.eventId, seat_ids=seat_ids,
-            amount=row["total_amount"], currency=row["currency"], token=body.paymentMethod.token,
-        ))
-        return JSONResponse({
-            "bookingId": booking_id, "status": "PENDING",
-            "message": f"Booking is being processed. Poll GET /api/bookings/{booking_id} for status.",
-        }, status_code=202)
+                raise ApiError(
+                    400, "VALIDATION_ERROR", f"seatIds: not seats of event {body.eventId}"
+                )
+        service.spawn(
+            service.run_booking(
+                booking_id=booking_id,
+                user_id=claims["sub"],
+                event_id=body.eventId,
+                seat_ids=seat_ids,
+                amount=row["total_amount"],
+                currency=row["currency"],
+                token=body.paymentMethod.token,
+            )
+        )
+        return JSONResponse(
+            {
+                "bookingId": booking_id,
+                "status": "PENDING",
+                "message": f"Booking is being processed. Poll GET /api/bookings/{booking_id} for status.",
+            },
+            status_code=202,
+        )
 
     @app.get("/api/bookings/my")
-    async def my_bookings(request: Request, status: str | None = None, page: int = 1, perPage: int = 20) -> JSONResponse:
+    async def my_bookings(
+        request: Request, status: str | None = None, page: int = 1, perPage: int = 20
+    ) -> JSONResponse:
         claims = service.principal(request)
         if not 1 <= perPage <= 100 or page < 1:
             raise ApiError(400, "VALIDATION_ERROR", "page >= 1 and 1 <= perPage <= 100")
         async with service.db().acquire() as conn:
-            rows = await conn.fetch(SELECT_MY_BOOKINGS, claims["sub"], status, perPage, (page - 1) * perPage)
+            rows = await conn.fetch(
+                SELECT_MY_BOOKINGS, claims["sub"], status, perPage, (page - 1) * perPage
+            )
         total = int(rows[0]["total"]) if rows else 0
-        return JSONResponse({"data": [_booking_item(r) for r in rows], "pagination": {
-            "page": page, "perPage": perPage, "total": total, "totalPages": math.ceil(total / perPage) if total else 0,
-        }})
+        return JSONResponse(
+            {
+                "data": [_booking_item(r) for r in rows],
+                "pagination": {
+                    "page": page,
+                    "perPage": perPage,
+                    "total": total,
+                    "totalPages": math.ceil(total / perPage) if total else 0,
+                },
+            }
+        )
 
     @app.get("/api/bookings/{booking_id}")
     async def get_booking(booking_id: str, request: Request) -> JSONResponse:
@@ -564,7 +717,12 @@ def create_app(service: PlainService) -> FastAPI:
         if row is None or (row["user_id"] != claims["sub"] and claims.get("role") != "ADMIN"):
             raise ApiError(404, "BOOKING_NOT_FOUND", f"Booking {booking_id} does not exist")
         body = _booking_item(row)
-        body.update(userId=row["user_id"], venueName=row["venue_name"], paymentId=row["payment_id"], cancelledAt=None)
+        body.update(
+            userId=row["user_id"],
+            venueName=row["venue_name"],
+            paymentId=row["payment_id"],
+            cancelledAt=None,
+        )
         return JSONResponse(body)
 
     @app.get("/api/payments/booking/{booking_id}")
@@ -574,11 +732,18 @@ def create_app(service: PlainService) -> FastAPI:
             row = await conn.fetchrow(SELECT_PAYMENT_OF_BOOKING, booking_id)
         if row is None or (row["user_id"] != claims["sub"] and claims.get("role") != "ADMIN"):
             raise ApiError(404, "PAYMENT_NOT_FOUND", f"No payment found for booking {booking_id}")
-        return JSONResponse({
-            "id": row["id"], "bookingId": row["booking_id"], "userId": row["user_id"], "amount": row["amount"],
-            "currency": row["currency"], "status": row["status"],
-            "providerTransactionId": row["provider_transaction_id"], "processedAt": _z(row["processed_at"]),
-        })
+        return JSONResponse(
+            {
+                "id": row["id"],
+                "bookingId": row["booking_id"],
+                "userId": row["user_id"],
+                "amount": row["amount"],
+                "currency": row["currency"],
+                "status": row["status"],
+                "providerTransactionId": row["provider_transaction_id"],
+                "processedAt": _z(row["processed_at"]),
+            }
+        )
 
     return app
 
@@ -588,34 +753,80 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m benchmarks.baselines.plain_service",
         description="Plain FastAPI/uvicorn + asyncpg booking service (benchmark baseline)",
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    p.add_argument("--port", type=int, default=8001, help="port to listen on (default: %(default)s)")
-    p.add_argument("--lock", choices=("postgres", "redis"), default="postgres",
-                   help="seat-lock engine: Postgres row state (SKIP LOCKED) or the Redis Lua script (default: %(default)s)")
-    p.add_argument("--database-url", default=default_database_url(),
-                   help="Postgres DSN; a schema tf_bench_svc_<hex> is created there and dropped at exit "
-                        "(default: $DATABASE_URL or %(default)s)")
-    p.add_argument("--redis-url", default=default_redis_url(),
-                   help="Redis URL for --lock redis; keys under tf:bench: (default: $REDIS_URL or %(default)s)")
-    p.add_argument("--schema", default=None, help="schema name to create (default: a fresh tf_bench_svc_<hex>)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    p.add_argument(
+        "--port", type=int, default=8001, help="port to listen on (default: %(default)s)"
+    )
+    p.add_argument(
+        "--lock",
+        choices=("postgres", "redis"),
+        default="postgres",
+        help="seat-lock engine: Postgres row state (SKIP LOCKED) or the Redis Lua script (default: %(default)s)",
+    )
+    p.add_argument(
+        "--database-url",
+        default=default_database_url(),
+        help="Postgres DSN; a schema tf_bench_svc_<hex> is created there and dropped at exit "
+        "(default: $DATABASE_URL or %(default)s)",
+    )
+    p.add_argument(
+        "--redis-url",
+        default=default_redis_url(),
+        help="Redis URL for --lock redis; keys under tf:bench: (default: $REDIS_URL or %(default)s)",
+    )
+    p.add_argument(
+        "--schema", default=None, help="schema name to create (default: a fresh tf_bench_svc_<hex>)"
+    )
     p.add_argument("--keep-schema", action="store_true", help="do not drop the schema at exit")
-    p.add_argument("--payment-latency-ms", type=int, default=0,
-                   help="simulated card-processor latency per charge; match TICKETFLOW_PAYMENT_LATENCY_MS (default: %(default)s)")
-    p.add_argument("--lock-ttl", type=float, default=300.0, help="seconds a seat lock lasts (default: %(default)s)")
-    p.add_argument("--pool-size", type=int, default=20, help="asyncpg pool size (default: %(default)s)")
-    p.add_argument("--seats-per-row", type=int, default=20, help="seats per row in generated seat maps (default: %(default)s)")
-    p.add_argument("--admin-email", default="admin@ticketflow.dev", help="ADMIN account created at start (default: %(default)s)")
-    p.add_argument("--admin-password", default="Admin1234!", help="its password (default: %(default)s)")
-    p.add_argument("--log-level", default="warning", help="uvicorn log level (default: %(default)s)")
+    p.add_argument(
+        "--payment-latency-ms",
+        type=int,
+        default=0,
+        help="simulated card-processor latency per charge; match TICKETFLOW_PAYMENT_LATENCY_MS (default: %(default)s)",
+    )
+    p.add_argument(
+        "--lock-ttl",
+        type=float,
+        default=300.0,
+        help="seconds a seat lock lasts (default: %(default)s)",
+    )
+    p.add_argument(
+        "--pool-size", type=int, default=20, help="asyncpg pool size (default: %(default)s)"
+    )
+    p.add_argument(
+        "--seats-per-row",
+        type=int,
+        default=20,
+        help="seats per row in generated seat maps (default: %(default)s)",
+    )
+    p.add_argument(
+        "--admin-email",
+        default="admin@ticketflow.dev",
+        help="ADMIN account created at start (default: %(default)s)",
+    )
+    p.add_argument(
+        "--admin-password", default="Admin1234!", help="its password (default: %(default)s)"
+    )
+    p.add_argument(
+        "--log-level", default="warning", help="uvicorn log level (default: %(default)s)"
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     service = PlainService(args)
     uvicorn.run(
-        create_app(service), host=args.host, port=args.port, log_level=args.log_level, access_log=False,
+        create_app(service),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
         timeout_graceful_shutdown=5,
     )
     return 0

@@ -67,33 +67,46 @@ class RedisSeatLocks:
     def keys(self, event_id: str, seat_ids: list[str] | tuple[str, ...]) -> list[str]:
         return [f"{self.prefix}{event_id}:{s}" for s in seat_ids]
 
-    async def lock(self, event_id: str, seat_ids: list[str] | tuple[str, ...], holder: str, ttl_ms: int) -> bool:
+    async def lock(
+        self, event_id: str, seat_ids: list[str] | tuple[str, ...], holder: str, ttl_ms: int
+    ) -> bool:
         return int(await self._lock(keys=self.keys(event_id, seat_ids), args=[holder, ttl_ms])) == 1
 
-    async def release(self, event_id: str, seat_ids: list[str] | tuple[str, ...], holder: str) -> int:
+    async def release(
+        self, event_id: str, seat_ids: list[str] | tuple[str, ...], holder: str
+    ) -> int:
         return int(await self._release(keys=self.keys(event_id, seat_ids), args=[holder]))
 
-    async def apply(self, event_id: str, ops: list[tuple[str, str, tuple[str, ...]]], ttl_ms: int) -> list[bool]:
+    async def apply(
+        self, event_id: str, ops: list[tuple[str, str, tuple[str, ...]]], ttl_ms: int
+    ) -> list[bool]:
         """Many lock ("L") / release ("R") requests in one round trip (a non-transactional pipeline
         of the same scripts: each script is still atomic on its own)."""
         pipe = self.client.pipeline(transaction=False)
         for kind, holder, seats in ops:
             if kind == "L":
-                await self._lock(keys=self.keys(event_id, seats), args=[holder, ttl_ms], client=pipe)
+                await self._lock(
+                    keys=self.keys(event_id, seats), args=[holder, ttl_ms], client=pipe
+                )
             else:
                 await self._release(keys=self.keys(event_id, seats), args=[holder], client=pipe)
         results = await pipe.execute()
         return [kind != "L" or int(r) == 1 for (kind, _, _), r in zip(ops, results, strict=True)]
 
-    async def promote(self, event_id: str, seat_ids: list[str] | tuple[str, ...], holder: str) -> bool:
+    async def promote(
+        self, event_id: str, seat_ids: list[str] | tuple[str, ...], holder: str
+    ) -> bool:
         """The sale is written: the lock becomes a sold marker (only if we still hold every seat)."""
-        return int(await self._promote(keys=self.keys(event_id, seat_ids), args=[holder, SOLD_TTL_MS])) == 1
+        return (
+            int(await self._promote(keys=self.keys(event_id, seat_ids), args=[holder, SOLD_TTL_MS]))
+            == 1
+        )
 
     async def states(self, event_id: str, seat_ids: list[str]) -> dict[str, str]:
         """seat -> "LOCKED" | "RESERVED" for the seats that have a key."""
         out: dict[str, str] = {}
         for start in range(0, len(seat_ids), 1000):
-            chunk = seat_ids[start:start + 1000]
+            chunk = seat_ids[start : start + 1000]
             values = await self.client.mget(self.keys(event_id, chunk))
             for seat, value in zip(chunk, values, strict=True):
                 if value is None:
@@ -178,16 +191,24 @@ class PostgresSeatLocks:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def lock_skip_locked(self, event_id: str, seat_ids: list[str] | tuple[str, ...], holder: str, ttl_s: float) -> bool:
+    async def lock_skip_locked(
+        self, event_id: str, seat_ids: list[str] | tuple[str, ...], holder: str, ttl_s: float
+    ) -> bool:
         async with self.pool.acquire() as conn:
-            got = await conn.fetchval(LOCK_SEATS_SKIP_LOCKED, event_id, list(seat_ids), holder, float(ttl_s))
+            got = await conn.fetchval(
+                LOCK_SEATS_SKIP_LOCKED, event_id, list(seat_ids), holder, float(ttl_s)
+            )
         return int(got) == len(seat_ids)
 
-    async def lock_conditional(self, event_id: str, seat_ids: list[str] | tuple[str, ...], holder: str, ttl_s: float) -> bool:
+    async def lock_conditional(
+        self, event_id: str, seat_ids: list[str] | tuple[str, ...], holder: str, ttl_s: float
+    ) -> bool:
         async with self.pool.acquire() as conn:
             try:
                 async with conn.transaction():
-                    got = await conn.fetchval(LOCK_SEATS_CONDITIONAL, event_id, list(seat_ids), holder, float(ttl_s))
+                    got = await conn.fetchval(
+                        LOCK_SEATS_CONDITIONAL, event_id, list(seat_ids), holder, float(ttl_s)
+                    )
                     if int(got) != len(seat_ids):
                         raise _PartialLock
             except _PartialLock:
@@ -196,6 +217,8 @@ class PostgresSeatLocks:
                 return False
         return True
 
-    async def release(self, event_id: str, seat_ids: list[str] | tuple[str, ...], holder: str) -> None:
+    async def release(
+        self, event_id: str, seat_ids: list[str] | tuple[str, ...], holder: str
+    ) -> None:
         async with self.pool.acquire() as conn:
             await conn.execute(RELEASE_SEATS, event_id, list(seat_ids), holder)

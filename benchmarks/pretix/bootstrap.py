@@ -26,12 +26,17 @@ def main(slug: str) -> dict[str, str]:
     with scopes_disabled():
         organizer = Organizer.objects.create(name=f"Bench organiser {slug}", slug=slug)
         team = Team.objects.create(
-            organizer=organizer, name="Benchmark", all_events=True, all_event_permissions=True,
+            organizer=organizer,
+            name="Benchmark",
+            all_events=True,
+            all_event_permissions=True,
             all_organizer_permissions=True,
         )
         token = team.tokens.create(name="ticketflow bench")
         if not organizer.sales_channels.filter(identifier="web").exists():
-            raise SystemExit("pretix did not create the default 'web' sales channel the order API uses")
+            raise SystemExit(
+                "pretix did not create the default 'web' sales channel the order API uses"
+            )
         return {"organizer": organizer.slug, "token": token.token}
 
 

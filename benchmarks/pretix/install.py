@@ -35,7 +35,9 @@ def installed_version(root: Path) -> str | None:
         return None
     proc = subprocess.run(
         [str(python), "-c", "import importlib.metadata as m; print(m.version('pretix'))"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     return proc.stdout.strip() if proc.returncode == 0 else None
 
@@ -54,11 +56,23 @@ def ensure_installed(root: Path = DEFAULT_PRETIX_DIR) -> Path:
         log(f"pretix: creating its virtual environment in {root / 'venv'}")
         root.mkdir(parents=True, exist_ok=True)
         venv.EnvBuilder(with_pip=True).create(root / "venv")
-    log(f"pretix: installing {', '.join(REQUIREMENTS)} (first use; a few minutes)"
-        + (f" over {have}" if have else ""))
+    log(
+        f"pretix: installing {', '.join(REQUIREMENTS)} (first use; a few minutes)"
+        + (f" over {have}" if have else "")
+    )
     proc = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *REQUIREMENTS],
-        capture_output=True, text=True, check=False,
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            *REQUIREMENTS,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-20:])

@@ -75,11 +75,17 @@ def seating_plan(seats: int, vip_fraction: float, name: str) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     for seat in generate_layout(tiers, seats_per_row=SEATS_PER_ROW):
         if not rows or rows[-1]["row_number"] != seat.row:
-            rows.append({"row_number": seat.row, "position": {"x": 0, "y": 30 * len(rows)}, "seats": []})
-        rows[-1]["seats"].append({
-            "seat_guid": seat.id, "seat_number": str(seat.number), "category": seat.tier,
-            "position": {"x": 25 * seat.number, "y": 0},
-        })
+            rows.append(
+                {"row_number": seat.row, "position": {"x": 0, "y": 30 * len(rows)}, "seats": []}
+            )
+        rows[-1]["seats"].append(
+            {
+                "seat_guid": seat.id,
+                "seat_number": str(seat.number),
+                "category": seat.tier,
+                "position": {"x": 25 * seat.number, "y": 0},
+            }
+        )
     return {
         "name": name,
         "categories": [{"name": t.tier, "color": "#336699"} for t in tiers],
@@ -90,19 +96,27 @@ def seating_plan(seats: int, vip_fraction: float, name: str) -> dict[str, Any]:
 
 def refused_as_unavailable(body: Any) -> bool:
     """Whether a 400 from pretix's order creation says only that seats or quota ran out."""
-    if not isinstance(body, dict) or set(body) != {"positions"} or not isinstance(body["positions"], list):
+    if (
+        not isinstance(body, dict)
+        or set(body) != {"positions"}
+        or not isinstance(body["positions"], list)
+    ):
         return False
     messages = [
         str(message)
-        for errors in body["positions"] if isinstance(errors, dict)
-        for field, values in errors.items() if field in ("seat", "item")
+        for errors in body["positions"]
+        if isinstance(errors, dict)
+        for field, values in errors.items()
+        if field in ("seat", "item")
         for message in (values if isinstance(values, list) else [values])
     ]
     other_fields = any(
         isinstance(errors, dict) and set(errors) - {"seat", "item"} for errors in body["positions"]
     )
-    return bool(messages) and not other_fields and all(
-        any(m in message for m in UNAVAILABLE_MESSAGES) for message in messages
+    return (
+        bool(messages)
+        and not other_fields
+        and all(any(m in message for m in UNAVAILABLE_MESSAGES) for message in messages)
     )
 
 
@@ -113,7 +127,9 @@ def _price(minor: int) -> str:
 class PretixOnsaleRun(OnsaleRun):
     """The on-sale scenario against pretix (see the module docstring)."""
 
-    def __init__(self, config: OnsaleConfig, client: HttpClient, *, organizer: str, token: str) -> None:
+    def __init__(
+        self, config: OnsaleConfig, client: HttpClient, *, organizer: str, token: str
+    ) -> None:
         super().__init__(config, client)
         self.organizer = organizer
         self.api_token = token
@@ -126,7 +142,13 @@ class PretixOnsaleRun(OnsaleRun):
         return f"/api/v1/organizers/{self.organizer}/events/{self.event_slug}"
 
     async def call(
-        self, method: str, path: str, *, token: str = "", json: Any = None, params: dict[str, Any] | None = None,
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str = "",
+        json: Any = None,
+        params: dict[str, Any] | None = None,
         count: bool = True,
     ) -> tuple[int, Any, Mapping[str, str] | None]:
         """One request with the team's API token (pretix's `Authorization: Token ...`)."""
@@ -135,7 +157,9 @@ class PretixOnsaleRun(OnsaleRun):
             self.stats.requests += 1
         headers = {"Authorization": f"Token {self.api_token}"}
         try:
-            return await self.http.request(method, path, json_body=json, params=params, headers=headers)
+            return await self.http.request(
+                method, path, json_body=json, params=params, headers=headers
+            )
         except TransportError as exc:
             if count:
                 self.stats.errors[f"transport {exc.kind}"] += 1
@@ -149,18 +173,23 @@ class PretixOnsaleRun(OnsaleRun):
         else:
             self.stats.errors[str(status)] += 1
 
-    async def _post(self, path: str, body: dict[str, Any], what: str, method: str = "POST") -> dict[str, Any]:
+    async def _post(
+        self, path: str, body: dict[str, Any], what: str, method: str = "POST"
+    ) -> dict[str, Any]:
         status, answer = await self.setup_call(method, path, json=body)
         if status not in (200, 201) or not isinstance(answer, dict):
             raise SetupError(f"pretix: {what} failed: {status} {answer}")
         return answer
 
-    async def _all_pages(self, path: str, params: dict[str, Any], *, count: bool) -> list[dict[str, Any]]:
+    async def _all_pages(
+        self, path: str, params: dict[str, Any], *, count: bool
+    ) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         page = 1
         while True:
-            status, body, _ = await self.call("GET", path, params={**params, "page": page, "page_size": PAGE_SIZE},
-                                              count=count)
+            status, body, _ = await self.call(
+                "GET", path, params={**params, "page": page, "page_size": PAGE_SIZE}, count=count
+            )
             if status != 200 or not isinstance(body, dict):
                 raise SetupError(f"pretix: GET {path} failed: {status} {body}")
             items += body["results"]
@@ -173,33 +202,66 @@ class PretixOnsaleRun(OnsaleRun):
         t0 = time.perf_counter()
         cfg = self.cfg
         org = f"/api/v1/organizers/{self.organizer}"
-        plan = await self._post(f"{org}/seatingplans/", {
-            "name": f"Bench Arena {self.run_id}", "layout": seating_plan(cfg.seats, cfg.vip_fraction, "Bench Arena"),
-        }, "seating plan creation")
+        plan = await self._post(
+            f"{org}/seatingplans/",
+            {
+                "name": f"Bench Arena {self.run_id}",
+                "layout": seating_plan(cfg.seats, cfg.vip_fraction, "Bench Arena"),
+            },
+            "seating plan creation",
+        )
         starts = datetime.now(UTC) + timedelta(days=60)
-        await self._post(f"{org}/events/", {
-            "name": {"en": f"On-sale benchmark {self.run_id}"}, "slug": self.event_slug, "currency": "GBP",
-            "date_from": _iso(starts), "date_to": _iso(starts + timedelta(hours=3)), "seating_plan": plan["id"],
-        }, "event creation")
+        await self._post(
+            f"{org}/events/",
+            {
+                "name": {"en": f"On-sale benchmark {self.run_id}"},
+                "slug": self.event_slug,
+                "currency": "GBP",
+                "date_from": _iso(starts),
+                "date_to": _iso(starts + timedelta(hours=3)),
+                "seating_plan": plan["id"],
+            },
+            "event creation",
+        )
         item_of_tier: dict[str, int] = {}
         for tier in layout_tiers(cfg.seats, cfg.vip_fraction):
-            item = await self._post(f"{self.event_api}/items/", {
-                "name": {"en": tier.tier}, "default_price": _price(tier.price), "admission": True, "active": True,
-                "personalized": False,
-            }, f"product {tier.tier}")
+            item = await self._post(
+                f"{self.event_api}/items/",
+                {
+                    "name": {"en": tier.tier},
+                    "default_price": _price(tier.price),
+                    "admission": True,
+                    "active": True,
+                    "personalized": False,
+                },
+                f"product {tier.tier}",
+            )
             item_of_tier[tier.tier] = int(item["id"])
-            await self._post(f"{self.event_api}/quotas/", {
-                "name": tier.tier, "size": tier.capacity, "items": [item["id"]], "variations": [],
-            }, f"quota {tier.tier}")
+            await self._post(
+                f"{self.event_api}/quotas/",
+                {
+                    "name": tier.tier,
+                    "size": tier.capacity,
+                    "items": [item["id"]],
+                    "variations": [],
+                },
+                f"quota {tier.tier}",
+            )
         # Mapping the plan's categories to the products makes pretix create the seats.
-        await self._post(f"{self.event_api}/", {"seat_category_mapping": item_of_tier}, "seat category mapping",
-                         method="PATCH")
+        await self._post(
+            f"{self.event_api}/",
+            {"seat_category_mapping": item_of_tier},
+            "seat category mapping",
+            method="PATCH",
+        )
         seats = await self._all_pages(f"{self.event_api}/seats/", {}, count=False)
         tier_of_item = {v: k for k, v in item_of_tier.items()}
         infos = []
         for s in seats:
             if s.get("product") not in tier_of_item:
-                raise SetupError(f"pretix: seat {s.get('seat_guid')} has no product of the scenario")
+                raise SetupError(
+                    f"pretix: seat {s.get('seat_guid')} has no product of the scenario"
+                )
             self.item_of_seat[str(s["seat_guid"])] = int(s["product"])
             infos.append(SeatInfo(str(s["seat_guid"]), str(s["row_name"]), int(s["seat_number"])))
         if len(infos) != cfg.seats:
@@ -209,9 +271,14 @@ class PretixOnsaleRun(OnsaleRun):
         self.view = SeatView(infos, self.rng)
         self.buyers = [Buyer(i, f"bench-{self.run_id}-{i}@example.com") for i in range(cfg.buyers)]
         return {
-            "event_id": self.event_slug, "organizer": self.organizer, "seating_plan": plan["id"],
-            "items": item_of_tier, "seats": self.total_seats, "buyers": len(self.buyers),
-            "event_setup_s": round(time.perf_counter() - t0, 2), "buyers_setup_s": 0.0,
+            "event_id": self.event_slug,
+            "organizer": self.organizer,
+            "seating_plan": plan["id"],
+            "items": item_of_tier,
+            "seats": self.total_seats,
+            "buyers": len(self.buyers),
+            "event_setup_s": round(time.perf_counter() - t0, 2),
+            "buyers_setup_s": 0.0,
         }
 
     # -- the booking phase ----------------------------------------------------------------------
@@ -226,7 +293,9 @@ class PretixOnsaleRun(OnsaleRun):
             self._last_refresh = time.perf_counter()
             self.stats.refreshes += 1
             try:
-                free = await self._all_pages(f"{self.event_api}/seats/", {"is_available": "true"}, count=True)
+                free = await self._all_pages(
+                    f"{self.event_api}/seats/", {"is_available": "true"}, count=True
+                )
             except SetupError:
                 self.stats.errors["refresh failed"] += 1
                 return
@@ -238,18 +307,28 @@ class PretixOnsaleRun(OnsaleRun):
     async def book(self, buyer: Buyer, seat_ids: list[str]) -> str:
         """One order: confirmed (201), SEATS_UNAVAILABLE (400 for seats or quota), or ERROR."""
         t0 = time.perf_counter()
-        status, body, _ = await self.call("POST", f"{self.event_api}/orders/", json={
-            "status": "p", "payment_provider": "manual", "email": buyer.email, "locale": "en",
-            "sales_channel": "web", "send_email": False,
-            "positions": [{"item": self.item_of_seat[s], "seat": s} for s in seat_ids],
-        })
+        status, body, _ = await self.call(
+            "POST",
+            f"{self.event_api}/orders/",
+            json={
+                "status": "p",
+                "payment_provider": "manual",
+                "email": buyer.email,
+                "locale": "en",
+                "sales_channel": "web",
+                "send_email": False,
+                "positions": [{"item": self.item_of_seat[s], "seat": s} for s in seat_ids],
+            },
+        )
         elapsed = time.perf_counter() - t0
         if status == 201 and isinstance(body, dict) and "code" in body:
             self.stats.lat_202.append(elapsed)
             self.stats.bookings_posted += 1
             self.stats.lat_e2e.append(elapsed)
             self.stats.lat_e2e_confirmed.append(elapsed)
-            self.bookings[str(body["code"])] = BookingRecord(buyer.index, seat_ids, status="CONFIRMED")
+            self.bookings[str(body["code"])] = BookingRecord(
+                buyer.index, seat_ids, status="CONFIRMED"
+            )
             return "CONFIRMED"
         if status == 400 and refused_as_unavailable(body):
             self.stats.lat_202.append(elapsed)
@@ -257,7 +336,10 @@ class PretixOnsaleRun(OnsaleRun):
             self.stats.lat_e2e.append(elapsed)
             self._refused += 1
             self.bookings[f"refused-{self._refused}"] = BookingRecord(
-                buyer.index, seat_ids, status="FAILED", failure_reason="SEATS_UNAVAILABLE",
+                buyer.index,
+                seat_ids,
+                status="FAILED",
+                failure_reason="SEATS_UNAVAILABLE",
             )
             return "SEATS_UNAVAILABLE"
         self.record_error(status, body)
@@ -279,7 +361,9 @@ class PretixOnsaleRun(OnsaleRun):
                     continue
                 holders[str(position["seat"]["seat_guid"])] += 1
                 paid_seats += order["status"] == "p"
-        taken = await self._all_pages(f"{self.event_api}/seats/", {"is_available": "false"}, count=False)
+        taken = await self._all_pages(
+            f"{self.event_api}/seats/", {"is_available": "false"}, count=False
+        )
         oversold = sum(1 for n in holders.values() if n > 1)
         unseen = paid - self.stats.confirmed
         gave_up = sum(n for kind, n in self.stats.errors.items() if kind.startswith("transport"))
@@ -299,7 +383,10 @@ class PretixOnsaleRun(OnsaleRun):
             "checks_s": round(time.perf_counter() - t0, 2),
         }
         result["passed"] = (
-            oversold == 0 and pending == 0 and result["reserved_mismatch"] == 0 and 0 <= unseen <= gave_up
+            oversold == 0
+            and pending == 0
+            and result["reserved_mismatch"] == 0
+            and 0 <= unseen <= gave_up
         )
         return result
 
@@ -312,14 +399,18 @@ async def run_pretix_onsale(config: OnsaleConfig, *, organizer: str, token: str)
     """`benchmarks.onsale.run_onsale` against pretix at `config.url`: the same report."""
     config.validate()
     started = datetime.now(UTC)
-    client = open_client(config.http_client, config.url, pool=config.concurrency + 4, timeout=config.request_timeout)
+    client = open_client(
+        config.http_client, config.url, pool=config.concurrency + 4, timeout=config.request_timeout
+    )
     label = config.label or config.url
     try:
         run = PretixOnsaleRun(config, client, organizer=organizer, token=token)
         log(f"onsale [{label}]: set-up through pretix's REST API ({config.seats} seats)")
         setup = await run.setup()
-        log(f"onsale [{label}]: booking phase ({config.attempts} attempts max, concurrency {config.concurrency}, "
-            f"{config.duration:.0f} s max)")
+        log(
+            f"onsale [{label}]: booking phase ({config.attempts} attempts max, concurrency {config.concurrency}, "
+            f"{config.duration:.0f} s max)"
+        )
         results = await run.booking_phase()
         log(f"onsale [{label}]: checks")
         try:
@@ -332,6 +423,12 @@ async def run_pretix_onsale(config: OnsaleConfig, *, organizer: str, token: str)
     params = asdict(config)
     params.pop("admin_password")
     return {
-        "benchmark": "onsale", "label": label, "target": config.url, "started_at": _iso(started),
-        "params": params, "setup": setup, "results": results, "checks": checks,
+        "benchmark": "onsale",
+        "label": label,
+        "target": config.url,
+        "started_at": _iso(started),
+        "params": params,
+        "setup": setup,
+        "results": results,
+        "checks": checks,
     }

@@ -77,46 +77,53 @@ def template_database_name(version: str = PRETIX_VERSION) -> str:
 
 
 def pretix_config(
-    *, database_url: str, redis_url: str, url: str, data_dir: Path, secret: str,
+    *,
+    database_url: str,
+    redis_url: str,
+    url: str,
+    data_dir: Path,
+    secret: str,
 ) -> str:
     """The text of `pretix.cfg` (keys as pretix/settings.py of 2026.8 reads them)."""
     db = urlsplit(database_url)
-    return "\n".join([
-        "[pretix]",
-        "instance_name=TicketFlow benchmark",
-        f"url={url}",
-        "currency=GBP",
-        f"datadir={data_dir}",
-        # The ECB exchange-rate download is a periodic task; nothing here needs it.
-        "ecb_rates=off",
-        "loglevel=WARNING",
-        "",
-        "[locale]",
-        "timezone=UTC",
-        "",
-        "[database]",
-        "backend=postgresql",
-        f"name={db.path.lstrip('/')}",
-        f"user={db.username or 'postgres'}",
-        f"password={db.password or ''}",
-        f"host={db.hostname or '127.0.0.1'}",
-        f"port={db.port or 5432}",
-        "",
-        "[mail]",
-        "from=tickets@example.com",
-        # Orders are created with send_email=false: nothing is sent; an unreachable port makes sure.
-        "host=127.0.0.1",
-        "port=1",
-        "",
-        "[redis]",
-        f"location={redis_url}",
-        "sessions=true",
-        "",
-        "[django]",
-        "debug=off",
-        f"secret={secret}",
-        "",
-    ])
+    return "\n".join(
+        [
+            "[pretix]",
+            "instance_name=TicketFlow benchmark",
+            f"url={url}",
+            "currency=GBP",
+            f"datadir={data_dir}",
+            # The ECB exchange-rate download is a periodic task; nothing here needs it.
+            "ecb_rates=off",
+            "loglevel=WARNING",
+            "",
+            "[locale]",
+            "timezone=UTC",
+            "",
+            "[database]",
+            "backend=postgresql",
+            f"name={db.path.lstrip('/')}",
+            f"user={db.username or 'postgres'}",
+            f"password={db.password or ''}",
+            f"host={db.hostname or '127.0.0.1'}",
+            f"port={db.port or 5432}",
+            "",
+            "[mail]",
+            "from=tickets@example.com",
+            # Orders are created with send_email=false: nothing is sent; an unreachable port makes sure.
+            "host=127.0.0.1",
+            "port=1",
+            "",
+            "[redis]",
+            f"location={redis_url}",
+            "sessions=true",
+            "",
+            "[django]",
+            "debug=off",
+            f"secret={secret}",
+            "",
+        ]
+    )
 
 
 def pretix_env(base: dict[str, str], config_file: Path) -> dict[str, str]:
@@ -124,7 +131,9 @@ def pretix_env(base: dict[str, str], config_file: Path) -> dict[str, str]:
     `PRETIX_<SECTION>_<KEY>` over its config file), its config file and settings module."""
     env = {k: v for k, v in base.items() if not k.upper().startswith(("PRETIX_", "DJANGO_"))}
     env.pop("PYTHONPATH", None)
-    env.update({"PRETIX_CONFIG_FILE": str(config_file), "DJANGO_SETTINGS_MODULE": "pretix.settings"})
+    env.update(
+        {"PRETIX_CONFIG_FILE": str(config_file), "DJANGO_SETTINGS_MODULE": "pretix.settings"}
+    )
     return env
 
 
@@ -146,7 +155,11 @@ async def _execute(admin_url: str, sql: str) -> None:
 
 async def _run(cmd: list[str], env: dict[str, str], cwd: Path, what: str) -> str:
     proc = await asyncio.create_subprocess_exec(
-        *cmd, env=env, cwd=str(cwd), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        *cmd,
+        env=env,
+        cwd=str(cwd),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await proc.communicate()
     text = out.decode(errors="replace")
@@ -168,14 +181,25 @@ async def ensure_template(python: Path, database_url: str, work_dir: Path) -> st
     await _execute(database_url, f'CREATE DATABASE "{building}"')
     try:
         config = work_dir / "migrate.cfg"
-        config.write_text(pretix_config(
-            database_url=with_database(database_url, building), redis_url=DEFAULT_PRETIX_REDIS_URL,
-            url="http://127.0.0.1", data_dir=work_dir / "data", secret=secrets.token_urlsafe(40),
-        ))
+        config.write_text(
+            pretix_config(
+                database_url=with_database(database_url, building),
+                redis_url=DEFAULT_PRETIX_REDIS_URL,
+                url="http://127.0.0.1",
+                data_dir=work_dir / "data",
+                secret=secrets.token_urlsafe(40),
+            )
+        )
         (work_dir / "data").mkdir(exist_ok=True)
-        log(f"pretix: migrating template database {name} (once per pretix version; minutes on two cores)")
-        await _run([str(python), "-m", "pretix", "migrate", "--noinput"], pretix_env(dict(os.environ), config),
-                   work_dir, "migrate")
+        log(
+            f"pretix: migrating template database {name} (once per pretix version; minutes on two cores)"
+        )
+        await _run(
+            [str(python), "-m", "pretix", "migrate", "--noinput"],
+            pretix_env(dict(os.environ), config),
+            work_dir,
+            "migrate",
+        )
         await _execute(database_url, f'ALTER DATABASE "{building}" RENAME TO "{name}"')
     except BaseException:
         await _execute(database_url, f'DROP DATABASE IF EXISTS "{building}" WITH (FORCE)')
@@ -194,8 +218,12 @@ async def _flush_redis(url: str) -> None:
 
 
 async def start_pretix(
-    *, database_url: str, redis_url: str = DEFAULT_PRETIX_REDIS_URL, pretix_dir: Path = DEFAULT_PRETIX_DIR,
-    workers: int = DEFAULT_WORKERS, startup_timeout: float = STARTUP_TIMEOUT,
+    *,
+    database_url: str,
+    redis_url: str = DEFAULT_PRETIX_REDIS_URL,
+    pretix_dir: Path = DEFAULT_PRETIX_DIR,
+    workers: int = DEFAULT_WORKERS,
+    startup_timeout: float = STARTUP_TIMEOUT,
 ) -> PretixServer:
     """Installs (first use), configures and starts pretix; see the module docstring."""
     python = await asyncio.to_thread(ensure_installed, pretix_dir)
@@ -222,22 +250,44 @@ async def start_pretix(
         url = f"http://127.0.0.1:{port}"
         (run_dir / "data").mkdir(exist_ok=True)
         config = run_dir / "pretix.cfg"
-        config.write_text(pretix_config(
-            database_url=with_database(database_url, db_name), redis_url=redis_url, url=url,
-            data_dir=run_dir / "data", secret=secrets.token_urlsafe(40),
-        ))
+        config.write_text(
+            pretix_config(
+                database_url=with_database(database_url, db_name),
+                redis_url=redis_url,
+                url=url,
+                data_dir=run_dir / "data",
+                secret=secrets.token_urlsafe(40),
+            )
+        )
         env = pretix_env(dict(os.environ), config)
         organizer = f"bench{secrets.token_hex(3)}"
-        out = await _run([str(python), str(BOOTSTRAP_SCRIPT), organizer], env, run_dir, "bootstrap (organiser, token)")
+        out = await _run(
+            [str(python), str(BOOTSTRAP_SCRIPT), organizer],
+            env,
+            run_dir,
+            "bootstrap (organiser, token)",
+        )
         credentials = json.loads(out.strip().splitlines()[-1])
         gunicorn = python.parent / "gunicorn"
         cmd = [
-            str(gunicorn), "pretix.wsgi", "--name", "pretix", "--workers", str(workers),
-            "--max-requests", "1200", "--max-requests-jitter", "50", "--log-level", "warning",
+            str(gunicorn),
+            "pretix.wsgi",
+            "--name",
+            "pretix",
+            "--workers",
+            str(workers),
+            "--max-requests",
+            "1200",
+            "--max-requests-jitter",
+            "50",
+            "--log-level",
+            "warning",
             # gunicorn's default of 30 s killed every worker at start on a loaded two-core machine:
             # each worker's first request imports pretix's whole URL configuration.
-            "--timeout", str(WORKER_TIMEOUT),
-            "--bind", f"127.0.0.1:{port}",
+            "--timeout",
+            str(WORKER_TIMEOUT),
+            "--bind",
+            f"127.0.0.1:{port}",
         ]
         log(f"pretix: database {db_name}, {workers} gunicorn workers on port {port}")
     except BaseException:
@@ -245,16 +295,27 @@ async def start_pretix(
             await cleanup()
         raise
     service = await start_service(
-        "pretix", cmd, env=env, url=url, startup_timeout=startup_timeout, health_path=HEALTH_PATH,
-        cwd=run_dir, cleanups=cleanups, stop_timeout=STOP_TIMEOUT,
+        "pretix",
+        cmd,
+        env=env,
+        url=url,
+        startup_timeout=startup_timeout,
+        health_path=HEALTH_PATH,
+        cwd=run_dir,
+        cleanups=cleanups,
+        stop_timeout=STOP_TIMEOUT,
     )
     try:
         await warm_up(url, workers)
     except BaseException:
         await service.stop()
         raise
-    return PretixServer(service, organizer=str(credentials["organizer"]), token=str(credentials["token"]),
-                        workers=workers)
+    return PretixServer(
+        service,
+        organizer=str(credentials["organizer"]),
+        token=str(credentials["token"]),
+        workers=workers,
+    )
 
 
 async def warm_up(url: str, workers: int, rounds: int = 3) -> None:
@@ -263,16 +324,25 @@ async def warm_up(url: str, workers: int, rounds: int = 3) -> None:
     async with httpx.AsyncClient(timeout=WORKER_TIMEOUT) as client:
         for _ in range(rounds):
             answers = await asyncio.gather(
-                *(client.get(url + HEALTH_PATH) for _ in range(workers * 4)), return_exceptions=True,
+                *(client.get(url + HEALTH_PATH) for _ in range(workers * 4)),
+                return_exceptions=True,
             )
             bad = [a for a in answers if not isinstance(a, httpx.Response) or a.status_code != 200]
             if bad:
-                raise RuntimeError(f"pretix: {len(bad)} of {len(answers)} warm-up health checks failed: {bad[0]}")
+                raise RuntimeError(
+                    f"pretix: {len(bad)} of {len(answers)} warm-up health checks failed: {bad[0]}"
+                )
 
 
 def installed_here(pretix_dir: Path = DEFAULT_PRETIX_DIR) -> bool:
     """Whether pretix's environment exists (without installing it)."""
     python = pretix_dir / "venv" / "bin" / "python"
-    return python.exists() and subprocess.run(
-        [str(python), "-c", "import pretix"], capture_output=True, check=False,
-    ).returncode == 0
+    return (
+        python.exists()
+        and subprocess.run(
+            [str(python), "-c", "import pretix"],
+            capture_output=True,
+            check=False,
+        ).returncode
+        == 0
+    )

@@ -22,9 +22,24 @@ from benchmarks.onsale import OnsaleConfig, SeatInfo, SeatView, report_markdown,
 from benchmarks.services import ServiceProcess, start_plain_service
 
 ONSALE_RESULT_KEYS = {
-    "duration_s", "attempts", "bookings_posted", "retries", "confirmed", "confirmed_seats", "failed",
-    "confirmed_per_s", "sold_out", "time_to_sell_out_s", "http_requests", "http_requests_per_s",
-    "latency_202_ms", "latency_e2e_ms", "latency_e2e_confirmed_ms", "errors", "client_cpu_s", "client_cpu_util",
+    "duration_s",
+    "attempts",
+    "bookings_posted",
+    "retries",
+    "confirmed",
+    "confirmed_seats",
+    "failed",
+    "confirmed_per_s",
+    "sold_out",
+    "time_to_sell_out_s",
+    "http_requests",
+    "http_requests_per_s",
+    "latency_202_ms",
+    "latency_e2e_ms",
+    "latency_e2e_confirmed_ms",
+    "errors",
+    "client_cpu_s",
+    "client_cpu_util",
 }
 LATENCY_KEYS = {"n", "p50", "p95", "p99", "mean", "max"}
 
@@ -68,15 +83,21 @@ async def bench_redis_url() -> str:
 
 
 @pytest_asyncio.fixture(loop_scope="session", params=["plain-pg", "plain-redis"])
-async def plain_service(request: pytest.FixtureRequest, bench_postgres_url: str) -> AsyncIterator[ServiceProcess]:
+async def plain_service(
+    request: pytest.FixtureRequest, bench_postgres_url: str
+) -> AsyncIterator[ServiceProcess]:
     redis_url = default_redis_url()
     if request.param == "plain-redis":
         problem = await _redis_problem(redis_url)
         if problem:
             pytest.skip(problem)
     service = await start_plain_service(
-        request.param, database_url=bench_postgres_url, redis_url=redis_url, payment_latency_ms=2,
-        admin_email="admin@ticketflow.dev", admin_password="Admin1234!",
+        request.param,
+        database_url=bench_postgres_url,
+        redis_url=redis_url,
+        payment_latency_ms=2,
+        admin_email="admin@ticketflow.dev",
+        admin_password="Admin1234!",
     )
     yield service
     await service.stop()
@@ -88,7 +109,14 @@ def test_percentile_and_latency_summary_use_nearest_rank() -> None:
     values = [float(v) for v in range(1, 101)]
     assert percentile(values, 50) == 50.0
     assert percentile(values, 99) == 99.0
-    assert latency_summary([]) == {"n": 0, "p50": None, "p95": None, "p99": None, "mean": None, "max": None}
+    assert latency_summary([]) == {
+        "n": 0,
+        "p50": None,
+        "p95": None,
+        "p99": None,
+        "mean": None,
+        "max": None,
+    }
     assert latency_summary([0.001, 0.002])["max"] == 2.0
 
 
@@ -124,11 +152,25 @@ async def test_coalescer_batches_concurrent_calls_and_answers_each_caller() -> N
 
 # -- the on-sale scenario against a plain baseline ------------------------------------------------------
 @pytest.mark.asyncio(loop_scope="session")
-async def test_onsale_sells_a_tiny_event_out_with_no_oversell_and_nothing_stuck(plain_service: ServiceProcess) -> None:
+async def test_onsale_sells_a_tiny_event_out_with_no_oversell_and_nothing_stuck(
+    plain_service: ServiceProcess,
+) -> None:
     config = OnsaleConfig(
-        url=plain_service.url, seats=20, buyers=5, attempts=30, concurrency=8, retries=3, duration=20,
-        poll_interval=0.005, poll_max_interval=0.05, grace=5, setup_concurrency=5, decline_fraction=0.2,
-        seed=1, progress=False, label=plain_service.label,
+        url=plain_service.url,
+        seats=20,
+        buyers=5,
+        attempts=30,
+        concurrency=8,
+        retries=3,
+        duration=20,
+        poll_interval=0.005,
+        poll_max_interval=0.05,
+        grace=5,
+        setup_concurrency=5,
+        decline_fraction=0.2,
+        seed=1,
+        progress=False,
+        label=plain_service.label,
     )
     report = await run_onsale(config)
 
@@ -156,7 +198,12 @@ async def test_onsale_sells_a_tiny_event_out_with_no_oversell_and_nothing_stuck(
 # -- the lock engines -------------------------------------------------------------------------------
 def _tiny_lock_config(engines: list[str], database_url: str, redis_url: str) -> LockBenchConfig:
     return LockBenchConfig(
-        levels=[1000, 20], callers=16, seconds=0.3, warmup=0.1, engines=engines, database_url=database_url,
+        levels=[1000, 20],
+        callers=16,
+        seconds=0.3,
+        warmup=0.1,
+        engines=engines,
+        database_url=database_url,
         redis_url=redis_url,
     )
 
@@ -165,7 +212,9 @@ def _assert_lock_results(report: dict[str, object], engines: list[str]) -> None:
     results = report["results"]
     assert isinstance(results, list)
     assert report["skipped"] == {}
-    assert sorted((r["engine"], r["seats"]) for r in results) == sorted((e, n) for e in engines for n in (1000, 20))
+    assert sorted((r["engine"], r["seats"]) for r in results) == sorted(
+        (e, n) for e in engines for n in (1000, 20)
+    )
     for r in results:
         assert r["errors"] == 0, r
         assert r["attempts_per_s"] > 0 and r["granted_per_s"] > 0, r
@@ -177,31 +226,46 @@ def _assert_lock_results(report: dict[str, object], engines: list[str]) -> None:
 @pytest.mark.asyncio(loop_scope="session")
 async def test_lock_engines_ray_actor_with_and_without_coalescing() -> None:
     engines = ["ray-batched", "ray"]
-    report = await run_lock_bench(_tiny_lock_config(engines, default_database_url(), default_redis_url()))
+    report = await run_lock_bench(
+        _tiny_lock_config(engines, default_database_url(), default_redis_url())
+    )
     _assert_lock_results(report, engines)
     assert "ray-batched / ray" in locks_markdown(report)
 
 
 @pytest.mark.asyncio(loop_scope="session")
-async def test_lock_engines_redis_lua_script_with_and_without_pipelining(bench_redis_url: str) -> None:
+async def test_lock_engines_redis_lua_script_with_and_without_pipelining(
+    bench_redis_url: str,
+) -> None:
     engines = ["redis-batched", "redis"]
-    report = await run_lock_bench(_tiny_lock_config(engines, default_database_url(), bench_redis_url))
+    report = await run_lock_bench(
+        _tiny_lock_config(engines, default_database_url(), bench_redis_url)
+    )
     _assert_lock_results(report, engines)
     client = aioredis.from_url(bench_redis_url)
     try:
-        assert [k async for k in client.scan_iter(match=report["where"]["redis_prefix"] + "*")] == []
+        assert [
+            k async for k in client.scan_iter(match=report["where"]["redis_prefix"] + "*")
+        ] == []
     finally:
         await client.aclose()
 
 
 @pytest.mark.asyncio(loop_scope="session")
-async def test_lock_engines_postgres_skip_locked_and_conditional_update(bench_postgres_url: str) -> None:
+async def test_lock_engines_postgres_skip_locked_and_conditional_update(
+    bench_postgres_url: str,
+) -> None:
     engines = ["pg-skip-locked", "pg-update"]
-    report = await run_lock_bench(_tiny_lock_config(engines, bench_postgres_url, default_redis_url()))
+    report = await run_lock_bench(
+        _tiny_lock_config(engines, bench_postgres_url, default_redis_url())
+    )
     _assert_lock_results(report, engines)
     conn = await asyncpg.connect(bench_postgres_url)
     try:
-        left = await conn.fetchval("SELECT count(*) FROM pg_namespace WHERE nspname = $1", report["where"]["postgres_schema"])
+        left = await conn.fetchval(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = $1",
+            report["where"]["postgres_schema"],
+        )
     finally:
         await conn.close()
     assert left == 0

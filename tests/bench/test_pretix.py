@@ -37,15 +37,26 @@ from domain.seating import generate_layout
 def test_seating_plan_has_ticketflows_rows_tiers_and_seat_ids() -> None:
     plan = seating_plan(45, 0.1, "Bench")
     rows = plan["zones"][0]["rows"]
-    seats = [(r["row_number"], s["seat_number"], s["category"], s["seat_guid"]) for r in rows for s in r["seats"]]
+    seats = [
+        (r["row_number"], s["seat_number"], s["category"], s["seat_guid"])
+        for r in rows
+        for s in r["seats"]
+    ]
     expected = generate_layout(layout_tiers(45, 0.1), seats_per_row=20)
     assert seats == [(s.row, str(s.number), s.tier, s.id) for s in expected]
     assert [c["name"] for c in plan["categories"]] == ["VIP", "GENERAL"]
-    assert {t.tier: (t.capacity, t.price) for t in layout_tiers(45, 0.1)} == {"VIP": (4, 25000), "GENERAL": (41, 7500)}
+    assert {t.tier: (t.capacity, t.price) for t in layout_tiers(45, 0.1)} == {
+        "VIP": (4, 25000),
+        "GENERAL": (41, 7500),
+    }
 
 
 def test_seating_plan_is_valid_for_pretixs_schema_when_installed() -> None:
-    found = sorted((DEFAULT_PRETIX_DIR / "venv").glob("lib/python*/site-packages/pretix/static/seating/seating-plan.schema.json"))
+    found = sorted(
+        (DEFAULT_PRETIX_DIR / "venv").glob(
+            "lib/python*/site-packages/pretix/static/seating/seating-plan.schema.json"
+        )
+    )
     jsonschema = pytest.importorskip("jsonschema")
     if not found:
         pytest.skip("pretix is not installed under the default --pretix-dir")
@@ -53,24 +64,50 @@ def test_seating_plan_is_valid_for_pretixs_schema_when_installed() -> None:
     jsonschema.validate(seating_plan(45, 0.1, "Bench"), json.loads(schema_path.read_text()))
 
 
-@pytest.mark.parametrize(("body", "expected"), [
-    ({"positions": [{"seat": ['The selected seat "Stalls, Row B, Seat 2" is not available.']}, {}]}, True),
-    ({"positions": [{}, {"item": ['There is not enough quota available on quota "GENERAL" to perform the operation.']}]}, True),
-    ({"positions": [{"seat": ["The specified seat does not exist."]}]}, False),
-    ({"positions": [{"item": ["Invalid pk."]}]}, False),
-    ({"positions": [{"seat": ["... is not available."], "price": ["bad"]}]}, False),
-    ({"payment_provider": ["The given payment provider is not known."]}, False),
-    ({"detail": "The server was too busy to process your request. Please try again."}, False),
-    (None, False),
-])
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            {
+                "positions": [
+                    {"seat": ['The selected seat "Stalls, Row B, Seat 2" is not available.']},
+                    {},
+                ]
+            },
+            True,
+        ),
+        (
+            {
+                "positions": [
+                    {},
+                    {
+                        "item": [
+                            'There is not enough quota available on quota "GENERAL" to perform the operation.'
+                        ]
+                    },
+                ]
+            },
+            True,
+        ),
+        ({"positions": [{"seat": ["The specified seat does not exist."]}]}, False),
+        ({"positions": [{"item": ["Invalid pk."]}]}, False),
+        ({"positions": [{"seat": ["... is not available."], "price": ["bad"]}]}, False),
+        ({"payment_provider": ["The given payment provider is not known."]}, False),
+        ({"detail": "The server was too busy to process your request. Please try again."}, False),
+        (None, False),
+    ],
+)
 def test_only_seat_or_quota_refusals_count_as_seats_unavailable(body: Any, expected: bool) -> None:
     assert refused_as_unavailable(body) is expected
 
 
 def test_pretix_config_uses_its_own_database_redis_and_no_debug(tmp_path: Path) -> None:
     text = pretix_config(
-        database_url="postgresql://postgres:pw@127.0.0.1:5433/tf_bench_pretix_ab", redis_url="redis://127.0.0.1:6379/13",
-        url="http://127.0.0.1:8345", data_dir=tmp_path, secret="s" * 40,
+        database_url="postgresql://postgres:pw@127.0.0.1:5433/tf_bench_pretix_ab",
+        redis_url="redis://127.0.0.1:6379/13",
+        url="http://127.0.0.1:8345",
+        data_dir=tmp_path,
+        secret="s" * 40,
     )
     assert "name=tf_bench_pretix_ab" in text and "port=5433" in text and "password=pw" in text
     assert "location=redis://127.0.0.1:6379/13" in text and "sessions=true" in text
@@ -79,15 +116,22 @@ def test_pretix_config_uses_its_own_database_redis_and_no_debug(tmp_path: Path) 
 
 
 def test_pretix_env_drops_the_shells_pretix_settings(tmp_path: Path) -> None:
-    env = pretix_env({"PRETIX_DATABASE_NAME": "prod", "DJANGO_DEBUG": "1", "PATH": "/bin", "PYTHONPATH": "/x"},
-                     tmp_path / "pretix.cfg")
-    assert env == {"PATH": "/bin", "PRETIX_CONFIG_FILE": str(tmp_path / "pretix.cfg"),
-                   "DJANGO_SETTINGS_MODULE": "pretix.settings"}
+    env = pretix_env(
+        {"PRETIX_DATABASE_NAME": "prod", "DJANGO_DEBUG": "1", "PATH": "/bin", "PYTHONPATH": "/x"},
+        tmp_path / "pretix.cfg",
+    )
+    assert env == {
+        "PATH": "/bin",
+        "PRETIX_CONFIG_FILE": str(tmp_path / "pretix.cfg"),
+        "DJANGO_SETTINGS_MODULE": "pretix.settings",
+    }
     assert template_database_name() == "tf_bench_pretix_tpl_" + PRETIX_VERSION.replace(".", "_")
 
 
 # -- compare routes pretix to its own server and scenario ---------------------------------------------
-async def test_compare_starts_pretix_and_drives_it_through_its_own_scenario(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_compare_starts_pretix_and_drives_it_through_its_own_scenario(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     events: list[str] = []
 
     class FakePretix(compare.PretixServer):
@@ -109,23 +153,40 @@ async def test_compare_starts_pretix_and_drives_it_through_its_own_scenario(monk
         events.append(f"floor {url}{kwargs['path']}")
         return {"requests_per_s": 1.0}
 
-    async def fake_pretix_onsale(config: OnsaleConfig, *, organizer: str, token: str) -> dict[str, Any]:
+    async def fake_pretix_onsale(
+        config: OnsaleConfig, *, organizer: str, token: str
+    ) -> dict[str, Any]:
         events.append(f"pretix onsale {config.label} {organizer} {token}")
         return {"label": config.label, "checks": {"passed": True}}
 
     monkeypatch.setattr(compare, "_start_pretix", fake_start_pretix)
     monkeypatch.setattr(compare, "http_floor", fake_floor)
     monkeypatch.setattr(compare, "run_pretix_onsale", fake_pretix_onsale)
-    args = build_parser().parse_args(["compare", "--no-ticketflow", "--baselines", "pretix", "--skip-locks",
-                                      "--pretix-workers", "3"])
+    args = build_parser().parse_args(
+        [
+            "compare",
+            "--no-ticketflow",
+            "--baselines",
+            "pretix",
+            "--skip-locks",
+            "--pretix-workers",
+            "3",
+        ]
+    )
     report = await compare._compare(args)
-    assert events == ["start pretix workers=3", "floor http://fake/pretix/healthcheck/",
-                      "pretix onsale pretix org tok", "stop pretix"]
+    assert events == [
+        "start pretix workers=3",
+        "floor http://fake/pretix/healthcheck/",
+        "pretix onsale pretix org tok",
+        "stop pretix",
+    ]
     assert report["pretix"]["version"] == PRETIX_VERSION
 
 
 def test_unknown_baseline_names_pretix_among_the_choices() -> None:
-    args = build_parser().parse_args(["compare", "--no-ticketflow", "--baselines", "pretics", "--skip-locks"])
+    args = build_parser().parse_args(
+        ["compare", "--no-ticketflow", "--baselines", "pretics", "--skip-locks"]
+    )
     with pytest.raises(SystemExit, match="pretix"):
         asyncio.run(compare._compare(args))
 
@@ -148,20 +209,40 @@ async def pretix_postgres_url() -> str:
 
 
 def _pretix_wanted() -> bool:
-    return os.environ.get("TICKETFLOW_BENCH_PRETIX") == "1" or (DEFAULT_PRETIX_DIR / "venv" / "bin" / "python").exists()
+    return (
+        os.environ.get("TICKETFLOW_BENCH_PRETIX") == "1"
+        or (DEFAULT_PRETIX_DIR / "venv" / "bin" / "python").exists()
+    )
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _pretix_wanted(), reason="pretix not installed; TICKETFLOW_BENCH_PRETIX=1 installs and runs it")
-async def test_pretix_sells_a_tiny_seated_event_with_its_checks_on(pretix_postgres_url: str) -> None:
+@pytest.mark.skipif(
+    not _pretix_wanted(),
+    reason="pretix not installed; TICKETFLOW_BENCH_PRETIX=1 installs and runs it",
+)
+async def test_pretix_sells_a_tiny_seated_event_with_its_checks_on(
+    pretix_postgres_url: str,
+) -> None:
     from benchmarks.pretix.server import start_pretix
 
     server = await start_pretix(database_url=pretix_postgres_url, workers=2)
     try:
-        report = await run_pretix_onsale(OnsaleConfig(
-            url=server.url, seats=24, vip_fraction=0.25, buyers=4, attempts=40, concurrency=6, duration=60,
-            label="pretix", seed=7, progress=False,
-        ), organizer=server.organizer, token=server.token)
+        report = await run_pretix_onsale(
+            OnsaleConfig(
+                url=server.url,
+                seats=24,
+                vip_fraction=0.25,
+                buyers=4,
+                attempts=40,
+                concurrency=6,
+                duration=60,
+                label="pretix",
+                seed=7,
+                progress=False,
+            ),
+            organizer=server.organizer,
+            token=server.token,
+        )
     finally:
         await server.stop()
     results, checks = report["results"], report["checks"]

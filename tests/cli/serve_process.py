@@ -29,21 +29,38 @@ def new_state_dir() -> Path:
 
 def command_env(state: Path, port: int, marker: str, **extra: str) -> dict[str, str]:
     """The environment of a fresh user: embedded defaults, no TicketFlow settings of the suite's."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "REDIS_URL", "JWT_SECRET", "SMTP_URL", "RAY_ADDRESS")
-           and not (k.startswith("TICKETFLOW_") or k.startswith("RAY_SERVE_"))}
-    env.update({
-        "TICKETFLOW_STATE_DIR": str(state), "TICKETFLOW_PORT": str(port), "TF_TEST_MARKER": marker,
-        "TICKETFLOW_PASSWORD_HASH_MEMORY_KIB": "64", "TICKETFLOW_PASSWORD_HASH_TIME_COST": "1",
-        "RAY_USAGE_STATS_ENABLED": "0",
-    })
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL", "JWT_SECRET", "SMTP_URL", "RAY_ADDRESS")
+        and not (k.startswith("TICKETFLOW_") or k.startswith("RAY_SERVE_"))
+    }
+    env.update(
+        {
+            "TICKETFLOW_STATE_DIR": str(state),
+            "TICKETFLOW_PORT": str(port),
+            "TF_TEST_MARKER": marker,
+            "TICKETFLOW_PASSWORD_HASH_MEMORY_KIB": "64",
+            "TICKETFLOW_PASSWORD_HASH_TIME_COST": "1",
+            "RAY_USAGE_STATS_ENABLED": "0",
+        }
+    )
     env.update(extra)
     return env
 
 
-def run_command(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli", *args], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+def run_command(
+    env: dict[str, str], *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def last_line(text: str) -> str:
@@ -78,11 +95,20 @@ class Server:
         return self.state / "serve.err"
 
     def output(self) -> str:
-        return self.out.read_text(errors="replace")[-2000:] + "\n--- stderr ---\n" + self.err.read_text(errors="replace")[-3000:]
+        return (
+            self.out.read_text(errors="replace")[-2000:]
+            + "\n--- stderr ---\n"
+            + self.err.read_text(errors="replace")[-3000:]
+        )
 
     def start(self) -> Server:
-        self.proc = subprocess.Popen([sys.executable, "-m", "cli", "serve"], env=self.env, cwd=REPO,
-                                     stdout=self.out.open("ab"), stderr=self.err.open("ab"))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cli", "serve"],
+            env=self.env,
+            cwd=REPO,
+            stdout=self.out.open("ab"),
+            stderr=self.err.open("ab"),
+        )
         return self
 
     def wait_healthy(self, timeout: float = 150) -> None:
@@ -93,9 +119,15 @@ class Server:
             assert proc.poll() is None, self.output()
             return httpx.get(f"{self.url}/health", timeout=3).status_code
 
-        wait_until_sync(health, until=lambda status: status == 200, timeout=timeout, interval=0.5,
-                        what=f"`ticketflow serve` to answer {self.url}/health with 200",
-                        ignoring=(httpx.HTTPError,), explain=self.output)
+        wait_until_sync(
+            health,
+            until=lambda status: status == 200,
+            timeout=timeout,
+            interval=0.5,
+            what=f"`ticketflow serve` to answer {self.url}/health with 200",
+            ignoring=(httpx.HTTPError,),
+            explain=self.output,
+        )
 
     def stop(self, timeout: float = 90) -> int:
         """SIGTERM and wait; the exit code."""
@@ -113,8 +145,13 @@ class Server:
     def leftovers(self, timeout: float = 20) -> list[str]:
         """Processes of this server still alive after ``timeout`` seconds of waiting."""
         try:
-            return wait_until_sync(lambda: processes_with(self.marker, self.state), until=lambda left: not left,
-                                   timeout=timeout, interval=0.5, what="no process of this server left")
+            return wait_until_sync(
+                lambda: processes_with(self.marker, self.state),
+                until=lambda left: not left,
+                timeout=timeout,
+                interval=0.5,
+                what="no process of this server left",
+            )
         except WaitedTooLong as still_there:
             return list(still_there.last)
 
@@ -135,13 +172,18 @@ def processes_with(marker: str, state: Path) -> list[str]:
             status = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except (OSError, IndexError):
             continue
-        if (marker.encode() in environ or str(state).encode() in cmdline) and status not in ("Z", "X"):
+        if (marker.encode() in environ or str(state).encode() in cmdline) and status not in (
+            "Z",
+            "X",
+        ):
             found.append(f"{pid}: {cmdline[:100]!r}")
     return found
 
 
 def login(url: str, email: str = "test@ticketflow.dev", password: str = "Test1234!") -> str:
-    r = httpx.post(f"{url}/api/users/login", json={"email": email, "password": password}, timeout=10)
+    r = httpx.post(
+        f"{url}/api/users/login", json={"email": email, "password": password}, timeout=10
+    )
     assert r.status_code == 200, r.text
     token: str = r.json()["token"]
     return token
@@ -151,13 +193,28 @@ def book_one_seat(url: str, token: str, seat: str, timeout: float = 60) -> dict[
     """Book ``seat`` of the first demo event and wait for the booking's final state."""
     headers = {"Authorization": f"Bearer {token}"}
     event = httpx.get(f"{url}/api/events", timeout=10).json()["data"][0]["id"]
-    r = httpx.post(f"{url}/api/bookings", headers={**headers, "Idempotency-Key": secrets.token_hex(8)}, timeout=10,
-                   json={"eventId": event, "seatIds": [seat], "paymentMethod": {"type": "card", "token": "pm_card_visa"}})
+    r = httpx.post(
+        f"{url}/api/bookings",
+        headers={**headers, "Idempotency-Key": secrets.token_hex(8)},
+        timeout=10,
+        json={
+            "eventId": event,
+            "seatIds": [seat],
+            "paymentMethod": {"type": "card", "token": "pm_card_visa"},
+        },
+    )
     assert r.status_code == 202, r.text
     booking_id = r.json()["bookingId"]
 
     def booking() -> dict[str, Any]:
-        return dict(httpx.get(f"{url}/api/bookings/{booking_id}", headers=headers, timeout=10).json())
+        return dict(
+            httpx.get(f"{url}/api/bookings/{booking_id}", headers=headers, timeout=10).json()
+        )
 
-    return wait_until_sync(booking, until=lambda b: b.get("status") in ("CONFIRMED", "FAILED", "CANCELLED"),
-                           timeout=timeout, interval=0.3, what=f"booking {booking_id} to finish")
+    return wait_until_sync(
+        booking,
+        until=lambda b: b.get("status") in ("CONFIRMED", "FAILED", "CANCELLED"),
+        timeout=timeout,
+        interval=0.3,
+        what=f"booking {booking_id} to finish",
+    )

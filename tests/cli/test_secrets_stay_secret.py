@@ -54,7 +54,9 @@ class Server:
 def _clean_env() -> dict[str, str]:
     """This process's environment without anything of TicketFlow's or of the suite's server."""
     drop = secret_env_names() | {"STRIPE_API_BASE", "RAY_ADDRESS"}
-    return {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("TICKETFLOW_")}
+    return {
+        k: v for k, v in os.environ.items() if k not in drop and not k.startswith("TICKETFLOW_")
+    }
 
 
 def _wait_healthy(proc: subprocess.Popen[bytes], url: str, output: Path) -> None:
@@ -62,9 +64,15 @@ def _wait_healthy(proc: subprocess.Popen[bytes], url: str, output: Path) -> None
         assert proc.poll() is None, output.read_text()[-3000:]
         return httpx.get(f"{url}/health", timeout=2).status_code
 
-    wait_until_sync(health, until=lambda status: status == 200, timeout=180, interval=1,
-                    what=f"`ticketflow serve` to answer {url}/health with 200", ignoring=(httpx.HTTPError,),
-                    explain=lambda: output.read_text()[-3000:])
+    wait_until_sync(
+        health,
+        until=lambda status: status == 200,
+        timeout=180,
+        interval=1,
+        what=f"`ticketflow serve` to answer {url}/health with 200",
+        ignoring=(httpx.HTTPError,),
+        explain=lambda: output.read_text()[-3000:],
+    )
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -94,7 +102,10 @@ def smtp_with_login() -> Iterator[tuple[SmtpSink, str, str]]:
 
 @pytest.fixture(scope="module")
 def secret_server(
-    database_url: str, redis_url: str, stripe_fake: FakeStripe, smtp_with_login: tuple[SmtpSink, str, str],
+    database_url: str,
+    redis_url: str,
+    stripe_fake: FakeStripe,
+    smtp_with_login: tuple[SmtpSink, str, str],
 ) -> Iterator[Server]:
     sink, smtp_user, smtp_password = smtp_with_login
     role, pg_password, dsn = asyncio.run(secret_scrape.create_password_role(database_url))
@@ -105,25 +116,50 @@ def secret_server(
     jwt_secret = secrets.token_urlsafe(48)
     admin_password = f"Adm1n{secrets.token_hex(10)}"
     env = _clean_env()
-    env.update({
-        "DATABASE_URL": dsn, "REDIS_URL": redis_with_password, "JWT_SECRET": jwt_secret,
-        "STRIPE_API_KEY": stripe_fake.api_key, "STRIPE_API_BASE": stripe_fake.url,
-        "SMTP_URL": sink.url_with_credentials(smtp_user, smtp_password),
-        "TICKETFLOW_ADMIN_PASSWORD": admin_password,
-        "TICKETFLOW_STATE_DIR": str(state), "TICKETFLOW_PORT": str(port),
-        "TICKETFLOW_PASSWORD_HASH_MEMORY_KIB": "64", "TICKETFLOW_PASSWORD_HASH_TIME_COST": "1",
-        "TICKETFLOW_NOTIFY_POLL_SECONDS": "0.5",
-        # Ray's session directory inside the state dir: this server's alone, whatever else runs.
-        "RAY_TMPDIR": str(state / "ray"), "RAY_USAGE_STATS_ENABLED": "0",
-    })
+    env.update(
+        {
+            "DATABASE_URL": dsn,
+            "REDIS_URL": redis_with_password,
+            "JWT_SECRET": jwt_secret,
+            "STRIPE_API_KEY": stripe_fake.api_key,
+            "STRIPE_API_BASE": stripe_fake.url,
+            "SMTP_URL": sink.url_with_credentials(smtp_user, smtp_password),
+            "TICKETFLOW_ADMIN_PASSWORD": admin_password,
+            "TICKETFLOW_STATE_DIR": str(state),
+            "TICKETFLOW_PORT": str(port),
+            "TICKETFLOW_PASSWORD_HASH_MEMORY_KIB": "64",
+            "TICKETFLOW_PASSWORD_HASH_TIME_COST": "1",
+            "TICKETFLOW_NOTIFY_POLL_SECONDS": "0.5",
+            # Ray's session directory inside the state dir: this server's alone, whatever else runs.
+            "RAY_TMPDIR": str(state / "ray"),
+            "RAY_USAGE_STATS_ENABLED": "0",
+        }
+    )
     output = state / "serve.out"
     with output.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "cli", "serve"], env=env, cwd=ROOT,
-                                stdout=log, stderr=subprocess.STDOUT)
-    server = Server(f"http://127.0.0.1:{port}", state, output, proc, redis_url, redis_user, {
-        "JWT_SECRET": jwt_secret, "STRIPE_API_KEY": stripe_fake.api_key, "SMTP password": smtp_password,
-        "database password": pg_password, "Redis password": redis_password, "admin password": admin_password,
-    })
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cli", "serve"],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(
+        f"http://127.0.0.1:{port}",
+        state,
+        output,
+        proc,
+        redis_url,
+        redis_user,
+        {
+            "JWT_SECRET": jwt_secret,
+            "STRIPE_API_KEY": stripe_fake.api_key,
+            "SMTP password": smtp_password,
+            "database password": pg_password,
+            "Redis password": redis_password,
+            "admin password": admin_password,
+        },
+    )
     try:
         _wait_healthy(proc, server.url, output)
         yield server
@@ -141,45 +177,73 @@ class Traffic:
 
 
 @pytest.fixture(scope="module")
-def traffic(secret_server: Server, stripe_fake: FakeStripe, smtp_with_login: tuple[SmtpSink, str, str]) -> Traffic:
+def traffic(
+    secret_server: Server, stripe_fake: FakeStripe, smtp_with_login: tuple[SmtpSink, str, str]
+) -> Traffic:
     """A registration, two logins and a booking charged through Stripe and emailed through SMTP."""
     sink = smtp_with_login[0]
     admin_password = secret_server.secrets["admin password"]
     password = f"Buyer{secrets.token_hex(8)}"
     email = f"buyer-{secrets.token_hex(4)}@example.com"
     with httpx.Client(base_url=secret_server.url, timeout=30) as http:
-        r = http.post("/api/users/register", json={"name": "Buyer", "email": email, "password": password})
+        r = http.post(
+            "/api/users/register", json={"name": "Buyer", "email": email, "password": password}
+        )
         assert r.status_code == 201, r.text
-        token = http.post("/api/users/login", json={"email": email, "password": password}).json()["token"]
-        r = http.post("/api/users/login", json={"email": "admin@ticketflow.dev", "password": admin_password})
+        token = http.post("/api/users/login", json={"email": email, "password": password}).json()[
+            "token"
+        ]
+        r = http.post(
+            "/api/users/login", json={"email": "admin@ticketflow.dev", "password": admin_password}
+        )
         assert r.status_code == 200, r.text
         admin_token = r.json()["token"]
         event = http.get("/api/events").json()["data"][0]
-        r = http.post("/api/bookings", headers=auth(token), json={
-            "eventId": event["id"], "seatIds": ["seat_A1"], "paymentMethod": {"type": "card", "token": CARD},
-        })
+        r = http.post(
+            "/api/bookings",
+            headers=auth(token),
+            json={
+                "eventId": event["id"],
+                "seatIds": ["seat_A1"],
+                "paymentMethod": {"type": "card", "token": CARD},
+            },
+        )
         assert r.status_code == 202, r.text
         booking_id = r.json()["bookingId"]
-        booking = wait_until_sync(lambda: http.get(f"/api/bookings/{booking_id}", headers=auth(token)).json(),
-                                  until=lambda b: b["status"] in FINAL, timeout=60, what=f"booking {booking_id} to finish")
+        booking = wait_until_sync(
+            lambda: http.get(f"/api/bookings/{booking_id}", headers=auth(token)).json(),
+            until=lambda b: b["status"] in FINAL,
+            timeout=60,
+            what=f"booking {booking_id} to finish",
+        )
     assert booking["status"] == "CONFIRMED", booking
     # The secrets were used where they are needed: Stripe saw our key, SMTP our login, Redis
     # (the gateway's rate limiter) our ACL user.
-    assert any(req.bearer_key == stripe_fake.api_key and req.status == 200
-               for req in stripe_fake.requests if req.path.startswith("/v1/payment_intents")), stripe_fake.requests
+    assert any(
+        req.bearer_key == stripe_fake.api_key and req.status == 200
+        for req in stripe_fake.requests
+        if req.path.startswith("/v1/payment_intents")
+    ), stripe_fake.requests
     assert secret_scrape.redis_connections_of(secret_server.redis_url, secret_server.redis_user) > 0
-    assert any(email in m["To"] for m in sink.wait_for(1, timeout=30)), [m["To"] for m in sink.messages]
+    assert any(email in m["To"] for m in sink.wait_for(1, timeout=30)), [
+        m["To"] for m in sink.messages
+    ]
     return Traffic(password, [token, admin_token], booking)
 
 
 def _needles(server: Server, traffic: Traffic) -> dict[str, str]:
     return {
-        **server.secrets, "buyer's password": traffic.password, "card token": CARD,
+        **server.secrets,
+        "buyer's password": traffic.password,
+        "card token": CARD,
         **{f"JWT #{i}": token for i, token in enumerate(traffic.tokens)},
     }
 
 
-def test_the_secrets_file_is_the_server_users_alone(secret_server: Server, traffic: Traffic) -> None:  # noqa: ARG001
+def test_the_secrets_file_is_the_server_users_alone(
+    secret_server: Server,
+    traffic: Traffic,  # noqa: ARG001
+) -> None:
     path = secret_server.state / SECRETS_FILE_NAME
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert path.stat().st_uid == os.getuid()
@@ -195,7 +259,9 @@ def test_the_dashboard_state_api_shows_no_secret(secret_server: Server, traffic:
     assert secret_scrape.leaks_in_dashboard(answers, _needles(secret_server, traffic)) == []
 
 
-def test_no_secret_in_the_server_output_or_ray_session_dir(secret_server: Server, traffic: Traffic) -> None:
+def test_no_secret_in_the_server_output_or_ray_session_dir(
+    secret_server: Server, traffic: Traffic
+) -> None:
     needles = _needles(secret_server, traffic)
     # Stopped first, so that every process has written and flushed what it logs.
     _stop(secret_server.process)

@@ -13,7 +13,10 @@ from tests.cli.serve_process import Server, login, new_state_dir, processes_with
 
 
 def _answers_as_the_readme_says(server: Server) -> None:
-    r = httpx.post(f"{server.url}/api/users/login", json={"email": "test@ticketflow.dev", "password": "Test1234!"})
+    r = httpx.post(
+        f"{server.url}/api/users/login",
+        json={"email": "test@ticketflow.dev", "password": "Test1234!"},
+    )
     assert r.status_code == 200, r.text
     assert r.json()["user"]["email"] == "test@ticketflow.dev"
     events = httpx.get(f"{server.url}/api/events").json()["data"]
@@ -43,5 +46,7 @@ def test_serve_answers_and_leaves_nothing_behind_after_sigterm() -> None:
             code = server.stop()
         assert code == 0, server.output()
         assert server.leftovers() == [], f"start {n + 1}"
-        print(f"start {n + 1}/{loops}: healthy after {healthy - started:.1f} s, "
-              f"stopped with nothing left after {time.monotonic() - healthy:.1f} s")
+        print(
+            f"start {n + 1}/{loops}: healthy after {healthy - started:.1f} s, "
+            f"stopped with nothing left after {time.monotonic() - healthy:.1f} s"
+        )

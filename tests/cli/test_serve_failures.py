@@ -44,7 +44,9 @@ def test_port_taken_fails_at_once_touching_nothing_and_the_holder_is_unharmed() 
         elapsed = time.monotonic() - started
         assert result.returncode == 1, result.stderr[-3000:]
         assert elapsed < 20, elapsed  # the interpreter's imports; nothing is started
-        _assert_one_line_failure(result.stderr, "cannot start", f"port {server.port}", "already in use")
+        _assert_one_line_failure(
+            result.stderr, "cannot start", f"port {server.port}", "already in use"
+        )
         # Checked before anything: no lock, no database, no Ray, not even a directory entry.
         assert sorted(p.name for p in server.state.iterdir()) == []
         assert processes_with(server.marker, server.state) == []
@@ -110,12 +112,16 @@ def _healthy_and_booking(server: Server, seat: str) -> None:
 @pytest.mark.slow
 def test_create_admin_beside_a_running_server_uses_its_database(running: Server) -> None:
     postmaster = running.postmaster_pid()
-    result = run_command(running.env, "create-admin", "--email", "ops@example.com", "--password", "Ops-pass-1234")
+    result = run_command(
+        running.env, "create-admin", "--email", "ops@example.com", "--password", "Ops-pass-1234"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     # Same Postgres, still running: the admin exists in the server's database.
     assert running.postmaster_pid() == postmaster
     token = login(running.url, "ops@example.com", "Ops-pass-1234")
-    me = httpx.get(f"{running.url}/api/users/me", headers={"Authorization": f"Bearer {token}"}, timeout=5).json()
+    me = httpx.get(
+        f"{running.url}/api/users/me", headers={"Authorization": f"Bearer {token}"}, timeout=5
+    ).json()
     assert me["role"] == "ADMIN", me
     _healthy_and_booking(running, "seat_A1")
     # Where it found the server's database: a file only the owner can read (a URL may carry a password).
@@ -124,9 +130,15 @@ def test_create_admin_beside_a_running_server_uses_its_database(running: Server)
 
 @pytest.mark.slow
 @pytest.mark.parametrize("same_port", [True, False], ids=["same-port", "other-port"])
-def test_a_second_serve_refuses_and_the_first_stays_healthy(running: Server, same_port: bool) -> None:
+def test_a_second_serve_refuses_and_the_first_stays_healthy(
+    running: Server, same_port: bool
+) -> None:
     postmaster = running.postmaster_pid()
-    second = Server(state=running.state, port=running.port if same_port else free_port(), marker=running.marker + "-2")
+    second = Server(
+        state=running.state,
+        port=running.port if same_port else free_port(),
+        marker=running.marker + "-2",
+    )
     started = time.monotonic()
     result = run_command(second.env, "serve", timeout=60)
     assert result.returncode == 1, result.stderr[-3000:]
@@ -134,7 +146,9 @@ def test_a_second_serve_refuses_and_the_first_stays_healthy(running: Server, sam
     if same_port:
         _assert_one_line_failure(result.stderr, "already in use")
     else:
-        _assert_one_line_failure(result.stderr, "in use by `ticketflow serve`", f"pid {running.proc.pid}")  # type: ignore[union-attr]
+        _assert_one_line_failure(
+            result.stderr, "in use by `ticketflow serve`", f"pid {running.proc.pid}"
+        )  # type: ignore[union-attr]
     assert processes_with(second.marker, Path("/no-such-state-dir")) == []
     assert running.postmaster_pid() == postmaster
     _healthy_and_booking(running, "seat_A2" if same_port else "seat_A3")
@@ -161,9 +175,12 @@ def test_health_is_503_while_postgres_is_unreachable_and_bookings_resume(running
     for pid in cluster:
         os.kill(pid, signal.SIGSTOP)
     try:
-        r = wait_until_sync(lambda: httpx.get(f"{running.url}/health", timeout=10),
-                            until=lambda r: r.status_code == 503, timeout=10,
-                            what="/health to answer 503 while Postgres is stopped")
+        r = wait_until_sync(
+            lambda: httpx.get(f"{running.url}/health", timeout=10),
+            until=lambda r: r.status_code == 503,
+            timeout=10,
+            what="/health to answer 503 while Postgres is stopped",
+        )
         error = r.json()["error"]
         assert error["code"] == "SERVICE_UNAVAILABLE" and "Postgres" in error["message"], error
     finally:
@@ -173,7 +190,9 @@ def test_health_is_503_while_postgres_is_unreachable_and_bookings_resume(running
 
 
 @pytest.mark.slow
-def test_embedded_postgres_killed_is_restarted_by_serve_and_bookings_resume(running: Server) -> None:
+def test_embedded_postgres_killed_is_restarted_by_serve_and_bookings_resume(
+    running: Server,
+) -> None:
     postmaster = running.postmaster_pid()
     os.kill(postmaster, signal.SIGKILL)
 
@@ -186,8 +205,14 @@ def test_embedded_postgres_killed_is_restarted_by_serve_and_bookings_resume(runn
             return f"no postmaster.pid yet ({exc})"
         return f"/health {httpx.get(f'{running.url}/health', timeout=5).status_code}"
 
-    wait_until_sync(restarted_and_healthy, until=lambda state: state == "/health 200", timeout=30, interval=0.3,
-                    what="a new postmaster and /health 200", explain=running.output)
+    wait_until_sync(
+        restarted_and_healthy,
+        until=lambda state: state == "/health 200",
+        timeout=30,
+        interval=0.3,
+        what="a new postmaster and /health 200",
+        explain=running.output,
+    )
     assert "embedded Postgres restarted" in running.err.read_text()
     _healthy_and_booking(running, "seat_A5")
 
@@ -203,5 +228,7 @@ def test_embedded_postgres_that_cannot_come_back_ends_the_server(running: Server
     assert running.proc is not None
     running.proc.wait(timeout=90)
     assert running.proc.returncode == 1, running.output()
-    _assert_one_line_failure(running.err.read_text(), "stopped", "Postgres", "could not be restarted")
+    _assert_one_line_failure(
+        running.err.read_text(), "stopped", "Postgres", "could not be restarted"
+    )
     assert running.leftovers() == []

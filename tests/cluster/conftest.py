@@ -53,7 +53,9 @@ FAST_FAILURE_DETECTION = {
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", f"{CLUSTER_MARK}: multi-node Ray cluster tests ({RUN_ALONE})")
+    config.addinivalue_line(
+        "markers", f"{CLUSTER_MARK}: multi-node Ray cluster tests ({RUN_ALONE})"
+    )
 
 
 @pytest.hookimpl(trylast=True)  # after `-m` has deselected what it deselects
@@ -100,10 +102,16 @@ def cluster_secrets(cluster_database_url: str, cluster_redis_url: str) -> Iterat
     role, pg_password, dsn = asyncio.run(secret_scrape.create_password_role(cluster_database_url))
     redis_user, redis_password, redis_url = secret_scrape.create_redis_user(cluster_redis_url)
     try:
-        yield ClusterSecrets(dsn, redis_url, {
-            "JWT_SECRET": secrets.token_urlsafe(48), "database password": pg_password,
-            "Redis password": redis_password, "admin password": ADMIN[1],
-        })
+        yield ClusterSecrets(
+            dsn,
+            redis_url,
+            {
+                "JWT_SECRET": secrets.token_urlsafe(48),
+                "database password": pg_password,
+                "Redis password": redis_password,
+                "admin password": ADMIN[1],
+            },
+        )
     finally:
         asyncio.run(secret_scrape.drop_password_role(cluster_database_url, role))
         secret_scrape.drop_redis_user(cluster_redis_url, redis_user)
@@ -117,7 +125,9 @@ def cluster_env(cluster_secrets: ClusterSecrets, cluster_state_dir: Path) -> dic
     for name in ("SMTP_URL", "STRIPE_API_KEY", "STRIPE_API_BASE", "RAY_ADDRESS"):
         os.environ.pop(name, None)  # simulated cards, outbox emails, our own cluster
     return boot.app_env(
-        database_url=cluster_secrets.database_url, redis_url=cluster_secrets.redis_url, state_dir=cluster_state_dir,
+        database_url=cluster_secrets.database_url,
+        redis_url=cluster_secrets.redis_url,
+        state_dir=cluster_state_dir,
         JWT_SECRET=cluster_secrets.values["JWT_SECRET"],
         TICKETFLOW_PAYMENT_LATENCY_MS=str(PAYMENT_LATENCY_MS),
         # Seat actors must not retire during the test: the point is to see them restart.
@@ -160,19 +170,28 @@ def ray_cluster(cluster_env: dict[str, str]) -> Iterator[RunningCluster]:  # noq
     workers: list[Any] = []
 
     def start_ray() -> None:  # after boot set the environment the nodes inherit
-        cluster = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": 1, "resources": {HEAD_RESOURCE: 1},
-            # The dashboard, as on a real head: its state API is searched for secrets.
-            "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": free_port(),
-            # The head's dashboard agent defaults to port 52365, as does the main session's Ray.
-            "dashboard_agent_listen_port": free_port(),
-            "_system_config": FAST_FAILURE_DETECTION,
-        })
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={
+                "num_cpus": 1,
+                "resources": {HEAD_RESOURCE: 1},
+                # The dashboard, as on a real head: its state API is searched for secrets.
+                "include_dashboard": True,
+                "dashboard_host": "127.0.0.1",
+                "dashboard_port": free_port(),
+                # The head's dashboard agent defaults to port 52365, as does the main session's Ray.
+                "dashboard_agent_listen_port": free_port(),
+                "_system_config": FAST_FAILURE_DETECTION,
+            },
+        )
         clusters.append(cluster)
         workers.extend(cluster.add_node(num_cpus=1) for _ in range(2))
         cluster.wait_for_nodes()
         ray.init(
-            address=cluster.address, namespace=names.NAMESPACE, log_to_driver=False, logging_level="ERROR",
+            address=cluster.address,
+            namespace=names.NAMESPACE,
+            log_to_driver=False,
+            logging_level="ERROR",
             runtime_env={"env_vars": ray_env.runtime_env_vars()},
         )
 
@@ -184,7 +203,9 @@ def ray_cluster(cluster_env: dict[str, str]) -> Iterator[RunningCluster]:  # noq
     )
     try:
         with boot.serve_app_on_ray(
-            start_ray, app=gateway.bind(), proxy_location="HeadOnly",
+            start_ray,
+            app=gateway.bind(),
+            proxy_location="HeadOnly",
             logging_config={"log_level": "WARNING", "enable_access_log": False},
         ) as url:
             print(f"\ncluster of 3 nodes serving in {time.monotonic() - started:.1f} s", flush=True)
@@ -201,7 +222,10 @@ async def cluster_http(ray_cluster: RunningCluster) -> AsyncIterator[httpx.Async
 
 
 @pytest_asyncio.fixture(scope="session")
-async def cluster_db(cluster_env: dict[str, str], ray_cluster: RunningCluster) -> AsyncIterator[asyncpg.Pool]:  # noqa: ARG001 - migrated by ray_cluster
+async def cluster_db(
+    cluster_env: dict[str, str],
+    ray_cluster: RunningCluster,  # noqa: ARG001 - migrated by ray_cluster
+) -> AsyncIterator[asyncpg.Pool]:
     pool = await asyncpg.create_pool(cluster_env["DATABASE_URL"], min_size=1, max_size=4)
     yield pool
     await pool.close()

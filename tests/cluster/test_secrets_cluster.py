@@ -23,11 +23,15 @@ CARD = "pm_card_visa"
 
 
 async def test_no_secret_where_ray_records_or_shows_on_a_cluster(
-    ray_cluster: RunningCluster, cluster_http: httpx.AsyncClient, cluster_secrets: ClusterSecrets,
+    ray_cluster: RunningCluster,
+    cluster_http: httpx.AsyncClient,
+    cluster_secrets: ClusterSecrets,
 ) -> None:
     password = f"Buyer{secrets.token_hex(8)}"
     email = f"buyer-{secrets.token_hex(4)}@example.com"
-    r = await cluster_http.post("/api/users/register", json={"name": "Buyer", "email": email, "password": password})
+    r = await cluster_http.post(
+        "/api/users/register", json={"name": "Buyer", "email": email, "password": password}
+    )
     assert r.status_code == 201, r.text
     token = await login(cluster_http, email, password)
     admin = await login(cluster_http, *ADMIN)
@@ -35,12 +39,21 @@ async def test_no_secret_where_ray_records_or_shows_on_a_cluster(
     booking = await book_and_wait(cluster_http, token, event["id"], ["seat_A1"], CARD)
     assert booking["status"] == "CONFIRMED", booking
 
-    needles = {**cluster_secrets.values, "buyer's password": password, "card token": CARD,
-               "buyer's JWT": token, "admin's JWT": admin}
+    needles = {
+        **cluster_secrets.values,
+        "buyer's password": password,
+        "card token": CARD,
+        "buyer's JWT": token,
+        "admin's JWT": admin,
+    }
     nodes = [ray_cluster.head, *ray_cluster.workers]
     sessions = sorted({Path(node.get_session_dir_path()) for node in nodes})
     assert secret_scrape.files_under(sessions) > 20
-    answers = secret_scrape.dashboard_answers(secret_scrape.dashboard_url(Path(ray_cluster.head.get_session_dir_path())))
+    answers = secret_scrape.dashboard_answers(
+        secret_scrape.dashboard_url(Path(ray_cluster.head.get_session_dir_path()))
+    )
     assert "TICKETFLOW_STATE_DIR" in answers[secret_scrape.RUNTIME_ENVS_PATH]  # the right place
-    leaks = secret_scrape.leaks_in_dashboard(answers, needles) + secret_scrape.leaks_in_files(sessions, needles)
+    leaks = secret_scrape.leaks_in_dashboard(answers, needles) + secret_scrape.leaks_in_files(
+        sessions, needles
+    )
     assert leaks == []

@@ -86,14 +86,18 @@ def test_gateway_autoscales_with_max_ongoing_requests(serve_config: dict[str, An
     gateway = gateway_of(serve_config)
     assert "num_replicas" not in gateway or gateway["num_replicas"] == "auto"
     auto = AutoscalingConfig(**gateway["autoscaling_config"])
-    assert 1 <= auto.min_replicas <= (auto.initial_replicas or auto.min_replicas) <= auto.max_replicas
+    assert (
+        1 <= auto.min_replicas <= (auto.initial_replicas or auto.min_replicas) <= auto.max_replicas
+    )
     assert auto.min_replicas >= 2  # one node loss must not take the API down
     assert auto.target_ongoing_requests is not None
     assert gateway["max_ongoing_requests"] >= 100  # Serve's default of 5 starves an async replica
     assert auto.target_ongoing_requests <= gateway["max_ongoing_requests"]
 
 
-def test_runtime_env_carries_the_settings_and_the_proxy_callback(serve_config: dict[str, Any]) -> None:
+def test_runtime_env_carries_the_settings_and_the_proxy_callback(
+    serve_config: dict[str, Any],
+) -> None:
     (app,) = serve_config["applications"]
     env = app["runtime_env"]["env_vars"]
     assert env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] == ray_env.PROXY_CALLBACK
@@ -128,7 +132,10 @@ def test_runtime_env_settings_are_valid_with_secrets_from_the_cluster(
 
 def test_no_secret_is_written_in_the_serve_config(serve_config: dict[str, Any]) -> None:
     (app,) = serve_config["applications"]
-    env = {**app["runtime_env"]["env_vars"], **serve_config["controller_options"]["runtime_env"]["env_vars"]}
+    env = {
+        **app["runtime_env"]["env_vars"],
+        **serve_config["controller_options"]["runtime_env"]["env_vars"],
+    }
     assert not set(env) & set(ALL_SECRETS)
     text = (DEPLOY / "serve_config.yaml").read_text()
     assert not re.search(r"(postgres(ql)?|redis|smtps?)://[^\s]*:[^\s]*@", text)
@@ -155,7 +162,9 @@ def test_rayservice_shape(rayservice: dict[str, Any]) -> None:
         assert container["readinessProbe"] and container["livenessProbe"]
 
 
-def test_rayservice_embeds_the_serve_config(rayservice: dict[str, Any], serve_config: dict[str, Any]) -> None:
+def test_rayservice_embeds_the_serve_config(
+    rayservice: dict[str, Any], serve_config: dict[str, Any]
+) -> None:
     from ray.serve.schema import ServeDeploySchema
 
     embedded = yaml.safe_load(rayservice["spec"]["serveConfigV2"])
@@ -229,7 +238,10 @@ def test_cluster_launcher_keeps_secrets_out_of_the_file() -> None:
 def test_readme_gives_the_exact_steps() -> None:
     readme = (DEPLOY / "README.md").read_text()
     for step in (
-        "ray start --head --port=6380", "ray start --address=", "serve deploy deploy/serve_config.yaml",
-        "kubectl apply -f", "ticketflow migrate",
+        "ray start --head --port=6380",
+        "ray start --address=",
+        "serve deploy deploy/serve_config.yaml",
+        "kubectl apply -f",
+        "ticketflow migrate",
     ):
         assert step in readme, step

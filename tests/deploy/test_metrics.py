@@ -32,7 +32,11 @@ assert metrics._metrics == {}, metrics._metrics
 
 def _run(code: str) -> str:
     result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -48,7 +52,9 @@ def test_helpers_are_no_ops_when_ray_is_imported_but_not_initialised() -> None:
 
 
 class FakeMetric:
-    def __init__(self, kind: str, name: str, tag_keys: tuple[str, ...], boundaries: list[float] | None) -> None:
+    def __init__(
+        self, kind: str, name: str, tag_keys: tuple[str, ...], boundaries: list[float] | None
+    ) -> None:
         self.kind, self.name, self.tag_keys, self.boundaries = kind, name, tag_keys, boundaries
         self.calls: list[tuple[str, float, dict[str, str] | None]] = []
 
@@ -95,7 +101,10 @@ def test_metrics_are_created_lazily_once_per_process(fake_ray: dict[str, FakeMet
     metrics.record_lock(True)
     metrics.record_lock(False)
     assert list(fake_ray) == [metrics.SEAT_LOCKS]
-    assert [c[2] for c in fake_ray[metrics.SEAT_LOCKS].calls] == [{"result": "granted"}, {"result": "refused"}]
+    assert [c[2] for c in fake_ray[metrics.SEAT_LOCKS].calls] == [
+        {"result": "granted"},
+        {"result": "refused"},
+    ]
 
 
 def test_every_helper_records_with_its_labels(fake_ray: dict[str, FakeMetric]) -> None:
@@ -113,7 +122,10 @@ def test_every_helper_records_with_its_labels(fake_ray: dict[str, FakeMetric]) -
         ("inc", 1.0, {"status": "FAILED", "reason": "PAYMENT_DECLINED"}),
         ("inc", 1.0, {"status": "CONFIRMED", "reason": "none"}),
     ]
-    assert calls[metrics.SAGA_STEP_SECONDS] == [("observe", 0.31, {"step": "charge"}), ("observe", 0.0, {"step": "lock"})]
+    assert calls[metrics.SAGA_STEP_SECONDS] == [
+        ("observe", 0.31, {"step": "charge"}),
+        ("observe", 0.0, {"step": "lock"}),
+    ]
     assert calls[metrics.SEAT_ACTOR_STARTS] == [("inc", 1.0, None)]
     assert calls[metrics.SEAT_ACTORS_LIVE] == [("set", 1.0, None), ("set", 0.0, None)]
     assert calls[metrics.PAYMENTS] == [("inc", 1.0, {"outcome": "declined"})]
@@ -129,11 +141,13 @@ def test_label_values_are_bounded(fake_ray: dict[str, FakeMetric]) -> None:
     outcomes = [c[2]["outcome"] for c in fake_ray[metrics.PAYMENTS].calls if c[2]]
     assert len(set(outcomes)) == metrics.MAX_LABEL_VALUES + 1  # the first 32, then "other"
     assert outcomes[-1] == metrics.OTHER
-    assert outcomes[metrics.MAX_LABEL_VALUES:] == [metrics.OTHER] * 11
+    assert outcomes[metrics.MAX_LABEL_VALUES :] == [metrics.OTHER] * 11
     assert all(len(o) <= metrics.MAX_LABEL_LENGTH for o in outcomes)
 
 
-def test_a_failing_metric_never_breaks_the_caller(fake_ray: dict[str, FakeMetric], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_metric_never_breaks_the_caller(
+    fake_ray: dict[str, FakeMetric], monkeypatch: pytest.MonkeyPatch
+) -> None:
     metrics.record_email("sent")
 
     def boom(*_a: Any, **_k: Any) -> None:
@@ -143,7 +157,9 @@ def test_a_failing_metric_never_breaks_the_caller(fake_ray: dict[str, FakeMetric
     metrics.record_email("sent")  # no exception
 
 
-def test_a_metric_that_cannot_be_created_disables_metrics_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_metric_that_cannot_be_created_disables_metrics_quietly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     def broken(_name: str) -> Any:
         raise RuntimeError("no core worker")
 

@@ -11,9 +11,21 @@ from tests.helpers import ADMIN
 @pytest.mark.slow
 async def test_onsale_benchmark_against_ticketflow(server: str) -> None:
     config = OnsaleConfig(
-        url=server, admin_email=ADMIN[0], admin_password=ADMIN[1], seats=20, buyers=3, attempts=30,
-        concurrency=8, retries=3, duration=45, grace=15, setup_concurrency=3, decline_fraction=0.2,
-        seed=3, progress=False, label="ticketflow",
+        url=server,
+        admin_email=ADMIN[0],
+        admin_password=ADMIN[1],
+        seats=20,
+        buyers=3,
+        attempts=30,
+        concurrency=8,
+        retries=3,
+        duration=45,
+        grace=15,
+        setup_concurrency=3,
+        decline_fraction=0.2,
+        seed=3,
+        progress=False,
+        label="ticketflow",
     )
     report = await run_onsale(config)
     results, checks = report["results"], report["checks"]

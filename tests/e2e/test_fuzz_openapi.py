@@ -17,10 +17,17 @@ EXAMPLES_PER_ROUTE = 12
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]
 
 
-def _fuzz(operation: Any, server: str, headers: dict[str, str], statuses: list[int], failures: list[str]) -> None:
+def _fuzz(
+    operation: Any, server: str, headers: dict[str, str], statuses: list[int], failures: list[str]
+) -> None:
     @given(case=operation.as_strategy())
-    @settings(max_examples=EXAMPLES_PER_ROUTE, deadline=None, suppress_health_check=list(HealthCheck),
-              derandomize=True, database=None)
+    @settings(
+        max_examples=EXAMPLES_PER_ROUTE,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        derandomize=True,
+        database=None,
+    )
     def run(case: Any) -> None:
         response = case.call_and_validate(base_url=server, headers=headers, checks=CHECKS)
         statuses.append(response.status_code)
@@ -33,7 +40,9 @@ def _fuzz(operation: Any, server: str, headers: dict[str, str], statuses: list[i
 
 @pytest.mark.slow
 def test_no_server_errors_and_responses_match_the_schema(server: str) -> None:
-    token = httpx.post(f"{server}/api/users/login", json={"email": ADMIN[0], "password": ADMIN[1]}).json()["token"]
+    token = httpx.post(
+        f"{server}/api/users/login", json={"email": ADMIN[0], "password": ADMIN[1]}
+    ).json()["token"]
     # As ADMIN, so the fuzzer reaches past authentication into every route's validation.
     headers = {"Authorization": f"Bearer {token}"}
     schema = schemathesis.openapi.from_url(f"{server}/openapi.json")

@@ -37,16 +37,23 @@ def samples(body: str) -> dict[str, list[tuple[dict[str, str], float]]]:
 def missing(found: dict[str, list[tuple[dict[str, str], float]]]) -> list[str]:
     gaps = []
     for name, want in EXPECTED.items():
-        if not any(value > 0 and all(labels.get(k) == v for k, v in want.items()) for labels, value in found.get(name, [])):
+        if not any(
+            value > 0 and all(labels.get(k) == v for k, v in want.items())
+            for labels, value in found.get(name, [])
+        ):
             gaps.append(f"{name}{want}")
     return gaps
 
 
-async def test_booking_metrics_reach_the_prometheus_endpoint(http: httpx.AsyncClient, admin_token: str, user_token: str) -> None:
+async def test_booking_metrics_reach_the_prometheus_endpoint(
+    http: httpx.AsyncClient, admin_token: str, user_token: str
+) -> None:
     import ray
 
     event = await create_event(http, admin_token, vip=2, general=2)
-    assert (await book_and_wait(http, user_token, event["id"], ["seat_A1"]))["status"] == "CONFIRMED"
+    assert (await book_and_wait(http, user_token, event["id"], ["seat_A1"]))[
+        "status"
+    ] == "CONFIRMED"
     port = ray._private.worker.global_worker.node.metrics_export_port
     url = f"http://127.0.0.1:{port}/metrics"
     # Ray's agents push every few seconds; give them several rounds.
@@ -57,9 +64,19 @@ async def test_booking_metrics_reach_the_prometheus_endpoint(http: httpx.AsyncCl
             scraped[0] = samples((await scraper.get(url)).text)
             return missing(scraped[0])
 
-        await wait_until(gaps, until=lambda gaps: not gaps, timeout=45, interval=1.0,
-                         what=f"every expected series at {url} (value: the ones missing)")
+        await wait_until(
+            gaps,
+            until=lambda gaps: not gaps,
+            timeout=45,
+            interval=1.0,
+            what=f"every expected series at {url} (value: the ones missing)",
+        )
     found = scraped[0]
     # No per-event label: one time series per event would grow without bound (actors/metrics.py).
-    ours = [labels for name, series in found.items() if name.startswith("ray_ticketflow_") for labels, _ in series]
+    ours = [
+        labels
+        for name, series in found.items()
+        if name.startswith("ray_ticketflow_")
+        for labels, _ in series
+    ]
     assert ours and not any("event_id" in labels for labels in ours)

@@ -25,7 +25,9 @@ async def test_login_is_rate_limited_per_account(http: httpx.AsyncClient) -> Non
     _, user = await new_user(http)  # one login already spent by new_user
     statuses = []
     for _ in range(6):
-        r = await http.post("/api/users/login", json={"email": user["email"], "password": "Wrong1234"})
+        r = await http.post(
+            "/api/users/login", json={"email": user["email"], "password": "Wrong1234"}
+        )
         statuses.append(r.status_code)
     assert statuses == [401, 401, 401, 401, 429, 429]
     r = await http.post("/api/users/login", json={"email": user["email"], "password": "Passw0rdX"})
@@ -33,7 +35,9 @@ async def test_login_is_rate_limited_per_account(http: httpx.AsyncClient) -> Non
     assert 1 <= int(r.headers["retry-after"]) <= 61 and "limit" in error["message"]
     # Another account from the same address is not affected.
     other_token, other = await new_user(http)
-    assert (await http.post("/api/users/login", json={"email": other["email"], "password": "Passw0rdX"})).status_code == 200
+    assert (
+        await http.post("/api/users/login", json={"email": other["email"], "password": "Passw0rdX"})
+    ).status_code == 200
 
 
 async def test_deleted_users_token_is_401(http: httpx.AsyncClient, db: asyncpg.Pool) -> None:
@@ -52,18 +56,35 @@ async def test_authorisation_matrix(http: httpx.AsyncClient, admin_token: str) -
     booking = await book_and_wait(http, owner, event["id"], ["seat_A1"])
     assert booking["status"] == "CONFIRMED"
     start = datetime.now(UTC) + timedelta(days=9)
-    new_event = {"name": "M", "venueId": venue_id, "startsAt": iso(start), "endsAt": iso(start + timedelta(hours=1)),
-                 "ticketTiers": [{"tier": "VIP", "price": 100, "currency": "GBP", "capacity": 1}]}
+    new_event = {
+        "name": "M",
+        "venueId": venue_id,
+        "startsAt": iso(start),
+        "endsAt": iso(start + timedelta(hours=1)),
+        "ticketTiers": [{"tier": "VIP", "price": 100, "currency": "GBP", "capacity": 1}],
+    }
     new_venue = {"name": "V", "address": "a", "city": "c", "country": "FR", "capacity": 5}
 
     def booking_body() -> dict[str, object]:
-        return {"eventId": event["id"], "seatIds": [f"seat_B{secrets.randbelow(4) + 1}"],
-                "paymentMethod": {"type": "card", "token": "pm_card_chargeDeclined"}}
+        return {
+            "eventId": event["id"],
+            "seatIds": [f"seat_B{secrets.randbelow(4) + 1}"],
+            "paymentMethod": {"type": "card", "token": "pm_card_chargeDeclined"},
+        }
 
     def register_body() -> dict[str, object]:
-        return {"name": "Matrix", "email": f"m-{secrets.token_hex(5)}@example.com", "password": "Passw0rdX"}
+        return {
+            "name": "Matrix",
+            "email": f"m-{secrets.token_hex(5)}@example.com",
+            "password": "Passw0rdX",
+        }
 
-    callers = {"anonymous": {}, "user": auth(owner), "other": auth(other), "admin": auth(admin_token)}
+    callers = {
+        "anonymous": {},
+        "user": auth(owner),
+        "other": auth(other),
+        "admin": auth(admin_token),
+    }
     # route -> expected status for (anonymous, owner, other user, admin)
     matrix: list[tuple[str, str, object, tuple[int, int, int, int]]] = [
         ("GET", "/health", None, (200, 200, 200, 200)),
@@ -94,11 +115,15 @@ async def test_authorisation_matrix(http: httpx.AsyncClient, admin_token: str) -
             payload = body() if callable(body) else body
             r = await http.request(method, path, json=payload, headers=callers[who])
             if r.status_code != want:
-                failures.append(f"{method} {path} as {who}: {r.status_code} (wanted {want}) {r.text[:120]}")
+                failures.append(
+                    f"{method} {path} as {who}: {r.status_code} (wanted {want}) {r.text[:120]}"
+                )
     assert not failures, "\n".join(failures)
 
 
-async def test_input_bounds_are_400_never_500(http: httpx.AsyncClient, admin_token: str, user_token: str) -> None:
+async def test_input_bounds_are_400_never_500(
+    http: httpx.AsyncClient, admin_token: str, user_token: str
+) -> None:
     big = {"name": "x" * 70_000, "email": "a@example.com", "password": "Passw0rdX"}
     assert_error(await http.post("/api/users/register", json=big), 413, "PAYLOAD_TOO_LARGE")
 
@@ -106,45 +131,90 @@ async def test_input_bounds_are_400_never_500(http: httpx.AsyncClient, admin_tok
         for _ in range(100):
             yield b" " * 1024
 
-    r = await http.post("/api/users/login", content=chunked(), headers={"Content-Type": "application/json"})
+    r = await http.post(
+        "/api/users/login", content=chunked(), headers={"Content-Type": "application/json"}
+    )
     assert_error(r, 413, "PAYLOAD_TOO_LARGE")
     venue = {"name": "V", "address": "a", "city": "c", "country": "GB", "capacity": 10}
-    for bad in ({**venue, "name": "y" * 201}, {**venue, "capacity": 10**12}, {**venue, "capacity": "ten"},
-                {**venue, "name": "tab\tname"}, {**venue, "name": "zero\u200bwidth"}, {**venue, "city": None}):
-        assert_error(await http.post("/api/venues", json=bad, headers=auth(admin_token)), 400, "VALIDATION_ERROR")
+    for bad in (
+        {**venue, "name": "y" * 201},
+        {**venue, "capacity": 10**12},
+        {**venue, "capacity": "ten"},
+        {**venue, "name": "tab\tname"},
+        {**venue, "name": "zero\u200bwidth"},
+        {**venue, "city": None},
+    ):
+        assert_error(
+            await http.post("/api/venues", json=bad, headers=auth(admin_token)),
+            400,
+            "VALIDATION_ERROR",
+        )
     event = await create_event(http, admin_token, vip=1, general=1)
-    r = await http.post("/api/bookings", headers=auth(user_token), json={
-        "eventId": event["id"], "seatIds": ["seat_A1"] * 1000, "paymentMethod": {"type": "card", "token": "pm_card_visa"}})
+    r = await http.post(
+        "/api/bookings",
+        headers=auth(user_token),
+        json={
+            "eventId": event["id"],
+            "seatIds": ["seat_A1"] * 1000,
+            "paymentMethod": {"type": "card", "token": "pm_card_visa"},
+        },
+    )
     assert_error(r, 400, "INVALID_SEAT_COUNT")
-    r = await http.post("/api/bookings", headers=auth(user_token), json={
-        "eventId": event["id"], "seatIds": ["seat_A1"], "paymentMethod": {"type": "card", "token": "pm_card_visa'; --"}})
+    r = await http.post(
+        "/api/bookings",
+        headers=auth(user_token),
+        json={
+            "eventId": event["id"],
+            "seatIds": ["seat_A1"],
+            "paymentMethod": {"type": "card", "token": "pm_card_visa'; --"},
+        },
+    )
     assert_error(r, 400, "VALIDATION_ERROR")
     assert_error(await http.get("/api/events", params={"page": 10**30}), 400, "VALIDATION_ERROR")
     assert_error(await http.get("/api/events/' OR 1=1 --"), 404, "EVENT_NOT_FOUND")
-    assert_error(await http.get("/api/bookings/my", params={"status": "DROP"}, headers=auth(user_token)), 400, "VALIDATION_ERROR")
-    r = await http.post("/api/bookings", headers={**auth(user_token), "Idempotency-Key": "bad key with spaces"}, json={
-        "eventId": event["id"], "seatIds": ["seat_A1"], "paymentMethod": {"type": "card", "token": "pm_card_visa"}})
+    assert_error(
+        await http.get("/api/bookings/my", params={"status": "DROP"}, headers=auth(user_token)),
+        400,
+        "VALIDATION_ERROR",
+    )
+    r = await http.post(
+        "/api/bookings",
+        headers={**auth(user_token), "Idempotency-Key": "bad key with spaces"},
+        json={
+            "eventId": event["id"],
+            "seatIds": ["seat_A1"],
+            "paymentMethod": {"type": "card", "token": "pm_card_visa"},
+        },
+    )
     assert_error(r, 400, "VALIDATION_ERROR")
 
 
 async def test_unicode_and_sql_text_round_trip(http: httpx.AsyncClient, admin_token: str) -> None:
-    name = "Zoë's \"Ångström\" Hall 🎫; DROP TABLE venues;--"
+    name = 'Zoë\'s "Ångström" Hall 🎫; DROP TABLE venues;--'
     venue = await create_venue(http, admin_token, name=name)
     got = (await http.get(f"/api/venues/{venue['id']}")).json()
     assert got["name"] == name
     token, user = await new_user(http, name="Zoë Ångström-O'Brien")
-    assert (await http.get("/api/users/me", headers=auth(token))).json()["name"] == "Zoë Ångström-O'Brien"
+    assert (await http.get("/api/users/me", headers=auth(token))).json()[
+        "name"
+    ] == "Zoë Ångström-O'Brien"
 
 
 async def test_passwords_never_returned_and_headers_set(http: httpx.AsyncClient) -> None:
     email = f"p-{secrets.token_hex(5)}@example.com"
-    r = await http.post("/api/users/register", json={"name": "Pat", "email": email, "password": "Sup3rSecretX"})
+    r = await http.post(
+        "/api/users/register", json={"name": "Pat", "email": email, "password": "Sup3rSecretX"}
+    )
     assert "Sup3rSecretX" not in r.text and "password" not in r.text and "argon2" not in r.text
     token = await login(http, email, "Sup3rSecretX")
     me = await http.get("/api/users/me", headers=auth(token))
     assert "argon2" not in me.text
-    for header, value in (("x-content-type-options", "nosniff"), ("x-frame-options", "DENY"),
-                          ("referrer-policy", "no-referrer"), ("cache-control", "no-store")):
+    for header, value in (
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        ("cache-control", "no-store"),
+    ):
         assert me.headers[header] == value
 
 
@@ -153,7 +223,11 @@ async def test_passwords_and_tokens_never_reach_the_logs(http: httpx.AsyncClient
 
     password = f"Pw{secrets.token_hex(8)}X9"
     email = f"log-{secrets.token_hex(5)}@example.com"
-    assert (await http.post("/api/users/register", json={"name": "Logan", "email": email, "password": password})).status_code == 201
+    assert (
+        await http.post(
+            "/api/users/register", json={"name": "Logan", "email": email, "password": password}
+        )
+    ).status_code == 201
     await http.post("/api/users/login", json={"email": email, "password": password + "wrong"})
     token = await login(http, email, password)
     await http.get("/api/users/me", headers=auth(token))
@@ -170,7 +244,9 @@ async def test_passwords_and_tokens_never_reach_the_logs(http: httpx.AsyncClient
             assert token.split(".")[2] not in text, f"token logged in {path}"
 
 
-async def test_per_ip_limits_count_the_clients_real_address_not_a_forged_header(server: str, redis_url: str) -> None:
+async def test_per_ip_limits_count_the_clients_real_address_not_a_forged_header(
+    server: str, redis_url: str
+) -> None:
     """Through Serve's proxy and behind fast ingress alike (`./dev test` runs both): a client that
     claims another address in X-Forwarded-For is still counted under the address it connects from."""
     import redis.asyncio as aioredis

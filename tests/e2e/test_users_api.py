@@ -28,11 +28,16 @@ async def test_health(http: httpx.AsyncClient) -> None:
 
 async def test_register_login_me(http: httpx.AsyncClient) -> None:
     email = _email()
-    r = await http.post("/api/users/register", json={"name": "Alice Example", "email": email, "password": "Secret123"})
+    r = await http.post(
+        "/api/users/register",
+        json={"name": "Alice Example", "email": email, "password": "Secret123"},
+    )
     assert r.status_code == 201, r.text
     user = r.json()
     assert set(user) == {"id", "name", "email", "role", "createdAt"}
-    assert user["id"].startswith("usr_") and user["email"] == email.lower() and user["role"] == "USER"
+    assert (
+        user["id"].startswith("usr_") and user["email"] == email.lower() and user["role"] == "USER"
+    )
     assert user["createdAt"].endswith("Z")
     assert "password" not in r.text
 
@@ -53,9 +58,14 @@ async def test_register_login_me(http: httpx.AsyncClient) -> None:
 
 async def test_duplicate_email_in_another_case_is_409(http: httpx.AsyncClient) -> None:
     email = _email()
-    r = await http.post("/api/users/register", json={"name": "Al", "email": email, "password": "Secret123"})
+    r = await http.post(
+        "/api/users/register", json={"name": "Al", "email": email, "password": "Secret123"}
+    )
     assert r.status_code == 201
-    r = await http.post("/api/users/register", json={"name": "Al", "email": email.swapcase(), "password": "Secret123"})
+    r = await http.post(
+        "/api/users/register",
+        json={"name": "Al", "email": email.swapcase(), "password": "Secret123"},
+    )
     assert_error(r, 409, "EMAIL_ALREADY_EXISTS")
 
 
@@ -79,7 +89,9 @@ async def test_login_failures_are_401(http: httpx.AsyncClient) -> None:
     token, user = await new_user(http)
     r = await http.post("/api/users/login", json={"email": user["email"], "password": "Wrong1234"})
     assert_error(r, 401, "INVALID_CREDENTIALS")
-    r = await http.post("/api/users/login", json={"email": "nobody@example.com", "password": "Wrong1234"})
+    r = await http.post(
+        "/api/users/login", json={"email": "nobody@example.com", "password": "Wrong1234"}
+    )
     assert_error(r, 401, "INVALID_CREDENTIALS")
     assert_error(await http.post("/api/users/login", json={"email": "x"}), 400, "VALIDATION_ERROR")
 
@@ -88,11 +100,24 @@ async def test_me_rejects_bad_tokens(http: httpx.AsyncClient, app_env: dict[str,
     token, user = await new_user(http)
     secret = app_env["JWT_SECRET"]
     now = int(time.time())
-    claims = {"sub": user["id"], "name": user["name"], "email": user["email"], "role": "USER", "iat": now, "exp": now + 60}
+    claims = {
+        "sub": user["id"],
+        "name": user["name"],
+        "email": user["email"],
+        "role": "USER",
+        "iat": now,
+        "exp": now + 60,
+    }
     header, payload, signature = token.split(".")
     forged = json.loads(base64.urlsafe_b64decode(payload + "=="))
     forged["role"] = "ADMIN"
-    tampered = ".".join([header, base64.urlsafe_b64encode(json.dumps(forged).encode()).decode().rstrip("="), signature])
+    tampered = ".".join(
+        [
+            header,
+            base64.urlsafe_b64encode(json.dumps(forged).encode()).decode().rstrip("="),
+            signature,
+        ]
+    )
     none_header = base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}').decode().rstrip("=")
     none_token = f"{none_header}.{payload}."
     bad = {
@@ -101,20 +126,36 @@ async def test_me_rejects_bad_tokens(http: httpx.AsyncClient, app_env: dict[str,
         "not bearer": {"Authorization": f"Basic {token}"},
         "tampered": auth(tampered),
         "alg none": auth(none_token),
-        "expired": auth(jwt.encode({**claims, "iat": now - 100, "exp": now - 10}, secret, algorithm="HS256")),
-        "wrong secret": auth(jwt.encode(claims, "another-secret-of-sufficient-length-123", algorithm="HS256")),
-        "missing claim": auth(jwt.encode({k: v for k, v in claims.items() if k != "role"}, secret, algorithm="HS256")),
+        "expired": auth(
+            jwt.encode({**claims, "iat": now - 100, "exp": now - 10}, secret, algorithm="HS256")
+        ),
+        "wrong secret": auth(
+            jwt.encode(claims, "another-secret-of-sufficient-length-123", algorithm="HS256")
+        ),
+        "missing claim": auth(
+            jwt.encode({k: v for k, v in claims.items() if k != "role"}, secret, algorithm="HS256")
+        ),
         # Signed with the real secret, but not what we issue (issue 17).
-        "exp a string": auth(jwt.encode({**claims, "exp": str(now + 3600)}, secret, algorithm="HS256")),
-        "iat in the future": auth(jwt.encode({**claims, "iat": now + 600, "exp": now + 3600}, secret, algorithm="HS256")),
-        "nbf in the future": auth(jwt.encode({**claims, "nbf": now + 600}, secret, algorithm="HS256")),
-        "another typ": auth(jwt.encode(claims, secret, algorithm="HS256", headers={"typ": "at+jwt"})),
+        "exp a string": auth(
+            jwt.encode({**claims, "exp": str(now + 3600)}, secret, algorithm="HS256")
+        ),
+        "iat in the future": auth(
+            jwt.encode({**claims, "iat": now + 600, "exp": now + 3600}, secret, algorithm="HS256")
+        ),
+        "nbf in the future": auth(
+            jwt.encode({**claims, "nbf": now + 600}, secret, algorithm="HS256")
+        ),
+        "another typ": auth(
+            jwt.encode(claims, secret, algorithm="HS256", headers={"typ": "at+jwt"})
+        ),
     }
     for name, headers in bad.items():
         r = await http.get("/api/users/me", headers=headers)
         assert r.status_code == 401, name
         assert_error(r, 401, "UNAUTHORIZED")
-    good = await http.get("/api/users/me", headers=auth(jwt.encode(claims, secret, algorithm="HS256")))
+    good = await http.get(
+        "/api/users/me", headers=auth(jwt.encode(claims, secret, algorithm="HS256"))
+    )
     assert good.status_code == 200
 
 
@@ -128,9 +169,15 @@ async def test_request_id_is_echoed_or_generated(http: httpx.AsyncClient) -> Non
 
 async def test_unknown_route_and_non_json_body(http: httpx.AsyncClient) -> None:
     assert_error(await http.get("/api/nothing-here"), 404, "NOT_FOUND")
-    r = await http.post("/api/users/login", content=b"{not json", headers={"Content-Type": "application/json"})
+    r = await http.post(
+        "/api/users/login", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
     assert_error(r, 400, "VALIDATION_ERROR")
-    r = await http.post("/api/users/login", content=b"email=a", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    r = await http.post(
+        "/api/users/login",
+        content=b"email=a",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert_error(r, 400, "VALIDATION_ERROR")
 
 

@@ -79,8 +79,17 @@ class FakeBookings:
         self._db = db
 
     async def add(
-        self, *, booking_id: str, user_id: str, event_id: str, seat_ids: list[str], saga_slot: int,
-        payment_token: str, idempotency_key: str | None, request_hash: str | None, request_id: str | None = None,
+        self,
+        *,
+        booking_id: str,
+        user_id: str,
+        event_id: str,
+        seat_ids: list[str],
+        saga_slot: int,
+        payment_token: str,
+        idempotency_key: str | None,
+        request_hash: str | None,
+        request_id: str | None = None,
     ) -> Added:
         # As the one INSERT ... SELECT does: price from the tiers, refuse a started event.
         st = self._db.state
@@ -96,20 +105,44 @@ class FakeBookings:
         prices = {t.tier: t.price for t in event.tiers}
         now = self._db.clock()
         st.bookings[booking_id] = Booking(
-            id=booking_id, user_id=user_id, event_id=event_id, event_name=event.name, event_date=event.starts_at,
-            venue_name=event.venue_name, seat_ids=tuple(seat_ids), status=BookingStatus.PENDING,
-            saga_step=SagaStep.STARTED, saga_slot=saga_slot, failure_reason=None,
-            total_amount=sum(prices[known[s].tier] for s in seat_ids), currency=event.tiers[0].currency,
-            payment_token=payment_token, payment_id=None, lock_expires_at=None, created_at=now, updated_at=now,
-            confirmed_at=None, failed_at=None, cancelled_at=None,
+            id=booking_id,
+            user_id=user_id,
+            event_id=event_id,
+            event_name=event.name,
+            event_date=event.starts_at,
+            venue_name=event.venue_name,
+            seat_ids=tuple(seat_ids),
+            status=BookingStatus.PENDING,
+            saga_step=SagaStep.STARTED,
+            saga_slot=saga_slot,
+            failure_reason=None,
+            total_amount=sum(prices[known[s].tier] for s in seat_ids),
+            currency=event.tiers[0].currency,
+            payment_token=payment_token,
+            payment_id=None,
+            lock_expires_at=None,
+            created_at=now,
+            updated_at=now,
+            confirmed_at=None,
+            failed_at=None,
+            cancelled_at=None,
         )
         if idempotency_key is not None:
             st.keys[(user_id, idempotency_key)] = KeyedBooking(booking_id, request_hash)
         return Added(seats_found=found, on_sale=True, booking_id=booking_id)
 
     async def add_best(
-        self, *, booking_id: str, user_id: str, event_id: str, request: SeatRequest, saga_slot: int,
-        payment_token: str, idempotency_key: str | None, request_hash: str | None, request_id: str | None = None,
+        self,
+        *,
+        booking_id: str,
+        user_id: str,
+        event_id: str,
+        request: SeatRequest,
+        saga_slot: int,
+        payment_token: str,
+        idempotency_key: str | None,
+        request_hash: str | None,
+        request_id: str | None = None,
     ) -> AddedBest:
         # As INSERT_BEST_BOOKING does: no seats and no price yet, the currency of the tier asked for.
         st = self._db.state
@@ -123,11 +156,28 @@ class FakeBookings:
             return AddedBest(on_sale=on_sale, tier_sold=bool(tiers), booking_id=None)
         now = self._db.clock()
         st.bookings[booking_id] = Booking(
-            id=booking_id, user_id=user_id, event_id=event_id, event_name=event.name, event_date=event.starts_at,
-            venue_name=event.venue_name, seat_ids=(), status=BookingStatus.PENDING, saga_step=SagaStep.STARTED,
-            saga_slot=saga_slot, failure_reason=None, total_amount=0, currency=tiers[0].currency,
-            payment_token=payment_token, payment_id=None, lock_expires_at=None, created_at=now, updated_at=now,
-            confirmed_at=None, failed_at=None, cancelled_at=None, seat_request=request,
+            id=booking_id,
+            user_id=user_id,
+            event_id=event_id,
+            event_name=event.name,
+            event_date=event.starts_at,
+            venue_name=event.venue_name,
+            seat_ids=(),
+            status=BookingStatus.PENDING,
+            saga_step=SagaStep.STARTED,
+            saga_slot=saga_slot,
+            failure_reason=None,
+            total_amount=0,
+            currency=tiers[0].currency,
+            payment_token=payment_token,
+            payment_id=None,
+            lock_expires_at=None,
+            created_at=now,
+            updated_at=now,
+            confirmed_at=None,
+            failed_at=None,
+            cancelled_at=None,
+            seat_request=request,
         )
         if idempotency_key is not None:
             st.keys[(user_id, idempotency_key)] = KeyedBooking(booking_id, request_hash)
@@ -164,20 +214,37 @@ class FakeCatalog:
         tiers = {t.tier: t for t in event.tiers}
         return {
             s.id: (tiers[s.tier].price, tiers[s.tier].currency)
-            for s in self._db.state.seats.get(event_id, []) if s.id in seat_ids
+            for s in self._db.state.seats.get(event_id, [])
+            if s.id in seat_ids
         }
 
     async def add_event(
-        self, *, venue_id: str, name: str, description: str, starts_at: datetime, ends_at: datetime,
-        tiers: list[TicketTier], seats: list[Seat],
+        self,
+        *,
+        venue_id: str,
+        name: str,
+        description: str,
+        starts_at: datetime,
+        ends_at: datetime,
+        tiers: list[TicketTier],
+        seats: list[Seat],
     ) -> tuple[str, datetime]:
         st = self._db.state
         venue = st.venues[venue_id]
         event_id, now = new_id("evnt"), self._db.clock()
         st.events[event_id] = Event(
-            id=event_id, name=name, description=description, venue_id=venue_id, venue_name=venue.name,
-            venue_city=venue.city, venue_capacity=venue.capacity, starts_at=starts_at, ends_at=ends_at,
-            created_at=now, updated_at=now, tiers=list(tiers),
+            id=event_id,
+            name=name,
+            description=description,
+            venue_id=venue_id,
+            venue_name=venue.name,
+            venue_city=venue.city,
+            venue_capacity=venue.capacity,
+            starts_at=starts_at,
+            ends_at=ends_at,
+            created_at=now,
+            updated_at=now,
+            tiers=list(tiers),
         )
         st.seats[event_id] = list(seats)
         return event_id, now
@@ -194,18 +261,27 @@ class FakeCatalog:
     ) -> None:
         st = self._db.state
         st.events[event_id] = replace(
-            st.events[event_id], name=name, description=description, starts_at=starts_at, ends_at=ends_at
+            st.events[event_id],
+            name=name,
+            description=description,
+            starts_at=starts_at,
+            ends_at=ends_at,
         )
 
     async def move_event(self, *, event_id: str, venue_id: str) -> None:
         st = self._db.state
         venue = st.venues[venue_id]
         st.events[event_id] = replace(
-            st.events[event_id], venue_id=venue_id, venue_name=venue.name, venue_city=venue.city,
+            st.events[event_id],
+            venue_id=venue_id,
+            venue_name=venue.name,
+            venue_city=venue.city,
             venue_capacity=venue.capacity,
         )
 
-    async def replace_seat_map(self, *, event_id: str, tiers: list[TicketTier], seats: list[Seat]) -> None:
+    async def replace_seat_map(
+        self, *, event_id: str, tiers: list[TicketTier], seats: list[Seat]
+    ) -> None:
         st = self._db.state
         st.events[event_id] = replace(st.events[event_id], tiers=list(tiers))
         st.seats[event_id] = list(seats)
@@ -215,11 +291,15 @@ class FakeUsers:
     def __init__(self, db: FakeDatabase) -> None:
         self._db = db
 
-    async def add(self, *, name: str, email: str, password_hash: str, role: Role = Role.USER) -> User | None:
+    async def add(
+        self, *, name: str, email: str, password_hash: str, role: Role = Role.USER
+    ) -> User | None:
         st = self._db.state
         if any(u.email == email for u in st.users.values()):
             return None
-        user = User(id=new_id("usr"), name=name, email=email, role=role, created_at=self._db.clock())
+        user = User(
+            id=new_id("usr"), name=name, email=email, role=role, created_at=self._db.clock()
+        )
         st.users[user.id] = user
         st.hashes[user.id] = password_hash
         return user
@@ -272,38 +352,82 @@ class FakeDatabase:
 
     # -- seeding, for tests ---------------------------------------------------------------------
     def add_venue(self, *, capacity: int = 1000, name: str = "Hall") -> Venue:
-        venue = Venue(id=new_id("ven"), name=name, address="1 Road", city="London", country="GB",
-                      capacity=capacity, created_at=self.clock())
+        venue = Venue(
+            id=new_id("ven"),
+            name=name,
+            address="1 Road",
+            city="London",
+            country="GB",
+            capacity=capacity,
+            created_at=self.clock(),
+        )
         self.state.venues[venue.id] = venue
         return venue
 
     def add_event(
-        self, venue: Venue, *, starts_in: timedelta = timedelta(days=30),
-        tiers: list[TicketTier] | None = None, seats_per_row: int = 10,
+        self,
+        venue: Venue,
+        *,
+        starts_in: timedelta = timedelta(days=30),
+        tiers: list[TicketTier] | None = None,
+        seats_per_row: int = 10,
     ) -> Event:
-        tiers = tiers or [TicketTier("VIP", 15000, "GBP", 10), TicketTier("GENERAL", 5000, "GBP", 20)]
+        tiers = tiers or [
+            TicketTier("VIP", 15000, "GBP", 10),
+            TicketTier("GENERAL", 5000, "GBP", 20),
+        ]
         starts_at = self.clock() + starts_in
         event = Event(
-            id=new_id("evnt"), name="Concert", description="Loud", venue_id=venue.id, venue_name=venue.name,
-            venue_city=venue.city, venue_capacity=venue.capacity, starts_at=starts_at,
-            ends_at=starts_at + timedelta(hours=3), created_at=self.clock(), updated_at=self.clock(), tiers=tiers,
+            id=new_id("evnt"),
+            name="Concert",
+            description="Loud",
+            venue_id=venue.id,
+            venue_name=venue.name,
+            venue_city=venue.city,
+            venue_capacity=venue.capacity,
+            starts_at=starts_at,
+            ends_at=starts_at + timedelta(hours=3),
+            created_at=self.clock(),
+            updated_at=self.clock(),
+            tiers=tiers,
         )
         self.state.events[event.id] = event
         self.state.seats[event.id] = generate_layout(tiers, seats_per_row=seats_per_row)
         return event
 
     def add_booking(
-        self, event: Event, *, user_id: str, status: BookingStatus = BookingStatus.CONFIRMED,
-        step: SagaStep | None = None, payment_id: str | None = "pay_1", saga_slot: int = 3,
+        self,
+        event: Event,
+        *,
+        user_id: str,
+        status: BookingStatus = BookingStatus.CONFIRMED,
+        step: SagaStep | None = None,
+        payment_id: str | None = "pay_1",
+        saga_slot: int = 3,
     ) -> Booking:
         now = self.clock()
         booking = Booking(
-            id=new_id("bkg"), user_id=user_id, event_id=event.id, event_name=event.name,
-            event_date=event.starts_at, venue_name=event.venue_name, seat_ids=("seat_A1",), status=status,
-            saga_step=step or (SagaStep.STARTED if status is BookingStatus.PENDING else SagaStep(status.value)),
-            saga_slot=saga_slot, failure_reason=None,
-            total_amount=15000, currency="GBP", payment_token="pm_card_visa", payment_id=payment_id,
-            lock_expires_at=None, created_at=now, updated_at=now, confirmed_at=now, failed_at=None,
+            id=new_id("bkg"),
+            user_id=user_id,
+            event_id=event.id,
+            event_name=event.name,
+            event_date=event.starts_at,
+            venue_name=event.venue_name,
+            seat_ids=("seat_A1",),
+            status=status,
+            saga_step=step
+            or (SagaStep.STARTED if status is BookingStatus.PENDING else SagaStep(status.value)),
+            saga_slot=saga_slot,
+            failure_reason=None,
+            total_amount=15000,
+            currency="GBP",
+            payment_token="pm_card_visa",
+            payment_id=payment_id,
+            lock_expires_at=None,
+            created_at=now,
+            updated_at=now,
+            confirmed_at=now,
+            failed_at=None,
             cancelled_at=None,
         )
         self.state.bookings[booking.id] = booking
@@ -313,13 +437,17 @@ class FakeDatabase:
 class FakeSagas:
     """The saga actors: answers each cancel with what the test set (or waits `delay` first)."""
 
-    def __init__(self, *, cancelled_at: datetime | None = NOW, finished: bool = True, delay: float = 0.0) -> None:
+    def __init__(
+        self, *, cancelled_at: datetime | None = NOW, finished: bool = True, delay: float = 0.0
+    ) -> None:
         self.cancelled_at = cancelled_at
         self.finished = finished  # False: the booking was no longer CONFIRMED (None answer)
         self.delay = delay
         self.calls: list[tuple[str, int]] = []
 
-    async def cancel(self, *, booking_id: str, saga_slot: int, request_id: str = "") -> CancelOutcome | None:
+    async def cancel(
+        self, *, booking_id: str, saga_slot: int, request_id: str = ""
+    ) -> CancelOutcome | None:
         self.calls.append((booking_id, saga_slot))
         if self.delay:
             await asyncio.sleep(self.delay)

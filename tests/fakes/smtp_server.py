@@ -137,8 +137,13 @@ class SmtpSink:
 
     async def wait_for_messages(self, count: int, timeout: float = 5.0) -> list[EmailMessage]:
         """Like wait_for, but yields to the event loop so an in-process sender can run."""
-        messages = await wait_until(lambda: self.messages, until=lambda messages: len(messages) >= count,
-                                    timeout=timeout, interval=0.02, what=f"{count} messages at the SMTP sink")
+        messages = await wait_until(
+            lambda: self.messages,
+            until=lambda messages: len(messages) >= count,
+            timeout=timeout,
+            interval=0.02,
+            what=f"{count} messages at the SMTP sink",
+        )
         return list(messages)
 
     def _make_controller(self, port: int) -> Controller:
@@ -179,7 +184,9 @@ class SmtpSink:
         message["X-MailFrom"] = envelope.mail_from
         message["X-RcptTo"] = ", ".join(envelope.rcpt_tos)
         mail = ReceivedMail(
-            mail_from=envelope.mail_from, rcpt_tos=tuple(envelope.rcpt_tos), message=message,
+            mail_from=envelope.mail_from,
+            rcpt_tos=tuple(envelope.rcpt_tos),
+            message=message,
             peer=tuple(session.peer) if session.peer else None,
         )
         with self._changed:

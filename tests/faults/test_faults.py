@@ -46,12 +46,20 @@ class Sale:
     event_id: str
     buyers: list[tuple[str, dict[str, Any]]]
     bookings: dict[str, str] = field(default_factory=dict)  # booking id -> token
-    statuses: dict[int, int] = field(default_factory=dict)  # HTTP status of POST /api/bookings -> count
-    error_codes: dict[str, int] = field(default_factory=dict)  # error.code of the refused POSTs ("not JSON" if none)
-    last_answers: dict[str, int] = field(default_factory=dict)  # buyer's token -> status of their last POST
+    statuses: dict[int, int] = field(
+        default_factory=dict
+    )  # HTTP status of POST /api/bookings -> count
+    error_codes: dict[str, int] = field(
+        default_factory=dict
+    )  # error.code of the refused POSTs ("not JSON" if none)
+    last_answers: dict[str, int] = field(
+        default_factory=dict
+    )  # buyer's token -> status of their last POST
 
 
-async def _sale(http: httpx.AsyncClient, admin: str, *, buyers: int = BUYERS, seats: int = SEATS) -> Sale:
+async def _sale(
+    http: httpx.AsyncClient, admin: str, *, buyers: int = BUYERS, seats: int = SEATS
+) -> Sale:
     event = await create_event(http, admin, vip=0, general=seats)
     users = [await new_user(http) for _ in range(buyers)]
     return Sale(event["id"], users)
@@ -60,8 +68,16 @@ async def _sale(http: httpx.AsyncClient, admin: str, *, buyers: int = BUYERS, se
 DISCONNECTED = 0  # in Sale.statuses: the connection closed before an answer came
 
 
-async def _run(http: httpx.AsyncClient, sale: Sale, fault: Callable[[], Awaitable[None]], *, fault_after: float = 0.4,
-               seed: int = 1, final_timeout: float = 120.0, disconnects: bool = False) -> dict[str, Any]:
+async def _run(
+    http: httpx.AsyncClient,
+    sale: Sale,
+    fault: Callable[[], Awaitable[None]],
+    *,
+    fault_after: float = 0.4,
+    seed: int = 1,
+    final_timeout: float = 120.0,
+    disconnects: bool = False,
+) -> dict[str, Any]:
     """Releases every buyer at once (two random seats each), injects the fault mid-sale, waits.
 
     `disconnects`: the fault may close connections without an answer (counted, and the buyer
@@ -72,7 +88,9 @@ async def _run(http: httpx.AsyncClient, sale: Sale, fault: Callable[[], Awaitabl
     tolerated = httpx.TransportError if disconnects else ()
 
     async def buyer(token: str) -> None:
-        for _attempt in range(6 if disconnects else 3):  # a buyer whose booking cannot be accepted tries again
+        for _attempt in range(
+            6 if disconnects else 3
+        ):  # a buyer whose booking cannot be accepted tries again
             try:
                 r = await book(http, token, sale.event_id, rng.sample(seats, 2))
             except tolerated:
@@ -108,11 +126,20 @@ async def _run(http: httpx.AsyncClient, sale: Sale, fault: Callable[[], Awaitabl
                 finals[booking_id] = r.json()["status"]
         return [b for b in sale.bookings if b not in finals]
 
-    await wait_until(unfinished, until=lambda left: not left, timeout=final_timeout, interval=0.5,
-                     what="every accepted booking to finish")
-    return {"buyers": len(sale.buyers), "accepted": len(sale.bookings), "posts": sale.statuses,
-            "confirmed": sum(1 for s in finals.values() if s == "CONFIRMED"),
-            "failed": sum(1 for s in finals.values() if s == "FAILED")}
+    await wait_until(
+        unfinished,
+        until=lambda left: not left,
+        timeout=final_timeout,
+        interval=0.5,
+        what="every accepted booking to finish",
+    )
+    return {
+        "buyers": len(sale.buyers),
+        "accepted": len(sale.bookings),
+        "posts": sale.statuses,
+        "confirmed": sum(1 for s in finals.values() if s == "CONFIRMED"),
+        "failed": sum(1 for s in finals.values() if s == "FAILED"),
+    }
 
 
 def _error_code(r: httpx.Response) -> str:
@@ -133,20 +160,28 @@ def _kill(name: str) -> None:
     ray.kill(ray.get_actor(name, namespace=names.NAMESPACE), no_restart=False)
 
 
-async def test_seat_actor_killed_mid_sale(http: httpx.AsyncClient, admin_token: str, db: asyncpg.Pool) -> None:
+async def test_seat_actor_killed_mid_sale(
+    http: httpx.AsyncClient, admin_token: str, db: asyncpg.Pool
+) -> None:
     sale = await _sale(http, admin_token)
 
     async def fault() -> None:
         # The sale's first lock starts the seat actor; on a busy machine that can come after fault_after.
         name = names.seat_actor_name(sale.event_id)
-        actor = await wait_until(lambda: asyncio.to_thread(ray.get_actor, name, namespace=names.NAMESPACE),
-                                 timeout=30, what=f"the seat actor {name} to start", ignoring=(ValueError,))
+        actor = await wait_until(
+            lambda: asyncio.to_thread(ray.get_actor, name, namespace=names.NAMESPACE),
+            timeout=30,
+            what=f"the seat actor {name} to start",
+            ignoring=(ValueError,),
+        )
         await asyncio.to_thread(ray.kill, actor, no_restart=False)
 
     await _report(db, "seat actor killed", await _run(http, sale, fault), sale.event_id)
 
 
-async def test_saga_actors_killed_mid_sale(http: httpx.AsyncClient, admin_token: str, db: asyncpg.Pool) -> None:
+async def test_saga_actors_killed_mid_sale(
+    http: httpx.AsyncClient, admin_token: str, db: asyncpg.Pool
+) -> None:
     from config.settings import get_settings
 
     sale = await _sale(http, admin_token)
@@ -161,12 +196,15 @@ async def test_saga_actors_killed_mid_sale(http: httpx.AsyncClient, admin_token:
     doubles = await db.fetchval(
         "SELECT count(*) FROM (SELECT booking_id FROM payments p JOIN bookings b ON b.id = p.booking_id "
         "WHERE b.event_id = $1 AND p.status IN ('SUCCESS', 'REFUNDED') GROUP BY booking_id HAVING count(*) > 1) x",
-        sale.event_id)
+        sale.event_id,
+    )
     assert doubles == 0
 
 
 async def test_payment_and_notifier_actors_killed_mid_sale(
-    http: httpx.AsyncClient, admin_token: str, db: asyncpg.Pool,
+    http: httpx.AsyncClient,
+    admin_token: str,
+    db: asyncpg.Pool,
 ) -> None:
     sale = await _sale(http, admin_token)
 
@@ -180,13 +218,19 @@ async def test_payment_and_notifier_actors_killed_mid_sale(
     await wait_until(
         lambda: db.fetchval(
             "SELECT count(*) FROM notifications n JOIN bookings b ON b.id = n.booking_id "
-            "WHERE b.event_id = $1 AND n.status <> 'SENT'", sale.event_id),
-        until=lambda unsent: unsent == 0, timeout=30, interval=0.5,
+            "WHERE b.event_id = $1 AND n.status <> 'SENT'",
+            sale.event_id,
+        ),
+        until=lambda unsent: unsent == 0,
+        timeout=30,
+        interval=0.5,
         what="every notification to be SENT after the notifier restarted (value: how many are not)",
     )
 
 
-async def test_smtp_down_mid_sale(http: httpx.AsyncClient, admin_token: str, db: asyncpg.Pool, smtp_sink: SmtpSink) -> None:
+async def test_smtp_down_mid_sale(
+    http: httpx.AsyncClient, admin_token: str, db: asyncpg.Pool, smtp_sink: SmtpSink
+) -> None:
     sale = await _sale(http, admin_token)
     smtp_sink.stop()
     try:
@@ -194,19 +238,31 @@ async def test_smtp_down_mid_sale(http: httpx.AsyncClient, admin_token: str, db:
         await _report(db, "SMTP down", figures, sale.event_id)
         waiting = await db.fetchval(
             "SELECT count(*) FROM notifications n JOIN bookings b ON b.id = n.booking_id "
-            "WHERE b.event_id = $1 AND n.status = 'PENDING' AND n.attempts > 0", sale.event_id)
+            "WHERE b.event_id = $1 AND n.status = 'PENDING' AND n.attempts > 0",
+            sale.event_id,
+        )
         assert waiting > 0, "deliveries should be failing and retrying while SMTP is down"
     finally:
         smtp_sink.start()
-    emails = {b for b, in await db.fetch(
-        "SELECT u.email FROM bookings b JOIN users u ON u.id = b.user_id WHERE b.event_id = $1 AND b.status = 'CONFIRMED'",
-        sale.event_id)}
-    await wait_until(lambda: emails - {m["To"] for m in smtp_sink.messages}, until=lambda missing: not missing,
-                     timeout=30, interval=0.5, what="every confirmation email once SMTP returned (value: still missing)")
+    emails = {
+        b
+        for (b,) in await db.fetch(
+            "SELECT u.email FROM bookings b JOIN users u ON u.id = b.user_id WHERE b.event_id = $1 AND b.status = 'CONFIRMED'",
+            sale.event_id,
+        )
+    }
+    await wait_until(
+        lambda: emails - {m["To"] for m in smtp_sink.messages},
+        until=lambda missing: not missing,
+        timeout=30,
+        interval=0.5,
+        what="every confirmation email once SMTP returned (value: still missing)",
+    )
 
 
-async def test_redis_down_mid_sale(http: httpx.AsyncClient, admin_token: str, db: asyncpg.Pool,
-                                   embedded: dict[str, Any]) -> None:
+async def test_redis_down_mid_sale(
+    http: httpx.AsyncClient, admin_token: str, db: asyncpg.Pool, embedded: dict[str, Any]
+) -> None:
     if "redis" not in embedded:
         pytest.skip("REDIS_URL points at a Redis this test does not control")
     from supervision.redis import start_embedded_redis
@@ -224,11 +280,14 @@ async def test_redis_down_mid_sale(http: httpx.AsyncClient, admin_token: str, db
         await _report(db, "Redis down", figures, sale.event_id)
     finally:
         state_dir = redis._pid_file.parent.parent
-        embedded["redis"] = await asyncio.to_thread(start_embedded_redis, state_dir, port=redis.port)
+        embedded["redis"] = await asyncio.to_thread(
+            start_embedded_redis, state_dir, port=redis.port
+        )
 
 
-async def test_postgres_restarted_mid_sale(http: httpx.AsyncClient, admin_token: str, db: asyncpg.Pool,
-                                           embedded: dict[str, Any]) -> None:
+async def test_postgres_restarted_mid_sale(
+    http: httpx.AsyncClient, admin_token: str, db: asyncpg.Pool, embedded: dict[str, Any]
+) -> None:
     if "postgres" not in embedded:
         pytest.skip("DATABASE_URL points at a Postgres this test does not control")
     from supervision.postgres import start_embedded_postgres
@@ -247,7 +306,9 @@ async def test_postgres_restarted_mid_sale(http: httpx.AsyncClient, admin_token:
         outage["status"], outage["code"] = r.status_code, r.json()["error"]["code"]
         outage["seconds"] = round(time.monotonic() - started, 2)
         await asyncio.sleep(2.0)
-        embedded["postgres"] = await asyncio.to_thread(start_embedded_postgres, state_dir, port=pg.port)
+        embedded["postgres"] = await asyncio.to_thread(
+            start_embedded_postgres, state_dir, port=pg.port
+        )
 
     await db.expire_connections()
     figures = await _run(http, sale, fault, fault_after=0.3, final_timeout=150)
@@ -266,8 +327,13 @@ async def test_postgres_restarted_mid_sale(http: httpx.AsyncClient, admin_token:
     assert booking["status"] == "CONFIRMED", booking
 
 
-async def test_processor_never_answers(http: httpx.AsyncClient, admin_token: str, db: asyncpg.Pool,
-                                       stripe_api: FakeStripe, app_env: dict[str, str]) -> None:
+async def test_processor_never_answers(
+    http: httpx.AsyncClient,
+    admin_token: str,
+    db: asyncpg.Pool,
+    stripe_api: FakeStripe,
+    app_env: dict[str, str],
+) -> None:
     """A booking that cannot make progress fails after the saga timeout, with compensation."""
     event = await create_event(http, admin_token, vip=0, general=4)
     token, _ = await new_user(http)
@@ -277,8 +343,13 @@ async def test_processor_never_answers(http: httpx.AsyncClient, admin_token: str
         r = await book(http, token, event["id"], ["seat_A1", "seat_A2"])
         booking_id = r.json()["bookingId"]
         timeout = float(app_env["TICKETFLOW_SAGA_TIMEOUT_SECONDS"])
-        b = await wait_until(lambda: get_booking(http, token, booking_id), until=lambda b: b["status"] != "PENDING",
-                             timeout=timeout + 30, interval=0.5, what="the booking to leave PENDING after the saga timeout")
+        b = await wait_until(
+            lambda: get_booking(http, token, booking_id),
+            until=lambda b: b["status"] != "PENDING",
+            timeout=timeout + 30,
+            interval=0.5,
+            what="the booking to leave PENDING after the saga timeout",
+        )
         assert b["status"] == "FAILED" and b["failureReason"] == "INTERNAL_ERROR", b
         elapsed = time.monotonic() - started
         assert elapsed >= timeout - 1
@@ -290,12 +361,15 @@ async def test_processor_never_answers(http: httpx.AsyncClient, admin_token: str
     # When the processor answers again, reconciliation settles the unknown charge: if it went
     # through, it is refunded; no money is kept for a failed booking.
     anomalies = await settled_problems(db, event["id"], settle_seconds=30)
-    print(f"\nFAULT processor never answers: failed after {elapsed:.1f} s; anomalies={len(anomalies)}")  # noqa: T201
+    print(
+        f"\nFAULT processor never answers: failed after {elapsed:.1f} s; anomalies={len(anomalies)}"
+    )  # noqa: T201
     assert not anomalies, anomalies
 
 
-
-async def test_gateway_replica_killed_mid_sale(http: httpx.AsyncClient, admin_token: str, db: asyncpg.Pool) -> None:
+async def test_gateway_replica_killed_mid_sale(
+    http: httpx.AsyncClient, admin_token: str, db: asyncpg.Pool
+) -> None:
     """The one HTTP process dies (behind HAProxy, the default, and behind Serve's proxy alike)."""
     sale = await _sale(http, admin_token)
     outage: dict[str, Any] = {}
@@ -306,7 +380,9 @@ async def test_gateway_replica_killed_mid_sale(http: httpx.AsyncClient, admin_to
         # ray.kill returns before the process is gone: wait for it, so the outage is real.
         await wait_until(
             lambda: asyncio.to_thread(ray.util.list_named_actors, True),
-            until=lambda actors: killed not in {e["name"] for e in actors}, timeout=30, interval=0.05,
+            until=lambda actors: killed not in {e["name"] for e in actors},
+            timeout=30,
+            interval=0.05,
             what=f"the killed replica {killed} to leave the named actors",
         )
         outage["replica_gone_after_s"] = round(time.monotonic() - started, 2)
@@ -320,12 +396,20 @@ async def test_gateway_replica_killed_mid_sale(http: httpx.AsyncClient, admin_to
             else:
                 status = r.status_code
                 if status != 200:
-                    assert status == 503 and _error_code(r) == "SERVICE_UNAVAILABLE", (status, r.text)
+                    assert status == 503 and _error_code(r) == "SERVICE_UNAVAILABLE", (
+                        status,
+                        r.text,
+                    )
             statuses.add(status)
             return status
 
-        await wait_until(health, until=lambda status: status == 200, timeout=90 - (time.monotonic() - started),
-                         interval=0.25, what="the API to answer /health with 200 again")
+        await wait_until(
+            health,
+            until=lambda status: status == 200,
+            timeout=90 - (time.monotonic() - started),
+            interval=0.25,
+            what="the API to answer /health with 200 again",
+        )
         statuses.discard(200)
         outage["api_back_after_s"] = round(time.monotonic() - started, 1)
         outage["answers_meanwhile"] = sorted(statuses)

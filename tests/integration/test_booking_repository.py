@@ -14,19 +14,34 @@ from tests.integration.storage_support import Catalog, make_catalog
 
 
 async def _add(
-    conn: asyncpg.Connection, c: Catalog, seats: tuple[str, ...], *,
-    key: str | None = None, hash: str | None = None, request_id: str | None = None,  # noqa: A002
+    conn: asyncpg.Connection,
+    c: Catalog,
+    seats: tuple[str, ...],
+    *,
+    key: str | None = None,
+    hash: str | None = None,
+    request_id: str | None = None,  # noqa: A002
 ) -> str:
     booking_id = new_id("bkg")
     added = await repo.add(
-        conn, booking_id=booking_id, user_id=c.user_id, event_id=c.event_id, seat_ids=list(seats), saga_slot=0,
-        payment_token="pm_card_visa", idempotency_key=key, request_hash=hash, request_id=request_id,
+        conn,
+        booking_id=booking_id,
+        user_id=c.user_id,
+        event_id=c.event_id,
+        seat_ids=list(seats),
+        saga_slot=0,
+        payment_token="pm_card_visa",
+        idempotency_key=key,
+        request_hash=hash,
+        request_id=request_id,
     )
     assert added.booking_id == booking_id, added
     return booking_id
 
 
-async def test_add_prices_the_seats_and_reads_back_as_a_pending_booking(conn: asyncpg.Connection) -> None:
+async def test_add_prices_the_seats_and_reads_back_as_a_pending_booking(
+    conn: asyncpg.Connection,
+) -> None:
     c = await make_catalog(conn)
     booking_id = await _add(conn, c, c.seat_ids[:2], request_id="req_repo_1")
     booking = await repo.get(conn, booking_id)
@@ -34,9 +49,14 @@ async def test_add_prices_the_seats_and_reads_back_as_a_pending_booking(conn: as
     assert booking.status is BookingStatus.PENDING and booking.saga_step is SagaStep.STARTED
     assert booking.total_amount == 2 * c.price and booking.currency == "GBP"
     assert booking.seat_ids == c.seat_ids[:2] and booking.event_name == "Repo Night"
-    assert await conn.fetchval("SELECT request_id FROM bookings WHERE id = $1", booking_id) == "req_repo_1"
+    assert (
+        await conn.fetchval("SELECT request_id FROM bookings WHERE id = $1", booking_id)
+        == "req_repo_1"
+    )
     assert (await repo.get_many(conn, [booking_id, "bkg_missing"])).keys() == {booking_id}
-    listed, total = await repo.list_by_user(conn, user_id=c.user_id, status="PENDING", limit=10, offset=0)
+    listed, total = await repo.list_by_user(
+        conn, user_id=c.user_id, status="PENDING", limit=10, offset=0
+    )
     assert [b.id for b in listed] == [booking_id] and total == 1
     saga = repo.to_saga(booking)
     assert saga.amount == booking.total_amount and saga.event_starts_at == booking.event_date
@@ -45,14 +65,28 @@ async def test_add_prices_the_seats_and_reads_back_as_a_pending_booking(conn: as
 async def test_add_refuses_unknown_seats_and_a_started_event(conn: asyncpg.Connection) -> None:
     c = await make_catalog(conn)
     unknown = await repo.add(
-        conn, booking_id=new_id("bkg"), user_id=c.user_id, event_id=c.event_id, seat_ids=["seat_Z9"], saga_slot=0,
-        payment_token="t", idempotency_key=None, request_hash=None,
+        conn,
+        booking_id=new_id("bkg"),
+        user_id=c.user_id,
+        event_id=c.event_id,
+        seat_ids=["seat_Z9"],
+        saga_slot=0,
+        payment_token="t",
+        idempotency_key=None,
+        request_hash=None,
     )
     assert unknown.booking_id is None and unknown.seats_found == 0 and unknown.on_sale is True
     started = await make_catalog(conn, starts_in=timedelta(hours=-1))
     late = await repo.add(
-        conn, booking_id=new_id("bkg"), user_id=started.user_id, event_id=started.event_id,
-        seat_ids=[started.seat_ids[0]], saga_slot=0, payment_token="t", idempotency_key=None, request_hash=None,
+        conn,
+        booking_id=new_id("bkg"),
+        user_id=started.user_id,
+        event_id=started.event_id,
+        seat_ids=[started.seat_ids[0]],
+        saga_slot=0,
+        payment_token="t",
+        idempotency_key=None,
+        request_hash=None,
     )
     assert late.booking_id is None and late.on_sale is False
 
@@ -61,11 +95,20 @@ async def test_an_idempotency_key_answers_for_its_first_booking(conn: asyncpg.Co
     c = await make_catalog(conn)
     first = await _add(conn, c, c.seat_ids[:1], key="k-1", hash="h-1")
     again = await repo.add(
-        conn, booking_id=new_id("bkg"), user_id=c.user_id, event_id=c.event_id, seat_ids=list(c.seat_ids[1:2]),
-        saga_slot=0, payment_token="t", idempotency_key="k-1", request_hash="h-2",
+        conn,
+        booking_id=new_id("bkg"),
+        user_id=c.user_id,
+        event_id=c.event_id,
+        seat_ids=list(c.seat_ids[1:2]),
+        saga_slot=0,
+        payment_token="t",
+        idempotency_key="k-1",
+        request_hash="h-2",
     )
     assert again.booking_id is None
-    assert await repo.get_by_idempotency_key(conn, user_id=c.user_id, key="k-1") == repo.KeyedBooking(first, "h-1")
+    assert await repo.get_by_idempotency_key(
+        conn, user_id=c.user_id, key="k-1"
+    ) == repo.KeyedBooking(first, "h-1")
 
 
 async def test_saga_steps_move_pending_bookings_once(conn: asyncpg.Connection) -> None:
@@ -75,34 +118,56 @@ async def test_saga_steps_move_pending_bookings_once(conn: asyncpg.Connection) -
     assert await repo.mark_charging(conn, [(a, expiry), (b, expiry)]) == {a, b}
     assert await repo.mark_charged(conn, [(a, "pay_x")]) == {a}
     assert await repo.confirm(conn, [a]) == {a}
-    assert await repo.fail(conn, [(a, FailureReason.PAYMENT_DECLINED, None), (b, FailureReason.PAYMENT_DECLINED, None)]) == {b}
+    assert await repo.fail(
+        conn, [(a, FailureReason.PAYMENT_DECLINED, None), (b, FailureReason.PAYMENT_DECLINED, None)]
+    ) == {b}
     assert await repo.confirm(conn, [a, b]) == set()  # finished bookings never move again
     confirmed, failed = await repo.get(conn, a), await repo.get(conn, b)
-    assert confirmed is not None and confirmed.status is BookingStatus.CONFIRMED and confirmed.payment_id == "pay_x"
+    assert (
+        confirmed is not None
+        and confirmed.status is BookingStatus.CONFIRMED
+        and confirmed.payment_id == "pay_x"
+    )
     assert failed is not None and failed.failure_reason is FailureReason.PAYMENT_DECLINED
-    kinds = await conn.fetch("SELECT booking_id, type FROM notifications WHERE booking_id = ANY($1::text[])", [a, b])
-    assert {(r["booking_id"], r["type"]) for r in kinds} == {(a, "BOOKING_CONFIRMED"), (b, "BOOKING_FAILED")}
+    kinds = await conn.fetch(
+        "SELECT booking_id, type FROM notifications WHERE booking_id = ANY($1::text[])", [a, b]
+    )
+    assert {(r["booking_id"], r["type"]) for r in kinds} == {
+        (a, "BOOKING_CONFIRMED"),
+        (b, "BOOKING_FAILED"),
+    }
 
 
-async def test_sales_are_unique_per_seat_and_read_back_for_the_seat_actor(conn: asyncpg.Connection) -> None:
+async def test_sales_are_unique_per_seat_and_read_back_for_the_seat_actor(
+    conn: asyncpg.Connection,
+) -> None:
     c = await make_catalog(conn)
     a, b = await _add(conn, c, c.seat_ids[:2]), await _add(conn, c, c.seat_ids[1:3])
     await repo.record_sales(conn, event_id=c.event_id, sales=[(a, c.seat_ids[:2])])
-    await repo.record_sales(conn, event_id=c.event_id, sales=[(a, c.seat_ids[:2])])  # a repeat writes nothing
+    await repo.record_sales(
+        conn, event_id=c.event_id, sales=[(a, c.seat_ids[:2])]
+    )  # a repeat writes nothing
     # In a savepoint, rolled back by the refusal, so the test's transaction goes on.
     with pytest.raises(repo.SeatsTaken):
         async with conn.transaction():
             await repo.record_sales(conn, event_id=c.event_id, sales=[(b, c.seat_ids[1:3])])
     sales = await repo.active_sales_of_event(conn, c.event_id)
-    assert sorted(sales, key=lambda s: s.seat_id) == [repo.Sale(c.seat_ids[0], a), repo.Sale(c.seat_ids[1], a)]
+    assert sorted(sales, key=lambda s: s.seat_id) == [
+        repo.Sale(c.seat_ids[0], a),
+        repo.Sale(c.seat_ids[1], a),
+    ]
     assert await repo.has_sale(conn, a) and not await repo.has_sale(conn, b)
 
 
-async def test_live_locks_are_the_unexpired_ones_of_pending_bookings(conn: asyncpg.Connection) -> None:
+async def test_live_locks_are_the_unexpired_ones_of_pending_bookings(
+    conn: asyncpg.Connection,
+) -> None:
     c = await make_catalog(conn)
     live, lapsed = await _add(conn, c, c.seat_ids[:1]), await _add(conn, c, c.seat_ids[1:2])
     soon = datetime.now(UTC) + timedelta(minutes=2)
-    await repo.mark_charging(conn, [(live, soon), (lapsed, datetime.now(UTC) - timedelta(seconds=1))])
+    await repo.mark_charging(
+        conn, [(live, soon), (lapsed, datetime.now(UTC) - timedelta(seconds=1))]
+    )
     locks = await repo.live_locks_of_event(conn, c.event_id)
     assert locks == [repo.LiveLock(live, c.seat_ids[:1], soon)]
 
@@ -116,16 +181,23 @@ async def test_a_cancellation_is_requested_once_and_then_finished(conn: asyncpg.
     assert await repo.request_cancellation(conn, booking_id)
     assert await repo.request_cancellation(conn, booking_id)  # a repeat joins the same one
     opened = await repo.get_cancellation(conn, booking_id)
-    assert opened is not None and opened.step is CancelStep.REFUNDING and opened.cancelled_at is None
+    assert (
+        opened is not None and opened.step is CancelStep.REFUNDING and opened.cancelled_at is None
+    )
     later = datetime.now(UTC) + timedelta(seconds=1)
-    assert await repo.stale_cancellations(conn, slot=0, pool_size=4, updated_before=later, limit=10) == [booking_id]
+    assert await repo.stale_cancellations(
+        conn, slot=0, pool_size=4, updated_before=later, limit=10
+    ) == [booking_id]
     cancelled_at = await repo.mark_cancelled(conn, booking_id)
     assert cancelled_at is not None and await repo.mark_cancelled(conn, booking_id) is None
     assert not await repo.has_sale(conn, booking_id)
     await repo.finish_cancellation(conn, booking_id)
     done = await repo.get_cancellation(conn, booking_id)
     assert done is not None and done.step is CancelStep.DONE
-    assert await repo.stale_cancellations(conn, slot=0, pool_size=4, updated_before=later, limit=10) == []
+    assert (
+        await repo.stale_cancellations(conn, slot=0, pool_size=4, updated_before=later, limit=10)
+        == []
+    )
 
 
 async def test_stale_pending_bookings_are_found_by_slot(conn: asyncpg.Connection) -> None:
@@ -134,9 +206,13 @@ async def test_stale_pending_bookings_are_found_by_slot(conn: asyncpg.Connection
     later = datetime.now(UTC) + timedelta(seconds=1)
     stale = await repo.stale_pending(conn, slot=0, pool_size=4, updated_before=later, limit=500)
     assert stale[booking_id] == "req_stale"
-    assert booking_id not in await repo.stale_pending(conn, slot=1, pool_size=4, updated_before=later, limit=500)
+    assert booking_id not in await repo.stale_pending(
+        conn, slot=1, pool_size=4, updated_before=later, limit=500
+    )
     earlier = datetime.now(UTC) - timedelta(hours=1)
-    assert booking_id not in await repo.stale_pending(conn, slot=0, pool_size=4, updated_before=earlier, limit=500)
+    assert booking_id not in await repo.stale_pending(
+        conn, slot=0, pool_size=4, updated_before=earlier, limit=500
+    )
 
 
 def test_an_announcement_reads_back_with_its_request_id() -> None:

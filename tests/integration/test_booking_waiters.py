@@ -25,6 +25,7 @@ class Bookings:
         async def read() -> str:
             self.reads += 1
             return self.status.get(booking_id, "PENDING")
+
         return read
 
 
@@ -48,11 +49,22 @@ async def waiters(database_url: str) -> Any:
     await w.close()
 
 
-async def test_a_waiter_is_woken_by_its_bookings_announcement_only(waiters: BookingWaiters, database_url: str) -> None:
+async def test_a_waiter_is_woken_by_its_bookings_announcement_only(
+    waiters: BookingWaiters, database_url: str
+) -> None:
     bookings = Bookings()
     mine = asyncio.create_task(waiters.wait_final("bkg_a", 10, bookings.reader("bkg_a"), final))
-    others = [asyncio.create_task(waiters.wait_final("bkg_b", 10, bookings.reader("bkg_b"), final)) for _ in range(3)]
-    await wait_until(lambda: waiters.waiting, until=lambda n: n == 4, timeout=5, interval=0.01, what="four waiters")
+    others = [
+        asyncio.create_task(waiters.wait_final("bkg_b", 10, bookings.reader("bkg_b"), final))
+        for _ in range(3)
+    ]
+    await wait_until(
+        lambda: waiters.waiting,
+        until=lambda n: n == 4,
+        timeout=5,
+        interval=0.01,
+        what="four waiters",
+    )
     started = time.monotonic()
     bookings.status["bkg_a"] = "CONFIRMED"
     await announce(database_url, "bkg_a")
@@ -71,11 +83,15 @@ async def test_a_booking_already_final_is_answered_without_waiting(waiters: Book
     bookings = Bookings()
     bookings.status["bkg_done"] = "CONFIRMED"
     started = time.monotonic()
-    assert await waiters.wait_final("bkg_done", 10, bookings.reader("bkg_done"), final) == "CONFIRMED"
+    assert (
+        await waiters.wait_final("bkg_done", 10, bookings.reader("bkg_done"), final) == "CONFIRMED"
+    )
     assert time.monotonic() - started < 2.0 and bookings.reads == 1
 
 
-async def test_a_waiter_gives_up_after_its_seconds_with_a_fresh_read(waiters: BookingWaiters) -> None:
+async def test_a_waiter_gives_up_after_its_seconds_with_a_fresh_read(
+    waiters: BookingWaiters,
+) -> None:
     bookings = Bookings()
     started = time.monotonic()
     assert await waiters.wait_final("bkg_slow", 1, bookings.reader("bkg_slow"), final) == "PENDING"
@@ -85,9 +101,19 @@ async def test_a_waiter_gives_up_after_its_seconds_with_a_fresh_read(waiters: Bo
 
 async def test_a_request_that_goes_away_leaves_nothing_behind(waiters: BookingWaiters) -> None:
     bookings = Bookings()
-    tasks = [asyncio.create_task(waiters.wait_final(f"bkg_{i % 3}", 10, bookings.reader(f"bkg_{i % 3}"), final))
-             for i in range(30)]
-    await wait_until(lambda: waiters.waiting, until=lambda n: n == 30, timeout=5, interval=0.01, what="thirty waiters")
+    tasks = [
+        asyncio.create_task(
+            waiters.wait_final(f"bkg_{i % 3}", 10, bookings.reader(f"bkg_{i % 3}"), final)
+        )
+        for i in range(30)
+    ]
+    await wait_until(
+        lambda: waiters.waiting,
+        until=lambda n: n == 30,
+        timeout=5,
+        interval=0.01,
+        what="thirty waiters",
+    )
     for task in tasks:
         task.cancel()  # what Serve does to a request whose client disconnected
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -99,8 +125,17 @@ async def test_past_the_cap_a_request_is_answered_without_waiting(database_url: 
     capped = BookingWaiters(database_url, max_waiters=2, connect_timeout=5.0)
     bookings = Bookings()
     try:
-        held = [asyncio.create_task(capped.wait_final("bkg_x", 10, bookings.reader("bkg_x"), final)) for _ in range(2)]
-        await wait_until(lambda: capped.waiting, until=lambda n: n == 2, timeout=5, interval=0.01, what="two waiters")
+        held = [
+            asyncio.create_task(capped.wait_final("bkg_x", 10, bookings.reader("bkg_x"), final))
+            for _ in range(2)
+        ]
+        await wait_until(
+            lambda: capped.waiting,
+            until=lambda n: n == 2,
+            timeout=5,
+            interval=0.01,
+            what="two waiters",
+        )
         assert await capped.wait_final("bkg_x", 10, bookings.reader("bkg_x"), final) is None
         for task in held:
             task.cancel()
@@ -110,7 +145,9 @@ async def test_past_the_cap_a_request_is_answered_without_waiting(database_url: 
 
 
 async def test_without_a_database_a_request_is_answered_without_waiting() -> None:
-    unreachable = BookingWaiters("postgresql://postgres@127.0.0.1:1/none", max_waiters=10, connect_timeout=0.5)
+    unreachable = BookingWaiters(
+        "postgresql://postgres@127.0.0.1:1/none", max_waiters=10, connect_timeout=0.5
+    )
     try:
         started = time.monotonic()
         assert await unreachable.wait_final("bkg_y", 10, Bookings().reader("bkg_y"), final) is None
@@ -120,11 +157,14 @@ async def test_without_a_database_a_request_is_answered_without_waiting() -> Non
 
 
 async def test_a_lost_listener_wakes_its_waiters_to_read_again_and_listens_anew(
-    waiters: BookingWaiters, database_url: str,
+    waiters: BookingWaiters,
+    database_url: str,
 ) -> None:
     bookings = Bookings()
     task = asyncio.create_task(waiters.wait_final("bkg_z", 10, bookings.reader("bkg_z"), final))
-    await wait_until(lambda: waiters.waiting, until=lambda n: n == 1, timeout=5, interval=0.01, what="one waiter")
+    await wait_until(
+        lambda: waiters.waiting, until=lambda n: n == 1, timeout=5, interval=0.01, what="one waiter"
+    )
     # The saga finishes while the listener is gone: its announcement is lost with the connection.
     bookings.status["bkg_z"] = "CONFIRMED"
     conn = await asyncpg.connect(database_url)
@@ -139,7 +179,13 @@ async def test_a_lost_listener_wakes_its_waiters_to_read_again_and_listens_anew(
     assert await asyncio.wait_for(task, 6) == "CONFIRMED"
     # Listening again: a later waiter is woken by its announcement.
     later = asyncio.create_task(waiters.wait_final("bkg_w", 10, bookings.reader("bkg_w"), final))
-    await wait_until(lambda: waiters.waiting, until=lambda n: n == 1, timeout=5, interval=0.01, what="the later waiter")
+    await wait_until(
+        lambda: waiters.waiting,
+        until=lambda n: n == 1,
+        timeout=5,
+        interval=0.01,
+        what="the later waiter",
+    )
     bookings.status["bkg_w"] = "FAILED"
     await announce(database_url, "bkg_w")
     assert await asyncio.wait_for(later, 5) == "FAILED"

@@ -15,7 +15,9 @@ from storage import catalog_repository as repo
 from tests.integration.storage_support import make_catalog
 
 
-async def test_an_event_reads_back_with_its_venue_tiers_and_priced_seats(conn: asyncpg.Connection) -> None:
+async def test_an_event_reads_back_with_its_venue_tiers_and_priced_seats(
+    conn: asyncpg.Connection,
+) -> None:
     c = await make_catalog(conn, seats=3)
     event = await repo.get_event(conn, c.event_id)
     assert event is not None and event.name == "Repo Night" and event.venue_city == "London"
@@ -24,8 +26,12 @@ async def test_an_event_reads_back_with_its_venue_tiers_and_priced_seats(conn: a
     assert venue is not None and await repo.get_venue_by_name(conn, venue.name) == venue
     assert await repo.seat_ids_of(conn, c.event_id) == list(c.seat_ids)
     seats = await repo.seats_of(conn, c.event_id)
-    assert [s.seat.id for s in seats] == list(c.seat_ids) and {(s.price, s.currency) for s in seats} == {(2500, "GBP")}
-    assert await repo.seat_prices(conn, c.event_id, [c.seat_ids[0], "seat_Z9", "bad id"]) == {c.seat_ids[0]: (2500, "GBP")}
+    assert [s.seat.id for s in seats] == list(c.seat_ids) and {
+        (s.price, s.currency) for s in seats
+    } == {(2500, "GBP")}
+    assert await repo.seat_prices(conn, c.event_id, [c.seat_ids[0], "seat_Z9", "bad id"]) == {
+        c.seat_ids[0]: (2500, "GBP")
+    }
     assert await repo.get_event(conn, "evnt_missing") is None
 
 
@@ -35,45 +41,89 @@ async def test_upcoming_and_venue_listings(conn: asyncpg.Connection) -> None:
     assert event is not None
     now = datetime.now(UTC)
     listed, total = await repo.list_upcoming(
-        conn, now=now, venue_id=event.venue_id, starts_from=None, starts_before=None, limit=10, offset=0
+        conn,
+        now=now,
+        venue_id=event.venue_id,
+        starts_from=None,
+        starts_before=None,
+        limit=10,
+        offset=0,
     )
     assert [e.id for e in listed] == [c.event_id] and total == 1
-    assert [e.id for e in await repo.list_by_venue(conn, venue_id=event.venue_id, now=now)] == [c.event_id]
+    assert [e.id for e in await repo.list_by_venue(conn, venue_id=event.venue_id, now=now)] == [
+        c.event_id
+    ]
     later, _ = await repo.list_upcoming(
-        conn, now=event.starts_at + timedelta(hours=1), venue_id=event.venue_id, starts_from=None,
-        starts_before=None, limit=10, offset=0,
+        conn,
+        now=event.starts_at + timedelta(hours=1),
+        venue_id=event.venue_id,
+        starts_from=None,
+        starts_before=None,
+        limit=10,
+        offset=0,
     )
     assert later == []
 
 
 async def test_edits_move_rename_and_replace_the_seat_map(conn: asyncpg.Connection) -> None:
     c = await make_catalog(conn)
-    other = await repo.add_venue(conn, name=f"Annex {secrets.token_hex(6)}", address="2 Road", city="Leeds", country="GB",
-                                 capacity=50)
-    assert await repo.lock_event(conn, c.event_id) and not await repo.lock_event(conn, "evnt_missing")
+    other = await repo.add_venue(
+        conn,
+        name=f"Annex {secrets.token_hex(6)}",
+        address="2 Road",
+        city="Leeds",
+        country="GB",
+        capacity=50,
+    )
+    assert await repo.lock_event(conn, c.event_id) and not await repo.lock_event(
+        conn, "evnt_missing"
+    )
     starts = datetime.now(UTC) + timedelta(days=60)
-    await repo.update_event_fields(conn, event_id=c.event_id, name="Renamed", description="d", starts_at=starts,
-                                   ends_at=starts + timedelta(hours=2))
+    await repo.update_event_fields(
+        conn,
+        event_id=c.event_id,
+        name="Renamed",
+        description="d",
+        starts_at=starts,
+        ends_at=starts + timedelta(hours=2),
+    )
     await repo.move_event(conn, event_id=c.event_id, venue_id=other.id)
     tiers = [TicketTier(tier="VIP", price=9000, currency="GBP", capacity=2)]
-    await repo.replace_seat_map(conn, event_id=c.event_id, tiers=tiers, seats=generate_layout(tiers, seats_per_row=10))
+    await repo.replace_seat_map(
+        conn, event_id=c.event_id, tiers=tiers, seats=generate_layout(tiers, seats_per_row=10)
+    )
     event = await repo.get_event(conn, c.event_id)
     assert event is not None and event.name == "Renamed" and event.venue_id == other.id
-    assert [t.tier for t in event.tiers] == ["VIP"] and len(await repo.seat_ids_of(conn, c.event_id)) == 2
+    assert [t.tier for t in event.tiers] == ["VIP"] and len(
+        await repo.seat_ids_of(conn, c.event_id)
+    ) == 2
 
 
-async def test_held_seats_and_counts_come_from_sales_and_live_locks(conn: asyncpg.Connection) -> None:
+async def test_held_seats_and_counts_come_from_sales_and_live_locks(
+    conn: asyncpg.Connection,
+) -> None:
     c = await make_catalog(conn)
     assert not await repo.has_active_bookings(conn, c.event_id)
     sold, locked = new_id("bkg"), new_id("bkg")
     for booking_id, seat in ((sold, c.seat_ids[0]), (locked, c.seat_ids[1])):
         await booking_repository.add(
-            conn, booking_id=booking_id, user_id=c.user_id, event_id=c.event_id, seat_ids=[seat], saga_slot=0,
-            payment_token="t", idempotency_key=None, request_hash=None,
+            conn,
+            booking_id=booking_id,
+            user_id=c.user_id,
+            event_id=c.event_id,
+            seat_ids=[seat],
+            saga_slot=0,
+            payment_token="t",
+            idempotency_key=None,
+            request_hash=None,
         )
     assert await repo.has_active_bookings(conn, c.event_id)
     await booking_repository.record_sales(conn, event_id=c.event_id, sales=[(sold, c.seat_ids[:1])])
-    await booking_repository.mark_charging(conn, [(locked, datetime.now(UTC) + timedelta(minutes=5))])
+    await booking_repository.mark_charging(
+        conn, [(locked, datetime.now(UTC) + timedelta(minutes=5))]
+    )
     assert await repo.held_seats(conn, c.event_id) == {c.seat_ids[0]: True, c.seat_ids[1]: False}
-    assert await repo.held_counts(conn, [c.event_id]) == {c.event_id: {"GENERAL": HeldCounts(reserved=1, locked=1)}}
+    assert await repo.held_counts(conn, [c.event_id]) == {
+        c.event_id: {"GENERAL": HeldCounts(reserved=1, locked=1)}
+    }
     assert await repo.held_counts(conn, []) == {}

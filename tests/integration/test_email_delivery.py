@@ -178,7 +178,9 @@ async def test_permanent_refusal_is_email_rejected(smtp_sink: SmtpSink) -> None:
         await sender.send(CONFIRMATION, message_id_key=KEY)
 
 
-async def test_a_batch_goes_over_one_session_and_a_refused_message_fails_alone(smtp_sink: SmtpSink) -> None:
+async def test_a_batch_goes_over_one_session_and_a_refused_message_fails_alone(
+    smtp_sink: SmtpSink,
+) -> None:
     sender = SmtpSender(smtp_sink.url, FROM, timeout=5.0)
     keys = [f"notif_batch{i}" for i in range(4)]
     smtp_sink.reject_next(1, "554 5.7.1 Message rejected")
@@ -187,19 +189,25 @@ async def test_a_batch_goes_over_one_session_and_a_refused_message_fails_alone(s
 
     assert isinstance(results[0], EmailRejected) and results[1:] == [None, None, None]
     received = smtp_sink.received
-    assert [m.message["Message-ID"] for m in received] == [message_id_for(k, FROM) for k in keys[1:]]
+    assert [m.message["Message-ID"] for m in received] == [
+        message_id_for(k, FROM) for k in keys[1:]
+    ]
     assert len({m.peer for m in received}) == 1  # one connection carried the whole batch
     assert await sender.send_many([]) == []
 
 
-async def test_a_batch_to_a_stopped_server_fails_every_message_retryably(smtp_sink: SmtpSink) -> None:
+async def test_a_batch_to_a_stopped_server_fails_every_message_retryably(
+    smtp_sink: SmtpSink,
+) -> None:
     sender = SmtpSender(smtp_sink.url, FROM, timeout=2.0)
     smtp_sink.stop()
 
     results = await sender.send_many([(CONFIRMATION, f"notif_down{i}") for i in range(3)])
 
     assert len(results) == 3
-    assert all(isinstance(r, EmailDeliveryFailed) and not isinstance(r, EmailRejected) for r in results)
+    assert all(
+        isinstance(r, EmailDeliveryFailed) and not isinstance(r, EmailRejected) for r in results
+    )
 
 
 async def test_check_smtp_reports_reachable_down_and_disabled(smtp_sink: SmtpSink) -> None:
@@ -357,10 +365,20 @@ def test_sender_from_settings_picks_smtp_when_a_url_is_set(tmp_path: Path) -> No
 
 
 def test_non_ascii_names_and_bodies_round_trip_in_seven_bit_lines() -> None:
-    summary = BookingSummary(**{**SUMMARY.__dict__, "user_name": "Zoë Ångström", "event_name": "Café Müller — 2030 " + "x" * 1200})
+    summary = BookingSummary(
+        **{
+            **SUMMARY.__dict__,
+            "user_name": "Zoë Ångström",
+            "event_name": "Café Müller — 2030 " + "x" * 1200,
+        }
+    )
     email = compose(NotificationType.BOOKING_CONFIRMED, summary)
-    email = type(email)(to=email.to, subject="Réservation confirmée ✓", text=email.text, html=email.html)
-    raw = build_message(email, sender="TicketFlöw <tickets@ticketflow.dev>", message_id_key=KEY).as_bytes()
+    email = type(email)(
+        to=email.to, subject="Réservation confirmée ✓", text=email.text, html=email.html
+    )
+    raw = build_message(
+        email, sender="TicketFlöw <tickets@ticketflow.dev>", message_id_key=KEY
+    ).as_bytes()
     assert raw.isascii()  # no 8-bit data for servers without 8BITMIME
     assert max(len(line) for line in raw.splitlines()) <= 78  # SMTP's limit is 998
     message = BytesParser(policy=policy.default).parsebytes(raw)

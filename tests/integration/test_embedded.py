@@ -121,8 +121,13 @@ def _processes_using(directory: Path) -> list[int]:
 
 def _assert_no_processes(directory: Path) -> None:
     # Children of a stopped postmaster may take a moment to disappear from /proc.
-    wait_until_sync(lambda: _processes_using(directory), until=lambda pids: pids == [], timeout=5, interval=0.05,
-                    what=f"no process left in or naming {directory} (value: their pids)")
+    wait_until_sync(
+        lambda: _processes_using(directory),
+        until=lambda pids: pids == [],
+        timeout=5,
+        interval=0.05,
+        what=f"no process left in or naming {directory} (value: their pids)",
+    )
 
 
 def _pid_alive(pid: int) -> bool:
@@ -199,8 +204,13 @@ def test_postgres_starts_over_stale_state(state_dir: Path, servers: list[object]
     # when nothing reaps it, which Postgres alone would mistake for a live server).
     pid = _postmaster_pid(first)
     os.kill(pid, signal.SIGKILL)
-    wait_until_sync(lambda: _pid_alive(pid), until=lambda alive: not alive, timeout=5, interval=0.05,
-                    what=f"the killed postmaster {pid} to die")
+    wait_until_sync(
+        lambda: _pid_alive(pid),
+        until=lambda alive: not alive,
+        timeout=5,
+        interval=0.05,
+        what=f"the killed postmaster {pid} to die",
+    )
     assert (first.data_dir / "postmaster.pid").exists()
 
     second = start_embedded_postgres(state_dir)
@@ -340,7 +350,9 @@ def test_existing_cluster_owned_by_an_unexpected_user_is_refused(
 
 
 @root_only
-def test_cluster_of_the_state_dirs_owner_runs_as_that_owner(state_dir: Path, servers: list[object]) -> None:
+def test_cluster_of_the_state_dirs_owner_runs_as_that_owner(
+    state_dir: Path, servers: list[object]
+) -> None:
     # A normal user's checkout, later run as root: the cluster keeps running as its owner.
     pg = start_embedded_postgres(state_dir)
     servers.append(pg)
@@ -463,7 +475,9 @@ def test_redis_left_running_by_a_dead_parent_is_replaced(
     servers.append(orphan)
     fresh = start_embedded_redis(state_dir)
     servers.append(fresh)
-    orphan.process.wait(timeout=5)  # the replacement stopped the orphan (TimeoutExpired if it lives on)
+    orphan.process.wait(
+        timeout=5
+    )  # the replacement stopped the orphan (TimeoutExpired if it lives on)
     orphan.stop()  # must leave the replacement (and its pid file) alone
     with redis.Redis.from_url(fresh.url) as client:
         assert client.ping() is True

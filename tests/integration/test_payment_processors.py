@@ -300,7 +300,10 @@ async def test_stripe_card_decline_is_a_declined_outcome(
     ],
 )
 async def test_stripe_card_tokens_go_as_payment_method_data(
-    fake_stripe: FakeStripe, stripe_processor: StripeProcessor, token: str, succeeded: bool,
+    fake_stripe: FakeStripe,
+    stripe_processor: StripeProcessor,
+    token: str,
+    succeeded: bool,
     decline_code: str | None,
 ) -> None:
     outcome = await stripe_processor.charge(charge_request(token))

@@ -15,7 +15,8 @@ import pytest
 from storage import queries
 
 STATEMENTS = {
-    name: value for name, value in vars(queries).items()
+    name: value
+    for name, value in vars(queries).items()
     if name.isupper() and not name.startswith("_") and isinstance(value, str)
 }
 
@@ -25,7 +26,9 @@ def test_queries_holds_statements() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(STATEMENTS))
-async def test_statement_prepares_on_the_migrated_schema(conn: asyncpg.Connection, name: str) -> None:
+async def test_statement_prepares_on_the_migrated_schema(
+    conn: asyncpg.Connection, name: str
+) -> None:
     statement = await conn.prepare(STATEMENTS[name])
     # Every placeholder up to the highest is used: a gap means an argument bound to nothing.
     numbers = {int(n) for n in re.findall(r"\$(\d+)", STATEMENTS[name])}

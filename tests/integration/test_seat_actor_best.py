@@ -14,7 +14,8 @@ seats = SeatInventoryClient()
 
 
 async def test_lock_best_chooses_front_and_centre_and_repeats_for_its_holder(
-    http: httpx.AsyncClient, admin_token: str,
+    http: httpx.AsyncClient,
+    admin_token: str,
 ) -> None:
     event = await create_event(http, admin_token, vip=4, general=20)
     event_id = event["id"]
@@ -23,7 +24,9 @@ async def test_lock_best_chooses_front_and_centre_and_repeats_for_its_holder(
     first = await seats.lock_best(event_id=event_id, booking_id="bkg_best_1", request=request)
 
     assert first.ok and len(first.seat_ids) == 2
-    seat_map = {s["id"]: (r["row"], s["tier"]) for r in event["seatMap"]["rows"] for s in r["seats"]}
+    seat_map = {
+        s["id"]: (r["row"], s["tier"]) for r in event["seatMap"]["rows"] for s in r["seats"]
+    }
     rows = {seat_map[s][0] for s in first.seat_ids}
     assert len(rows) == 1 and {seat_map[s][1] for s in first.seat_ids} == {"GENERAL"}
     general_rows = [r["row"] for r in event["seatMap"]["rows"] if r["tier"] == "GENERAL"]
@@ -32,22 +35,34 @@ async def test_lock_best_chooses_front_and_centre_and_repeats_for_its_holder(
     assert again == first
     statuses, summary = await seats.snapshot(event_id)
     assert summary.locked == 2 and all(statuses[s] == "LOCKED" for s in first.seat_ids)
-    assert await seats.lock_of(event_id=event_id, booking_id="bkg_best_1") == (first.seat_ids, first.expires_at)
+    assert await seats.lock_of(event_id=event_id, booking_id="bkg_best_1") == (
+        first.seat_ids,
+        first.expires_at,
+    )
 
 
 async def test_concurrent_lock_best_never_gives_a_seat_twice_and_says_what_is_left(
-    http: httpx.AsyncClient, admin_token: str,
+    http: httpx.AsyncClient,
+    admin_token: str,
 ) -> None:
     event = await create_event(http, admin_token, vip=10, general=0)
     event_id = event["id"]
     # 8 bookings of 2 VIP seats race for 10 seats; someone holds one more seat by id first.
-    assert (await seats.lock_with_ttl(
-        event_id=event_id, booking_id="bkg_by_id", seat_ids=(event["seatMap"]["rows"][0]["seats"][0]["id"],)
-    )).ok
-    results = await asyncio.gather(*(
-        seats.lock_best(event_id=event_id, booking_id=f"bkg_race_{i}", request=SeatRequest(2, tier="VIP"))
-        for i in range(8)
-    ))
+    assert (
+        await seats.lock_with_ttl(
+            event_id=event_id,
+            booking_id="bkg_by_id",
+            seat_ids=(event["seatMap"]["rows"][0]["seats"][0]["id"],),
+        )
+    ).ok
+    results = await asyncio.gather(
+        *(
+            seats.lock_best(
+                event_id=event_id, booking_id=f"bkg_race_{i}", request=SeatRequest(2, tier="VIP")
+            )
+            for i in range(8)
+        )
+    )
     held = [s for r in results if r.ok for s in r.seat_ids]
     assert len(held) == len(set(held)), "a seat was granted to two bookings"
     assert all(len(r.seat_ids) == 2 for r in results if r.ok)
@@ -62,7 +77,11 @@ async def test_concurrent_lock_best_never_gives_a_seat_twice_and_says_what_is_le
     # Scattered seats are still given when no pair is left.
     if left:
         scattered = await seats.lock_best(
-            event_id=event_id, booking_id="bkg_scattered", request=SeatRequest(left, tier="VIP", together=False),
+            event_id=event_id,
+            booking_id="bkg_scattered",
+            request=SeatRequest(left, tier="VIP", together=False),
         )
         assert scattered.ok and not set(scattered.seat_ids) & set(held)
-    await asyncio.gather(*(seats.release(event_id=event_id, booking_id=f"bkg_race_{i}") for i in range(8)))
+    await asyncio.gather(
+        *(seats.release(event_id=event_id, booking_id=f"bkg_race_{i}") for i in range(8))
+    )

@@ -27,7 +27,9 @@ REPO = Path(__file__).resolve().parents[2]
 DB_URL = "postgresql://postgres:s3cret@127.0.0.1:5999/ticketflow"
 
 
-def _owner_process(state: Path, *, publish: bool, hold: float = 60, db_url: str | None = DB_URL) -> subprocess.Popen[str]:
+def _owner_process(
+    state: Path, *, publish: bool, hold: float = 60, db_url: str | None = DB_URL
+) -> subprocess.Popen[str]:
     """A process that owns ``state`` (and publishes URLs when asked), then prints 'ready'."""
     script = textwrap.dedent(f"""
         import time
@@ -40,7 +42,9 @@ def _owner_process(state: Path, *, publish: bool, hold: float = 60, db_url: str 
         time.sleep({hold})
         lock.release()
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     return proc
 
@@ -62,7 +66,11 @@ def test_a_live_owner_keeps_the_dir_and_publishes_its_urls_privately(
     with pytest.raises(StateDirBusy, match=f"`ticketflow serve` \\(pid {owner.pid}\\)"):
         try_acquire(tmp_path, "serve")
     published = published_services(tmp_path)
-    assert published is not None and published.database_url == DB_URL and published.owner.pid == owner.pid
+    assert (
+        published is not None
+        and published.database_url == DB_URL
+        and published.owner.pid == owner.pid
+    )
     assert (tmp_path / "services.json").stat().st_mode & 0o777 == 0o600
     # A short command joins the running server instead of starting its own database.
     joined = acquire_or_join(tmp_path, "create-admin", wait=0)
@@ -120,8 +128,15 @@ def test_a_command_beside_a_server_on_an_external_database_says_which_url_to_set
     procs.append(owner)
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env["TICKETFLOW_STATE_DIR"] = str(tmp_path)
-    result = subprocess.run([sys.executable, "-m", "cli", "migrate"], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", "migrate"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 1, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1] == (
         f"ticketflow migrate: `ticketflow serve` (pid {owner.pid}) owns the state directory {tmp_path} and "

@@ -17,17 +17,31 @@ T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
 
 async def _user(conn: Conn) -> str:
-    user = await user_repository.add(conn, name="Ada", email=f"{new_id('usr').lower()}@example.com", password_hash="x")
+    user = await user_repository.add(
+        conn, name="Ada", email=f"{new_id('usr').lower()}@example.com", password_hash="x"
+    )
     assert user is not None
     return user.id
 
 
-async def _notification(conn: Conn, user_id: str, *, status: str, sent_at: datetime | None, kind: str = "BOOKING_CONFIRMED") -> str:
+async def _notification(
+    conn: Conn,
+    user_id: str,
+    *,
+    status: str,
+    sent_at: datetime | None,
+    kind: str = "BOOKING_CONFIRMED",
+) -> str:
     notification_id = new_id("notif")
     await conn.execute(
         "INSERT INTO notifications (id, user_id, type, subject, recipient, status, sent_at, created_at)"
         " VALUES ($1, $2, $3, 'Subject', 'a@example.com', $4, $5, $6)",
-        notification_id, user_id, kind, status, sent_at, T0,
+        notification_id,
+        user_id,
+        kind,
+        status,
+        sent_at,
+        T0,
     )
     return notification_id
 
@@ -35,14 +49,21 @@ async def _notification(conn: Conn, user_id: str, *, status: str, sent_at: datet
 async def test_recent_notifications_are_the_users_sent_ones_newest_first(conn: Conn) -> None:
     me, other = await _user(conn), await _user(conn)
     older = await _notification(conn, me, status="SENT", sent_at=T0 + timedelta(minutes=1))
-    newer = await _notification(conn, me, status="SENT", sent_at=T0 + timedelta(minutes=2), kind="BOOKING_CANCELLED")
+    newer = await _notification(
+        conn, me, status="SENT", sent_at=T0 + timedelta(minutes=2), kind="BOOKING_CANCELLED"
+    )
     await _notification(conn, me, status="PENDING", sent_at=None)
     await _notification(conn, me, status="FAILED", sent_at=None)
     await _notification(conn, other, status="SENT", sent_at=T0 + timedelta(minutes=3))
     sent = await notification_repository.list_recent_sent(conn, me)
     assert [n.id for n in sent] == [newer, older]
     first = sent[0]
-    assert (first.type.value, first.subject, first.status, first.booking_id) == ("BOOKING_CANCELLED", "Subject", "SENT", None)
+    assert (first.type.value, first.subject, first.status, first.booking_id) == (
+        "BOOKING_CANCELLED",
+        "Subject",
+        "SENT",
+        None,
+    )
     assert first.sent_at == T0 + timedelta(minutes=2) and first.created_at == T0
 
 

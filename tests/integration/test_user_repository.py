@@ -19,4 +19,7 @@ async def test_a_user_is_added_once_per_email_and_read_back(conn: asyncpg.Connec
     assert await repo.get_by_email(conn, email) == user
     login = await repo.get_login(conn, email)
     assert login is not None and login.user == user and login.password_hash == "hash-1"
-    assert await repo.get(conn, "usr_missing") is None and await repo.get_login(conn, "nobody@example.com") is None
+    assert (
+        await repo.get(conn, "usr_missing") is None
+        and await repo.get_login(conn, "nobody@example.com") is None
+    )

@@ -40,7 +40,7 @@ async def prefix() -> AsyncIterator[str]:
     try:
         doomed = [key async for key in client.scan_iter(match=f"{name}:*", count=1000)]
         for start in range(0, len(doomed), 500):
-            await client.delete(*doomed[start:start + 500])
+            await client.delete(*doomed[start : start + 500])
     finally:
         await client.aclose()
 
@@ -101,7 +101,10 @@ async def test_after_the_opening_later_arrivals_queue_in_arrival_order(room: Wai
     early = {(await room.join(event_id=event, user_id=u, now=T0)).ticket for u in _users(5)}
     assert await room.open(event_id=event, now=T0 + 10) == T0 + 10
     assert await room.open(event_id=event, now=T0 + 99) == T0 + 10  # idempotent
-    late = [(await room.join(event_id=event, user_id=u, now=T0 + 11 + i)).ticket for i, u in enumerate(_users(8))]
+    late = [
+        (await room.join(event_id=event, user_id=u, now=T0 + 11 + i)).ticket
+        for i, u in enumerate(_users(8))
+    ]
     for i, ticket in enumerate(late):
         place = await room.place(ticket)
         assert place is not None
@@ -121,13 +124,20 @@ async def test_after_the_opening_later_arrivals_queue_in_arrival_order(room: Wai
 async def test_a_join_after_the_opening_time_opens_the_room_first(room: WaitingRoom) -> None:
     """Nobody called open at salesStartAt: the first join after it opens the room, and queues FIFO."""
     event = _event()
-    early = [(await room.join(event_id=event, user_id=u, now=T0, opens_at=T0 + 60)).ticket for u in _users(3)]
+    early = [
+        (await room.join(event_id=event, user_id=u, now=T0, opens_at=T0 + 60)).ticket
+        for u in _users(3)
+    ]
     place = await room.place(early[0])
     assert place is not None and place.status is PlaceStatus.WAITING
     late = await room.join(event_id=event, user_id="usr_late", now=T0 + 61, opens_at=T0 + 60)
     place = await room.place(late.ticket)
     assert place is not None
-    assert (place.status, place.queue_state, place.position) == (PlaceStatus.QUEUED, QueueState.OPEN, 4)
+    assert (place.status, place.queue_state, place.position) == (
+        PlaceStatus.QUEUED,
+        QueueState.OPEN,
+        4,
+    )
     assert await room.open(event_id=event, now=T0 + 70) == T0 + 60  # opened at the planned time
 
 
@@ -219,7 +229,9 @@ def test_the_shuffle_test_would_catch_a_biased_lottery() -> None:
     assert _pearson(arrival, cells, TRIALS) > _chi2_threshold(len(cells) - 1, ALPHA_EACH)
     # A first joiner first a third of the time instead of a quarter, the rest spread evenly.
     slight = Counter({0: TRIALS / 3, 1: 2 * TRIALS / 9, 2: 2 * TRIALS / 9, 3: 2 * TRIALS / 9})
-    assert _pearson(slight, list(range(QUEUE_SIZE)), TRIALS) > _chi2_threshold(QUEUE_SIZE - 1, ALPHA_EACH)
+    assert _pearson(slight, list(range(QUEUE_SIZE)), TRIALS) > _chi2_threshold(
+        QUEUE_SIZE - 1, ALPHA_EACH
+    )
 
 
 async def test_admit_never_takes_more_than_asked(room: WaitingRoom) -> None:
@@ -247,12 +259,17 @@ async def test_admitted_buyers_keep_their_ticket_when_joining_again(room: Waitin
     await room.open(event_id=event, now=T0 + 1)
     [admitted] = await room.admit_next(event_id=event, n=5, now=T0 + 2)
     assert (admitted.ticket, admitted.user_id, admitted.admitted_at, admitted.joined_at) == (
-        ticket.ticket, "usr_a", T0 + 2, T0,
+        ticket.ticket,
+        "usr_a",
+        T0 + 2,
+        T0,
     )
     again = await room.join(event_id=event, user_id="usr_a", now=T0 + 3)
     assert again.ticket == ticket.ticket and not again.new
     place = await room.place(ticket.ticket)
-    assert place is not None and place.status is PlaceStatus.ADMITTED and place.admitted_at == T0 + 2
+    assert (
+        place is not None and place.status is PlaceStatus.ADMITTED and place.admitted_at == T0 + 2
+    )
 
 
 async def test_a_closed_queue_says_so_and_admits_nobody(room: WaitingRoom) -> None:
@@ -310,18 +327,25 @@ async def test_unknown_and_foreign_tickets_have_no_place(room: WaitingRoom) -> N
         room.keys("evnt_}{x")
 
 
-async def test_keys_are_namespaced_hash_tagged_and_expire(room: WaitingRoom, client: aioredis.Redis, prefix: str) -> None:
+async def test_keys_are_namespaced_hash_tagged_and_expire(
+    room: WaitingRoom, client: aioredis.Redis, prefix: str
+) -> None:
     event = _event()
     await room.join(event_id=event, user_id="usr_a")
     await room.open(event_id=event)
     await room.admit_next(event_id=event, n=1)
     keys = sorted([k.decode() async for k in client.scan_iter(match=f"{prefix}:*")])
-    assert keys == sorted(f"{prefix}:{{{event}}}:{kind}" for kind in ("meta", "users", "tickets", "joined", "admitted"))
+    assert keys == sorted(
+        f"{prefix}:{{{event}}}:{kind}"
+        for kind in ("meta", "users", "tickets", "joined", "admitted")
+    )
     for key in keys:
         assert 0 < await client.ttl(key) <= 7 * 24 * 3600
 
 
-async def test_late_arrival_scores_stay_exact_above_every_draw(room: WaitingRoom, client: aioredis.Redis) -> None:
+async def test_late_arrival_scores_stay_exact_above_every_draw(
+    room: WaitingRoom, client: aioredis.Redis
+) -> None:
     event = _event()
     await room.join(event_id=event, user_id="usr_early")
     await room.open(event_id=event)
@@ -330,7 +354,9 @@ async def test_late_arrival_scores_stay_exact_above_every_draw(room: WaitingRoom
     assert scores == [LATE_BASE + 1, LATE_BASE + 2, LATE_BASE + 3]
 
 
-async def test_paced_admission_never_exceeds_the_rate_even_with_racing_admitters(room: WaitingRoom, client: aioredis.Redis, prefix: str) -> None:
+async def test_paced_admission_never_exceeds_the_rate_even_with_racing_admitters(
+    room: WaitingRoom, client: aioredis.Redis, prefix: str
+) -> None:
     """Three replicas each run the admitter every simulated second for three minutes."""
     event = _event()
     for u in _users(400):
@@ -341,9 +367,12 @@ async def test_paced_admission_never_exceeds_the_rate_even_with_racing_admitters
     times: list[float] = []
     for second in range(1, 181):
         now = T0 + second
-        batches = await asyncio.gather(*(
-            r.admit_paced(event_id=event, pacer=pacer, seats_left=10_000, max_batch=5, now=now) for r in rooms
-        ))
+        batches = await asyncio.gather(
+            *(
+                r.admit_paced(event_id=event, pacer=pacer, seats_left=10_000, max_batch=5, now=now)
+                for r in rooms
+            )
+        )
         for batch in batches:
             assert len(batch) <= 5
             times.extend(a.admitted_at for a in batch)
@@ -359,10 +388,19 @@ async def test_paced_admission_stops_at_the_seats_left(room: WaitingRoom) -> Non
         await room.join(event_id=event, user_id=u, now=T0)
     await room.open(event_id=event, now=T0)
     pacer = AdmissionPacer(per_minute=6000)
-    got = await room.admit_paced(event_id=event, pacer=pacer, seats_left=12, max_batch=100, now=T0 + 60)
+    got = await room.admit_paced(
+        event_id=event, pacer=pacer, seats_left=12, max_batch=100, now=T0 + 60
+    )
     assert len(got) == 12
     # They hold the 12 seats for their admission window; nobody else gets in meanwhile.
-    assert await room.admit_paced(event_id=event, pacer=pacer, seats_left=12, max_batch=100, now=T0 + 120) == []
+    assert (
+        await room.admit_paced(
+            event_id=event, pacer=pacer, seats_left=12, max_batch=100, now=T0 + 120
+        )
+        == []
+    )
     # Their window over (and the seats still unsold), the next ones come in.
-    later = await room.admit_paced(event_id=event, pacer=pacer, seats_left=12, max_batch=100, now=T0 + 60 + 601)
+    later = await room.admit_paced(
+        event_id=event, pacer=pacer, seats_left=12, max_batch=100, now=T0 + 60 + 601
+    )
     assert len(later) == 12

@@ -26,13 +26,26 @@ async def test_a_saga_charge_carries_the_request_id_of_its_booking() -> None:
     fake = _FakePayments()
     payments = _Payments(fake, {"bkg_1": "req_abc"})  # type: ignore[arg-type]
     charge = await payments.charge(
-        booking_id="bkg_1", user_id="usr_1", amount=100, currency="GBP", token="t", idempotency_key="bkg_1:charge"
+        booking_id="bkg_1",
+        user_id="usr_1",
+        amount=100,
+        currency="GBP",
+        token="t",
+        idempotency_key="bkg_1:charge",
     )
     await payments.charge(
-        booking_id="bkg_2", user_id="usr_1", amount=100, currency="GBP", token="t", idempotency_key="bkg_2:charge"
+        booking_id="bkg_2",
+        user_id="usr_1",
+        amount=100,
+        currency="GBP",
+        token="t",
+        idempotency_key="bkg_2:charge",
     )
     assert charge.succeeded
-    assert [(o.booking_id, o.request_id) for o in fake.orders] == [("bkg_1", "req_abc"), ("bkg_2", "")]
+    assert [(o.booking_id, o.request_id) for o in fake.orders] == [
+        ("bkg_1", "req_abc"),
+        ("bkg_2", ""),
+    ]
 
 
 async def test_a_restarting_actor_is_retried_and_a_dead_handle_looked_up_again(

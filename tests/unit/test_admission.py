@@ -73,7 +73,9 @@ def test_a_valid_token_admits_its_user_to_its_event(tokens: AdmissionTokens) -> 
     assert claims.expires_at - claims.issued_at == DEFAULT_WINDOW_SECONDS == 600
 
 
-def test_a_token_admits_several_attempts_within_its_window(tokens: AdmissionTokens, clock: FakeClock) -> None:
+def test_a_token_admits_several_attempts_within_its_window(
+    tokens: AdmissionTokens, clock: FakeClock
+) -> None:
     token = tokens.issue(user_id=USER, event_id=EVENT).token
     for _ in range(5):
         tokens.verify(token, user_id=USER, event_id=EVENT)
@@ -89,7 +91,9 @@ def test_an_expired_token_is_refused(tokens: AdmissionTokens, clock: FakeClock) 
         tokens.verify(token, user_id=USER, event_id=EVENT)
 
 
-def test_the_window_counts_from_the_admission_not_from_the_read(tokens: AdmissionTokens, clock: FakeClock) -> None:
+def test_the_window_counts_from_the_admission_not_from_the_read(
+    tokens: AdmissionTokens, clock: FakeClock
+) -> None:
     admitted_at = clock.now
     clock.advance(400)  # the buyer reads their place (and the token) long after being admitted
     issued = tokens.issue(user_id=USER, event_id=EVENT, admitted_at=admitted_at)
@@ -99,14 +103,18 @@ def test_the_window_counts_from_the_admission_not_from_the_read(tokens: Admissio
         tokens.verify(issued.token, user_id=USER, event_id=EVENT)
 
 
-def test_a_token_signed_with_another_key_is_refused_as_forged(tokens: AdmissionTokens, clock: FakeClock) -> None:
+def test_a_token_signed_with_another_key_is_refused_as_forged(
+    tokens: AdmissionTokens, clock: FakeClock
+) -> None:
     forger = AdmissionTokens(key=admission_key("another-secret-" + "fedcba9876543210"), clock=clock)
     token = forger.issue(user_id=USER, event_id=EVENT).token
     with pytest.raises(AdmissionTokenForged):
         tokens.verify(token, user_id=USER, event_id=EVENT)
 
 
-def test_a_jwt_signed_with_the_secret_itself_is_not_an_admission_token(tokens: AdmissionTokens) -> None:
+def test_a_jwt_signed_with_the_secret_itself_is_not_an_admission_token(
+    tokens: AdmissionTokens,
+) -> None:
     import hashlib
     import hmac
 
@@ -140,7 +148,9 @@ def test_a_token_for_another_event_is_refused(tokens: AdmissionTokens) -> None:
     ],
     ids=["user", "event", "expiry"],
 )
-def test_a_tampered_payload_is_refused_as_forged(tokens: AdmissionTokens, change: dict[str, object]) -> None:
+def test_a_tampered_payload_is_refused_as_forged(
+    tokens: AdmissionTokens, change: dict[str, object]
+) -> None:
     issued = tokens.issue(user_id=USER, event_id=EVENT)
     tampered = _with_payload(issued.token, {**_payload(issued.token), **change})
     claimed = {**_payload(tampered)}
@@ -152,7 +162,15 @@ def test_a_tampered_payload_is_refused_as_forged(tokens: AdmissionTokens, change
 
 @pytest.mark.parametrize(
     "token",
-    ["garbage", "adm1.x.y", "adm1..", "adm2.e30.AAAA", "a.b.c.d", "adm1.e30." + "A" * 43 + "!", "x" * 5000],
+    [
+        "garbage",
+        "adm1.x.y",
+        "adm1..",
+        "adm2.e30.AAAA",
+        "a.b.c.d",
+        "adm1.e30." + "A" * 43 + "!",
+        "x" * 5000,
+    ],
 )
 def test_a_malformed_token_is_refused(tokens: AdmissionTokens, token: str) -> None:
     with pytest.raises(AdmissionTokenMalformed):
@@ -167,8 +185,14 @@ def test_no_token_is_refused(tokens: AdmissionTokens, token: str | None) -> None
 
 
 def test_every_refusal_is_one_403_admission_required_for_the_client() -> None:
-    for cls in (AdmissionRequired, AdmissionTokenMalformed, AdmissionTokenForged, AdmissionExpired,
-                AdmissionForAnotherUser, AdmissionForAnotherEvent):
+    for cls in (
+        AdmissionRequired,
+        AdmissionTokenMalformed,
+        AdmissionTokenForged,
+        AdmissionExpired,
+        AdmissionForAnotherUser,
+        AdmissionForAnotherEvent,
+    ):
         assert issubclass(cls, AdmissionRequired)
         assert (cls.code, cls.http_status) == ("ADMISSION_REQUIRED", 403)
 
@@ -182,7 +206,9 @@ def test_tokens_from_the_previous_key_are_accepted_during_a_rotation(clock: Fake
         AdmissionTokens(key=new_key, clock=clock).verify(before, user_id=USER, event_id=EVENT)
 
 
-def test_the_token_carries_no_secret_and_only_the_documented_claims(tokens: AdmissionTokens) -> None:
+def test_the_token_carries_no_secret_and_only_the_documented_claims(
+    tokens: AdmissionTokens,
+) -> None:
     token = tokens.issue(user_id=USER, event_id=EVENT).token
     assert token.startswith("adm1.")
     assert set(_payload(token)) == {"u", "e", "iat", "exp"}
@@ -247,15 +273,30 @@ def test_pacing_never_admits_above_the_rate_over_an_hour(per_minute: int) -> Non
 def test_pacing_after_a_stall_catches_up_by_one_minute_at_most() -> None:
     pacer = AdmissionPacer(per_minute=600)
     # Ten minutes of nothing admitted (the admitter was down): the schedule owes 6000.
-    assert pacer.allowance(elapsed_seconds=600, admitted=0, admitted_last_minute=0, seats_left=10**6) == 600
-    assert pacer.allowance(elapsed_seconds=601, admitted=600, admitted_last_minute=600, seats_left=10**6) == 0
+    assert (
+        pacer.allowance(elapsed_seconds=600, admitted=0, admitted_last_minute=0, seats_left=10**6)
+        == 600
+    )
+    assert (
+        pacer.allowance(
+            elapsed_seconds=601, admitted=600, admitted_last_minute=600, seats_left=10**6
+        )
+        == 0
+    )
 
 
 def test_pacing_admits_nothing_before_the_opening() -> None:
     pacer = AdmissionPacer(per_minute=100)
-    assert pacer.allowance(elapsed_seconds=-1, admitted=0, admitted_last_minute=0, seats_left=100) == 0
-    assert pacer.allowance(elapsed_seconds=0, admitted=0, admitted_last_minute=0, seats_left=100) == 0
-    assert pacer.allowance(elapsed_seconds=0.6, admitted=0, admitted_last_minute=0, seats_left=100) == 1
+    assert (
+        pacer.allowance(elapsed_seconds=-1, admitted=0, admitted_last_minute=0, seats_left=100) == 0
+    )
+    assert (
+        pacer.allowance(elapsed_seconds=0, admitted=0, admitted_last_minute=0, seats_left=100) == 0
+    )
+    assert (
+        pacer.allowance(elapsed_seconds=0.6, admitted=0, admitted_last_minute=0, seats_left=100)
+        == 1
+    )
 
 
 def test_pacing_never_admits_more_than_the_seats_left_could_serve() -> None:
@@ -278,8 +319,11 @@ def test_pacing_with_a_seat_cap_over_an_hour_never_admits_beyond_the_seats() -> 
     while now < T0 + 3600:
         holding = sum(1 for t in buyers if t > now - window)
         n = pacer.allowance(
-            elapsed_seconds=now - opened, admitted=len(done.times),
-            admitted_last_minute=done.since(now - 60), seats_left=seats_left, holding=holding,
+            elapsed_seconds=now - opened,
+            admitted=len(done.times),
+            admitted_last_minute=done.since(now - 60),
+            seats_left=seats_left,
+            holding=holding,
         )
         assert holding + n <= seats_left
         done.add(now, n)

@@ -33,8 +33,12 @@ def _db() -> tuple[FakeDatabase, str]:
 
 def _cmd(event_id: str, seats: list[str] | None = None, **kw: str | None) -> BookSeats:
     return BookSeats(
-        user_id=str(kw.pop("user_id", "usr_1")), event_id=event_id, seat_ids=seats or ["seat_A1", "seat_A2"],
-        payment_type="card", payment_token=str(kw.pop("token", "pm_card_visa")), idempotency_key=kw.pop("key", None),
+        user_id=str(kw.pop("user_id", "usr_1")),
+        event_id=event_id,
+        seat_ids=seats or ["seat_A1", "seat_A2"],
+        payment_type="card",
+        payment_token=str(kw.pop("token", "pm_card_visa")),
+        idempotency_key=kw.pop("key", None),
     )
 
 
@@ -55,7 +59,9 @@ async def test_book_refuses_fewer_than_one_or_more_than_ten_seats(count: int) ->
     db, event_id = _db()
     seats = [f"seat_B{n}" for n in range(1, count + 1)]
     with pytest.raises(InvalidSeatCount):
-        await book(BookSeats("usr_1", event_id, seats, "card", "pm_card_visa"), db=db, saga_pool_size=POOL)
+        await book(
+            BookSeats("usr_1", event_id, seats, "card", "pm_card_visa"), db=db, saga_pool_size=POOL
+        )
     assert not db.state.bookings and db.sessions == 0
 
 
@@ -99,7 +105,9 @@ async def test_book_refuses_a_key_reused_for_another_request() -> None:
 async def test_book_keys_belong_to_one_user() -> None:
     db, event_id = _db()
     mine = await book(_cmd(event_id, key="k1"), db=db, saga_pool_size=POOL)
-    theirs = await book(_cmd(event_id, ["seat_A3"], key="k1", user_id="usr_2"), db=db, saga_pool_size=POOL)
+    theirs = await book(
+        _cmd(event_id, ["seat_A3"], key="k1", user_id="usr_2"), db=db, saga_pool_size=POOL
+    )
     assert theirs != mine
 
 
@@ -135,8 +143,12 @@ async def test_book_asks_for_a_retry_when_the_key_expired_between_two_statements
 async def test_a_booking_is_visible_to_its_owner_and_admins_only() -> None:
     db, event_id = _db()
     booking = db.add_booking(db.state.events[event_id], user_id="usr_1")
-    assert (await visible_booking(db, booking_id=booking.id, user_id="usr_1", is_admin=False)) == booking
-    assert (await visible_booking(db, booking_id=booking.id, user_id="usr_admin", is_admin=True)) == booking
+    assert (
+        await visible_booking(db, booking_id=booking.id, user_id="usr_1", is_admin=False)
+    ) == booking
+    assert (
+        await visible_booking(db, booking_id=booking.id, user_id="usr_admin", is_admin=True)
+    ) == booking
     with pytest.raises(BookingNotFound):
         await visible_booking(db, booking_id=booking.id, user_id="usr_2", is_admin=False)
     with pytest.raises(BookingNotFound):
@@ -164,7 +176,9 @@ async def test_cancel_of_another_users_booking_says_not_found_even_to_an_admin()
     assert not sagas.calls and not db.state.cancellations
 
 
-@pytest.mark.parametrize("status", [BookingStatus.PENDING, BookingStatus.FAILED, BookingStatus.CANCELLED])
+@pytest.mark.parametrize(
+    "status", [BookingStatus.PENDING, BookingStatus.FAILED, BookingStatus.CANCELLED]
+)
 async def test_cancel_refuses_a_booking_that_is_not_confirmed(status: BookingStatus) -> None:
     db, event_id = _db()
     booking = db.add_booking(db.state.events[event_id], user_id="usr_1", status=status)
@@ -192,14 +206,22 @@ async def test_cancel_refuses_when_the_saga_finds_it_no_longer_confirmed() -> No
     db, event_id = _db()
     booking = db.add_booking(db.state.events[event_id], user_id="usr_1")
     with pytest.raises(BookingNotCancellable, match="no longer CONFIRMED"):
-        await cancel(booking.id, user_id="usr_1", db=db, sagas=FakeSagas(finished=False), clock=FixedClock())
+        await cancel(
+            booking.id, user_id="usr_1", db=db, sagas=FakeSagas(finished=False), clock=FixedClock()
+        )
 
 
 async def test_cancel_answers_unavailable_while_the_refund_is_pending() -> None:
     db, event_id = _db()
     booking = db.add_booking(db.state.events[event_id], user_id="usr_1")
     with pytest.raises(ServiceUnavailable, match="recorded"):
-        await cancel(booking.id, user_id="usr_1", db=db, sagas=FakeSagas(cancelled_at=None), clock=FixedClock())
+        await cancel(
+            booking.id,
+            user_id="usr_1",
+            db=db,
+            sagas=FakeSagas(cancelled_at=None),
+            clock=FixedClock(),
+        )
 
 
 async def test_cancel_answers_unavailable_when_the_saga_is_slow() -> None:
@@ -207,7 +229,12 @@ async def test_cancel_answers_unavailable_when_the_saga_is_slow() -> None:
     booking = db.add_booking(db.state.events[event_id], user_id="usr_1")
     with pytest.raises(ServiceUnavailable):
         await cancel(
-            booking.id, user_id="usr_1", db=db, sagas=FakeSagas(delay=1.0), clock=FixedClock(), wait_seconds=0.01
+            booking.id,
+            user_id="usr_1",
+            db=db,
+            sagas=FakeSagas(delay=1.0),
+            clock=FixedClock(),
+            wait_seconds=0.01,
         )
     assert db.state.cancellations == [booking.id]  # recorded: the saga actor finishes it
 
@@ -233,27 +260,47 @@ async def test_book_answers_a_key_stored_before_request_hashes_with_its_booking(
 # -- best available -------------------------------------------------------------------------------
 def _best(event_id: str, quantity: int | None = 2, **kw: object) -> BookSeats:
     return BookSeats(
-        user_id="usr_1", event_id=event_id, seat_ids=None, payment_type="card", payment_token="pm_card_visa",
-        quantity=quantity, **kw,  # type: ignore[arg-type]
+        user_id="usr_1",
+        event_id=event_id,
+        seat_ids=None,
+        payment_type="card",
+        payment_token="pm_card_visa",
+        quantity=quantity,
+        **kw,  # type: ignore[arg-type]
     )
 
 
 async def test_a_best_available_booking_is_recorded_without_seats_for_its_saga_to_choose() -> None:
     db, event_id = _db()
-    booking_id = await book(_best(event_id, 3, tier="GENERAL", together=False), db=db, saga_pool_size=POOL)
+    booking_id = await book(
+        _best(event_id, 3, tier="GENERAL", together=False), db=db, saga_pool_size=POOL
+    )
     booking = db.state.bookings[booking_id]
-    assert booking.status is BookingStatus.PENDING and booking.seat_ids == () and booking.total_amount == 0
+    assert (
+        booking.status is BookingStatus.PENDING
+        and booking.seat_ids == ()
+        and booking.total_amount == 0
+    )
     assert booking.seat_request == SeatRequest(quantity=3, tier="GENERAL", together=False)
 
 
-@pytest.mark.parametrize("fields", [
-    {"seat_ids": ["seat_A1"], "quantity": 1},  # both
-    {"seat_ids": None, "quantity": None},  # neither
-    {"seat_ids": ["seat_A1"], "quantity": None, "tier": "VIP"},  # a tier for named seats
-])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"seat_ids": ["seat_A1"], "quantity": 1},  # both
+        {"seat_ids": None, "quantity": None},  # neither
+        {"seat_ids": ["seat_A1"], "quantity": None, "tier": "VIP"},  # a tier for named seats
+    ],
+)
 async def test_exactly_one_of_seats_and_quantity(fields: dict[str, object]) -> None:
     db, event_id = _db()
-    cmd = BookSeats(user_id="usr_1", event_id=event_id, payment_type="card", payment_token="pm_card_visa", **fields)  # type: ignore[arg-type]
+    cmd = BookSeats(
+        user_id="usr_1",
+        event_id=event_id,
+        payment_type="card",
+        payment_token="pm_card_visa",
+        **fields,
+    )  # type: ignore[arg-type]
     with pytest.raises(ValidationFailed):
         await book(cmd, db=db, saga_pool_size=POOL)
     assert not db.state.bookings and db.sessions == 0

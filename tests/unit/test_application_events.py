@@ -23,8 +23,13 @@ TIERS = [TicketTier("VIP", 15000, "GBP", 10), TicketTier("GENERAL", 5000, "GBP",
 
 def _new(venue_id: str, **kw: object) -> NewEvent:
     fields: dict[str, object] = {
-        "venue_id": venue_id, "name": "Gig", "description": "", "starts_at": NOW + timedelta(days=10),
-        "ends_at": NOW + timedelta(days=10, hours=2), "tiers": TIERS, "seat_map": None,
+        "venue_id": venue_id,
+        "name": "Gig",
+        "description": "",
+        "starts_at": NOW + timedelta(days=10),
+        "ends_at": NOW + timedelta(days=10, hours=2),
+        "tiers": TIERS,
+        "seat_map": None,
     }
     fields.update(kw)
     return NewEvent(**fields)  # type: ignore[arg-type]
@@ -45,8 +50,14 @@ async def test_create_event_lays_out_each_tier_in_rows() -> None:
 async def test_create_event_takes_an_explicit_seat_map() -> None:
     db = FakeDatabase()
     venue = db.add_venue()
-    rows = [ExplicitRow("A", "VIP", 10), ExplicitRow("B", "GENERAL", 20), ExplicitRow("C", "GENERAL", 5)]
-    created = await create_event(_new(venue.id, seat_map=rows), db=db, clock=FixedClock(), seats_per_row=ROW)
+    rows = [
+        ExplicitRow("A", "VIP", 10),
+        ExplicitRow("B", "GENERAL", 20),
+        ExplicitRow("C", "GENERAL", 5),
+    ]
+    created = await create_event(
+        _new(venue.id, seat_map=rows), db=db, clock=FixedClock(), seats_per_row=ROW
+    )
     assert [s.id for s in db.state.seats[created.id]][-1] == "seat_C5"
 
 
@@ -54,7 +65,12 @@ async def test_create_event_refuses_an_end_not_after_the_start() -> None:
     db = FakeDatabase()
     venue = db.add_venue()
     with pytest.raises(ValidationFailed, match="endsAt"):
-        await create_event(_new(venue.id, ends_at=NOW + timedelta(days=10)), db=db, clock=FixedClock(), seats_per_row=ROW)
+        await create_event(
+            _new(venue.id, ends_at=NOW + timedelta(days=10)),
+            db=db,
+            clock=FixedClock(),
+            seats_per_row=ROW,
+        )
 
 
 async def test_create_event_refuses_a_start_in_the_past() -> None:
@@ -62,7 +78,10 @@ async def test_create_event_refuses_a_start_in_the_past() -> None:
     venue = db.add_venue()
     with pytest.raises(ValidationFailed, match="future"):
         await create_event(
-            _new(venue.id, starts_at=NOW - timedelta(seconds=1)), db=db, clock=FixedClock(), seats_per_row=ROW
+            _new(venue.id, starts_at=NOW - timedelta(seconds=1)),
+            db=db,
+            clock=FixedClock(),
+            seats_per_row=ROW,
         )
 
 
@@ -70,7 +89,9 @@ async def test_create_event_refuses_a_tier_named_twice() -> None:
     db = FakeDatabase()
     venue = db.add_venue()
     with pytest.raises(ValidationFailed, match="only once"):
-        await create_event(_new(venue.id, tiers=[*TIERS, TIERS[0]]), db=db, clock=FixedClock(), seats_per_row=ROW)
+        await create_event(
+            _new(venue.id, tiers=[*TIERS, TIERS[0]]), db=db, clock=FixedClock(), seats_per_row=ROW
+        )
 
 
 async def test_create_event_refuses_tiers_in_two_currencies() -> None:
@@ -78,7 +99,9 @@ async def test_create_event_refuses_tiers_in_two_currencies() -> None:
     venue = db.add_venue()
     tiers = [TIERS[0], TicketTier("GENERAL", 5000, "EUR", 25)]
     with pytest.raises(ValidationFailed, match="currency"):
-        await create_event(_new(venue.id, tiers=tiers), db=db, clock=FixedClock(), seats_per_row=ROW)
+        await create_event(
+            _new(venue.id, tiers=tiers), db=db, clock=FixedClock(), seats_per_row=ROW
+        )
 
 
 async def test_create_event_refuses_a_seat_map_that_does_not_match_the_tiers() -> None:
@@ -86,7 +109,9 @@ async def test_create_event_refuses_a_seat_map_that_does_not_match_the_tiers() -
     venue = db.add_venue()
     rows = [ExplicitRow("A", "VIP", 10), ExplicitRow("B", "GENERAL", 3)]
     with pytest.raises(ValidationFailed, match="seatMap"):
-        await create_event(_new(venue.id, seat_map=rows), db=db, clock=FixedClock(), seats_per_row=ROW)
+        await create_event(
+            _new(venue.id, seat_map=rows), db=db, clock=FixedClock(), seats_per_row=ROW
+        )
 
 
 async def test_create_event_refuses_an_unknown_venue() -> None:
@@ -115,11 +140,16 @@ async def test_update_changes_only_the_fields_given() -> None:
     db, event_id = _with_event()
     before = db.state.events[event_id]
     inventories = FakeInventories()
-    await update_event(event_id, EventChanges(name="Renamed"), db=db, inventories=inventories, seats_per_row=ROW)
+    await update_event(
+        event_id, EventChanges(name="Renamed"), db=db, inventories=inventories, seats_per_row=ROW
+    )
     after = db.state.events[event_id]
     assert after.name == "Renamed"
     assert (after.description, after.starts_at, after.ends_at, after.tiers) == (
-        before.description, before.starts_at, before.ends_at, before.tiers
+        before.description,
+        before.starts_at,
+        before.ends_at,
+        before.tiers,
     )
     assert inventories.retired == []
 
@@ -136,7 +166,13 @@ async def test_update_may_change_name_and_dates_of_an_event_with_bookings() -> N
 async def test_update_refuses_an_unknown_event() -> None:
     db, _ = _with_event()
     with pytest.raises(EventNotFound):
-        await update_event("evnt_nope", EventChanges(name="x"), db=db, inventories=FakeInventories(), seats_per_row=ROW)
+        await update_event(
+            "evnt_nope",
+            EventChanges(name="x"),
+            db=db,
+            inventories=FakeInventories(),
+            seats_per_row=ROW,
+        )
 
 
 async def test_update_refuses_an_end_before_the_existing_start() -> None:
@@ -144,7 +180,10 @@ async def test_update_refuses_an_end_before_the_existing_start() -> None:
     start = db.state.events[event_id].starts_at
     with pytest.raises(ValidationFailed, match="endsAt"):
         await update_event(
-            event_id, EventChanges(ends_at=start - timedelta(hours=1)), db=db, inventories=FakeInventories(),
+            event_id,
+            EventChanges(ends_at=start - timedelta(hours=1)),
+            db=db,
+            inventories=FakeInventories(),
             seats_per_row=ROW,
         )
 
@@ -152,15 +191,26 @@ async def test_update_refuses_an_end_before_the_existing_start() -> None:
 async def test_update_refuses_an_unknown_venue() -> None:
     db, event_id = _with_event()
     with pytest.raises(VenueNotFound):
-        await update_event(event_id, EventChanges(venue_id="ven_nope"), db=db, inventories=FakeInventories(), seats_per_row=ROW)
+        await update_event(
+            event_id,
+            EventChanges(venue_id="ven_nope"),
+            db=db,
+            inventories=FakeInventories(),
+            seats_per_row=ROW,
+        )
 
 
-@pytest.mark.parametrize("changes", [
-    EventChanges(tiers=[TicketTier("VIP", 1, "GBP", 5)]),
-    EventChanges(seat_map=[ExplicitRow("A", "VIP", 10), ExplicitRow("B", "GENERAL", 20)]),
-    "venue",
-])
-async def test_update_refuses_layout_changes_once_seats_are_locked_or_sold(changes: EventChanges | str) -> None:
+@pytest.mark.parametrize(
+    "changes",
+    [
+        EventChanges(tiers=[TicketTier("VIP", 1, "GBP", 5)]),
+        EventChanges(seat_map=[ExplicitRow("A", "VIP", 10), ExplicitRow("B", "GENERAL", 20)]),
+        "venue",
+    ],
+)
+async def test_update_refuses_layout_changes_once_seats_are_locked_or_sold(
+    changes: EventChanges | str,
+) -> None:
     db, event_id = _with_event()
     db.state.active_bookings.add(event_id)
     if changes == "venue":
@@ -177,7 +227,9 @@ async def test_update_replaces_the_seat_map_and_retires_the_live_seat_actor() ->
     db, event_id = _with_event()
     inventories = FakeInventories()
     tiers = [TicketTier("FLOOR", 4000, "GBP", 12)]
-    await update_event(event_id, EventChanges(tiers=tiers), db=db, inventories=inventories, seats_per_row=ROW)
+    await update_event(
+        event_id, EventChanges(tiers=tiers), db=db, inventories=inventories, seats_per_row=ROW
+    )
     assert db.state.events[event_id].tiers == tiers
     assert [s.id for s in db.state.seats[event_id]][-1] == "seat_B2"
     assert inventories.retired == [event_id]
@@ -187,7 +239,9 @@ async def test_update_moves_the_event_to_another_venue() -> None:
     db, event_id = _with_event()
     other = db.add_venue(name="Other")
     inventories = FakeInventories()
-    await update_event(event_id, EventChanges(venue_id=other.id), db=db, inventories=inventories, seats_per_row=ROW)
+    await update_event(
+        event_id, EventChanges(venue_id=other.id), db=db, inventories=inventories, seats_per_row=ROW
+    )
     assert db.state.events[event_id].venue_name == "Other"
     assert inventories.retired == []  # the seats stay as they are
 
@@ -196,8 +250,11 @@ async def test_update_refuses_tiers_the_venue_cannot_hold() -> None:
     db, event_id = _with_event(capacity=40)
     with pytest.raises(CapacityExceeded):
         await update_event(
-            event_id, EventChanges(tiers=[TicketTier("GENERAL", 5000, "GBP", 41)]), db=db,
-            inventories=FakeInventories(), seats_per_row=ROW,
+            event_id,
+            EventChanges(tiers=[TicketTier("GENERAL", 5000, "GBP", 41)]),
+            db=db,
+            inventories=FakeInventories(),
+            seats_per_row=ROW,
         )
 
 
@@ -205,10 +262,19 @@ async def test_update_refuses_bad_tiers_and_seat_maps() -> None:
     db, event_id = _with_event()
     twice = [TIERS[0], TIERS[0]]
     with pytest.raises(ValidationFailed, match="only once"):
-        await update_event(event_id, EventChanges(tiers=twice), db=db, inventories=FakeInventories(), seats_per_row=ROW)
+        await update_event(
+            event_id,
+            EventChanges(tiers=twice),
+            db=db,
+            inventories=FakeInventories(),
+            seats_per_row=ROW,
+        )
     with pytest.raises(ValidationFailed, match="seatMap"):
         await update_event(
-            event_id, EventChanges(seat_map=[ExplicitRow("A", "NOPE", 3)]), db=db, inventories=FakeInventories(),
+            event_id,
+            EventChanges(seat_map=[ExplicitRow("A", "NOPE", 3)]),
+            db=db,
+            inventories=FakeInventories(),
             seats_per_row=ROW,
         )
 
@@ -219,5 +285,7 @@ async def test_a_refused_update_changes_nothing() -> None:
     # The name is written before the seat map is laid out; the bad map must undo it.
     changes = EventChanges(name="Half-done", seat_map=[ExplicitRow("A", "VIP", 3)])
     with pytest.raises(ValidationFailed):
-        await update_event(event_id, changes, db=db, inventories=FakeInventories(), seats_per_row=ROW)
+        await update_event(
+            event_id, changes, db=db, inventories=FakeInventories(), seats_per_row=ROW
+        )
     assert db.state.events[event_id] == before

@@ -17,7 +17,9 @@ TTL = 300.0
 T0 = 1_000.0
 
 
-def row(label: str, numbers: list[int] | range, tier: str = "GENERAL", start: int = 0) -> list[Seat]:
+def row(
+    label: str, numbers: list[int] | range, tier: str = "GENERAL", start: int = 0
+) -> list[Seat]:
     return [Seat(seat_id(label, n), label, n, tier, start + i) for i, n in enumerate(numbers)]
 
 
@@ -61,10 +63,7 @@ def _adjacent(a: Seat, b: Seat) -> bool:
 def isolated(seats: list[Seat], free: set[str]) -> set[str]:
     """Available seats with no available neighbour."""
     by_id = {s.id: s for s in seats}
-    return {
-        x for x in free
-        if not any(_adjacent(by_id[x], s) for s in seats if s.id in free)
-    }
+    return {x for x in free if not any(_adjacent(by_id[x], s) for s in seats if s.id in free)}
 
 
 def blocks(seats: list[Seat], free: set[str], quantity: int, tier: str | None) -> list[list[Seat]]:
@@ -104,7 +103,12 @@ def oracle(seats: list[Seat], free: set[str], request: SeatRequest) -> Expected:
         for block in blocks(seats, free, q, request.tier):
             start = block[0]
             singles = created_singles(seats, free, {s.id for s in block})
-            key = (singles, rank[start.row], abs(2 * start.number + q - 1 - centre2[start.row]), start.number)
+            key = (
+                singles,
+                rank[start.row],
+                abs(2 * start.number + q - 1 - centre2[start.row]),
+                start.number,
+            )
             scored.append((key, tuple(s.id for s in block)))
         if not scored:
             return Expected(None)
@@ -144,7 +148,9 @@ requests = st.builds(
 
 @settings(max_examples=400, deadline=None)
 @given(seat_maps(), requests)
-def test_choice_equals_the_brute_force_oracle(case: tuple[list[Seat], set[str]], request: SeatRequest) -> None:
+def test_choice_equals_the_brute_force_oracle(
+    case: tuple[list[Seat], set[str]], request: SeatRequest
+) -> None:
     seats, free = case
     choice = choose_seats(seats, free, request)
     expected = oracle(seats, free, request)
@@ -155,7 +161,9 @@ def test_choice_equals_the_brute_force_oracle(case: tuple[list[Seat], set[str]],
 
 @settings(max_examples=400, deadline=None)
 @given(seat_maps(), requests)
-def test_chosen_seats_keep_every_rule(case: tuple[list[Seat], set[str]], request: SeatRequest) -> None:
+def test_chosen_seats_keep_every_rule(
+    case: tuple[list[Seat], set[str]], request: SeatRequest
+) -> None:
     seats, free = case
     by_id = {s.id: s for s in seats}
     choice = choose_seats(seats, free, request)
@@ -175,7 +183,10 @@ def test_chosen_seats_keep_every_rule(case: tuple[list[Seat], set[str]], request
     assert all(s.id in free for s in chosen)  # only available seats...
     assert all(request.tier in (None, s.tier) for s in chosen)  # ...of the tier
     if request.together:
-        assert all(_adjacent(a, b) and b.number == a.number + 1 for a, b in zip(chosen, chosen[1:], strict=False))
+        assert all(
+            _adjacent(a, b) and b.number == a.number + 1
+            for a, b in zip(chosen, chosen[1:], strict=False)
+        )
         singles = created_singles(seats, free, set(choice.seat_ids))
         avoidable = any(
             created_singles(seats, free, {s.id for s in block}) == 0
@@ -187,7 +198,9 @@ def test_chosen_seats_keep_every_rule(case: tuple[list[Seat], set[str]], request
 @settings(max_examples=200, deadline=None)
 @given(seat_maps(), requests, st.randoms(use_true_random=False))
 def test_the_choice_depends_on_the_map_only(
-    case: tuple[list[Seat], set[str]], request: SeatRequest, rnd: random.Random,
+    case: tuple[list[Seat], set[str]],
+    request: SeatRequest,
+    rnd: random.Random,
 ) -> None:
     seats, free = case
     shuffled_seats, shuffled_free = list(seats), list(free)
@@ -204,7 +217,8 @@ def test_the_choice_depends_on_the_map_only(
     st.lists(st.tuples(requests, st.integers(0, 9), st.booleans()), min_size=1, max_size=25),
 )
 def test_the_kept_index_agrees_with_a_fresh_choice_after_every_change(
-    case: tuple[list[Seat], set[str]], steps: list[tuple[SeatRequest, int, bool]],
+    case: tuple[list[Seat], set[str]],
+    steps: list[tuple[SeatRequest, int, bool]],
 ) -> None:
     """SeatMap keeps the chooser's free runs across locks, releases, sales and cancellations."""
     seats, _ = case
@@ -236,7 +250,8 @@ def test_the_kept_index_agrees_with_a_fresh_choice_after_every_change(
 @settings(max_examples=100, deadline=None)
 @given(seat_maps(), st.lists(requests, min_size=1, max_size=20))
 def test_choose_and_lock_never_gives_a_seat_to_two_bookings(
-    case: tuple[list[Seat], set[str]], asks: list[SeatRequest],
+    case: tuple[list[Seat], set[str]],
+    asks: list[SeatRequest],
 ) -> None:
     seats, _ = case
     seat_map = SeatMap(tuple(s.id for s in seats))
@@ -320,10 +335,13 @@ def test_a_gap_in_the_numbering_breaks_adjacency() -> None:
 
 def test_tier_filters_the_seats_and_no_tier_takes_the_front() -> None:
     seats = generate_layout(
-        [TicketTier("VIP", 100, "GBP", 4), TicketTier("GENERAL", 50, "GBP", 8)], seats_per_row=4,
+        [TicketTier("VIP", 100, "GBP", 4), TicketTier("GENERAL", 50, "GBP", 8)],
+        seats_per_row=4,
     )
     every = [s.id for s in seats]
-    assert choose_seats(seats, every, SeatRequest(3, tier="GENERAL")).seat_ids == ids("B1", "B2", "B3")
+    assert choose_seats(seats, every, SeatRequest(3, tier="GENERAL")).seat_ids == ids(
+        "B1", "B2", "B3"
+    )
     assert choose_seats(seats, every, SeatRequest(4)).seat_ids == ids("A1", "A2", "A3", "A4")
     assert not choose_seats(seats, every, SeatRequest(2, tier="STANDING")).ok
 
@@ -361,7 +379,9 @@ def test_not_together_takes_the_best_scattered_seats() -> None:
     assert not choose_seats(seats, free, SeatRequest(2)).ok
     scattered = choose_seats(seats, free, SeatRequest(3, together=False))
     assert scattered.seat_ids == ids("A3", "A1", "A5")
-    assert choose_seats(seats, free, SeatRequest(4, together=False)).seat_ids == ids("A3", "A1", "A5", "B3")
+    assert choose_seats(seats, free, SeatRequest(4, together=False)).seat_ids == ids(
+        "A3", "A1", "A5", "B3"
+    )
     short = choose_seats(seats, free, SeatRequest(5, together=False))
     assert not short.ok and short.message == "largest block of adjacent seats: 1; 4 seats left"
 

@@ -76,11 +76,19 @@ def test_a_cycle_through_relative_and_type_checking_imports_is_found(tmp_path: P
     [
         ("domain/bad.py", "import asyncpg\n", "domain.bad imports asyncpg"),
         ("domain/bad.py", "from ray.serve import handle\n", "domain.bad imports ray"),
-        ("domain/bad.py", "def f():\n    from starlette import requests\n", "domain.bad imports starlette (deferred)"),
+        (
+            "domain/bad.py",
+            "def f():\n    from starlette import requests\n",
+            "domain.bad imports starlette (deferred)",
+        ),
         ("domain/bad.py", "from storage import pool\n", "domain.bad imports storage.pool"),
         ("storage/bad.py", "from actors.names import NAME\n", "storage.bad imports actors.names"),
         ("storage/bad.py", "import api.routes\n", "storage.bad imports api.routes"),
-        ("actors/bad.py", "def f():\n    import api.routes\n", "actors.bad imports api.routes (deferred)"),
+        (
+            "actors/bad.py",
+            "def f():\n    import api.routes\n",
+            "actors.bad imports api.routes (deferred)",
+        ),
         ("api/bad.py", "import serve_app\n", "api.bad imports serve_app"),
         ("config/bad.py", "from domain import seats\n", "config.bad imports domain.seats"),
     ],

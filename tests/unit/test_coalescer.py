@@ -35,7 +35,9 @@ async def test_keys_never_mix_and_full_batches_leave_at_once() -> None:
     rec = Recorder()
     co: Coalescer[int, int] = Coalescer(rec.send, max_batch=4, max_wait=10.0)
     started = time.monotonic()
-    await asyncio.gather(*(co.submit("a", i) for i in range(8)), *(co.submit("b", i) for i in range(4)))
+    await asyncio.gather(
+        *(co.submit("a", i) for i in range(8)), *(co.submit("b", i) for i in range(4))
+    )
     assert time.monotonic() - started < 1.0  # full batches did not wait for max_wait
     assert sorted(rec.calls) == [("a", [0, 1, 2, 3]), ("a", [4, 5, 6, 7]), ("b", [0, 1, 2, 3])]
 
@@ -76,7 +78,9 @@ class Gate:
         return [x + 1 for x in batch]
 
 
-async def test_with_one_batch_in_flight_the_next_carries_everything_that_arrived_meanwhile() -> None:
+async def test_with_one_batch_in_flight_the_next_carries_everything_that_arrived_meanwhile() -> (
+    None
+):
     gate = Gate()
     co: Coalescer[int, int] = Coalescer(gate.send, max_batch=100, max_wait=0, max_in_flight=1)
     first = asyncio.ensure_future(co.submit("a", 0))

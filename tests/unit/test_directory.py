@@ -6,7 +6,9 @@ from actors.directory import _Entry, choose_placement
 
 
 def entries(**spec: tuple[str, float, bool]) -> dict[str, _Entry]:
-    return {event: _Entry(node, last_used, holds) for event, (node, last_used, holds) in spec.items()}
+    return {
+        event: _Entry(node, last_used, holds) for event, (node, last_used, holds) in spec.items()
+    }
 
 
 def test_the_emptiest_node_is_chosen() -> None:

@@ -18,7 +18,8 @@ def test_all_error_types_finds_every_subclass_once() -> None:
     assert len(ERROR_TYPES) == len(set(ERROR_TYPES))
     assert TicketFlowError in ERROR_TYPES
     defined_here = {
-        obj for obj in vars(errors).values()
+        obj
+        for obj in vars(errors).values()
         if isinstance(obj, type) and issubclass(obj, TicketFlowError)
     }
     assert defined_here <= set(ERROR_TYPES)

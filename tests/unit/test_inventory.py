@@ -362,7 +362,9 @@ def test_restore_reserved_marks_sales_and_ignores_unknown_seats() -> None:
     seat_map.restore_reserved("seat_B1", "b2")
 
     assert seat_map.summary(T0) == Summary(total=6, available=3, locked=0, reserved=3)
-    assert seat_map.begin_reserve("b1", now=T0) == ReserveResult(ok=True, seat_ids=("seat_A1", "seat_A2"))
+    assert seat_map.begin_reserve("b1", now=T0) == ReserveResult(
+        ok=True, seat_ids=("seat_A1", "seat_A2")
+    )
     assert seat_map.unreserve("b1") == ("seat_A1", "seat_A2")
     assert seat_map.status_of("seat_B1") is SeatStatus.RESERVED
     assert not seat_map.lock("b3", ("seat_B1",), ttl=TTL, now=T0).ok
@@ -429,9 +431,7 @@ def check_invariants(seat_map: SeatMap, bookings: list[str], now: float) -> None
     assert summary.total == len(SEATS)
     assert summary.available + summary.locked + summary.reserved == summary.total
     assert summary.available >= 0
-    counted = {
-        status: sum(1 for s in statuses.values() if s is status) for status in SeatStatus
-    }
+    counted = {status: sum(1 for s in statuses.values() if s is status) for status in SeatStatus}
     assert counted == {
         SeatStatus.AVAILABLE: summary.available,
         SeatStatus.LOCKED: summary.locked,
@@ -461,7 +461,9 @@ def test_random_operations_keep_the_seat_map_consistent(seed: int) -> None:
     seat_map = new_map()
     bookings = [f"b{i}" for i in range(8)]
     sold: dict[str, frozenset[str]] = {}  # booking -> seats, as settle/unreserve report them
-    writing: set[str] = set()  # bookings whose sale is being written (begun, not settled or aborted)
+    writing: set[str] = (
+        set()
+    )  # bookings whose sale is being written (begun, not settled or aborted)
     now = T0
     for _ in range(3_000):
         now += rng.choice((0.0, 0.5, 1.0, 3.0, 7.0))
@@ -473,7 +475,9 @@ def test_random_operations_keep_the_seat_map_consistent(seed: int) -> None:
             result = seat_map.lock(booking, seats, ttl=rng.choice((2.0, 5.0, 20.0)), now=now)
             if result.ok:
                 held = seat_map.lock_of(booking)
-                assert (held is not None and set(held[0]) == set(seats)) or sold.get(booking) == set(seats)
+                assert (held is not None and set(held[0]) == set(seats)) or sold.get(
+                    booking
+                ) == set(seats)
             else:
                 # All or none: a failed lock changes no seat.
                 assert seat_map.statuses(now) == before

@@ -34,7 +34,9 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_lower_priority_renices_every_thread_and_threads_started_later() -> None:
-    out = subprocess.run([sys.executable, "-c", SCRIPT], cwd=PROJECT, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT], cwd=PROJECT, capture_output=True, text=True, check=True
+    )
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     before, after = seen["before"], seen["after"]
     assert len(before) >= 2  # the main thread and the waiting one

@@ -7,7 +7,11 @@ from api.app import create_app
 
 def test_every_route_has_a_description_in_the_openapi_document() -> None:
     paths = create_app().openapi()["paths"]
-    operations = {f"{method.upper()} {path}": op for path, ops in paths.items() for method, op in ops.items()}
+    operations = {
+        f"{method.upper()} {path}": op for path, ops in paths.items() for method, op in ops.items()
+    }
     assert len(operations) >= 17
-    undocumented = [name for name, op in operations.items() if not op.get("description", "").strip()]
+    undocumented = [
+        name for name, op in operations.items() if not op.get("description", "").strip()
+    ]
     assert not undocumented, f"routes without a docstring: {undocumented}"

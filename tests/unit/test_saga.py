@@ -43,7 +43,9 @@ BOOKING_ID = "bkg_01"
 LOCK_TTL = 300.0
 DEADLINE = timedelta(minutes=10)
 STEP_TIMEOUT = 0.05
-HANG_SECONDS = 2.0  # far past STEP_TIMEOUT, yet short enough that a missing timeout fails, not hangs
+HANG_SECONDS = (
+    2.0  # far past STEP_TIMEOUT, yet short enough that a missing timeout fails, not hangs
+)
 CARD = "pm_card_visa"
 DECLINED_CARD = "pm_card_chargeDeclined"
 
@@ -97,12 +99,16 @@ class FakeSeats(Faults):
     async def lock(self, *, event_id: str, booking_id: str, seat_ids: tuple[str, ...]) -> SeatLock:
         await self.enter("lock")
         assert event_id == EVENT_ID
-        result = self.map.lock(booking_id, tuple(seat_ids), ttl=self.ttl, now=self.clock.timestamp())
+        result = self.map.lock(
+            booking_id, tuple(seat_ids), ttl=self.ttl, now=self.clock.timestamp()
+        )
         if not result.ok:
             return SeatLock(ok=False, conflicts=result.conflicts + result.unknown)
         return SeatLock(ok=True, expires_at=datetime.fromtimestamp(result.expires_at, tz=UTC))
 
-    async def lock_best(self, *, event_id: str, booking_id: str, request: SeatRequest) -> SeatChoice:
+    async def lock_best(
+        self, *, event_id: str, booking_id: str, request: SeatRequest
+    ) -> SeatChoice:
         """Stands in for the seat actor's choosing (tested on its own): the first free seats in
         order, all or none; the seats a live lock of this booking holds, when asked again."""
         await self.enter("lock_best")
@@ -110,14 +116,18 @@ class FakeSeats(Faults):
         now = self.clock.timestamp()
         held = self.map.lock_of(booking_id)
         if held is not None and held[1] > now:
-            return SeatChoice(ok=True, seat_ids=held[0], expires_at=datetime.fromtimestamp(held[1], tz=UTC))
+            return SeatChoice(
+                ok=True, seat_ids=held[0], expires_at=datetime.fromtimestamp(held[1], tz=UTC)
+            )
         free = [s for s, status in self.map.statuses(now).items() if status is SeatStatus.AVAILABLE]
         if len(free) < request.quantity:
             return SeatChoice(ok=False, message=f"{len(free)} seats left")
         chosen = tuple(free[: request.quantity])
         result = self.map.lock(booking_id, chosen, ttl=self.ttl, now=now)
         assert result.ok
-        return SeatChoice(ok=True, seat_ids=chosen, expires_at=datetime.fromtimestamp(result.expires_at, tz=UTC))
+        return SeatChoice(
+            ok=True, seat_ids=chosen, expires_at=datetime.fromtimestamp(result.expires_at, tz=UTC)
+        )
 
     async def release(self, *, event_id: str, booking_id: str) -> None:
         await self.enter("release")
@@ -134,7 +144,9 @@ class FakeSeats(Faults):
         return True
 
     # -- test helpers --
-    def hold(self, booking_id: str, seat_ids: tuple[str, ...] = BOOKED, ttl: float = LOCK_TTL) -> datetime:
+    def hold(
+        self, booking_id: str, seat_ids: tuple[str, ...] = BOOKED, ttl: float = LOCK_TTL
+    ) -> datetime:
         """A lock taken directly on the map (by an earlier, interrupted run or another buyer)."""
         result = self.map.lock(booking_id, seat_ids, ttl=ttl, now=self.clock.timestamp())
         assert result.ok, result
@@ -172,7 +184,14 @@ class FakePayments(Faults):
         self.on_new_charge: Callable[[], None] | None = None
 
     async def charge(
-        self, *, booking_id: str, user_id: str, amount: int, currency: str, token: str, idempotency_key: str
+        self,
+        *,
+        booking_id: str,
+        user_id: str,
+        amount: int,
+        currency: str,
+        token: str,
+        idempotency_key: str,
     ) -> Charge:
         await self.enter("charge")
         request = ChargeRequest(booking_id, user_id, amount, currency, token)
@@ -180,7 +199,9 @@ class FakePayments(Faults):
         if outcome is None:
             payment_id = f"pay_{len(self.outcomes) + 1:02d}"
             if token == DECLINED_CARD:
-                outcome = Charge(payment_id=payment_id, succeeded=False, decline_code="generic_decline")
+                outcome = Charge(
+                    payment_id=payment_id, succeeded=False, decline_code="generic_decline"
+                )
             else:
                 outcome = Charge(payment_id=payment_id, succeeded=True)
             self.outcomes[idempotency_key] = outcome
@@ -195,13 +216,24 @@ class FakePayments(Faults):
         return outcome
 
     async def charge_if_attempted(
-        self, *, booking_id: str, user_id: str, amount: int, currency: str, token: str, idempotency_key: str
+        self,
+        *,
+        booking_id: str,
+        user_id: str,
+        amount: int,
+        currency: str,
+        token: str,
+        idempotency_key: str,
     ) -> Charge | None:
         await self.enter("charge_if_attempted")
         if idempotency_key not in self.outcomes:
             return None
         return await self.charge(
-            booking_id=booking_id, user_id=user_id, amount=amount, currency=currency, token=token,
+            booking_id=booking_id,
+            user_id=user_id,
+            amount=amount,
+            currency=currency,
+            token=token,
             idempotency_key=idempotency_key,
         )
 
@@ -258,7 +290,11 @@ class FakeStore(Faults):
         await self.enter("mark_charging_chosen")
         amount = sum(PRICES[s] for s in seat_ids)
         moved = self._move(
-            booking_id, step=SagaStep.CHARGING, lock_expires_at=lock_expires_at, seat_ids=seat_ids, amount=amount,
+            booking_id,
+            step=SagaStep.CHARGING,
+            lock_expires_at=lock_expires_at,
+            seat_ids=seat_ids,
+            amount=amount,
         )
         return Priced(amount, "GBP") if moved else None
 
@@ -269,12 +305,19 @@ class FakeStore(Faults):
     async def confirm(self, booking_id: str) -> bool:
         await self.enter("confirm")
         return self._move(
-            booking_id, status=BookingStatus.CONFIRMED, step=SagaStep.CONFIRMED, lock_expires_at=None
+            booking_id,
+            status=BookingStatus.CONFIRMED,
+            step=SagaStep.CONFIRMED,
+            lock_expires_at=None,
         )
 
-    async def fail(self, booking_id: str, reason: FailureReason, message: str | None = None) -> bool:
+    async def fail(
+        self, booking_id: str, reason: FailureReason, message: str | None = None
+    ) -> bool:
         await self.enter("fail")
-        done = self._move(booking_id, status=BookingStatus.FAILED, step=SagaStep.FAILED, lock_expires_at=None)
+        done = self._move(
+            booking_id, status=BookingStatus.FAILED, step=SagaStep.FAILED, lock_expires_at=None
+        )
         if done:
             self.failure_reasons[booking_id] = reason
             self.failure_messages[booking_id] = message
@@ -316,9 +359,19 @@ class World:
         best: SeatRequest | None = None,
     ) -> SagaBooking:
         booking = SagaBooking(
-            id=booking_id, user_id="usr_01", event_id=EVENT_ID, seat_ids=() if best else BOOKED,
-            amount=0 if best else 15_000, currency="GBP", payment_token=token, status=status, step=step,
-            payment_id=payment_id, lock_expires_at=lock_expires_at, created_at=self.clock.now(), seat_request=best,
+            id=booking_id,
+            user_id="usr_01",
+            event_id=EVENT_ID,
+            seat_ids=() if best else BOOKED,
+            amount=0 if best else 15_000,
+            currency="GBP",
+            payment_token=token,
+            status=status,
+            step=step,
+            payment_id=payment_id,
+            lock_expires_at=lock_expires_at,
+            created_at=self.clock.now(),
+            seat_request=best,
         )
         self.store.add(booking)
         return booking
@@ -329,8 +382,12 @@ class World:
     async def charge_directly(self, booking: SagaBooking) -> Charge:
         """A charge an earlier run made (with the saga's key) before it was interrupted."""
         return await self.payments.charge(
-            booking_id=booking.id, user_id=booking.user_id, amount=booking.amount,
-            currency=booking.currency, token=booking.payment_token, idempotency_key=charge_key(booking.id),
+            booking_id=booking.id,
+            user_id=booking.user_id,
+            amount=booking.amount,
+            currency=booking.currency,
+            token=booking.payment_token,
+            idempotency_key=charge_key(booking.id),
         )
 
     def assert_confirmed_once(self, booking_id: str = BOOKING_ID) -> None:
@@ -351,8 +408,13 @@ def world() -> World:
     seats, payments, notifier = FakeSeats(clock), FakePayments(), FakeNotifier()
     store = FakeStore(seats)
     runner = BookingSagaRunner(
-        seats=seats, payments=payments, store=store, notifier=notifier, clock=clock,
-        step_timeout=STEP_TIMEOUT, deadline=DEADLINE,
+        seats=seats,
+        payments=payments,
+        store=store,
+        notifier=notifier,
+        clock=clock,
+        step_timeout=STEP_TIMEOUT,
+        deadline=DEADLINE,
     )
     return World(clock, seats, payments, store, notifier, runner)
 
@@ -372,7 +434,10 @@ async def test_happy_path_confirms_after_one_charge(world: World) -> None:
     assert outcome == SagaOutcome(BOOKING_ID, BookingStatus.CONFIRMED)
     world.assert_confirmed_once()
     assert world.store.steps[BOOKING_ID] == [
-        SagaStep.STARTED, SagaStep.CHARGING, SagaStep.CHARGED, SagaStep.CONFIRMED,
+        SagaStep.STARTED,
+        SagaStep.CHARGING,
+        SagaStep.CHARGED,
+        SagaStep.CONFIRMED,
     ]
     assert world.payments.requests == {
         charge_key(BOOKING_ID): ChargeRequest(BOOKING_ID, "usr_01", 15_000, "GBP", CARD)
@@ -415,7 +480,9 @@ async def test_a_declined_card_fails_and_releases_the_locks(world: World) -> Non
 
     assert outcome == SagaOutcome(BOOKING_ID, BookingStatus.FAILED, FailureReason.PAYMENT_DECLINED)
     assert world.store.steps[BOOKING_ID] == [
-        SagaStep.STARTED, SagaStep.CHARGING, SagaStep.FAILED,
+        SagaStep.STARTED,
+        SagaStep.CHARGING,
+        SagaStep.FAILED,
     ]
     assert world.booking().payment_id is None
     assert world.booking().lock_expires_at is None
@@ -448,7 +515,9 @@ async def test_a_lock_lapsing_during_the_charge_refunds_and_fails(world: World) 
     assert world.notifier.pokes == 1
 
 
-async def test_a_lock_that_lapses_before_reserve_is_not_sold_even_if_nobody_took_it(world: World) -> None:
+async def test_a_lock_that_lapses_before_reserve_is_not_sold_even_if_nobody_took_it(
+    world: World,
+) -> None:
     world.add_booking()
     world.payments.on_new_charge = lambda: world.clock.advance(LOCK_TTL)
 
@@ -490,7 +559,9 @@ async def test_a_lock_exactly_at_the_margin_is_charged(world: World) -> None:
     assert outcome == SagaOutcome(BOOKING_ID, BookingStatus.CONFIRMED)
 
 
-async def test_a_seats_locked_booking_without_a_lock_expiry_fails_lock_expired(world: World) -> None:
+async def test_a_seats_locked_booking_without_a_lock_expiry_fails_lock_expired(
+    world: World,
+) -> None:
     world.seats.hold(BOOKING_ID)
     world.add_booking(step=SagaStep.SEATS_LOCKED, lock_expires_at=None)
     outcome = await world.runner.run(BOOKING_ID)
@@ -522,7 +593,10 @@ async def test_resume_from_started_with_the_lock_already_taken(world: World) -> 
     assert outcome == SagaOutcome(BOOKING_ID, BookingStatus.CONFIRMED)
     world.assert_confirmed_once()
     assert world.store.steps[BOOKING_ID] == [
-        SagaStep.STARTED, SagaStep.CHARGING, SagaStep.CHARGED, SagaStep.CONFIRMED,
+        SagaStep.STARTED,
+        SagaStep.CHARGING,
+        SagaStep.CHARGED,
+        SagaStep.CONFIRMED,
     ]
     # The repeated lock kept the first expiry, and that is what was persisted.
     assert persisted == [expires]
@@ -540,7 +614,10 @@ async def test_resume_from_seats_locked_does_not_lock_again(world: World) -> Non
     world.assert_confirmed_once()
     assert world.seats.calls == ["reserve"]
     assert world.store.steps[BOOKING_ID] == [
-        SagaStep.SEATS_LOCKED, SagaStep.CHARGING, SagaStep.CHARGED, SagaStep.CONFIRMED,
+        SagaStep.SEATS_LOCKED,
+        SagaStep.CHARGING,
+        SagaStep.CHARGED,
+        SagaStep.CONFIRMED,
     ]
 
 
@@ -552,10 +629,16 @@ async def test_resume_from_charging_when_no_charge_happened(world: World) -> Non
 
     assert outcome == SagaOutcome(BOOKING_ID, BookingStatus.CONFIRMED)
     world.assert_confirmed_once()
-    assert world.store.steps[BOOKING_ID] == [SagaStep.CHARGING, SagaStep.CHARGED, SagaStep.CONFIRMED]
+    assert world.store.steps[BOOKING_ID] == [
+        SagaStep.CHARGING,
+        SagaStep.CHARGED,
+        SagaStep.CONFIRMED,
+    ]
 
 
-async def test_resume_from_charging_replays_an_unrecorded_charge_without_charging_twice(world: World) -> None:
+async def test_resume_from_charging_replays_an_unrecorded_charge_without_charging_twice(
+    world: World,
+) -> None:
     expires = world.seats.hold(BOOKING_ID)
     booking = world.add_booking(step=SagaStep.CHARGING, lock_expires_at=expires)
     earlier = await world.charge_directly(booking)  # charged, but mark_charged never ran
@@ -590,7 +673,9 @@ async def test_resume_from_charged_after_the_seats_were_already_sold(world: Worl
     booking = world.add_booking(step=SagaStep.CHARGING, lock_expires_at=expires)
     earlier = await world.charge_directly(booking)
     world.store.add(replace(booking, step=SagaStep.CHARGED, payment_id=earlier.payment_id))
-    assert await world.seats.reserve(event_id=EVENT_ID, booking_id=BOOKING_ID)  # but confirm never ran
+    assert await world.seats.reserve(
+        event_id=EVENT_ID, booking_id=BOOKING_ID
+    )  # but confirm never ran
     world.clock.advance(LOCK_TTL * 1.5)  # long after the lock's expiry: the sale stands
 
     outcome = await world.runner.run(BOOKING_ID)
@@ -614,8 +699,12 @@ async def test_running_a_finished_saga_again_changes_nothing(world: World) -> No
     assert world.notifier.pokes == 1
 
 
-@pytest.mark.parametrize("status", [BookingStatus.CONFIRMED, BookingStatus.FAILED, BookingStatus.CANCELLED])
-async def test_a_booking_that_is_not_pending_is_left_alone(world: World, status: BookingStatus) -> None:
+@pytest.mark.parametrize(
+    "status", [BookingStatus.CONFIRMED, BookingStatus.FAILED, BookingStatus.CANCELLED]
+)
+async def test_a_booking_that_is_not_pending_is_left_alone(
+    world: World, status: BookingStatus
+) -> None:
     world.add_booking(status=status, step=SagaStep(status.value))
 
     outcome = await world.runner.run(BOOKING_ID)
@@ -701,7 +790,9 @@ async def test_a_failure_just_before_the_deadline_is_still_transient(world: Worl
 # -- the deadline -------------------------------------------------------------------------------
 
 
-async def test_after_the_deadline_a_recorded_charge_is_refunded_and_the_booking_fails(world: World) -> None:
+async def test_after_the_deadline_a_recorded_charge_is_refunded_and_the_booking_fails(
+    world: World,
+) -> None:
     expires = world.seats.hold(BOOKING_ID, ttl=DEADLINE.total_seconds() * 2)
     booking = world.add_booking(step=SagaStep.CHARGING, lock_expires_at=expires)
     charge = await world.charge_directly(booking)
@@ -737,7 +828,9 @@ async def test_after_the_deadline_an_unrecorded_charge_is_found_and_refunded(wor
 
 async def test_after_the_deadline_a_declined_charge_is_not_refunded(world: World) -> None:
     expires = world.seats.hold(BOOKING_ID)
-    booking = world.add_booking(step=SagaStep.CHARGING, lock_expires_at=expires, token=DECLINED_CARD)
+    booking = world.add_booking(
+        step=SagaStep.CHARGING, lock_expires_at=expires, token=DECLINED_CARD
+    )
     await world.charge_directly(booking)
     world.seats.hanging.add("release")  # the seat actor does not answer the release...
     past_deadline(world)
@@ -766,7 +859,9 @@ async def test_after_the_deadline_before_any_charge_the_seats_are_released(world
     assert world.store.failure_reasons[BOOKING_ID] is FailureReason.INTERNAL_ERROR
 
 
-async def test_after_the_deadline_a_charge_never_attempted_is_not_made_to_learn_its_outcome(world: World) -> None:
+async def test_after_the_deadline_a_charge_never_attempted_is_not_made_to_learn_its_outcome(
+    world: World,
+) -> None:
     expires = world.seats.hold(BOOKING_ID, ttl=DEADLINE.total_seconds() * 2)
     world.add_booking(step=SagaStep.CHARGING, lock_expires_at=expires)
     world.payments.hanging.add("charge")  # the payment actor never takes the saga's charge
@@ -793,7 +888,9 @@ async def test_a_booking_resumed_after_its_lock_lapsed_is_not_charged(world: Wor
     assert world.seats.map.lock_of(BOOKING_ID) is None
 
 
-async def test_a_booking_resumed_after_its_lock_lapsed_settles_the_charge_it_made(world: World) -> None:
+async def test_a_booking_resumed_after_its_lock_lapsed_settles_the_charge_it_made(
+    world: World,
+) -> None:
     expires = world.seats.hold(BOOKING_ID)
     booking = world.add_booking(step=SagaStep.CHARGING, lock_expires_at=expires)
     charge = await world.charge_directly(booking)  # charged; the saga died before recording it
@@ -806,7 +903,9 @@ async def test_a_booking_resumed_after_its_lock_lapsed_settles_the_charge_it_mad
     assert len(world.payments.money_taken()) == 1
 
 
-async def test_after_the_deadline_an_unanswered_refund_is_left_to_reconciliation(world: World) -> None:
+async def test_after_the_deadline_an_unanswered_refund_is_left_to_reconciliation(
+    world: World,
+) -> None:
     expires = world.seats.hold(BOOKING_ID, ttl=DEADLINE.total_seconds() * 2)
     booking = world.add_booking(step=SagaStep.CHARGING, lock_expires_at=expires)
     charge = await world.charge_directly(booking)
@@ -845,7 +944,9 @@ async def test_after_the_deadline_a_failed_booking_keeps_no_sold_seats(world: Wo
 # -- the sale closes when the event starts -------------------------------------------------------
 
 
-async def test_a_booking_for_an_event_that_started_while_it_waited_fails_before_any_lock_or_charge(world: World) -> None:
+async def test_a_booking_for_an_event_that_started_while_it_waited_fails_before_any_lock_or_charge(
+    world: World,
+) -> None:
     booking = world.add_booking()
     world.store.bookings[BOOKING_ID] = replace(booking, event_starts_at=T0 - timedelta(seconds=1))
 
@@ -897,7 +998,9 @@ class FakeCancellations(Faults):
 
     def request(self, booking_id: str, payment_id: str) -> None:
         self.status[booking_id] = BookingStatus.CONFIRMED
-        self.rows[booking_id] = Cancellation(booking_id, EVENT_ID, payment_id, CancelStep.REFUNDING, None)
+        self.rows[booking_id] = Cancellation(
+            booking_id, EVENT_ID, payment_id, CancelStep.REFUNDING, None
+        )
 
     async def load_cancellation(self, booking_id: str) -> Cancellation | None:
         await self.enter("load_cancellation")
@@ -908,7 +1011,9 @@ class FakeCancellations(Faults):
         if self.status[booking_id] is not BookingStatus.CONFIRMED:
             return None
         self.status[booking_id] = BookingStatus.CANCELLED
-        self.rows[booking_id] = replace(self.rows[booking_id], step=CancelStep.RELEASING, cancelled_at=T0)
+        self.rows[booking_id] = replace(
+            self.rows[booking_id], step=CancelStep.RELEASING, cancelled_at=T0
+        )
         self.notifications.append(booking_id)
         return T0
 
@@ -942,19 +1047,29 @@ async def cancel_world() -> CancelWorld:
     seats.hold(BOOKING_ID)
     assert await seats.reserve(event_id=EVENT_ID, booking_id=BOOKING_ID)
     charge = await payments.charge(
-        booking_id=BOOKING_ID, user_id="usr_01", amount=15_000, currency="GBP", token=CARD,
+        booking_id=BOOKING_ID,
+        user_id="usr_01",
+        amount=15_000,
+        currency="GBP",
+        token=CARD,
         idempotency_key=charge_key(BOOKING_ID),
     )
     store.request(BOOKING_ID, charge.payment_id)
     seats.calls.clear()
     payments.calls.clear()
     runner = CancellationRunner(
-        seats=seats, payments=payments, store=store, notifier=FakeNotifier(), step_timeout=STEP_TIMEOUT,
+        seats=seats,
+        payments=payments,
+        store=store,
+        notifier=FakeNotifier(),
+        step_timeout=STEP_TIMEOUT,
     )
     return CancelWorld(seats, payments, store, runner, charge.payment_id)
 
 
-async def test_a_cancellation_refunds_then_cancels_then_frees_the_seats(cancel_world: CancelWorld) -> None:
+async def test_a_cancellation_refunds_then_cancels_then_frees_the_seats(
+    cancel_world: CancelWorld,
+) -> None:
     w = cancel_world
 
     outcome = await w.runner.run(BOOKING_ID)
@@ -970,7 +1085,8 @@ async def test_no_cancellation_requested_is_no_outcome(cancel_world: CancelWorld
 
 @pytest.mark.parametrize("how", ["failing", "hanging"])
 async def test_a_refund_that_fails_leaves_the_booking_confirmed_and_charged_until_resumed(
-    cancel_world: CancelWorld, how: str,
+    cancel_world: CancelWorld,
+    how: str,
 ) -> None:
     w = cancel_world
     getattr(w.payments, how).add("refund")
@@ -986,7 +1102,9 @@ async def test_a_refund_that_fails_leaves_the_booking_confirmed_and_charged_unti
     w.assert_cancelled_once()
 
 
-async def test_a_crash_between_the_refund_and_cancelled_replays_the_same_refund_key(cancel_world: CancelWorld) -> None:
+async def test_a_crash_between_the_refund_and_cancelled_replays_the_same_refund_key(
+    cancel_world: CancelWorld,
+) -> None:
     w = cancel_world
     w.store.failing.add("mark_cancelled")  # refunded, then the database (or the process) goes
 
@@ -995,10 +1113,15 @@ async def test_a_crash_between_the_refund_and_cancelled_replays_the_same_refund_
     w.store.failing.clear()
     assert await w.runner.run(BOOKING_ID) == CancelOutcome(BOOKING_ID, T0)
     w.assert_cancelled_once()
-    assert w.payments.calls == ["refund", "refund"]  # replayed with its key: one refund at the processor
+    assert w.payments.calls == [
+        "refund",
+        "refund",
+    ]  # replayed with its key: one refund at the processor
 
 
-async def test_a_crash_before_the_seat_actor_release_is_finished_by_the_next_run(cancel_world: CancelWorld) -> None:
+async def test_a_crash_before_the_seat_actor_release_is_finished_by_the_next_run(
+    cancel_world: CancelWorld,
+) -> None:
     w = cancel_world
     w.seats.failing.add("unreserve")
 
@@ -1010,7 +1133,9 @@ async def test_a_crash_before_the_seat_actor_release_is_finished_by_the_next_run
     assert w.payments.calls == ["refund"]  # a resumed release does not refund again
 
 
-async def test_concurrent_runs_of_one_cancellation_end_cancelled_once(cancel_world: CancelWorld) -> None:
+async def test_concurrent_runs_of_one_cancellation_end_cancelled_once(
+    cancel_world: CancelWorld,
+) -> None:
     w = cancel_world
 
     outcomes = await asyncio.gather(*(w.runner.run(BOOKING_ID) for _ in range(5)))
@@ -1068,7 +1193,9 @@ async def test_a_choice_not_persisted_is_the_same_choice_when_resumed(world: Wor
 
 async def test_a_persisted_choice_is_resumed_like_named_seats(world: World) -> None:
     world.add_booking(best=SeatRequest(quantity=2))
-    world.payments.failing.add("charge")  # the processor is unreachable after the choice was written
+    world.payments.failing.add(
+        "charge"
+    )  # the processor is unreachable after the choice was written
 
     assert await world.runner.run(BOOKING_ID) is None
     assert world.booking().step is SagaStep.CHARGING and world.booking().seat_ids == BOOKED

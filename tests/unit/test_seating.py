@@ -68,7 +68,18 @@ def test_seat_ids_parse_back(value: str, parsed: tuple[str, int]) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["seat_A0", "seat_A01", "seat_a1", "seat_AAAAA1", "seat_A10000", "A1", "seat_A", "seat_1", "seat_A1 ", "xseat_A1"],
+    [
+        "seat_A0",
+        "seat_A01",
+        "seat_a1",
+        "seat_AAAAA1",
+        "seat_A10000",
+        "A1",
+        "seat_A",
+        "seat_1",
+        "seat_A1 ",
+        "xseat_A1",
+    ],
 )
 def test_malformed_seat_ids_do_not_parse(value: str) -> None:
     assert parse_seat_id(value) is None
@@ -78,14 +89,25 @@ def test_malformed_seat_ids_do_not_parse(value: str) -> None:
 
 
 def test_generate_layout_lays_tiers_out_in_order_each_on_fresh_rows() -> None:
-    seats = generate_layout([tier("VIP", 5), tier("GENERAL", 7), tier("STANDING", 2)], seats_per_row=4)
+    seats = generate_layout(
+        [tier("VIP", 5), tier("GENERAL", 7), tier("STANDING", 2)], seats_per_row=4
+    )
 
     assert [s.id for s in seats] == [
-        "seat_A1", "seat_A2", "seat_A3", "seat_A4",
+        "seat_A1",
+        "seat_A2",
+        "seat_A3",
+        "seat_A4",
         "seat_B1",
-        "seat_C1", "seat_C2", "seat_C3", "seat_C4",
-        "seat_D1", "seat_D2", "seat_D3",
-        "seat_E1", "seat_E2",
+        "seat_C1",
+        "seat_C2",
+        "seat_C3",
+        "seat_C4",
+        "seat_D1",
+        "seat_D2",
+        "seat_D3",
+        "seat_E1",
+        "seat_E2",
     ]
     assert [s.tier for s in seats] == ["VIP"] * 5 + ["GENERAL"] * 7 + ["STANDING"] * 2
     assert [s.position for s in seats] == list(range(14))
@@ -155,14 +177,19 @@ def test_explicit_layout_refuses_an_unknown_tier() -> None:
 
 @pytest.mark.parametrize("capacity", [3, 5])
 def test_explicit_layout_refuses_a_capacity_mismatch(capacity: int) -> None:
-    with pytest.raises(ValueError, match=f"tier GENERAL has capacity {capacity} but the seatMap gives it 4 seats"):
+    with pytest.raises(
+        ValueError, match=f"tier GENERAL has capacity {capacity} but the seatMap gives it 4 seats"
+    ):
         explicit_layout(
-            [ExplicitRow("A", "GENERAL", 2), ExplicitRow("B", "GENERAL", 2)], [tier("GENERAL", capacity)]
+            [ExplicitRow("A", "GENERAL", 2), ExplicitRow("B", "GENERAL", 2)],
+            [tier("GENERAL", capacity)],
         )
 
 
 def test_explicit_layout_refuses_a_tier_with_no_rows() -> None:
-    with pytest.raises(ValueError, match="tier VIP has capacity 2 but the seatMap gives it 0 seats"):
+    with pytest.raises(
+        ValueError, match="tier VIP has capacity 2 but the seatMap gives it 0 seats"
+    ):
         explicit_layout([ExplicitRow("A", "GENERAL", 2)], [tier("GENERAL", 2), tier("VIP", 2)])
 
 

@@ -50,12 +50,21 @@ def test_every_secret_setting_is_listed_as_one() -> None:
     # A new SecretStr setting must be kept out of Ray's runtime_env too.
     secret_typed = {n for n, f in Settings.model_fields.items() if "SecretStr" in str(f.annotation)}
     assert secret_typed <= set(secrets_config.SECRET_FIELDS)
-    assert {"database_url", "redis_url", "smtp_url"} <= set(secrets_config.SECRET_FIELDS)  # passwords in URLs
+    assert {"database_url", "redis_url", "smtp_url"} <= set(
+        secrets_config.SECRET_FIELDS
+    )  # passwords in URLs
 
 
 def test_prefixed_spellings_are_secret_too() -> None:
-    for name in ("JWT_SECRET", "TICKETFLOW_JWT_SECRET", "TICKETFLOW_DATABASE_URL", "TICKETFLOW_ADMIN_PASSWORD",
-                 "STRIPE_API_KEY", "TICKETFLOW_SMTP_URL", "JWT_PREVIOUS_SECRET"):
+    for name in (
+        "JWT_SECRET",
+        "TICKETFLOW_JWT_SECRET",
+        "TICKETFLOW_DATABASE_URL",
+        "TICKETFLOW_ADMIN_PASSWORD",
+        "STRIPE_API_KEY",
+        "TICKETFLOW_SMTP_URL",
+        "JWT_PREVIOUS_SECRET",
+    ):
         assert secrets_config.is_secret(name), name
     for name in ("TICKETFLOW_PORT", "SEAT_LOCK_TTL", "STRIPE_API_BASE", "TICKETFLOW_SECRETS_FILE"):
         assert not secrets_config.is_secret(name), name
@@ -77,7 +86,9 @@ def test_the_secrets_file_is_0600_and_holds_what_workers_need() -> None:
     path = Path(ray_env.runtime_env_vars()[secrets_config.SECRETS_FILE_VAR])
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     stored = json.loads(path.read_text())
-    assert stored == {k: v for k, v in SECRETS.items() if k != "TICKETFLOW_ADMIN_PASSWORD"}  # driver's only
+    assert stored == {
+        k: v for k, v in SECRETS.items() if k != "TICKETFLOW_ADMIN_PASSWORD"
+    }  # driver's only
 
 
 def test_an_existing_secrets_file_is_made_0600_again(tmp_path: Path) -> None:
@@ -97,33 +108,57 @@ def _settings_in_a_fresh_process(env: dict[str, str]) -> dict[str, str | None]:
         "print(json.dumps({f: r(getattr(s, f)) for f in "
         "('database_url', 'redis_url', 'jwt_secret', 'jwt_previous_secret', 'stripe_api_key', 'smtp_url')}))"
     )
-    base = {k: v for k, v in os.environ.items() if not k.startswith("TICKETFLOW_") and not secrets_config.is_secret(k)}
-    out = subprocess.run([sys.executable, "-c", code], env={**base, **env}, cwd=ROOT, capture_output=True,
-                         text=True, check=True).stdout
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("TICKETFLOW_") and not secrets_config.is_secret(k)
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**base, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return dict(json.loads(out))
 
 
-def test_a_worker_without_the_secrets_in_its_environment_reads_them_from_the_file(tmp_path: Path) -> None:
-    path = secrets_config.write_secrets_file(tmp_path, {k: v for k, v in SECRETS.items() if k != "TICKETFLOW_ADMIN_PASSWORD"})
+def test_a_worker_without_the_secrets_in_its_environment_reads_them_from_the_file(
+    tmp_path: Path,
+) -> None:
+    path = secrets_config.write_secrets_file(
+        tmp_path, {k: v for k, v in SECRETS.items() if k != "TICKETFLOW_ADMIN_PASSWORD"}
+    )
     got = _settings_in_a_fresh_process({secrets_config.SECRETS_FILE_VAR: str(path)})
     assert got == {
-        "database_url": SECRETS["DATABASE_URL"], "redis_url": SECRETS["REDIS_URL"], "jwt_secret": SECRETS["JWT_SECRET"],
-        "jwt_previous_secret": SECRETS["JWT_PREVIOUS_SECRET"], "stripe_api_key": SECRETS["STRIPE_API_KEY"],
+        "database_url": SECRETS["DATABASE_URL"],
+        "redis_url": SECRETS["REDIS_URL"],
+        "jwt_secret": SECRETS["JWT_SECRET"],
+        "jwt_previous_secret": SECRETS["JWT_PREVIOUS_SECRET"],
+        "stripe_api_key": SECRETS["STRIPE_API_KEY"],
         "smtp_url": SECRETS["SMTP_URL"],
     }
 
 
 def test_the_nodes_own_environment_wins_over_the_file(tmp_path: Path) -> None:
-    path = secrets_config.write_secrets_file(tmp_path, {"JWT_SECRET": "from-the-file", "SMTP_URL": "smtp://file"})
-    got = _settings_in_a_fresh_process({secrets_config.SECRETS_FILE_VAR: str(path), "TICKETFLOW_JWT_SECRET": "from-env"})
+    path = secrets_config.write_secrets_file(
+        tmp_path, {"JWT_SECRET": "from-the-file", "SMTP_URL": "smtp://file"}
+    )
+    got = _settings_in_a_fresh_process(
+        {secrets_config.SECRETS_FILE_VAR: str(path), "TICKETFLOW_JWT_SECRET": "from-env"}
+    )
     assert got["jwt_secret"] == "from-env"
     assert got["smtp_url"] == "smtp://file"
 
 
 def test_a_secrets_file_this_node_cannot_read_leaves_its_environment(tmp_path: Path) -> None:
-    got = _settings_in_a_fresh_process({
-        secrets_config.SECRETS_FILE_VAR: str(tmp_path / "on-another-machine.json"), "JWT_SECRET": "node-env",
-    })
+    got = _settings_in_a_fresh_process(
+        {
+            secrets_config.SECRETS_FILE_VAR: str(tmp_path / "on-another-machine.json"),
+            "JWT_SECRET": "node-env",
+        }
+    )
     assert got["jwt_secret"] == "node-env"
     assert got["database_url"] is None
 

@@ -59,7 +59,16 @@ def test_clean_name_refuses_too_short_or_too_long(raw: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "raw", ["Ada\x00Lovelace", "Ada\nLovelace", "Ada\tL", "Ada\x7f", "Ada\u200bL", "Ada\u202eL", "Ada\x1b[31m"]
+    "raw",
+    [
+        "Ada\x00Lovelace",
+        "Ada\nLovelace",
+        "Ada\tL",
+        "Ada\x7f",
+        "Ada\u200bL",
+        "Ada\u202eL",
+        "Ada\x1b[31m",
+    ],
 )
 def test_clean_name_refuses_control_characters(raw: str) -> None:
     with pytest.raises(ValueError, match="control characters"):
@@ -183,7 +192,9 @@ def test_the_configured_token_lifetime_is_24_hours() -> None:
     assert Settings.model_fields["jwt_ttl_seconds"].default == DAY
 
 
-def test_issue_and_verify_round_trip_with_exactly_the_reference_claims(tokens: TokenService) -> None:
+def test_issue_and_verify_round_trip_with_exactly_the_reference_claims(
+    tokens: TokenService,
+) -> None:
     now = int(time.time())
     issued = tokens.issue(USER, now=now)
 
@@ -241,7 +252,9 @@ def test_a_remembered_token_is_refused_once_it_expires() -> None:
         tokens.verify(issued.token)
 
 
-def test_a_refused_token_stays_refused_after_a_valid_one_was_remembered(tokens: TokenService) -> None:
+def test_a_refused_token_stays_refused_after_a_valid_one_was_remembered(
+    tokens: TokenService,
+) -> None:
     good = tokens.issue(USER).token
     tokens.verify(good)
     header, payload, signature = good.split(".")
@@ -384,12 +397,18 @@ async def test_a_corrupt_stored_hash_does_not_verify(passwords: PasswordService)
 # -- strict time claims, typ, and the previous secret during a rotation (issue 17) -------------
 
 
-def signed(payload: dict[str, Any], *, secret: str = SECRET, headers: dict[str, Any] | None = None) -> str:
+def signed(
+    payload: dict[str, Any], *, secret: str = SECRET, headers: dict[str, Any] | None = None
+) -> str:
     return jwt.encode(payload, secret, algorithm=ALGORITHM, headers=headers)
 
 
-@pytest.mark.parametrize("exp", ["9999999999", "never", True, float("inf"), [9999999999], {"at": 1}])
-def test_a_token_whose_exp_is_not_a_number_is_unauthorized(tokens: TokenService, exp: object) -> None:
+@pytest.mark.parametrize(
+    "exp", ["9999999999", "never", True, float("inf"), [9999999999], {"at": 1}]
+)
+def test_a_token_whose_exp_is_not_a_number_is_unauthorized(
+    tokens: TokenService, exp: object
+) -> None:
     # PyJWT alone takes the string "9999999999" (int() of it): a token that would never expire.
     with pytest.raises(Unauthorized, match="Token is invalid"):
         tokens.verify(signed(claims(exp=exp)))
@@ -397,7 +416,9 @@ def test_a_token_whose_exp_is_not_a_number_is_unauthorized(tokens: TokenService,
 
 @pytest.mark.parametrize("claim", ["iat", "nbf"])
 @pytest.mark.parametrize("value", ["1700000000", False, float("nan")])
-def test_a_token_whose_iat_or_nbf_is_not_a_number_is_unauthorized(tokens: TokenService, claim: str, value: object) -> None:
+def test_a_token_whose_iat_or_nbf_is_not_a_number_is_unauthorized(
+    tokens: TokenService, claim: str, value: object
+) -> None:
     with pytest.raises(Unauthorized, match="Token is invalid"):
         tokens.verify(signed(claims(**{claim: value})))
 
@@ -413,13 +434,17 @@ def test_a_token_expired_a_second_ago_is_refused_without_leeway(tokens: TokenSer
 
 
 @pytest.mark.parametrize("claim", ["iat", "nbf"])
-def test_iat_and_nbf_a_little_ahead_are_within_the_clock_leeway(tokens: TokenService, claim: str) -> None:
+def test_iat_and_nbf_a_little_ahead_are_within_the_clock_leeway(
+    tokens: TokenService, claim: str
+) -> None:
     # Another replica's clock may run a few seconds ahead of ours: 30 s of leeway.
     assert tokens.verify(signed(claims(**{claim: int(time.time()) + 20}))).user_id == USER.id
 
 
 @pytest.mark.parametrize("claim", ["iat", "nbf"])
-def test_iat_and_nbf_beyond_the_clock_leeway_are_unauthorized(tokens: TokenService, claim: str) -> None:
+def test_iat_and_nbf_beyond_the_clock_leeway_are_unauthorized(
+    tokens: TokenService, claim: str
+) -> None:
     with pytest.raises(Unauthorized, match="Token is invalid"):
         tokens.verify(signed(claims(**{claim: int(time.time()) + 60})))
 
@@ -471,7 +496,9 @@ def test_without_the_previous_secret_its_tokens_are_unauthorized() -> None:
 def test_the_previous_secret_validates_nothing_issued_after_the_rotation() -> None:
     rotated_at = time.time() - 600
     rotated = TokenService(secret=SECRET, ttl_seconds=DAY, previous_secret=PREVIOUS, now=rotated_at)
-    minted_since = TokenService(secret=PREVIOUS, ttl_seconds=DAY).issue(USER, now=rotated_at + 300).token
+    minted_since = (
+        TokenService(secret=PREVIOUS, ttl_seconds=DAY).issue(USER, now=rotated_at + 300).token
+    )
     with pytest.raises(Unauthorized, match="Token is invalid"):
         rotated.verify(minted_since)
 
@@ -484,11 +511,15 @@ def test_the_previous_secret_validates_nothing_living_longer_than_one_token_life
     with pytest.raises(Unauthorized, match="Token is invalid"):
         rotated.verify(long_lived)
     with pytest.raises(Unauthorized, match="Token is invalid"):
-        rotated.verify(signed(claims(), secret="yet-another-secret-neither-current-nor-previous-012345"))
+        rotated.verify(
+            signed(claims(), secret="yet-another-secret-neither-current-nor-previous-012345")
+        )
 
 
 def test_an_expired_token_of_the_previous_secret_is_unauthorized() -> None:
-    old = TokenService(secret=PREVIOUS, ttl_seconds=DAY).issue(USER, now=time.time() - DAY - 5).token
+    old = (
+        TokenService(secret=PREVIOUS, ttl_seconds=DAY).issue(USER, now=time.time() - DAY - 5).token
+    )
     rotated = TokenService(secret=SECRET, ttl_seconds=DAY, previous_secret=PREVIOUS)
     with pytest.raises(Unauthorized, match="Token has expired"):
         rotated.verify(old)
@@ -507,10 +538,16 @@ def test_the_gateway_verifies_with_the_configured_previous_secret() -> None:
     from api.deps import Services
 
     settings = Settings(  # type: ignore[call-arg]
-        _env_file=None, jwt_secret=SecretStr(SECRET), jwt_previous_secret=SecretStr(PREVIOUS),
-        password_hash_memory_kib=64, password_hash_time_cost=1, rate_limit_enabled=False,
+        _env_file=None,
+        jwt_secret=SecretStr(SECRET),
+        jwt_previous_secret=SecretStr(PREVIOUS),
+        password_hash_memory_kib=64,
+        password_hash_time_cost=1,
+        rate_limit_enabled=False,
     )
     services = Services.from_settings(settings)
-    old_token = TokenService(secret=PREVIOUS, ttl_seconds=DAY).issue(USER, now=time.time() - 60).token
+    old_token = (
+        TokenService(secret=PREVIOUS, ttl_seconds=DAY).issue(USER, now=time.time() - 60).token
+    )
     assert services.tokens.verify(old_token).user_id == USER.id
     jwt.decode(services.tokens.issue(USER).token, SECRET, algorithms=[ALGORITHM])
