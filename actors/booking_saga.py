@@ -1,4 +1,8 @@
-"""BookingSaga: one of a fixed pool of actors, each driving many booking sagas at once."""
+"""BookingSaga: one of a fixed pool of actors, each driving many booking sagas at once.
+
+Why ~530 lines in one module: the actor and the four thin adapters it gives the pure saga runners
+(seats, payments, store, notifier: `domain.saga`'s ports), which exist only for this actor.
+"""
 
 from __future__ import annotations
 

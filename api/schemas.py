@@ -1,4 +1,8 @@
-"""Request and response models of the public API (field names as api-reference.txt gives them)."""
+"""Request and response models of the public API (field names as api-reference.txt gives them).
+
+Why ~430 lines in one module: one short model per request and response shape of the reference,
+kept in one place that reads side by side with api-reference.txt.
+"""
 
 from __future__ import annotations
 

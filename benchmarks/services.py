@@ -1,5 +1,8 @@
 """Starting and stopping the benchmark's servers as subprocesses on free 127.0.0.1 ports.
 
+Why ~430 lines in one module: the three kinds of server (TicketFlow, the plain baselines, pretix)
+share one start, health-wait, log and stop path; only their commands differ.
+
 `start_plain_service` runs a baseline (`benchmarks.baselines.plain_service`); `start_ticketflow`
 runs `ticketflow serve` on a scratch database of its own. Both come back as a `ServiceProcess`
 whose `stop()` returns only when the server, every process it left (found by a marker in their

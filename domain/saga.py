@@ -1,5 +1,8 @@
 """The booking saga: lock -> charge -> reserve -> CONFIRMED -> notify, with compensation.
 
+Why ~530 lines in one module: the booking runner and the cancellation runner share their ports,
+idempotency keys and step rules (the refund key above all); each reads best beside the other.
+
 Pure orchestration over four ports; the BookingSaga actor supplies real ones (seat actors, the
 payment actor, Postgres, the notifier), the unit tests in-memory fakes. Each step's outcome is
 persisted before the next step begins, so `run` can resume a booking from any persisted step:

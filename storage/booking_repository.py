@@ -1,4 +1,9 @@
-"""Bookings, saga progress and seat sales in Postgres."""
+"""Bookings, saga progress and seat sales in Postgres.
+
+Why ~420 lines in one module: every function here reads or writes the bookings row and its sale
+(insert, saga steps, cancellation, seat sales) and shares the row-to-domain mapping; split by step,
+each part would import the others' shapes.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """An event's waiting room in Redis: who waits, in which order, and who was admitted when.
 
+Why ~470 lines in one module: about half is the Lua scripts, each beside the method that runs it;
+they share one key layout that must not drift apart.
+
 Every gateway replica shares it: a position read is one script call (EVALSHA), no actor, and
 nothing lives in the process, so a replica restart loses nobody's place (docs/waiting-room.md).
 

@@ -1,5 +1,8 @@
 """The on-sale scenario against pretix's REST API, with the same buyers, seats and figures.
 
+Why ~430 lines in one module: the set-up, the order run and the checks all speak pretix's REST
+API with one client and one seat mapping; split, each part would pass both around.
+
 `PretixOnsaleRun` is `benchmarks.onsale.OnsaleRun` with pretix's calls in place of TicketFlow's;
 the workers, the shared view of the seats, retries, the stop conditions and the report are the
 same code. What differs, and why:
