@@ -318,8 +318,8 @@ class OnsaleRun:
                 "name": f"On-sale benchmark {self.run_id}",
                 "description": "ticketflow bench onsale",
                 "venueId": venue_id,
-                "startsAt": _iso(starts),
-                "endsAt": _iso(starts + timedelta(hours=3)),
+                "startsAt": iso_utc(starts),
+                "endsAt": iso_utc(starts + timedelta(hours=3)),
                 "ticketTiers": tiers,
             },
         )
@@ -663,14 +663,13 @@ class OnsaleRun:
         return result
 
 
-def _iso(dt: datetime) -> str:
+def iso_utc(dt: datetime) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 async def run_onsale(config: OnsaleConfig, *, client: HttpClient | None = None) -> dict[str, Any]:
     """Runs the whole scenario against `config.url` and returns the report (JSON-ready)."""
     config.validate()
-    started = datetime.now(UTC)
     own_client = client is None
     if client is None:
         pool = max(config.concurrency, config.setup_concurrency) + 4
@@ -678,33 +677,42 @@ async def run_onsale(config: OnsaleConfig, *, client: HttpClient | None = None) 
             config.http_client, config.url, pool=pool, timeout=config.request_timeout
         )
     try:
-        run = OnsaleRun(config, client)
-        log(
-            f"onsale [{config.label or config.url}]: set-up ({config.seats} seats, {config.buyers} buyers)"
+        return await drive(
+            OnsaleRun(config, client),
+            config,
+            f"set-up ({config.seats} seats, {config.buyers} buyers)",
         )
-        setup = await run.setup()
-        log(
-            f"onsale [{config.label or config.url}]: booking phase ({config.attempts} attempts max, "
-            f"concurrency {config.concurrency}, {config.duration:.0f} s max)"
-        )
-        results = await run.booking_phase()
-        log(f"onsale [{config.label or config.url}]: checks")
-        try:
-            checks = await run.checks()
-        except SetupError as exc:
-            # Keep the measured figures; the checks could not be completed, so they did not pass.
-            log(f"onsale [{config.label or config.url}]: checks failed: {exc}")
-            checks = {"passed": False, "error": str(exc)}
     finally:
         if own_client:
             await client.aclose()
+
+
+async def drive(run: OnsaleRun, config: OnsaleConfig, setup_note: str) -> dict[str, Any]:
+    """A run's three phases (set-up, booking, checks) and its report: the same for every target
+    (`benchmarks.pretix.scenario` drives its `OnsaleRun` subclass through here too)."""
+    started = datetime.now(UTC)
+    label = config.label or config.url
+    log(f"onsale [{label}]: {setup_note}")
+    setup = await run.setup()
+    log(
+        f"onsale [{label}]: booking phase ({config.attempts} attempts max, "
+        f"concurrency {config.concurrency}, {config.duration:.0f} s max)"
+    )
+    results = await run.booking_phase()
+    log(f"onsale [{label}]: checks")
+    try:
+        checks = await run.checks()
+    except SetupError as exc:
+        # Keep the measured figures; the checks could not be completed, so they did not pass.
+        log(f"onsale [{label}]: checks failed: {exc}")
+        checks = {"passed": False, "error": str(exc)}
     params = asdict(config)
     params.pop("admin_password")
     return {
         "benchmark": "onsale",
-        "label": config.label or config.url,
+        "label": label,
         "target": config.url,
-        "started_at": _iso(started),
+        "started_at": iso_utc(started),
         "params": params,
         "setup": setup,
         "results": results,

@@ -37,11 +37,9 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from benchmarks.common import log
 from benchmarks.httpclient import HttpClient, TransportError, open_client
 from benchmarks.onsale import (
     BookingRecord,
@@ -51,6 +49,8 @@ from benchmarks.onsale import (
     SeatInfo,
     SeatView,
     SetupError,
+    drive,
+    iso_utc,
 )
 from domain.seating import TicketTier, generate_layout
 
@@ -220,8 +220,8 @@ class PretixOnsaleRun(OnsaleRun):
                 "name": {"en": f"On-sale benchmark {self.run_id}"},
                 "slug": self.event_slug,
                 "currency": "GBP",
-                "date_from": _iso(starts),
-                "date_to": _iso(starts + timedelta(hours=3)),
+                "date_from": iso_utc(starts),
+                "date_to": iso_utc(starts + timedelta(hours=3)),
                 "seating_plan": plan["id"],
             },
             "event creation",
@@ -394,44 +394,14 @@ class PretixOnsaleRun(OnsaleRun):
         return result
 
 
-def _iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 async def run_pretix_onsale(config: OnsaleConfig, *, organizer: str, token: str) -> dict[str, Any]:
     """`benchmarks.onsale.run_onsale` against pretix at `config.url`: the same report."""
     config.validate()
-    started = datetime.now(UTC)
     client = open_client(
         config.http_client, config.url, pool=config.concurrency + 4, timeout=config.request_timeout
     )
-    label = config.label or config.url
     try:
         run = PretixOnsaleRun(config, client, organizer=organizer, token=token)
-        log(f"onsale [{label}]: set-up through pretix's REST API ({config.seats} seats)")
-        setup = await run.setup()
-        log(
-            f"onsale [{label}]: booking phase ({config.attempts} attempts max, concurrency {config.concurrency}, "
-            f"{config.duration:.0f} s max)"
-        )
-        results = await run.booking_phase()
-        log(f"onsale [{label}]: checks")
-        try:
-            checks = await run.checks()
-        except SetupError as exc:
-            log(f"onsale [{label}]: checks failed: {exc}")
-            checks = {"passed": False, "error": str(exc)}
+        return await drive(run, config, f"set-up through pretix's REST API ({config.seats} seats)")
     finally:
         await client.aclose()
-    params = asdict(config)
-    params.pop("admin_password")
-    return {
-        "benchmark": "onsale",
-        "label": label,
-        "target": config.url,
-        "started_at": _iso(started),
-        "params": params,
-        "setup": setup,
-        "results": results,
-        "checks": checks,
-    }
