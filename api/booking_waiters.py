@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import asyncpg
@@ -121,15 +121,11 @@ class BookingWaiters:
         return self._listening.is_set()
 
     def _on_final(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
-        for woken in self._waiting.get(str(payload), ()):
-            if not woken.done():
-                woken.set_result(None)
+        _wake(self._waiting.get(str(payload), ()))
 
     def _wake_all(self) -> None:
         for futures in self._waiting.values():
-            for woken in futures:
-                if not woken.done():
-                    woken.set_result(None)
+            _wake(futures)
 
     async def _listen_forever(self) -> None:
         while True:
@@ -150,3 +146,9 @@ class BookingWaiters:
                 if conn is not None and not conn.is_closed():
                     conn.terminate()
             await asyncio.sleep(1.0)
+
+
+def _wake(futures: Iterable[asyncio.Future[None]]) -> None:
+    for woken in futures:
+        if not woken.done():
+            woken.set_result(None)

@@ -8,7 +8,7 @@ each part would import the others' shapes.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
@@ -129,30 +129,24 @@ async def add(
         request_hash,
         request_id,
     )
-    row = await conn.fetchrow(q.INSERT_BOOKING, *args)
-    assert row is not None
-    added = Added(row["seats"], row["on_sale"], row["id"])
-    # Only a conflict costs the extra statements: a key older than 24 h is freed and reused.
-    if (
-        added.booking_id is None
-        and added.seats_found == len(seat_ids)
-        and added.on_sale
-        and idempotency_key is not None
-    ):
-        if await conn.execute(q.EXPIRE_IDEMPOTENCY_KEY, user_id, idempotency_key) != "UPDATE 0":
-            row = await conn.fetchrow(q.INSERT_BOOKING, *args)
-            assert row is not None
-            added = Added(row["seats"], row["on_sale"], row["id"])
-    return added
+    return await _insert(
+        conn,
+        q.INSERT_BOOKING,
+        args,
+        lambda row: Added(row["seats"], row["on_sale"], row["id"]),
+        user_id=user_id,
+        key=idempotency_key,
+        # Refused with everything else in order: only the key can have stopped it.
+        key_only=lambda a: a.seats_found == len(seat_ids) and bool(a.on_sale),
+    )
 
 
 @dataclass(frozen=True)
 class AddedBest:
     on_sale: bool | None  # the event has not started (None: no such event)
     tier_sold: bool  # the event sells the tier asked for (any tier when none was)
-    booking_id: (
-        str | None
-    )  # None: no such event or tier, not on sale, or the idempotency key is taken
+    # None: no such event or tier, not on sale, or the idempotency key is taken
+    booking_id: str | None
 
 
 async def add_best(
@@ -184,19 +178,41 @@ async def add_best(
         request.tier,
         request_id,
     )
-    row = await conn.fetchrow(q.INSERT_BEST_BOOKING, *args)
+    return await _insert(
+        conn,
+        q.INSERT_BEST_BOOKING,
+        args,
+        lambda row: AddedBest(row["on_sale"], bool(row["tier_sold"]), row["id"]),
+        user_id=user_id,
+        key=idempotency_key,
+        key_only=lambda a: bool(a.on_sale) and a.tier_sold,
+    )
+
+
+_A = TypeVar("_A", Added, AddedBest)
+
+
+async def _insert(
+    conn: Conn,
+    statement: str,
+    args: tuple[object, ...],
+    read: Callable[[asyncpg.Record], _A],
+    *,
+    user_id: str,
+    key: str | None,
+    key_only: Callable[[_A], bool],
+) -> _A:
+    """Runs a booking insert; when only its idempotency key stopped it (`key_only`) and that key
+    is older than 24 h, frees the key and inserts once more. Only a conflict costs the extra
+    statements."""
+    row = await conn.fetchrow(statement, *args)
     assert row is not None
-    added = AddedBest(row["on_sale"], bool(row["tier_sold"]), row["id"])
-    if (
-        added.booking_id is None
-        and added.on_sale
-        and added.tier_sold
-        and idempotency_key is not None
-    ):
-        if await conn.execute(q.EXPIRE_IDEMPOTENCY_KEY, user_id, idempotency_key) != "UPDATE 0":
-            row = await conn.fetchrow(q.INSERT_BEST_BOOKING, *args)
+    added = read(row)
+    if added.booking_id is None and key is not None and key_only(added):
+        if await conn.execute(q.EXPIRE_IDEMPOTENCY_KEY, user_id, key) != "UPDATE 0":
+            row = await conn.fetchrow(statement, *args)
             assert row is not None
-            added = AddedBest(row["on_sale"], bool(row["tier_sold"]), row["id"])
+            added = read(row)
     return added
 
 
