@@ -91,6 +91,7 @@ class SeatInventoryClient:
         # Concurrent sagas' locks (and reserves) for one event travel in one seat-actor call.
         self._locks: Coalescer[tuple[str, tuple[str, ...]], LockResult] = Coalescer(self.lock_many)
         self._reserves: Coalescer[str, ReserveResult] = Coalescer(self.reserve_many)
+        self._warming: set[asyncio.Task[None]] = set()
 
     # -- getting the actor ---------------------------------------------------------------------
     def _create(self, event_id: str, placement: Placement) -> ActorHandle[Any]:
@@ -237,6 +238,39 @@ class SeatInventoryClient:
             event_id, lambda h: h.lock_of.remote(booking_id)
         )
         return lock
+
+    async def warm(self, event_id: str) -> bool:
+        """Starts the event's seat actor and loads its seats, before buyers need it.
+
+        Only within the per-node cap: a live actor is simply touched (which keeps it from retiring
+        idle), a new one takes a free slot, and when every node is full nothing happens (False):
+        warming never retires another event's actor.
+        """
+        name = seat_actor_name(event_id)
+        handle = await self._live(event_id)
+        if handle is None:
+            placement = await self._directory.place_if_room(event_id)
+            if placement is None:
+                return False
+            handle = self._create(event_id, placement)
+        try:
+            await handle.warm.remote()
+        except (ActorDiedError, ActorUnavailableError):
+            factory.forget(name)  # retiring as we called: the next tick or booking starts it
+            return False
+        return True
+
+    def warm_soon(self, event_id: str) -> None:
+        """Warms in the background (fire and forget): a request must not wait for an actor start."""
+        task = asyncio.get_running_loop().create_task(self._warm_quietly(event_id))
+        self._warming.add(task)
+        task.add_done_callback(self._warming.discard)
+
+    async def _warm_quietly(self, event_id: str) -> None:
+        try:
+            await self.warm(event_id)
+        except Exception:  # noqa: BLE001 - warming is an optimisation; the booking path starts it anyway
+            logger.warning("warming the seat actor of %s failed", event_id, exc_info=True)
 
     def retire_blocking(self, event_id: str) -> None:
         """Stops an event's seat actor (its state is in Postgres); the next use starts a fresh one."""

@@ -66,6 +66,19 @@ def choose_placement(
     return Placement(node, retire)
 
 
+def free_node(entries: dict[str, _Entry], nodes: list[str], *, cap: int) -> str | None:
+    """Pure decision for warming: the emptiest node if it is below the cap, else None (warming
+    never retires another event's actor: it only fills free slots)."""
+    counts = dict.fromkeys(nodes, 0)
+    for entry in entries.values():
+        if entry.node_id in counts:
+            counts[entry.node_id] += 1
+    if not counts:
+        return None
+    node = min(nodes, key=lambda n: (counts[n], n))
+    return node if counts[node] < cap else None
+
+
 @ray.remote(max_restarts=-1, max_task_retries=0)
 class SeatActorDirectory:
     """Live seat actors by node, as they report themselves.
@@ -99,6 +112,18 @@ class SeatActorDirectory:
         if placement.node_id is not None:
             self._entries[event_id] = _Entry(placement.node_id, now, False)
         return placement
+
+    def place_if_room(self, event_id: str) -> Placement | None:
+        """A placement on a node below the cap, retiring nobody; None when every node is full."""
+        now = time.time()
+        self._expire(now)
+        # The event's own entry, if any, is an actor that is going or gone: its slot is this one.
+        self._entries.pop(event_id, None)
+        node = free_node(self._entries, self._alive_nodes(), cap=self._cap)
+        if node is None:
+            return None
+        self._entries[event_id] = _Entry(node, now, False)
+        return Placement(node, ())
 
     def report(self, event_id: str, node_id: str, last_used: float, holds_locks: bool) -> None:
         self._entries[event_id] = _Entry(node_id, last_used, holds_locks)
@@ -135,6 +160,11 @@ class DirectoryClient:
 
     async def place(self, event_id: str) -> Placement:
         placement: Placement = await self._handle().place.remote(event_id)
+        return placement
+
+    async def place_if_room(self, event_id: str) -> Placement | None:
+        """A placement within the cap that retires no other actor; None when the cap is reached."""
+        placement: Placement | None = await self._handle().place_if_room.remote(event_id)
         return placement
 
     def place_blocking(self, event_id: str) -> Placement:

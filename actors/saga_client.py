@@ -15,6 +15,7 @@ from actors import factory
 from actors.booking_saga import BookingSaga
 from actors.clients import DirectoryClient, NotifierClient, PaymentClient, call_with_retries
 from actors.names import saga_actor_name
+from actors.warmer import start_warmer
 from config.settings import get_settings
 from domain.saga import CancelOutcome, SagaOutcome
 
@@ -98,3 +99,4 @@ def start_service_actors() -> None:
     PaymentClient().start()
     NotifierClient().start()
     BookingSagaClient().start()
+    start_warmer()

@@ -262,6 +262,22 @@ class SeatInventory:
     async def lock_of(self, booking_id: str) -> tuple[tuple[str, ...], float] | None:
         return (await self._ready()).lock_of(booking_id)
 
+    async def warm(self) -> Summary:
+        """Loads everything a booking needs (seat statuses and the layout best available chooses
+        by) before buyers arrive, so the first wave of a sale meets a warm actor. Counts as a use:
+        a warmer that calls it keeps an on-sale actor from retiring idle."""
+        seat_map = await self._ready()
+        await self._ensure_layout(seat_map)
+        return seat_map.summary(time.time())
+
+    async def _ensure_layout(self, seat_map: SeatMap) -> None:
+        if seat_map.has_layout():
+            return
+        pool = await self._db.get()
+        async with pool.acquire() as conn:
+            seats = await catalog_repository.seats_of(conn, self._event_id)
+        seat_map.use_layout([s.seat for s in seats])  # a no-op if a concurrent call won
+
     async def lock_best(
         self, *, booking_id: str, request: SeatRequest, ttl: float | None = None
     ) -> BestLockResult:
@@ -273,11 +289,7 @@ class SeatInventory:
         tiers once; until then the actor knows only seat ids.
         """
         seat_map = await self._ready()
-        if not seat_map.has_layout():
-            pool = await self._db.get()
-            async with pool.acquire() as conn:
-                seats = await catalog_repository.seats_of(conn, self._event_id)
-            seat_map.use_layout([s.seat for s in seats])  # a no-op if a concurrent call won
+        await self._ensure_layout(seat_map)
         limit = float(self._settings.seat_lock_ttl)
         held_before = seat_map.holds_anything()
         result = seat_map.choose_and_lock(

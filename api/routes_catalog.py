@@ -233,6 +233,7 @@ async def create_event(
         db=svc.database,
         clock=utc_now,
         seats_per_row=svc.settings.seats_per_row,
+        inventories=svc.inventories,
     )
     return EventCreatedResponse(id=created.id, name=body.name, createdAt=created.created_at)
 

@@ -83,7 +83,12 @@ def check_capacity(tiers: list[TicketTier], venue: Venue) -> None:
 
 
 async def create_event(
-    cmd: NewEvent, *, db: Database, clock: Clock, seats_per_row: int
+    cmd: NewEvent,
+    *,
+    db: Database,
+    clock: Clock,
+    seats_per_row: int,
+    inventories: SeatInventories,
 ) -> CreatedEvent:
     """Creates an upcoming event with its tiers and seat map, at a venue that can hold it.
 
@@ -92,6 +97,8 @@ async def create_event(
         db: Where events are kept.
         clock: The current time (an event cannot start in the past).
         seats_per_row: Row width when the seats are generated from the tiers.
+        inventories: The seat actors: the new event's is started in the background (its sale
+            is open from now), so the first buyers meet a warm one.
 
     Returns:
         The new event's id and creation time.
@@ -122,6 +129,7 @@ async def create_event(
                 tiers=tiers,
                 seats=seats,
             )
+    inventories.warm_soon(event_id)
     return CreatedEvent(id=event_id, created_at=created_at)
 
 

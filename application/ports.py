@@ -195,6 +195,11 @@ class SeatInventories(Protocol):
         """Stops the event's live seat actor, if any: the next use rebuilds it from Postgres."""
         ...
 
+    def warm_soon(self, event_id: str) -> None:
+        """Starts the event's seat actor in the background, within the per-node cap, so that the
+        first buyers do not wait for it; never fails the caller."""
+        ...
+
 
 class PasswordHasher(Protocol):
     async def hash(self, password: str) -> str: ...

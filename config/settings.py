@@ -117,6 +117,8 @@ class Settings(BaseSettings):
     seat_actor_sweep_seconds: float = Field(default=1.0, gt=0)
     seat_actor_max_restarts: int = -1
     seat_actors_per_node: int = Field(default=100, ge=1)
+    # How often the warmer looks for seat actors to start before buyers arrive.
+    seat_actor_warm_interval_seconds: float = Field(default=5.0, gt=0)
 
     # Requests one Gateway replica holds open for `Prefer: wait` at once (each a dict entry and a
     # future, ~1 KiB); past it a request is answered at once, as without the preference.

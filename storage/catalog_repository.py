@@ -202,3 +202,8 @@ async def seat_prices(conn: Conn, event_id: str, seat_ids: list[str]) -> dict[st
 
 async def seat_ids_of(conn: Conn, event_id: str) -> list[str]:
     return [r["seat_id"] for r in await conn.fetch(q.SELECT_SEAT_IDS_OF_EVENT, event_id)]
+
+
+async def events_on_sale(conn: Conn, *, now: datetime, limit: int) -> list[str]:
+    """Ids of the events not yet started, the soonest first (start-up warming)."""
+    return [r["id"] for r in await conn.fetch(q.SELECT_EVENTS_ON_SALE_SOONEST, now, limit)]

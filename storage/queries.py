@@ -54,6 +54,9 @@ UPDATE_EVENT_FIELDS = """
 UPDATE events SET name = $2, description = $3, starts_at = $4, ends_at = $5, updated_at = now()
 WHERE id = $1"""
 UPDATE_EVENT_VENUE = "UPDATE events SET venue_id = $2, updated_at = now() WHERE id = $1"
+# Events still on sale ($1 = now), the soonest first, at most $2: the seat actors worth warming.
+SELECT_EVENTS_ON_SALE_SOONEST = """
+SELECT id FROM events WHERE starts_at > $1 ORDER BY starts_at, id LIMIT $2"""
 # Upcoming events ($1 = now), optional venue ($2), from ($3, inclusive) and to ($4, exclusive).
 _UPCOMING_FILTER = """
 WHERE e.starts_at >= $1

@@ -119,7 +119,7 @@ async def test_app_runs_on_three_nodes(cluster_http: httpx.AsyncClient) -> None:
 async def test_seat_actors_spread_over_the_nodes(
     ray_cluster: RunningCluster, cluster_http: httpx.AsyncClient, sale: Sale
 ) -> None:
-    # The first booking of an event starts its seat actor (placed with SPREAD).
+    # Each event's seat actor was started by its creation or its first booking, on the emptiest node.
     first = [
         await book_and_record(
             cluster_http, sale, sale.buyers[i % BUYERS], e["id"], [seats_of(e)[0]]

@@ -457,9 +457,13 @@ class FakeSagas:
 class FakeInventories:
     def __init__(self) -> None:
         self.retired: list[str] = []
+        self.warmed: list[str] = []
 
     async def retire(self, event_id: str) -> None:
         self.retired.append(event_id)
+
+    def warm_soon(self, event_id: str) -> None:
+        self.warmed.append(event_id)
 
 
 class FakePasswords:

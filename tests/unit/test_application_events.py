@@ -39,12 +39,17 @@ def _new(venue_id: str, **kw: object) -> NewEvent:
 async def test_create_event_lays_out_each_tier_in_rows() -> None:
     db = FakeDatabase()
     venue = db.add_venue(capacity=35)
-    created = await create_event(_new(venue.id), db=db, clock=FixedClock(), seats_per_row=ROW)
+    seats_actors = FakeInventories()
+    created = await create_event(
+        _new(venue.id), db=db, clock=FixedClock(), seats_per_row=ROW, inventories=seats_actors
+    )
     seats = db.state.seats[created.id]
     assert len(seats) == 35
     assert [s.row for s in seats if s.tier == "VIP"] == ["A"] * 10
     assert {s.row for s in seats if s.tier == "GENERAL"} == {"B", "C", "D"}
     assert created.created_at == NOW
+    # Its sale is open from now: the seat actor is started before the first buyer needs it.
+    assert seats_actors.warmed == [created.id]
 
 
 async def test_create_event_takes_an_explicit_seat_map() -> None:
@@ -56,7 +61,11 @@ async def test_create_event_takes_an_explicit_seat_map() -> None:
         ExplicitRow("C", "GENERAL", 5),
     ]
     created = await create_event(
-        _new(venue.id, seat_map=rows), db=db, clock=FixedClock(), seats_per_row=ROW
+        _new(venue.id, seat_map=rows),
+        db=db,
+        clock=FixedClock(),
+        seats_per_row=ROW,
+        inventories=FakeInventories(),
     )
     assert [s.id for s in db.state.seats[created.id]][-1] == "seat_C5"
 
@@ -70,6 +79,7 @@ async def test_create_event_refuses_an_end_not_after_the_start() -> None:
             db=db,
             clock=FixedClock(),
             seats_per_row=ROW,
+            inventories=FakeInventories(),
         )
 
 
@@ -82,6 +92,7 @@ async def test_create_event_refuses_a_start_in_the_past() -> None:
             db=db,
             clock=FixedClock(),
             seats_per_row=ROW,
+            inventories=FakeInventories(),
         )
 
 
@@ -90,7 +101,11 @@ async def test_create_event_refuses_a_tier_named_twice() -> None:
     venue = db.add_venue()
     with pytest.raises(ValidationFailed, match="only once"):
         await create_event(
-            _new(venue.id, tiers=[*TIERS, TIERS[0]]), db=db, clock=FixedClock(), seats_per_row=ROW
+            _new(venue.id, tiers=[*TIERS, TIERS[0]]),
+            db=db,
+            clock=FixedClock(),
+            seats_per_row=ROW,
+            inventories=FakeInventories(),
         )
 
 
@@ -100,7 +115,11 @@ async def test_create_event_refuses_tiers_in_two_currencies() -> None:
     tiers = [TIERS[0], TicketTier("GENERAL", 5000, "EUR", 25)]
     with pytest.raises(ValidationFailed, match="currency"):
         await create_event(
-            _new(venue.id, tiers=tiers), db=db, clock=FixedClock(), seats_per_row=ROW
+            _new(venue.id, tiers=tiers),
+            db=db,
+            clock=FixedClock(),
+            seats_per_row=ROW,
+            inventories=FakeInventories(),
         )
 
 
@@ -110,22 +129,36 @@ async def test_create_event_refuses_a_seat_map_that_does_not_match_the_tiers() -
     rows = [ExplicitRow("A", "VIP", 10), ExplicitRow("B", "GENERAL", 3)]
     with pytest.raises(ValidationFailed, match="seatMap"):
         await create_event(
-            _new(venue.id, seat_map=rows), db=db, clock=FixedClock(), seats_per_row=ROW
+            _new(venue.id, seat_map=rows),
+            db=db,
+            clock=FixedClock(),
+            seats_per_row=ROW,
+            inventories=FakeInventories(),
         )
 
 
 async def test_create_event_refuses_an_unknown_venue() -> None:
     db = FakeDatabase()
+    seat_actors = FakeInventories()
     with pytest.raises(VenueNotFound):
-        await create_event(_new("ven_nope"), db=db, clock=FixedClock(), seats_per_row=ROW)
+        await create_event(
+            _new("ven_nope"), db=db, clock=FixedClock(), seats_per_row=ROW, inventories=seat_actors
+        )
     assert not db.state.events
+    assert seat_actors.warmed == []  # nothing created, nothing warmed
 
 
 async def test_create_event_refuses_more_seats_than_the_venue_holds() -> None:
     db = FakeDatabase()
     venue = db.add_venue(capacity=34)
     with pytest.raises(CapacityExceeded):
-        await create_event(_new(venue.id), db=db, clock=FixedClock(), seats_per_row=ROW)
+        await create_event(
+            _new(venue.id),
+            db=db,
+            clock=FixedClock(),
+            seats_per_row=ROW,
+            inventories=FakeInventories(),
+        )
     assert not db.state.events
 
 

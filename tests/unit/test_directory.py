@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from actors.directory import _Entry, choose_placement
+from actors.directory import _Entry, choose_placement, free_node
 
 
 def entries(**spec: tuple[str, float, bool]) -> dict[str, _Entry]:
@@ -38,3 +38,14 @@ def test_the_event_being_placed_is_never_its_own_victim() -> None:
 
 def test_without_known_nodes_ray_chooses() -> None:
     assert choose_placement({}, [], cap=1, now=0.0, protect="x").node_id is None
+
+
+def test_warming_takes_the_emptiest_node_below_the_cap() -> None:
+    live = entries(e1=("n1", 1.0, False), e2=("n1", 2.0, False), e3=("n2", 3.0, False))
+    assert free_node(live, ["n1", "n2"], cap=3) == "n2"
+
+
+def test_warming_never_retires_anyone_when_every_node_is_full() -> None:
+    live = entries(e1=("n1", 1.0, False), e2=("n2", 2.0, False))
+    assert free_node(live, ["n1", "n2"], cap=1) is None
+    assert free_node(live, [], cap=5) is None
