@@ -186,6 +186,9 @@ class _Store:
         self._loads: Coalescer[str, SagaBooking | None] = Coalescer(self._load_batch)
         self._charging: Coalescer[tuple[str, datetime], bool] = Coalescer(self._charging_batch)
         self._charged: Coalescer[tuple[str, str], bool] = Coalescer(self._charged_batch)
+        self._charging_chosen: Coalescer[tuple[str, datetime, tuple[str, ...]], Priced | None] = (
+            Coalescer(self._charging_chosen_batch)
+        )
         self._confirms: Coalescer[str, bool] = Coalescer(self._confirm_batch)
         self._failures: Coalescer[tuple[str, FailureReason, str | None], bool] = Coalescer(
             self._fail_batch
@@ -200,10 +203,7 @@ class _Store:
     async def mark_charging_chosen(
         self, booking_id: str, lock_expires_at: datetime, seat_ids: tuple[str, ...]
     ) -> Priced | None:
-        async with self._pool.acquire() as conn:
-            return await booking_repository.mark_charging_chosen(
-                conn, booking_id, lock_expires_at, seat_ids
-            )
+        return await self._charging_chosen.submit(_ALL, (booking_id, lock_expires_at, seat_ids))
 
     async def mark_charged(self, booking_id: str, payment_id: str) -> bool:
         return await self._charged.submit(_ALL, (booking_id, payment_id))
@@ -252,6 +252,13 @@ class _Store:
         async with self._pool.acquire() as conn:
             moved = await booking_repository.mark_charging(conn, steps)
         return [booking_id in moved for booking_id, _ in steps]
+
+    async def _charging_chosen_batch(
+        self, _key: str, steps: list[tuple[str, datetime, tuple[str, ...]]]
+    ) -> list[Priced | None]:
+        async with self._pool.acquire() as conn:
+            priced = await booking_repository.mark_charging_chosen(conn, steps)
+        return [priced.get(booking_id) for booking_id, _, _ in steps]
 
     async def _charged_batch(self, _key: str, steps: list[tuple[str, str]]) -> list[bool]:
         async with self._pool.acquire() as conn:

@@ -91,6 +91,9 @@ class SeatInventoryClient:
         # Concurrent sagas' locks (and reserves) for one event travel in one seat-actor call.
         self._locks: Coalescer[tuple[str, tuple[str, ...]], LockResult] = Coalescer(self.lock_many)
         self._reserves: Coalescer[str, ReserveResult] = Coalescer(self.reserve_many)
+        self._best: Coalescer[tuple[str, SeatRequest], BestLockResult] = Coalescer(
+            self.lock_best_many
+        )
         self._warming: set[asyncio.Task[None]] = set()
 
     # -- getting the actor ---------------------------------------------------------------------
@@ -167,11 +170,18 @@ class SeatInventoryClient:
         self, *, event_id: str, booking_id: str, request: SeatRequest
     ) -> BestLockResult:
         """Best available: chooses and locks the best seats for a booking in one actor step (the
-        same seats again for the same booking while its lock lives); not coalesced."""
-        result: BestLockResult = await self._call(
-            event_id, lambda h: h.lock_best.remote(booking_id=booking_id, request=request)
+        same seats again for the same booking while its lock lives), coalesced with concurrent
+        best-available locks of the event."""
+        return await self._best.submit(event_id, (booking_id, request))
+
+    async def lock_best_many(
+        self, event_id: str, requests: list[tuple[str, SeatRequest]]
+    ) -> list[BestLockResult]:
+        """Many bookings' best-available locks, (booking id, request) pairs, in one call; in order."""
+        results: list[BestLockResult] = await self._call(
+            event_id, lambda h: h.lock_best_many.remote(requests)
         )
-        return result
+        return results
 
     async def lock_with_ttl(
         self, *, event_id: str, booking_id: str, seat_ids: tuple[str, ...], ttl: float | None = None

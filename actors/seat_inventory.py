@@ -299,3 +299,21 @@ class SeatInventory:
         if not held_before and seat_map.holds_anything():
             self._report()
         return result
+
+    async def lock_best_many(self, requests: list[tuple[str, SeatRequest]]) -> list[BestLockResult]:
+        """Many bookings' best-available locks in one call (coalesced by the callers), chosen and
+        locked one after another in order, each as `lock_best` would."""
+        seat_map = await self._ready()
+        await self._ensure_layout(seat_map)
+        ttl = float(self._settings.seat_lock_ttl)
+        now = time.time()
+        held_before = seat_map.holds_anything()
+        results = [
+            seat_map.choose_and_lock(booking_id, request, ttl=ttl, now=now)
+            for booking_id, request in requests
+        ]
+        for result in results:
+            metrics.record_lock(result.ok)
+        if not held_before and seat_map.holds_anything():
+            self._report()
+        return results

@@ -286,14 +286,21 @@ async def mark_charging(conn: Conn, steps: Sequence[tuple[str, datetime]]) -> se
 
 
 async def mark_charging_chosen(
-    conn: Conn, booking_id: str, lock_expires_at: datetime, seat_ids: Sequence[str]
-) -> Priced | None:
-    """Best available: CHARGING with the seats chosen, priced from their tiers; the price, or None
-    when the booking is no longer PENDING (or a seat is not the event's)."""
-    row = await conn.fetchrow(
-        q.UPDATE_BOOKING_CHARGING_CHOSEN, booking_id, lock_expires_at, list(seat_ids)
+    conn: Conn, steps: Sequence[tuple[str, datetime, Sequence[str]]]
+) -> dict[str, Priced]:
+    """Best available: CHARGING with the seats chosen, priced from their tiers, for (booking id,
+    lock expiry, seat ids) triples; the price of each booking moved (one missing was no longer
+    PENDING, or named a seat that is not the event's)."""
+    seat_owners = [booking_id for booking_id, _, seats in steps for _ in seats]
+    seat_ids = [seat for _, _, seats in steps for seat in seats]
+    rows = await conn.fetch(
+        q.UPDATE_BOOKINGS_CHARGING_CHOSEN,
+        [s[0] for s in steps],
+        [s[1] for s in steps],
+        seat_owners,
+        seat_ids,
     )
-    return Priced(row["total_amount"], row["currency"]) if row else None
+    return {r["id"]: Priced(r["total_amount"], r["currency"]) for r in rows}
 
 
 async def mark_charged(conn: Conn, steps: Sequence[tuple[str, str]]) -> set[str]:

@@ -235,20 +235,32 @@ UPDATE_BOOKINGS_CHARGING = """
 UPDATE bookings b SET saga_step = 'CHARGING', lock_expires_at = u.lock_expires_at, updated_at = now()
 FROM unnest($1::text[], $2::timestamptz[]) AS u(id, lock_expires_at)
 WHERE b.id = u.id AND (b.status = 'PENDING') IS TRUE RETURNING b.id"""
-# Best available: the seats the seat actor chose ($3), priced from their tiers, with CHARGING and
-# the lock's expiry ($2), in one write before any charge. Returns the price (no row: the booking
-# is no longer PENDING).
-UPDATE_BOOKING_CHARGING_CHOSEN = """
-UPDATE bookings b SET saga_step = 'CHARGING', lock_expires_at = $2, seat_ids = $3::text[],
-       total_amount = p.amount, currency = p.currency, updated_at = now()
-FROM (
-    SELECT sum(t.price)::integer AS amount, min(t.currency) AS currency, count(*) AS seats
-    FROM bookings bk JOIN seats s ON s.event_id = bk.event_id AND s.seat_id = ANY($3::text[])
+# Best available: the seats the seat actor chose, priced from their tiers, with CHARGING and the
+# lock's expiry, in one write before any charge, for many bookings at once: $1 booking ids and $2
+# their lock expiries; $3/$4 the chosen seats flattened (booking id, seat id per seat, in the
+# order chosen). Returns the price of each booking moved (missing: no longer PENDING, or a seat
+# that is not the event's).
+UPDATE_BOOKINGS_CHARGING_CHOSEN = """
+WITH chosen AS (
+    SELECT c.booking_id, array_agg(c.seat_id ORDER BY c.n) AS seat_ids
+    FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS c(booking_id, seat_id, n)
+    GROUP BY c.booking_id
+), priced AS (
+    SELECT ch.booking_id, ch.seat_ids, sum(t.price)::integer AS amount,
+           min(t.currency) AS currency, count(*) AS seats
+    FROM chosen ch
+    JOIN bookings bk ON bk.id = ch.booking_id
+    JOIN seats s ON s.event_id = bk.event_id AND s.seat_id = ANY(ch.seat_ids)
     JOIN ticket_tiers t ON t.event_id = s.event_id AND t.tier = s.tier
-    WHERE bk.id = $1
-) p
-WHERE b.id = $1 AND (b.status = 'PENDING') IS TRUE AND p.seats = cardinality($3::text[])
-RETURNING b.total_amount, b.currency"""
+    GROUP BY ch.booking_id, ch.seat_ids
+)
+UPDATE bookings b SET saga_step = 'CHARGING', lock_expires_at = e.expires_at,
+       seat_ids = p.seat_ids, total_amount = p.amount, currency = p.currency, updated_at = now()
+FROM priced p JOIN unnest($1::text[], $2::timestamptz[]) AS e(id, expires_at)
+    ON e.id = p.booking_id
+WHERE b.id = p.booking_id AND (b.status = 'PENDING') IS TRUE
+  AND p.seats = cardinality(p.seat_ids)
+RETURNING b.id, b.total_amount, b.currency"""
 UPDATE_BOOKINGS_CHARGED = """
 UPDATE bookings b SET saga_step = 'CHARGED', payment_id = u.payment_id, updated_at = now()
 FROM unnest($1::text[], $2::text[]) AS u(id, payment_id)

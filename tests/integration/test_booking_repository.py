@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
+from domain.best_available import SeatRequest
 from domain.bookings import BookingStatus, CancelStep, FailureReason, SagaStep
 from domain.ids import new_id
 from storage import booking_repository as repo
@@ -136,6 +137,50 @@ async def test_saga_steps_move_pending_bookings_once(conn: asyncpg.Connection) -
         (a, "BOOKING_CONFIRMED"),
         (b, "BOOKING_FAILED"),
     }
+
+
+async def _add_best(conn: asyncpg.Connection, c: Catalog, quantity: int) -> str:
+    booking_id = new_id("bkg")
+    added = await repo.add_best(
+        conn,
+        booking_id=booking_id,
+        user_id=c.user_id,
+        event_id=c.event_id,
+        request=SeatRequest(quantity),
+        saga_slot=0,
+        payment_token="pm_card_visa",
+        idempotency_key=None,
+        request_hash=None,
+    )
+    assert added.booking_id == booking_id, added
+    return booking_id
+
+
+async def test_chosen_seats_of_many_bookings_are_priced_and_written_in_one_statement(
+    conn: asyncpg.Connection,
+) -> None:
+    c = await make_catalog(conn, seats=6)
+    a, b, gone, foreign = [await _add_best(conn, c, n) for n in (2, 1, 1, 1)]
+    assert await repo.fail(conn, [(gone, FailureReason.SEATS_UNAVAILABLE, None)]) == {gone}
+    expiry = datetime.now(UTC) + timedelta(minutes=5)
+    priced = await repo.mark_charging_chosen(
+        conn,
+        [
+            (a, expiry, (c.seat_ids[3], c.seat_ids[2])),
+            (b, expiry, (c.seat_ids[0],)),
+            (gone, expiry, (c.seat_ids[1],)),  # no longer PENDING: not moved
+            (foreign, expiry, ("seat_ZZ99",)),  # not a seat of the event: not moved
+        ],
+    )
+    assert priced.keys() == {a, b}
+    assert (priced[a].amount, priced[a].currency) == (2 * c.price, "GBP")
+    assert priced[b].amount == c.price
+    booking = await repo.get(conn, a)
+    assert booking is not None and booking.saga_step is SagaStep.CHARGING
+    assert booking.seat_ids == (c.seat_ids[3], c.seat_ids[2])  # in the order chosen
+    assert booking.total_amount == 2 * c.price
+    untouched = await repo.get(conn, foreign)
+    assert untouched is not None and untouched.saga_step is SagaStep.STARTED
 
 
 async def test_sales_are_unique_per_seat_and_read_back_for_the_seat_actor(

@@ -7,7 +7,7 @@ import asyncio
 import httpx
 
 from actors.clients import SeatInventoryClient
-from domain.best_available import SeatRequest, unavailable_message
+from domain.best_available import BestLockResult, SeatRequest, unavailable_message
 from tests.helpers import create_event
 
 seats = SeatInventoryClient()
@@ -85,3 +85,37 @@ async def test_concurrent_lock_best_never_gives_a_seat_twice_and_says_what_is_le
     await asyncio.gather(
         *(seats.release(event_id=event_id, booking_id=f"bkg_race_{i}") for i in range(8))
     )
+
+
+class _CountingSeats(SeatInventoryClient):
+    """The real client, noting how many requests each seat-actor call carried."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    async def lock_best_many(
+        self, event_id: str, requests: list[tuple[str, SeatRequest]]
+    ) -> list[BestLockResult]:
+        self.batches.append(len(requests))
+        return await super().lock_best_many(event_id, requests)
+
+
+async def test_concurrent_best_available_locks_share_seat_actor_calls(
+    http: httpx.AsyncClient, admin_token: str
+) -> None:
+    event = await create_event(http, admin_token, vip=0, general=40)
+    counting = _CountingSeats()
+    results = await asyncio.gather(
+        *(
+            counting.lock_best(
+                event_id=event["id"], booking_id=f"bkg_share_{i}", request=SeatRequest(2)
+            )
+            for i in range(12)
+        )
+    )
+    assert all(r.ok for r in results)
+    held = [s for r in results for s in r.seat_ids]
+    assert len(held) == len(set(held)) == 24
+    # Twelve concurrent requests, one event: they travel together, not in twelve calls.
+    assert sum(counting.batches) == 12 and len(counting.batches) < 12, counting.batches
