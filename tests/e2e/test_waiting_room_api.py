@@ -14,7 +14,8 @@ from typing import Any
 import asyncpg
 import httpx
 
-from tests.helpers import assert_error, auth, create_event, iso, new_user
+from domain.admission import AdmissionTokens, admission_key
+from tests.helpers import assert_error, auth, create_event, iso, new_user, wait_final
 
 PAY = {"type": "card", "token": "pm_card_visa"}
 
@@ -165,3 +166,107 @@ async def test_booking_before_the_sale_opens_is_refused_before_any_lock_or_charg
     assert (await _book_seat(http, token, event["id"], "seat_A1")).status_code == 202
     inventory = (await http.get(f"/api/inventory/events/{event['id']}/seats")).json()
     assert inventory["onSale"] is True
+
+
+# -- the booking gate: admission tokens ------------------------------------------------------------
+
+
+def _tokens(app_env: dict[str, str]) -> AdmissionTokens:
+    """Admission tokens as the Gateway makes them: the key derived from the app's JWT secret."""
+    return AdmissionTokens(key=admission_key(app_env["JWT_SECRET"]), window_seconds=600)
+
+
+def _adm(token: str) -> dict[str, str]:
+    return {"X-Admission-Token": token}
+
+
+async def test_a_room_event_refuses_bookings_without_a_valid_admission_token(
+    http: httpx.AsyncClient, admin_token: str, db: asyncpg.Pool, app_env: dict[str, str]
+) -> None:
+    room = {"enabled": True, "admitPerMinute": 600}
+    event = await create_event(http, admin_token, vip=4, general=0, waitingRoom=room)
+    other = await create_event(http, admin_token, vip=1, general=0, waitingRoom=room)
+    token, user = await new_user(http)
+    _, someone = await new_user(http)
+    tokens = _tokens(app_env)
+    valid = tokens.issue(user_id=user["id"], event_id=event["id"]).token
+    forged = AdmissionTokens(key=admission_key("not the server's secret " * 2)).issue(
+        user_id=user["id"], event_id=event["id"]
+    )
+    refused = {
+        "none": {},
+        "garbage": _adm("not-a-token"),
+        "forged": _adm(forged.token),
+        "tampered": _adm(valid[:-2] + ("AA" if not valid.endswith("AA") else "BB")),
+        "another event": _adm(tokens.issue(user_id=user["id"], event_id=other["id"]).token),
+        "another user": _adm(tokens.issue(user_id=someone["id"], event_id=event["id"]).token),
+        "expired": _adm(
+            tokens.issue(
+                user_id=user["id"], event_id=event["id"], admitted_at=time.time() - 601
+            ).token
+        ),
+        "a login JWT": _adm(token),
+    }
+    for why, headers in refused.items():
+        named = await _book_seat(http, token, event["id"], "seat_A1", headers)
+        best = await _book_quantity(http, token, event["id"], headers)
+        for r in (named, best):
+            error = assert_error(r, 403, "ADMISSION_REQUIRED")
+            assert why and error["message"]
+    assert await db.fetchval("SELECT count(*) FROM bookings WHERE event_id = $1", event["id"]) == 0
+    # An event without a room ignores the header, whatever it holds.
+    plain = await create_event(http, admin_token, vip=1, general=0)
+    assert (await _book_seat(http, token, plain["id"], "seat_A1", _adm("junk"))).status_code == 202
+
+
+async def test_an_admitted_buyer_books_several_times_and_a_retry_keeps_its_answer(
+    http: httpx.AsyncClient, admin_token: str, db: asyncpg.Pool, app_env: dict[str, str]
+) -> None:
+    event = await create_event(
+        http, admin_token, vip=3, general=0, waitingRoom={"enabled": True, "admitPerMinute": 600}
+    )
+    token, user = await new_user(http)
+    tokens = _tokens(app_env)
+    # Admitted 500 s ago: still inside the 600 s window.
+    admitted = tokens.issue(user_id=user["id"], event_id=event["id"], admitted_at=time.time() - 500)
+    key = {"Idempotency-Key": f"room-{time.time_ns()}"}
+
+    first = await _book_seat(http, token, event["id"], "seat_A1", {**_adm(admitted.token), **key})
+    second = await _book_quantity(http, token, event["id"], _adm(admitted.token))
+    assert first.status_code == 202 and second.status_code == 202, (first.text, second.text)
+    confirmed = await wait_final(http, token, first.json()["bookingId"])
+    assert confirmed["status"] == "CONFIRMED"
+    assert (await wait_final(http, token, second.json()["bookingId"]))["status"] == "CONFIRMED"
+
+    # The same request again, its token expired meanwhile: the first answer, nothing new.
+    expired = tokens.issue(user_id=user["id"], event_id=event["id"], admitted_at=time.time() - 700)
+    again = await _book_seat(http, token, event["id"], "seat_A1", {**_adm(expired.token), **key})
+    assert again.status_code == 202 and again.json()["bookingId"] == first.json()["bookingId"]
+    # A new request with the expired token is refused.
+    assert_error(
+        await _book_seat(http, token, event["id"], "seat_A3", _adm(expired.token)),
+        403,
+        "ADMISSION_REQUIRED",
+    )
+    assert await db.fetchval("SELECT count(*) FROM bookings WHERE event_id = $1", event["id"]) == 2
+
+
+async def test_before_the_opening_a_room_event_answers_not_on_sale_even_with_a_token(
+    http: httpx.AsyncClient, admin_token: str, app_env: dict[str, str]
+) -> None:
+    event = await create_event(
+        http,
+        admin_token,
+        vip=1,
+        general=0,
+        salesStartAt=_at(3600),
+        waitingRoom={"enabled": True, "admitPerMinute": 600},
+    )
+    token, user = await new_user(http)
+    admitted = _tokens(app_env).issue(user_id=user["id"], event_id=event["id"]).token
+    assert_error(await _book_seat(http, token, event["id"], "seat_A1"), 409, "EVENT_NOT_ON_SALE")
+    assert_error(
+        await _book_seat(http, token, event["id"], "seat_A1", _adm(admitted)),
+        409,
+        "EVENT_NOT_ON_SALE",
+    )
