@@ -18,7 +18,7 @@ import asyncpg
 from actors.saga_client import BookingSagaClient
 from domain.best_available import SeatRequest
 from domain.bookings import Booking
-from domain.catalog import Event, Venue
+from domain.catalog import Event, Venue, WaitingRoomSettings
 from domain.saga import CancelOutcome
 from domain.seating import Seat, TicketTier
 from domain.users import Role, User
@@ -78,9 +78,11 @@ class PgBookings:
         idempotency_key: str | None,
         request_hash: str | None,
         request_id: str | None = None,
+        admitted: bool = False,
     ) -> booking_repository.Added:
         return await booking_repository.add(
             self._conn,
+            admitted=admitted,
             booking_id=booking_id,
             user_id=user_id,
             event_id=event_id,
@@ -104,9 +106,11 @@ class PgBookings:
         idempotency_key: str | None,
         request_hash: str | None,
         request_id: str | None = None,
+        admitted: bool = False,
     ) -> booking_repository.AddedBest:
         return await booking_repository.add_best(
             self._conn,
+            admitted=admitted,
             booking_id=booking_id,
             user_id=user_id,
             event_id=event_id,
@@ -155,6 +159,8 @@ class PgCatalog:
         ends_at: datetime,
         tiers: list[TicketTier],
         seats: list[Seat],
+        sales_start_at: datetime | None = None,
+        waiting_room: WaitingRoomSettings = WaitingRoomSettings(),
     ) -> tuple[str, datetime]:
         return await catalog_repository.add_event(
             self._conn,
@@ -165,6 +171,8 @@ class PgCatalog:
             ends_at=ends_at,
             tiers=tiers,
             seats=seats,
+            sales_start_at=sales_start_at,
+            waiting_room=waiting_room,
         )
 
     async def lock_event(self, event_id: str) -> bool:
@@ -174,7 +182,15 @@ class PgCatalog:
         return await catalog_repository.has_active_bookings(self._conn, event_id)
 
     async def update_event_fields(
-        self, *, event_id: str, name: str, description: str, starts_at: datetime, ends_at: datetime
+        self,
+        *,
+        event_id: str,
+        name: str,
+        description: str,
+        starts_at: datetime,
+        ends_at: datetime,
+        sales_start_at: datetime | None,
+        waiting_room: WaitingRoomSettings,
     ) -> None:
         await catalog_repository.update_event_fields(
             self._conn,
@@ -183,6 +199,8 @@ class PgCatalog:
             description=description,
             starts_at=starts_at,
             ends_at=ends_at,
+            sales_start_at=sales_start_at,
+            waiting_room=waiting_room,
         )
 
     async def move_event(self, *, event_id: str, venue_id: str) -> None:

@@ -16,6 +16,7 @@ from api.auth import PasswordService, Principal, TokenService, make_hasher
 from api.booking_waiters import BookingWaiters
 from api.ratelimit import Limit, RateLimiter
 from config.settings import Settings, get_settings
+from domain.admission import AdmissionTokens, admission_key
 from domain.errors import Forbidden, Unauthorized
 from domain.users import Role
 from storage import user_repository
@@ -81,6 +82,20 @@ class Services:
     def database(self) -> PgDatabase:
         """The use cases' database port (application.ports.Database)."""
         return PgDatabase(self.db)
+
+    @cached_property
+    def admission(self) -> AdmissionTokens:
+        """The waiting rooms' admission tokens: signed with a key derived from JWT_SECRET (the
+        previous secret's key still verifies during a rotation), so every replica checks a token
+        by its signature alone, with no shared state and no new secret (docs/waiting-room.md)."""
+        s = self.settings
+        assert s.jwt_secret is not None  # from_settings refuses to build without it
+        previous = s.jwt_previous_secret
+        return AdmissionTokens(
+            key=admission_key(s.jwt_secret.get_secret_value()),
+            window_seconds=s.admission_token_ttl_seconds,
+            previous_keys=() if previous is None else (admission_key(previous.get_secret_value()),),
+        )
 
     @cached_property
     def sagas(self) -> RaySagas:

@@ -27,7 +27,7 @@ from api.schemas import (
 from application import bookings
 from application.bookings import BookSeats
 from domain.bookings import Booking, BookingStatus
-from domain.errors import PaymentNotFound
+from domain.errors import AdmissionRequired, PaymentNotFound
 from domain.payments import Payment, PaymentStatus
 from storage import booking_repository, payment_repository
 
@@ -80,6 +80,31 @@ PreferHeader = Annotated[
 ]
 
 
+AdmissionHeader = Annotated[
+    str | None,
+    Header(
+        alias="X-Admission-Token",
+        description="For an event with a waiting room: the admission token from "
+        "`GET /api/queue/{ticket}` once admitted",
+    ),
+]
+
+
+def check_admission(
+    svc: ServicesDep, token: str | None, *, user_id: str, event_id: str
+) -> tuple[bool, AdmissionRequired | None]:
+    """Whether `token` lets the caller book the event now, by its signature alone (no state read);
+    with the refusal when it does not. Only an event with a waiting room asks: the booking insert
+    decides with the answer, so a booking without a room costs nothing more."""
+    if token is None:
+        return False, None
+    try:
+        svc.admission.verify(token, user_id=user_id, event_id=event_id)
+    except AdmissionRequired as refusal:
+        return False, refusal
+    return True, None
+
+
 def _is_final(b: Booking) -> bool:
     return b.status is not BookingStatus.PENDING
 
@@ -120,6 +145,7 @@ async def create_booking(
     svc: ServicesDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
     prefer: PreferHeader = None,
+    admission_token: AdmissionHeader = None,
 ) -> JSONResponse:
     """Book 1-10 seats of an event: answers 202 with a PENDING booking at once.
 
@@ -131,9 +157,16 @@ async def create_booking(
     /api/bookings/{id}`, or send `Prefer: wait=N` (N <= 10) to get the final booking in this answer
     (200, `Preference-Applied`) when it is final within N s. With an `Idempotency-Key` header, a
     repeat of the same request within 24 h answers with the first booking and starts nothing; the
-    same key with a different request is refused (409 `IDEMPOTENCY_KEY_REUSED`). An event that has
-    started is refused (409 `EVENT_NOT_ON_SALE`); seats not of the event are a 400 `VALIDATION_ERROR`.
+    same key with a different request is refused (409 `IDEMPOTENCY_KEY_REUSED`). An event whose
+    sale has not opened (`salesStartAt`) or that has started is refused (409 `EVENT_NOT_ON_SALE`);
+    seats not of the event are a 400 `VALIDATION_ERROR`. An event with a waiting room needs the
+    caller's admission token for it in `X-Admission-Token` (from `GET /api/queue/{ticket}`):
+    missing, expired, forged, or another user's or event's: 403 `ADMISSION_REQUIRED`. An admitted
+    buyer may book (and retry) until the token expires.
     """
+    admitted, refusal = check_admission(
+        svc, admission_token, user_id=principal.user_id, event_id=body.eventId
+    )
     booking_id = await bookings.book(
         BookSeats(
             user_id=principal.user_id,
@@ -146,6 +179,8 @@ async def create_booking(
             tier=body.tier,
             together=body.together,
             request_id=current_request_id(),
+            admitted=admitted,
+            refusal=refusal,
         ),
         db=svc.database,
         saga_pool_size=svc.settings.saga_pool_size,

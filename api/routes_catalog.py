@@ -33,10 +33,12 @@ from api.schemas import (
     UpdateEventRequest,
     VenueDetail,
     VenueResponse,
+    WaitingRoomRequest,
+    WaitingRoomView,
 )
 from application import events as event_use_cases
 from application.events import EventChanges, NewEvent
-from domain.catalog import Event, HeldCounts, Venue, tier_availability
+from domain.catalog import Event, HeldCounts, Venue, WaitingRoomSettings, tier_availability
 from domain.errors import (
     EventNotFound,
     VenueNotFound,
@@ -76,6 +78,11 @@ def event_item(event: Event, held: dict[str, HeldCounts]) -> EventItem:
             )
             for t in tiers
         ],
+        salesStartAt=event.sales_start_at,
+        waitingRoom=WaitingRoomView(
+            enabled=event.waiting_room.enabled,
+            admitPerMinute=event.waiting_room.admit_per_minute or "auto",
+        ),
     )
 
 
@@ -129,6 +136,15 @@ def _tiers(body: list[TierRequest]) -> list[TicketTier]:
 
 def _seat_map(body: SeatMapRequest | None) -> list[ExplicitRow] | None:
     return None if body is None else [ExplicitRow(r.row, r.tier, r.seats) for r in body.rows]
+
+
+def _waiting_room(body: WaitingRoomRequest | None) -> WaitingRoomSettings | None:
+    if body is None:
+        return None
+    rate = body.admitPerMinute
+    return WaitingRoomSettings(
+        enabled=body.enabled, admit_per_minute=None if rate == "auto" else rate
+    )
 
 
 # -- venues -------------------------------------------------------------------------------------
@@ -219,6 +235,11 @@ async def create_event(
     Without `seatMap`, each tier's `capacity` seats are laid out in rows (A, B, ..., Z, AA, ...)
     in tier order. `startsAt` must be in the future and before `endsAt`. An unknown venue: 404
     `VENUE_NOT_FOUND`; tiers holding more seats than the venue: 422 `CAPACITY_EXCEEDED`.
+
+    `salesStartAt` (optional, before `startsAt`): bookings before it get 409 `EVENT_NOT_ON_SALE`.
+    `waitingRoom` (optional): `{"enabled": true, "admitPerMinute": 600}` (1-1000000, or `"auto"`)
+    puts buyers in the event's queue (`POST /api/events/{id}/queue`), and booking then needs the
+    admission token the queue hands out (`X-Admission-Token`).
     """
     created = await event_use_cases.create_event(
         NewEvent(
@@ -229,6 +250,8 @@ async def create_event(
             ends_at=body.endsAt,
             tiers=_tiers(body.ticketTiers),
             seat_map=_seat_map(body.seatMap),
+            sales_start_at=body.salesStartAt,
+            waiting_room=_waiting_room(body.waitingRoom) or WaitingRoomSettings(),
         ),
         db=svc.database,
         clock=utc_now,
@@ -244,8 +267,9 @@ async def update_event(
 ) -> EventDetail:
     """Change an event (admin only); fields left out stay as they are.
 
-    Name, description and dates may change at any time. Tiers, seat map and venue are fixed
-    once a seat is locked or sold: 422 `EVENT_HAS_BOOKINGS`. Answers with the event as changed.
+    Name, description, dates (`salesStartAt` too; `null` puts the event on sale at once) and the
+    waiting room may change at any time. Tiers, seat map and venue are fixed once a seat is
+    locked or sold: 422 `EVENT_HAS_BOOKINGS`. Answers with the event as changed.
     """
     await event_use_cases.update_event(
         event_id,
@@ -257,6 +281,10 @@ async def update_event(
             venue_id=body.venueId,
             tiers=None if body.ticketTiers is None else _tiers(body.ticketTiers),
             seat_map=_seat_map(body.seatMap),
+            sales_start_at=body.salesStartAt,
+            # Sent as null (not left out): the sale opens at once.
+            clear_sales_start="salesStartAt" in body.model_fields_set and body.salesStartAt is None,
+            waiting_room=_waiting_room(body.waitingRoom),
         ),
         db=svc.database,
         inventories=svc.inventories,
@@ -272,7 +300,7 @@ async def update_event(
 )
 async def event_seats(event_id: str, svc: ServicesDep) -> InventoryResponse:
     """Every seat of an event with its live status (AVAILABLE, LOCKED or RESERVED), a summary,
-    and whether the event is still on sale (it closes when the event starts)."""
+    and whether the event is on sale (from `salesStartAt`, until the event starts)."""
     async with svc.connection() as conn:
         event = await catalog_repository.get_event(conn, event_id)
         if event is None:
@@ -301,8 +329,9 @@ async def event_seats(event_id: str, svc: ServicesDep) -> InventoryResponse:
         locked=sum(1 for v in views if v.status == "LOCKED"),
         reserved=sum(1 for v in views if v.status == "RESERVED"),
     )
-    # The sale closes when the event starts (POST /api/bookings answers 409 EVENT_NOT_ON_SALE).
-    on_sale = event.starts_at > datetime.now(UTC)
+    # Open from salesStartAt until the event starts (else POST /api/bookings answers 409
+    # EVENT_NOT_ON_SALE, decided by the booking insert with the same rule).
+    on_sale = event.on_sale(datetime.now(UTC))
     return InventoryResponse(
         eventId=event_id,
         onSale=on_sale,

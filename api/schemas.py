@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from domain.catalog import MAX_ADMIT_PER_MINUTE, MIN_ADMIT_PER_MINUTE
 from domain.codes import COUNTRIES, CURRENCIES
 from domain.seating import TIERS
 from domain.users import has_control_chars
@@ -236,6 +237,17 @@ class SeatMapRequest(Strict):
     rows: list[SeatMapRowRequest] = Field(min_length=1, max_length=2000)
 
 
+AdmitRate = Annotated[int, Field(ge=MIN_ADMIT_PER_MINUTE, le=MAX_ADMIT_PER_MINUTE)]
+
+
+class WaitingRoomRequest(Strict):
+    """An event's virtual waiting room (docs/waiting-room.md): when `enabled`, booking needs an
+    admission token from the event's queue; `admitPerMinute` is the admission rate, or `auto`."""
+
+    enabled: bool
+    admitPerMinute: AdmitRate | Literal["auto"] = "auto"
+
+
 class CreateEventRequest(Strict):
     name: Name200
     description: Description = ""
@@ -244,6 +256,10 @@ class CreateEventRequest(Strict):
     endsAt: AwareDatetime
     ticketTiers: list[TierRequest] = Field(min_length=1, max_length=len(TIERS))
     seatMap: SeatMapRequest | None = None
+    salesStartAt: AwareDatetime | None = Field(
+        default=None, description="Bookings open at this time (before startsAt); none: at once"
+    )
+    waitingRoom: WaitingRoomRequest | None = None
 
 
 class UpdateEventRequest(Strict):
@@ -254,6 +270,10 @@ class UpdateEventRequest(Strict):
     endsAt: AwareDatetime | None = None
     ticketTiers: list[TierRequest] | None = Field(default=None, min_length=1, max_length=len(TIERS))
     seatMap: SeatMapRequest | None = None
+    salesStartAt: AwareDatetime | None = Field(
+        default=None, description="null: on sale at once; left out: unchanged"
+    )
+    waitingRoom: WaitingRoomRequest | None = None
 
 
 class EventCreatedResponse(BaseModel):
@@ -276,6 +296,11 @@ class TierView(BaseModel):
     available: int
 
 
+class WaitingRoomView(BaseModel):
+    enabled: bool
+    admitPerMinute: int | Literal["auto"]
+
+
 class EventItem(BaseModel):
     id: str
     name: str
@@ -286,6 +311,9 @@ class EventItem(BaseModel):
     availableSeats: int
     totalSeats: int
     ticketTiers: list[TierView]
+    # Extensions (issue 15): when bookings open (null: on sale), and the waiting room.
+    salesStartAt: UtcTime | None = None
+    waitingRoom: WaitingRoomView = WaitingRoomView(enabled=False, admitPerMinute="auto")
 
 
 class SeatView(BaseModel):
@@ -334,7 +362,8 @@ class InventorySummary(BaseModel):
 
 class InventoryResponse(BaseModel):
     eventId: str
-    # An extension: false once the event has started (bookings get 409 EVENT_NOT_ON_SALE).
+    # An extension: false before salesStartAt and once the event has started (bookings get 409
+    # EVENT_NOT_ON_SALE).
     onSale: bool
     seats: list[InventorySeat]
     summary: InventorySummary

@@ -19,6 +19,7 @@ from domain.bookings import (
     saga_slot,
 )
 from domain.errors import (
+    AdmissionRequired,
     BookingNotCancellable,
     BookingNotFound,
     EventNotFound,
@@ -53,6 +54,10 @@ class BookSeats:
     tier: str | None = None
     together: bool = True
     request_id: str | None = None  # the HTTP request's, stored with the booking for its log lines
+    # The caller's admission token was verified for this user and event (the Gateway checks it by
+    # its signature); only an event with a waiting room asks. `refusal`: why it was not (logs).
+    admitted: bool = False
+    refusal: AdmissionRequired | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,20 @@ def seat_request(cmd: BookSeats) -> SeatRequest | None:
     return SeatRequest(quantity=cmd.quantity, tier=cmd.tier, together=cmd.together)
 
 
+def not_on_sale(event_id: str) -> EventNotOnSale:
+    return EventNotOnSale(
+        f"Event {event_id} is not on sale: its sale has not opened yet (salesStartAt) or it has started"
+    )
+
+
+def not_admitted(cmd: BookSeats) -> AdmissionRequired:
+    """The refusal for a caller the event's waiting room has not admitted (the token's problem)."""
+    return cmd.refusal or AdmissionRequired(
+        f"Event {cmd.event_id} has a waiting room: send the admission token from its queue "
+        "(POST /api/events/{id}/queue) in X-Admission-Token"
+    )
+
+
 def check_seats(seat_ids: list[str]) -> list[str]:
     """Refuses a seat list that no event could sell: wrong count, malformed ids, duplicates."""
     if not MIN_SEATS <= len(seat_ids) <= MAX_SEATS:
@@ -105,7 +124,8 @@ async def book(cmd: BookSeats, *, db: Database, saga_pool_size: int) -> str:
     """Records a PENDING booking; its saga actor takes it from there (lock, charge, reserve).
 
     One statement on the hot path: the insert prices the seats from their tiers (never from the
-    client), refuses an event that has started, and announces the booking to its saga actor.
+    client), refuses an event not on sale (before `salesStartAt`, or started) and a caller its
+    waiting room has not admitted (`cmd.admitted`), and announces the booking to its saga actor.
     Only a refused insert costs more queries, to say why.
 
     Args:
@@ -125,7 +145,8 @@ async def book(cmd: BookSeats, *, db: Database, saga_pool_size: int) -> str:
             quantity, a tier the event does not sell, a malformed Idempotency-Key, seats that are
             not the event's, or a key that expired between two statements.
         IdempotencyKeyMismatch: The key was used before with a different request.
-        EventNotOnSale: The event has started.
+        EventNotOnSale: The sale has not opened yet, or the event has started.
+        AdmissionRequired: The event has a waiting room and the caller is not admitted.
         EventNotFound: No such event.
     """
     request = seat_request(cmd)
@@ -160,17 +181,19 @@ async def book(cmd: BookSeats, *, db: Database, saga_pool_size: int) -> str:
             idempotency_key=key,
             request_hash=request_hash,
             request_id=cmd.request_id,
+            admitted=cmd.admitted,
         )
         if added.booking_id is None and key is not None:
+            # A repeat of an accepted request answers with its booking, whatever the token says now.
             original = await _keyed_booking(
                 s, user_id=cmd.user_id, key=key, request_hash=request_hash
             )
             if original is not None:
                 return original
         if added.on_sale is False:
-            raise EventNotOnSale(
-                f"Event {cmd.event_id} has started; its tickets are no longer on sale"
-            )
+            raise not_on_sale(cmd.event_id)
+        if added.admitted is False:
+            raise not_admitted(cmd)
         if added.seats_found != len(seat_ids):
             if await s.catalog.get_event(cmd.event_id) is None:
                 raise EventNotFound(f"Event {cmd.event_id} does not exist")
@@ -212,6 +235,7 @@ async def _book_best(
             idempotency_key=key,
             request_hash=request_hash,
             request_id=cmd.request_id,
+            admitted=cmd.admitted,
         )
         if added.booking_id is None and key is not None:
             original = await _keyed_booking(
@@ -222,7 +246,9 @@ async def _book_best(
     if added.on_sale is None:
         raise EventNotFound(f"Event {cmd.event_id} does not exist")
     if added.on_sale is False:
-        raise EventNotOnSale(f"Event {cmd.event_id} has started; its tickets are no longer on sale")
+        raise not_on_sale(cmd.event_id)
+    if added.admitted is False:
+        raise not_admitted(cmd)
     if not added.tier_sold:
         raise ValidationFailed(f"tier: event {cmd.event_id} has no {request.tier} seats")
     if added.booking_id is None:  # the first request's key expired between the two statements

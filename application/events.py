@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from application.ports import Clock, Database, SeatInventories
-from domain.catalog import Venue
+from domain.catalog import Venue, WaitingRoomSettings
 from domain.errors import (
     CapacityExceeded,
     EventHasBookings,
@@ -26,6 +26,8 @@ class NewEvent:
     ends_at: datetime
     tiers: list[TicketTier]
     seat_map: list[ExplicitRow] | None = None  # None: rows generated from the tiers
+    sales_start_at: datetime | None = None  # None: on sale at once
+    waiting_room: WaitingRoomSettings = WaitingRoomSettings()
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,9 @@ class EventChanges:
     venue_id: str | None = None
     tiers: list[TicketTier] | None = None
     seat_map: list[ExplicitRow] | None = None
+    sales_start_at: datetime | None = None
+    clear_sales_start: bool = False  # salesStartAt sent as null: on sale at once
+    waiting_room: WaitingRoomSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -69,9 +74,14 @@ def layout(
         raise ValidationFailed(f"seatMap: {exc}")
 
 
-def check_dates(starts_at: datetime, ends_at: datetime) -> None:
+def check_dates(
+    starts_at: datetime, ends_at: datetime, sales_start_at: datetime | None = None
+) -> None:
     if ends_at <= starts_at:
         raise ValidationFailed("endsAt must be after startsAt")
+    # A sale that opens once the event has started would never open (bookings close at startsAt).
+    if sales_start_at is not None and sales_start_at >= starts_at:
+        raise ValidationFailed("salesStartAt must be before startsAt")
 
 
 def check_capacity(tiers: list[TicketTier], venue: Venue) -> None:
@@ -104,12 +114,13 @@ async def create_event(
         The new event's id and creation time.
 
     Raises:
-        ValidationFailed: endsAt not after startsAt, startsAt in the past, a tier named twice,
-            mixed currencies, or a seat map that does not match the tiers.
+        ValidationFailed: endsAt not after startsAt, salesStartAt not before startsAt, startsAt
+            in the past, a tier named twice, mixed currencies, or a seat map that does not match
+            the tiers.
         VenueNotFound: No such venue.
         CapacityExceeded: The tiers hold more seats than the venue.
     """
-    check_dates(cmd.starts_at, cmd.ends_at)
+    check_dates(cmd.starts_at, cmd.ends_at, cmd.sales_start_at)
     if cmd.starts_at < clock():
         raise ValidationFailed("startsAt must be in the future")
     tiers = check_tiers(cmd.tiers)
@@ -128,6 +139,8 @@ async def create_event(
                 ends_at=cmd.ends_at,
                 tiers=tiers,
                 seats=seats,
+                sales_start_at=cmd.sales_start_at,
+                waiting_room=cmd.waiting_room,
             )
     inventories.warm_soon(event_id)
     return CreatedEvent(id=event_id, created_at=created_at)
@@ -157,8 +170,8 @@ async def update_event(
 
     Raises:
         EventNotFound: No such event.
-        ValidationFailed: endsAt not after startsAt (as changed), a tier named twice, mixed
-            currencies, or a seat map that does not match the tiers.
+        ValidationFailed: endsAt not after startsAt or salesStartAt not before it (as changed), a
+            tier named twice, mixed currencies, or a seat map that does not match the tiers.
         VenueNotFound: The new venue does not exist.
         EventHasBookings: Venue, tiers or seat map change while seats are locked or sold.
         CapacityExceeded: The tiers hold more seats than the (new) venue.
@@ -172,7 +185,10 @@ async def update_event(
             raise EventNotFound(f"Event {event_id} does not exist")
         starts_at = changes.starts_at or event.starts_at
         ends_at = changes.ends_at or event.ends_at
-        check_dates(starts_at, ends_at)
+        sales_start_at = (
+            None if changes.clear_sales_start else changes.sales_start_at or event.sales_start_at
+        )
+        check_dates(starts_at, ends_at, sales_start_at)
         venue_id = changes.venue_id or event.venue_id
         venue = await s.catalog.get_venue(venue_id)
         if venue is None:
@@ -194,6 +210,8 @@ async def update_event(
             else event.description,
             starts_at=starts_at,
             ends_at=ends_at,
+            sales_start_at=sales_start_at,
+            waiting_room=changes.waiting_room or event.waiting_room,
         )
         if venue_id != event.venue_id:
             await s.catalog.move_event(event_id=event_id, venue_id=venue_id)

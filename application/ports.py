@@ -16,7 +16,7 @@ from typing import Protocol
 
 from domain.best_available import SeatRequest
 from domain.bookings import Booking
-from domain.catalog import Event, Venue
+from domain.catalog import Event, Venue, WaitingRoomSettings
 from domain.saga import CancelOutcome
 from domain.seating import Seat, TicketTier
 from domain.users import Role, User
@@ -32,7 +32,9 @@ class AddedBooking(Protocol):
     @property
     def seats_found(self) -> int: ...  # how many of the requested seats are seats of the event
     @property
-    def on_sale(self) -> bool | None: ...  # the event has not started (None: no such event)
+    def on_sale(self) -> bool | None: ...  # sale open, not started (None: no such event)
+    @property
+    def admitted(self) -> bool | None: ...  # no waiting room, or an admitted caller
     @property
     def booking_id(self) -> str | None: ...  # None: nothing inserted
 
@@ -41,7 +43,9 @@ class AddedBestBooking(Protocol):
     """What inserting a best-available booking reports (storage.booking_repository.AddedBest)."""
 
     @property
-    def on_sale(self) -> bool | None: ...  # the event has not started (None: no such event)
+    def on_sale(self) -> bool | None: ...  # sale open, not started (None: no such event)
+    @property
+    def admitted(self) -> bool | None: ...  # no waiting room, or an admitted caller
     @property
     def tier_sold(self) -> bool: ...  # the event sells the tier asked for (any, when none was)
     @property
@@ -89,6 +93,7 @@ class BookingRepository(Protocol):
         idempotency_key: str | None,
         request_hash: str | None,
         request_id: str | None = None,
+        admitted: bool = False,
     ) -> AddedBooking: ...
 
     async def add_best(
@@ -103,6 +108,7 @@ class BookingRepository(Protocol):
         idempotency_key: str | None,
         request_hash: str | None,
         request_id: str | None = None,
+        admitted: bool = False,
     ) -> AddedBestBooking: ...
 
     async def get_by_idempotency_key(self, *, user_id: str, key: str) -> KeyedBooking | None: ...
@@ -131,6 +137,8 @@ class CatalogRepository(Protocol):
         ends_at: datetime,
         tiers: list[TicketTier],
         seats: list[Seat],
+        sales_start_at: datetime | None = None,
+        waiting_room: WaitingRoomSettings = WaitingRoomSettings(),
     ) -> tuple[str, datetime]: ...
 
     async def lock_event(self, event_id: str) -> bool: ...
@@ -138,7 +146,15 @@ class CatalogRepository(Protocol):
     async def has_active_bookings(self, event_id: str) -> bool: ...
 
     async def update_event_fields(
-        self, *, event_id: str, name: str, description: str, starts_at: datetime, ends_at: datetime
+        self,
+        *,
+        event_id: str,
+        name: str,
+        description: str,
+        starts_at: datetime,
+        ends_at: datetime,
+        sales_start_at: datetime | None,
+        waiting_room: WaitingRoomSettings,
     ) -> None: ...
 
     async def move_event(self, *, event_id: str, venue_id: str) -> None: ...

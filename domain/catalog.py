@@ -28,6 +28,25 @@ class TierAvailability:
     available: int
 
 
+MIN_ADMIT_PER_MINUTE = 1
+MAX_ADMIT_PER_MINUTE = 1_000_000
+
+
+@dataclass(frozen=True)
+class WaitingRoomSettings:
+    """An event's waiting room: off, or on with a fixed rate (`admit_per_minute`, None: auto)."""
+
+    enabled: bool = False
+    admit_per_minute: int | None = None  # None: "auto" (domain.admission_rate)
+
+    def __post_init__(self) -> None:
+        rate = self.admit_per_minute
+        if rate is not None and not MIN_ADMIT_PER_MINUTE <= rate <= MAX_ADMIT_PER_MINUTE:
+            raise ValueError(
+                f"admitPerMinute must be {MIN_ADMIT_PER_MINUTE}-{MAX_ADMIT_PER_MINUTE} or auto"
+            )
+
+
 @dataclass(frozen=True)
 class Event:
     id: str
@@ -42,6 +61,12 @@ class Event:
     created_at: datetime
     updated_at: datetime
     tiers: list[TicketTier] = field(default_factory=list)
+    sales_start_at: datetime | None = None  # None: on sale from its creation
+    waiting_room: WaitingRoomSettings = field(default_factory=WaitingRoomSettings)
+
+    def on_sale(self, now: datetime) -> bool:
+        """Bookable now: the sale has opened and the event has not started."""
+        return self.starts_at > now and (self.sales_start_at is None or self.sales_start_at <= now)
 
 
 @dataclass(frozen=True)

@@ -91,10 +91,10 @@ def to_saga(b: Booking) -> SagaBooking:
 @dataclass(frozen=True)
 class Added:
     seats_found: int  # how many of the requested seats are seats of the event
-    on_sale: bool | None  # the event has not started (None: no such event)
-    booking_id: (
-        str | None
-    )  # None: not every seat matched, not on sale, or the idempotency key is taken
+    on_sale: bool | None  # the sale has opened and the event not started (None: no such event)
+    admitted: bool | None  # no waiting room, or the caller is admitted (None: no such event)
+    # None: not every seat matched, not on sale, not admitted, or the idempotency key is taken
+    booking_id: str | None
 
 
 async def add(
@@ -109,10 +109,13 @@ async def add(
     idempotency_key: str | None,
     request_hash: str | None,
     request_id: str | None = None,
+    admitted: bool = False,
 ) -> Added:
     """Prices the seats from their tiers and writes the PENDING booking, if every seat is one of
-    the event's, the event has not started and this user did not use the idempotency key in the
-    last 24 h (`request_hash` is stored with the key, see `domain.bookings.request_fingerprint`).
+    the event's, the event is on sale (its sale opened, it has not started), the caller may book
+    it (`admitted`: the Gateway verified an admission token for it; only an event with a waiting
+    room asks) and this user did not use the idempotency key in the last 24 h (`request_hash` is
+    stored with the key, see `domain.bookings.request_fingerprint`).
 
     The insert announces the booking to its saga slot's actor (`saga_channel`), which starts it;
     `request_id` (the HTTP request's) is stored and announced with it, so the saga's and the
@@ -128,22 +131,24 @@ async def add(
         saga_channel(saga_slot),
         request_hash,
         request_id,
+        admitted,
     )
     return await _insert(
         conn,
         q.INSERT_BOOKING,
         args,
-        lambda row: Added(row["seats"], row["on_sale"], row["id"]),
+        lambda row: Added(row["seats"], row["on_sale"], row["admitted"], row["id"]),
         user_id=user_id,
         key=idempotency_key,
         # Refused with everything else in order: only the key can have stopped it.
-        key_only=lambda a: a.seats_found == len(seat_ids) and bool(a.on_sale),
+        key_only=lambda a: a.seats_found == len(seat_ids) and bool(a.on_sale) and bool(a.admitted),
     )
 
 
 @dataclass(frozen=True)
 class AddedBest:
-    on_sale: bool | None  # the event has not started (None: no such event)
+    on_sale: bool | None  # the sale has opened and the event not started (None: no such event)
+    admitted: bool | None  # no waiting room, or the caller is admitted (None: no such event)
     tier_sold: bool  # the event sells the tier asked for (any tier when none was)
     # None: no such event or tier, not on sale, or the idempotency key is taken
     booking_id: str | None
@@ -161,10 +166,12 @@ async def add_best(
     idempotency_key: str | None,
     request_hash: str | None,
     request_id: str | None = None,
+    admitted: bool = False,
 ) -> AddedBest:
     """Writes a best-available PENDING booking (no seats, amount 0 until its saga's seat actor
-    chose them), if the event has not started, sells the tier asked for and this user did not use
-    the idempotency key in the last 24 h; announced to its saga slot's actor like `add`."""
+    chose them), if the event is on sale, admits the caller (as `add`), sells the tier asked for
+    and this user did not use the idempotency key in the last 24 h; announced to its saga slot's
+    actor like `add`."""
     args = (
         booking_id,
         user_id,
@@ -177,15 +184,16 @@ async def add_best(
         request_hash,
         request.tier,
         request_id,
+        admitted,
     )
     return await _insert(
         conn,
         q.INSERT_BEST_BOOKING,
         args,
-        lambda row: AddedBest(row["on_sale"], bool(row["tier_sold"]), row["id"]),
+        lambda row: AddedBest(row["on_sale"], row["admitted"], bool(row["tier_sold"]), row["id"]),
         user_id=user_id,
         key=idempotency_key,
-        key_only=lambda a: bool(a.on_sale) and a.tier_sold,
+        key_only=lambda a: bool(a.on_sale) and bool(a.admitted) and a.tier_sold,
     )
 
 

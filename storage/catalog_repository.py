@@ -6,7 +6,7 @@ from datetime import datetime
 
 import asyncpg
 
-from domain.catalog import Event, HeldCounts, SeatWithPrice, Venue
+from domain.catalog import Event, HeldCounts, SeatWithPrice, Venue, WaitingRoomSettings
 from domain.ids import new_id
 from domain.seating import SEAT_ID_RE, Seat, TicketTier
 from storage import queries as q
@@ -39,6 +39,10 @@ def _event(row: asyncpg.Record, tiers: list[TicketTier]) -> Event:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         tiers=tiers,
+        sales_start_at=row["sales_start_at"],
+        waiting_room=WaitingRoomSettings(
+            enabled=row["waiting_room"], admit_per_minute=row["admit_per_minute"]
+        ),
     )
 
 
@@ -84,10 +88,21 @@ async def add_event(
     ends_at: datetime,
     tiers: list[TicketTier],
     seats: list[Seat],
+    sales_start_at: datetime | None = None,
+    waiting_room: WaitingRoomSettings = WaitingRoomSettings(),
 ) -> tuple[str, datetime]:
     """Inserts the event, its tiers and its seats; the caller owns the transaction."""
     row = await conn.fetchrow(
-        q.INSERT_EVENT, new_id("evnt"), venue_id, name, description, starts_at, ends_at
+        q.INSERT_EVENT,
+        new_id("evnt"),
+        venue_id,
+        name,
+        description,
+        starts_at,
+        ends_at,
+        sales_start_at,
+        waiting_room.enabled,
+        waiting_room.admit_per_minute,
     )
     assert row is not None
     await replace_seat_map(conn, event_id=row["id"], tiers=tiers, seats=seats, clear=False)
@@ -124,8 +139,20 @@ async def update_event_fields(
     description: str,
     starts_at: datetime,
     ends_at: datetime,
+    sales_start_at: datetime | None,
+    waiting_room: WaitingRoomSettings,
 ) -> None:
-    await conn.execute(q.UPDATE_EVENT_FIELDS, event_id, name, description, starts_at, ends_at)
+    await conn.execute(
+        q.UPDATE_EVENT_FIELDS,
+        event_id,
+        name,
+        description,
+        starts_at,
+        ends_at,
+        sales_start_at,
+        waiting_room.enabled,
+        waiting_room.admit_per_minute,
+    )
 
 
 async def move_event(conn: Conn, *, event_id: str, venue_id: str) -> None:

@@ -1,4 +1,8 @@
-"""Every SQL statement TicketFlow runs, one constant each, values always as $n parameters."""
+"""Every SQL statement TicketFlow runs, one constant each, values always as $n parameters.
+
+Why ~450 lines in one module: the style keeps all SQL in one place (STYLE.md section 7), so that
+a schema change is checked against every statement in one read; each constant is short.
+"""
 
 from domain.bookings import BOOKING_FINAL_CHANNEL as _FINAL_CHANNEL
 
@@ -40,10 +44,12 @@ ORDER BY created_at LIMIT 1"""
 # -- events -------------------------------------------------------------------------------------
 _EVENT_COLUMNS = """
 e.id, e.name, e.description, e.starts_at, e.ends_at, e.created_at, e.updated_at,
+e.sales_start_at, e.waiting_room, e.admit_per_minute,
 v.id AS venue_id, v.name AS venue_name, v.city AS venue_city, v.capacity AS venue_capacity"""
 INSERT_EVENT = """
-INSERT INTO events (id, venue_id, name, description, starts_at, ends_at)
-VALUES ($1, $2, $3, $4, $5, $6)
+INSERT INTO events (id, venue_id, name, description, starts_at, ends_at, sales_start_at,
+                    waiting_room, admit_per_minute)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 RETURNING id, name, created_at"""
 SELECT_EVENT_BY_ID = f"""
 SELECT {_EVENT_COLUMNS}
@@ -51,7 +57,8 @@ FROM events e JOIN venues v ON v.id = e.venue_id
 WHERE e.id = $1"""
 LOCK_EVENT_FOR_UPDATE = "SELECT id FROM events WHERE id = $1 FOR UPDATE"
 UPDATE_EVENT_FIELDS = """
-UPDATE events SET name = $2, description = $3, starts_at = $4, ends_at = $5, updated_at = now()
+UPDATE events SET name = $2, description = $3, starts_at = $4, ends_at = $5, sales_start_at = $6,
+       waiting_room = $7, admit_per_minute = $8, updated_at = now()
 WHERE id = $1"""
 UPDATE_EVENT_VENUE = "UPDATE events SET venue_id = $2, updated_at = now() WHERE id = $1"
 # Events still on sale ($1 = now), the soonest first, at most $2: the seat actors worth warming.
@@ -151,17 +158,24 @@ _BOOKING_FROM = (
     "FROM bookings b JOIN events e ON e.id = b.event_id JOIN venues v ON v.id = e.venue_id"
 )
 # A new booking in one round trip: priced on the server from its seats' tiers ($3 event, $4 seats),
-# inserted only when every seat is a seat of the event and the event has not started (its sale
-# is over once it starts: checked here, not in a statement of its own), and announced with what
-# its saga needs on its saga slot's channel ($8): the saga actor listening there starts it once
-# the insert commits (and never for an insert that did not happen). $7/$9: the Idempotency-Key
-# and the hash of the request it comes with. Returns how many of the seats the event has,
-# whether the event is on sale (NULL: no such event), and the new booking's id (NULL when the
-# seats did not all match, the event is not on sale or the idempotency key was taken).
-INSERT_BOOKING = """
-WITH priced AS (
-    SELECT count(*) AS seats, sum(t.price) AS amount, min(t.currency) AS currency,
-           (SELECT e.starts_at FROM events e WHERE e.id = $3) AS starts_at
+# inserted only when every seat is a seat of the event, the event is on sale (its sale has opened,
+# `sales_start_at`, and it has not started) and the caller may book it (no waiting room, or $11:
+# the Gateway verified the caller's admission token for this event), all checked here, not in
+# statements of their own, and announced with what its saga needs on its saga slot's channel
+# ($8): the saga actor listening there starts it once the insert commits (and never for an insert
+# that did not happen). $7/$9: the Idempotency-Key and the hash of the request it comes with.
+# Returns how many of the seats the event has, whether the event is on sale (NULL: no such
+# event), whether the caller is admitted, and the new booking's id (NULL when the seats did not
+# all match, the event is not on sale, the caller is not admitted or the idempotency key was taken).
+_EVENT_GATE = """
+    SELECT e.starts_at,
+           e.starts_at > now() AND (e.sales_start_at IS NULL OR e.sales_start_at <= now()) AS on_sale,
+           NOT e.waiting_room OR {admitted}::boolean AS admitted"""
+INSERT_BOOKING = f"""
+WITH ev AS ({_EVENT_GATE.format(admitted="$11")}
+    FROM events e WHERE e.id = $3
+), priced AS (
+    SELECT count(*) AS seats, sum(t.price) AS amount, min(t.currency) AS currency
     FROM seats s JOIN ticket_tiers t ON t.event_id = s.event_id AND t.tier = s.tier
     WHERE s.event_id = $3 AND s.seat_id = ANY($4::text[])
 ), created AS (
@@ -169,37 +183,38 @@ WITH priced AS (
                           total_amount, currency, payment_token, idempotency_key, idempotency_hash,
                           request_id)
     SELECT $1, $2, $3, $4, 'PENDING', 'STARTED', $5, p.amount, p.currency, $6, $7, $9, $10
-    FROM priced p WHERE p.seats = cardinality($4::text[]) AND p.starts_at > now()
+    FROM priced p, ev
+    WHERE p.seats = cardinality($4::text[]) AND ev.on_sale AND ev.admitted
     ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, user_id, event_id, seat_ids, total_amount, currency, payment_token, created_at, request_id
 )
-SELECT p.seats, p.starts_at > now() AS on_sale, c.id,
+SELECT p.seats, ev.on_sale, ev.admitted, c.id,
        CASE WHEN c.id IS NOT NULL THEN pg_notify($8, json_build_object(
            'id', c.id, 'user_id', c.user_id, 'event_id', c.event_id, 'seat_ids', c.seat_ids,
            'amount', c.total_amount, 'currency', c.currency, 'payment_token', c.payment_token,
-           'created_at', c.created_at, 'event_starts_at', p.starts_at,
+           'created_at', c.created_at, 'event_starts_at', ev.starts_at,
            'request_id', c.request_id)::text) END AS announced
-FROM priced p LEFT JOIN created c ON true"""
+FROM priced p LEFT JOIN ev ON true LEFT JOIN created c ON true"""
 # Best available: the booking asks for `quantity` seats ($4 the request as JSON, $10 its tier or
-# NULL, $11 the HTTP request's id) and gets its seats and price when its saga's seat actor has
-# chosen them. Inserted only when the event exists, has not started and sells the tier asked for
-# (the currency comes from its tiers); announced like INSERT_BOOKING. Returns whether the event is on sale (NULL: no such
-# event), whether it sells that tier, and the new booking's id.
-INSERT_BEST_BOOKING = """
-WITH ev AS (
-    SELECT e.starts_at,
+# NULL, $11 the HTTP request's id, $12 admitted as in INSERT_BOOKING) and gets its seats and price
+# when its saga's seat actor has chosen them. Inserted only when the event exists, is on sale,
+# admits the caller and sells the tier asked for (the currency comes from its tiers); announced
+# like INSERT_BOOKING. Returns whether the event is on sale (NULL: no such event), whether the
+# caller is admitted, whether it sells that tier, and the new booking's id.
+INSERT_BEST_BOOKING = f"""
+WITH ev AS ({_EVENT_GATE.format(admitted="$12")},
            (SELECT min(t.currency) FROM ticket_tiers t WHERE t.event_id = e.id AND ($10::text IS NULL OR t.tier = $10)) AS currency
     FROM events e WHERE e.id = $3
 ), created AS (
     INSERT INTO bookings (id, user_id, event_id, seat_ids, seat_request, status, saga_step, saga_slot,
                           total_amount, currency, payment_token, idempotency_key, idempotency_hash, request_id)
-    SELECT $1, $2, $3, '{}', $4::jsonb, 'PENDING', 'STARTED', $5, 0, ev.currency, $6, $7, $9, $11
-    FROM ev WHERE ev.starts_at > now() AND ev.currency IS NOT NULL
+    SELECT $1, $2, $3, '{{}}', $4::jsonb, 'PENDING', 'STARTED', $5, 0, ev.currency, $6, $7, $9, $11
+    FROM ev WHERE ev.on_sale AND ev.admitted AND ev.currency IS NOT NULL
     ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, user_id, event_id, seat_ids, seat_request, total_amount, currency, payment_token, created_at,
               request_id
 )
-SELECT ev.starts_at > now() AS on_sale, ev.currency IS NOT NULL AS tier_sold, c.id,
+SELECT ev.on_sale, ev.admitted, ev.currency IS NOT NULL AS tier_sold, c.id,
        CASE WHEN c.id IS NOT NULL THEN pg_notify($8, json_build_object(
            'id', c.id, 'user_id', c.user_id, 'event_id', c.event_id, 'seat_ids', c.seat_ids,
            'seat_request', c.seat_request, 'amount', c.total_amount, 'currency', c.currency,

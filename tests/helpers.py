@@ -66,7 +66,10 @@ async def create_event(
     general: int = 40,
     starts_in: timedelta = timedelta(days=30),
     name: str = "Test Show",
+    **extra: Any,
 ) -> dict[str, Any]:
+    """Creates an event (as admin) and returns its detail; `extra` joins the request body
+    (`salesStartAt`, `waitingRoom`, ...)."""
     if venue_id is None:
         venue_id = (await create_venue(http, admin))["id"]
     starts = datetime.now(UTC) + starts_in
@@ -85,6 +88,7 @@ async def create_event(
             "startsAt": iso(starts),
             "endsAt": iso(starts + timedelta(hours=3)),
             "ticketTiers": tiers,
+            **extra,
         },
     )
     assert r.status_code == 201, r.text

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from domain.best_available import SeatRequest
 from domain.bookings import Booking, BookingStatus, SagaStep
-from domain.catalog import Event, Venue
+from domain.catalog import Event, Venue, WaitingRoomSettings
 from domain.ids import new_id
 from domain.saga import CancelOutcome
 from domain.seating import Seat, TicketTier, generate_layout
@@ -39,12 +39,14 @@ class FixedClock:
 class Added:
     seats_found: int
     on_sale: bool | None
+    admitted: bool | None
     booking_id: str | None
 
 
 @dataclass(frozen=True)
 class AddedBest:
     on_sale: bool | None
+    admitted: bool | None
     tier_sold: bool
     booking_id: str | None
 
@@ -90,18 +92,21 @@ class FakeBookings:
         idempotency_key: str | None,
         request_hash: str | None,
         request_id: str | None = None,
+        admitted: bool = False,
     ) -> Added:
-        # As the one INSERT ... SELECT does: price from the tiers, refuse a started event.
+        # As the one INSERT ... SELECT does: price from the tiers, refuse an event not on sale
+        # and a caller the event's waiting room has not admitted.
         st = self._db.state
         event = st.events.get(event_id)
-        on_sale = None if event is None else event.starts_at > self._db.clock()
+        on_sale = None if event is None else event.on_sale(self._db.clock())
+        may = None if event is None else (not event.waiting_room.enabled or admitted)
         known = {s.id: s for s in st.seats.get(event_id, [])}
         found = sum(1 for s in seat_ids if s in known)
         key_taken = idempotency_key is not None and (user_id, idempotency_key) in st.keys
-        if event is None or not on_sale or found != len(seat_ids) or key_taken:
+        if event is None or not on_sale or not may or found != len(seat_ids) or key_taken:
             if key_taken and self._db.expire_keys_after_insert:
                 del st.keys[(user_id, idempotency_key or "")]
-            return Added(seats_found=found, on_sale=on_sale, booking_id=None)
+            return Added(seats_found=found, on_sale=on_sale, admitted=may, booking_id=None)
         prices = {t.tier: t.price for t in event.tiers}
         now = self._db.clock()
         st.bookings[booking_id] = Booking(
@@ -129,7 +134,7 @@ class FakeBookings:
         )
         if idempotency_key is not None:
             st.keys[(user_id, idempotency_key)] = KeyedBooking(booking_id, request_hash)
-        return Added(seats_found=found, on_sale=True, booking_id=booking_id)
+        return Added(seats_found=found, on_sale=True, admitted=True, booking_id=booking_id)
 
     async def add_best(
         self,
@@ -143,17 +148,19 @@ class FakeBookings:
         idempotency_key: str | None,
         request_hash: str | None,
         request_id: str | None = None,
+        admitted: bool = False,
     ) -> AddedBest:
         # As INSERT_BEST_BOOKING does: no seats and no price yet, the currency of the tier asked for.
         st = self._db.state
         event = st.events.get(event_id)
         if event is None:
-            return AddedBest(on_sale=None, tier_sold=False, booking_id=None)
-        on_sale = event.starts_at > self._db.clock()
+            return AddedBest(on_sale=None, admitted=None, tier_sold=False, booking_id=None)
+        on_sale = event.on_sale(self._db.clock())
+        may = not event.waiting_room.enabled or admitted
         tiers = [t for t in event.tiers if request.tier is None or t.tier == request.tier]
         key_taken = idempotency_key is not None and (user_id, idempotency_key) in st.keys
-        if not on_sale or not tiers or key_taken:
-            return AddedBest(on_sale=on_sale, tier_sold=bool(tiers), booking_id=None)
+        if not on_sale or not may or not tiers or key_taken:
+            return AddedBest(on_sale=on_sale, admitted=may, tier_sold=bool(tiers), booking_id=None)
         now = self._db.clock()
         st.bookings[booking_id] = Booking(
             id=booking_id,
@@ -181,7 +188,7 @@ class FakeBookings:
         )
         if idempotency_key is not None:
             st.keys[(user_id, idempotency_key)] = KeyedBooking(booking_id, request_hash)
-        return AddedBest(on_sale=True, tier_sold=True, booking_id=booking_id)
+        return AddedBest(on_sale=True, admitted=True, tier_sold=True, booking_id=booking_id)
 
     async def get_by_idempotency_key(self, *, user_id: str, key: str) -> KeyedBooking | None:
         return self._db.state.keys.get((user_id, key))
@@ -228,6 +235,8 @@ class FakeCatalog:
         ends_at: datetime,
         tiers: list[TicketTier],
         seats: list[Seat],
+        sales_start_at: datetime | None = None,
+        waiting_room: WaitingRoomSettings = WaitingRoomSettings(),
     ) -> tuple[str, datetime]:
         st = self._db.state
         venue = st.venues[venue_id]
@@ -245,6 +254,8 @@ class FakeCatalog:
             created_at=now,
             updated_at=now,
             tiers=list(tiers),
+            sales_start_at=sales_start_at,
+            waiting_room=waiting_room,
         )
         st.seats[event_id] = list(seats)
         return event_id, now
@@ -257,7 +268,15 @@ class FakeCatalog:
         return event_id in self._db.state.active_bookings
 
     async def update_event_fields(
-        self, *, event_id: str, name: str, description: str, starts_at: datetime, ends_at: datetime
+        self,
+        *,
+        event_id: str,
+        name: str,
+        description: str,
+        starts_at: datetime,
+        ends_at: datetime,
+        sales_start_at: datetime | None,
+        waiting_room: WaitingRoomSettings,
     ) -> None:
         st = self._db.state
         st.events[event_id] = replace(
@@ -266,6 +285,8 @@ class FakeCatalog:
             description=description,
             starts_at=starts_at,
             ends_at=ends_at,
+            sales_start_at=sales_start_at,
+            waiting_room=waiting_room,
         )
 
     async def move_event(self, *, event_id: str, venue_id: str) -> None:

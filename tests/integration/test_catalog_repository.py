@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from domain.catalog import HeldCounts
+from domain.catalog import HeldCounts, WaitingRoomSettings
 from domain.ids import new_id
 from domain.seating import TicketTier, generate_layout
 from storage import booking_repository
@@ -86,6 +86,8 @@ async def test_edits_move_rename_and_replace_the_seat_map(conn: asyncpg.Connecti
         description="d",
         starts_at=starts,
         ends_at=starts + timedelta(hours=2),
+        sales_start_at=starts - timedelta(days=1),
+        waiting_room=WaitingRoomSettings(enabled=True, admit_per_minute=90),
     )
     await repo.move_event(conn, event_id=c.event_id, venue_id=other.id)
     tiers = [TicketTier(tier="VIP", price=9000, currency="GBP", capacity=2)]
@@ -94,6 +96,8 @@ async def test_edits_move_rename_and_replace_the_seat_map(conn: asyncpg.Connecti
     )
     event = await repo.get_event(conn, c.event_id)
     assert event is not None and event.name == "Renamed" and event.venue_id == other.id
+    assert event.sales_start_at == starts - timedelta(days=1)
+    assert event.waiting_room == WaitingRoomSettings(enabled=True, admit_per_minute=90)
     assert [t.tier for t in event.tiers] == ["VIP"] and len(
         await repo.seat_ids_of(conn, c.event_id)
     ) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -9,7 +10,10 @@ import pytest
 from application.bookings import BookSeats, book, cancel, visible_booking
 from domain.best_available import SeatRequest
 from domain.bookings import BookingStatus, SagaStep, saga_slot
+from domain.catalog import WaitingRoomSettings
 from domain.errors import (
+    AdmissionRequired,
+    AdmissionTokenForged,
     BookingNotCancellable,
     BookingNotFound,
     CancellationWindowExpired,
@@ -333,3 +337,43 @@ async def test_an_idempotency_key_covers_the_quantity_asked_for() -> None:
     with pytest.raises(IdempotencyKeyMismatch):
         await book(_best(event_id, 3, idempotency_key="k1"), db=db, saga_pool_size=POOL)
     assert list(db.state.bookings) == [first]
+
+
+# -- the sale's opening and the waiting room --------------------------------------------------------
+def _room_event(db: FakeDatabase, **settings: object) -> str:
+    event = db.add_event(db.add_venue())
+    db.state.events[event.id] = replace(event, **settings)  # type: ignore[arg-type]
+    return event.id
+
+
+async def test_book_refuses_an_event_whose_sale_has_not_opened() -> None:
+    db = FakeDatabase()
+    event_id = _room_event(db, sales_start_at=NOW + timedelta(minutes=5))
+    with pytest.raises(EventNotOnSale, match="not opened"):
+        await book(_cmd(event_id), db=db, saga_pool_size=POOL)
+    best = replace(_cmd(event_id), seat_ids=None, quantity=1)
+    with pytest.raises(EventNotOnSale):
+        await book(best, db=db, saga_pool_size=POOL)
+    assert not db.state.bookings
+
+
+async def test_book_needs_an_admission_for_an_event_with_a_waiting_room() -> None:
+    db = FakeDatabase()
+    event_id = _room_event(db, waiting_room=WaitingRoomSettings(enabled=True))
+    forged = AdmissionTokenForged()
+    with pytest.raises(AdmissionRequired):
+        await book(_cmd(event_id), db=db, saga_pool_size=POOL)
+    with pytest.raises(AdmissionTokenForged):  # the refusal the Gateway found, for the logs
+        await book(replace(_cmd(event_id), refusal=forged), db=db, saga_pool_size=POOL)
+    with pytest.raises(AdmissionRequired):
+        await book(replace(_cmd(event_id), seat_ids=None, quantity=1), db=db, saga_pool_size=POOL)
+    assert not db.state.bookings
+    admitted = replace(_cmd(event_id), admitted=True)
+    assert await book(admitted, db=db, saga_pool_size=POOL) in db.state.bookings
+    best = replace(admitted, seat_ids=None, quantity=2)
+    assert await book(best, db=db, saga_pool_size=POOL) in db.state.bookings
+
+
+async def test_an_admission_is_not_asked_of_an_event_without_a_waiting_room() -> None:
+    db, event_id = _db()
+    assert await book(_cmd(event_id), db=db, saga_pool_size=POOL) in db.state.bookings
