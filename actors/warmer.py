@@ -4,10 +4,14 @@ A cold seat actor costs its first caller a Ray worker start and a read of the ev
 (seconds on a busy node), which is what the first wave of a sale used to pay. Seat actors are
 warmed at three moments:
 
-- an event's creation: the Gateway warms it in the background (`application.events`);
-- start-up: this actor's first tick warms the events on sale, the soonest first;
-- every tick after: the seat actors already warmed for on-sale events are touched, so they do
-  not retire idle while the sale is hot.
+- an event's creation, when its sale is open at once: the Gateway warms it in the background
+  (`application.events`);
+- a sale's opening (`salesStartAt`): every tick (`TICKETFLOW_SEAT_ACTOR_WARM_INTERVAL_SECONDS`)
+  warms the events whose sale opens within `TICKETFLOW_SEAT_ACTOR_WARM_LEAD_SECONDS`, and keeps
+  warm those that opened less than `TICKETFLOW_SEAT_ACTOR_HOT_SECONDS` ago: each tick's call
+  counts as a use, so a hot sale's actor never retires idle, and one that went (evicted by the
+  cap, or crashed) is back within a tick;
+- start-up: this actor's first tick also warms the events on sale, the soonest first.
 
 Always within the per-node cap: warming takes free slots only and never retires another event's
 actor (`SeatInventoryClient.warm`); when the cap is reached it stops. A restart of this actor
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import ray
 
@@ -30,7 +34,7 @@ from storage import catalog_repository
 from storage.pool import LazyPool
 
 logger = logging.getLogger(__name__)
-# At start-up, no more events are looked at than this (the cap stops the warming long before).
+# No more events are looked at per query than this (the cap stops the warming long before).
 START_UP_LIMIT = 1000
 
 
@@ -47,14 +51,32 @@ class SeatActorWarmer:
     async def _run(self) -> None:
         started = False
         while True:
+            # Each on its own: a failing query of one kind must not stop the other.
             try:
                 if not started:
                     warmed = await self.warm_on_sale()
                     started = True
                     logger.info("warmed %d seat actors at start-up", len(warmed))
             except Exception:  # noqa: BLE001 - the next tick tries again; bookings start actors anyway
-                logger.warning("seat actor warming failed", exc_info=True)
+                logger.warning("warming the events on sale failed", exc_info=True)
+            try:
+                await self.warm_sales_opening()
+            except Exception:  # noqa: BLE001 - as above
+                logger.warning("warming the sales opening failed", exc_info=True)
             await asyncio.sleep(self._settings.seat_actor_warm_interval_seconds)
+
+    async def warm_sales_opening(self) -> list[str]:
+        """Warms (or keeps warm) the seat actors of sales opening soon or opened lately."""
+        pool = await self._db.get()
+        async with pool.acquire() as conn:
+            event_ids = await catalog_repository.sales_opening(
+                conn,
+                now=datetime.now(UTC),
+                lead=timedelta(seconds=self._settings.seat_actor_warm_lead_seconds),
+                hot=timedelta(seconds=self._settings.seat_actor_hot_seconds),
+                limit=START_UP_LIMIT,
+            )
+        return await self._warm_all(event_ids)
 
     async def warm_on_sale(self) -> list[str]:
         """Warms the events not yet started, the soonest first, until the cap is reached."""

@@ -107,8 +107,9 @@ async def create_event(
         db: Where events are kept.
         clock: The current time (an event cannot start in the past).
         seats_per_row: Row width when the seats are generated from the tiers.
-        inventories: The seat actors: the new event's is started in the background (its sale
-            is open from now), so the first buyers meet a warm one.
+        inventories: The seat actors: when the sale is open from now, the new event's is started
+            in the background, so the first buyers meet a warm one (a later opening is warmed
+            by `actors.warmer`).
 
     Returns:
         The new event's id and creation time.
@@ -142,7 +143,8 @@ async def create_event(
                 sales_start_at=cmd.sales_start_at,
                 waiting_room=cmd.waiting_room,
             )
-    inventories.warm_soon(event_id)
+    if cmd.sales_start_at is None or cmd.sales_start_at <= clock():
+        inventories.warm_soon(event_id)  # on sale now; a later opening is the warmer's
     return CreatedEvent(id=event_id, created_at=created_at)
 
 

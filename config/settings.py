@@ -119,6 +119,10 @@ class Settings(BaseSettings):
     seat_actors_per_node: int = Field(default=100, ge=1)
     # How often the warmer looks for seat actors to start before buyers arrive.
     seat_actor_warm_interval_seconds: float = Field(default=5.0, gt=0)
+    # A sale's seat actor is started this long before `salesStartAt` ...
+    seat_actor_warm_lead_seconds: float = Field(default=120.0, ge=0)
+    # ... and kept from retiring idle for this long after it (the rush of an on-sale).
+    seat_actor_hot_seconds: float = Field(default=1800.0, ge=0)
 
     # Requests one Gateway replica holds open for `Prefer: wait` at once (each a dict entry and a
     # future, ~1 KiB); past it a request is answered at once, as without the preference.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 
@@ -232,5 +232,14 @@ async def seat_ids_of(conn: Conn, event_id: str) -> list[str]:
 
 
 async def events_on_sale(conn: Conn, *, now: datetime, limit: int) -> list[str]:
-    """Ids of the events not yet started, the soonest first (start-up warming)."""
+    """Ids of the events whose sale is open and that have not started, the soonest first."""
     return [r["id"] for r in await conn.fetch(q.SELECT_EVENTS_ON_SALE_SOONEST, now, limit)]
+
+
+async def sales_opening(
+    conn: Conn, *, now: datetime, lead: timedelta, hot: timedelta, limit: int
+) -> list[str]:
+    """Ids of the events whose sale opens within `lead` or opened less than `hot` ago (and that
+    have not started), the earliest opening first."""
+    rows = await conn.fetch(q.SELECT_SALES_OPENING, now, lead, hot, limit)
+    return [r["id"] for r in rows]

@@ -61,9 +61,19 @@ UPDATE events SET name = $2, description = $3, starts_at = $4, ends_at = $5, sal
        waiting_room = $7, admit_per_minute = $8, updated_at = now()
 WHERE id = $1"""
 UPDATE_EVENT_VENUE = "UPDATE events SET venue_id = $2, updated_at = now() WHERE id = $1"
-# Events still on sale ($1 = now), the soonest first, at most $2: the seat actors worth warming.
+# Events on sale ($1 = now: sale open, not started), the soonest first, at most $2 (start-up warming).
 SELECT_EVENTS_ON_SALE_SOONEST = """
-SELECT id FROM events WHERE starts_at > $1 ORDER BY starts_at, id LIMIT $2"""
+SELECT id FROM events
+WHERE starts_at > $1 AND (sales_start_at IS NULL OR sales_start_at <= $1)
+ORDER BY starts_at, id LIMIT $2"""
+# Sales opening within $2 after $1 (now) or opened less than $3 before it, of events not started:
+# the seat actors the warmer starts ahead of the opening and keeps warm while the sale is hot.
+SELECT_SALES_OPENING = """
+SELECT id FROM events
+WHERE sales_start_at IS NOT NULL
+  AND sales_start_at <= $1::timestamptz + $2::interval
+  AND sales_start_at > $1::timestamptz - $3::interval AND starts_at > $1
+ORDER BY sales_start_at, id LIMIT $4"""
 # Upcoming events ($1 = now), optional venue ($2), from ($3, inclusive) and to ($4, exclusive).
 _UPCOMING_FILTER = """
 WHERE e.starts_at >= $1

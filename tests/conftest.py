@@ -86,6 +86,11 @@ def app_env(
         TICKETFLOW_SEAT_ACTOR_IDLE_SECONDS="6",
         # A small cap, so that the whole suite runs with idle seat actors being retired for new ones.
         TICKETFLOW_SEAT_ACTORS_PER_NODE="4",
+        # Sales opening: warmed 20 s ahead, kept warm 20 s after (not half an hour, which would
+        # pin the few slots above to the waiting-room tests' events); looked for every second.
+        TICKETFLOW_SEAT_ACTOR_WARM_INTERVAL_SECONDS="1",
+        TICKETFLOW_SEAT_ACTOR_WARM_LEAD_SECONDS="20",
+        TICKETFLOW_SEAT_ACTOR_HOT_SECONDS="20",
         TICKETFLOW_NOTIFY_RETRY_MAX_SECONDS="2",
         TICKETFLOW_NOTIFY_MAX_ATTEMPTS="100",
         # One browser origin may call the API; every other origin gets no CORS header.

@@ -131,3 +131,31 @@ async def test_held_seats_and_counts_come_from_sales_and_live_locks(
         c.event_id: {"GENERAL": HeldCounts(reserved=1, locked=1)}
     }
     assert await repo.held_counts(conn, []) == {}
+
+
+async def test_the_warmer_finds_sales_open_and_opening(conn: asyncpg.Connection) -> None:
+    now = datetime.now(UTC)
+    open_now, opening, opened, hot_over, tomorrow, started = [
+        (await make_catalog(conn, starts_in=timedelta(days=2))).event_id for _ in range(6)
+    ]
+    for event_id, opens in [
+        (opening, now + timedelta(seconds=30)),
+        (opened, now - timedelta(seconds=30)),
+        (hot_over, now - timedelta(hours=2)),
+        (tomorrow, now + timedelta(days=1)),
+    ]:
+        await conn.execute("UPDATE events SET sales_start_at = $2 WHERE id = $1", event_id, opens)
+    await conn.execute(
+        "UPDATE events SET starts_at = $2, sales_start_at = NULL WHERE id = $1",
+        started,
+        now - timedelta(minutes=1),
+    )
+    mine = {open_now, opening, opened, hot_over, tomorrow, started}
+
+    on_sale = await repo.events_on_sale(conn, now=now, limit=10_000)
+    assert set(on_sale) & mine == {open_now, opened, hot_over}
+
+    warm = await repo.sales_opening(
+        conn, now=now, lead=timedelta(minutes=1), hot=timedelta(minutes=30), limit=10_000
+    )
+    assert [e for e in warm if e in mine] == [opened, opening]  # the earliest opening first

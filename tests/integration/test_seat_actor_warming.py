@@ -3,7 +3,8 @@ warmer starts, always within the per-node cap."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -11,7 +12,7 @@ import ray
 
 from actors.clients import DirectoryClient, SeatInventoryClient
 from actors.names import NAMESPACE, WARMER_ACTOR, seat_actor_name
-from tests.helpers import book_and_wait, create_event, create_venue, new_user
+from tests.helpers import auth, book_and_wait, create_event, create_venue, iso, new_user
 from tests.waiting import wait_until
 
 
@@ -82,3 +83,33 @@ async def _retire(event_id: str) -> None:
         timeout=15,
         what=f"the seat actor of {event_id} to be gone",
     )
+
+
+async def test_a_sales_opening_is_warmed_ahead_and_kept_warm_while_hot(
+    http: httpx.AsyncClient, admin_token: str, app_env: dict[str, str]
+) -> None:
+    cap = int(app_env["TICKETFLOW_SEAT_ACTORS_PER_NODE"])
+    idle = float(app_env["TICKETFLOW_SEAT_ACTOR_IDLE_SECONDS"])
+    lead = float(app_env["TICKETFLOW_SEAT_ACTOR_WARM_LEAD_SECONDS"])
+    await _wait_for_free_slots(cap, 1)
+    opens = datetime.now(UTC) + timedelta(days=1)
+    event = await create_event(http, admin_token, vip=0, general=6, salesStartAt=iso(opens))
+    # Its sale opens tomorrow: neither the creation nor the warmer starts an actor yet.
+    await asyncio.sleep(2)
+    assert _seat_actor(event["id"]) is None
+    # The organiser brings the opening forward to within the warmer's lead.
+    soon = datetime.now(UTC) + timedelta(seconds=lead / 2)
+    r = await http.put(
+        f"/api/events/{event['id']}", headers=auth(admin_token), json={"salesStartAt": iso(soon)}
+    )
+    assert r.status_code == 200, r.text
+    actor = await wait_until(
+        lambda: _seat_actor(event["id"]),
+        timeout=30,
+        what=f"the warmer to start the seat actor of {event['id']} ahead of its opening",
+    )
+    first = actor._actor_id.hex()
+    # Nobody calls it for longer than the idle timeout: the hot sale keeps it all the same.
+    await asyncio.sleep(idle * 1.5)
+    again = _seat_actor(event["id"])
+    assert again is not None and again._actor_id.hex() == first, "the hot sale's actor retired"

@@ -322,3 +322,17 @@ async def test_a_refused_update_changes_nothing() -> None:
             event_id, changes, db=db, inventories=FakeInventories(), seats_per_row=ROW
         )
     assert db.state.events[event_id] == before
+
+
+async def test_a_sale_that_opens_later_is_not_warmed_at_creation() -> None:
+    db = FakeDatabase()
+    venue = db.add_venue(capacity=35)
+    seat_actors = FakeInventories()
+    await create_event(
+        _new(venue.id, sales_start_at=NOW + timedelta(days=1)),
+        db=db,
+        clock=FixedClock(),
+        seats_per_row=ROW,
+        inventories=seat_actors,
+    )
+    assert seat_actors.warmed == []  # the warmer starts it ahead of the opening
