@@ -41,7 +41,7 @@ from benchmarks.common import (
 from benchmarks.httpclient import TransportError, open_client
 from benchmarks.locks import LockBenchConfig, locks_markdown, run_lock_bench
 from benchmarks.medians import median_summary, medians_markdown
-from benchmarks.onsale import SetupError, run_onsale, summary_rows
+from benchmarks.onsale import SetupError, mode_text, run_onsale, summary_rows
 from benchmarks.options import onsale_config
 from benchmarks.pretix.scenario import run_pretix_onsale
 from benchmarks.pretix.server import HEALTH_PATH as PRETIX_HEALTH_PATH
@@ -319,7 +319,7 @@ def compare_markdown(report: dict[str, Any]) -> str:
         p = runs[0]["params"]
         parts.append(
             f"### On-sale, side by side\n\n{p['seats']} seats, {p['buyers']} buyers, up to {p['attempts']} attempts, "
-            f"concurrency {p['concurrency']}, {p['seats_per_booking']} seats per booking ({p['pick']}), "
+            f"concurrency {p['concurrency']}, {mode_text(p)}, "
             f"{p['retries']} retries.\n\n" + markdown_table(header, rows) + "\n"
         )
         for r in runs:

@@ -153,12 +153,13 @@ class PretixOnsaleRun(OnsaleRun):
         json: Any = None,
         params: dict[str, Any] | None = None,
         count: bool = True,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[int, Any, Mapping[str, str] | None]:
         """One request with the team's API token (pretix's `Authorization: Token ...`)."""
         del token  # buyers have no accounts in pretix; every call is the integration's
         if count:
             self.stats.requests += 1
-        headers = {"Authorization": f"Token {self.api_token}"}
+        headers = {**(headers or {}), "Authorization": f"Token {self.api_token}"}
         try:
             return await self.http.request(
                 method, path, json_body=json, params=params, headers=headers
