@@ -396,8 +396,14 @@ class PretixOnsaleRun(OnsaleRun):
 
 
 async def run_pretix_onsale(config: OnsaleConfig, *, organizer: str, token: str) -> dict[str, Any]:
-    """`benchmarks.onsale.run_onsale` against pretix at `config.url`: the same report."""
+    """`benchmarks.onsale.run_onsale` against pretix at `config.url`: the same report.
+
+    Raises:
+        SetupError: `pick` is best (pretix has no best-available API).
+    """
     config.validate()
+    if config.pick == "best":
+        raise SetupError("pretix has no best-available API: it cannot run --pick best")
     client = open_client(
         config.http_client, config.url, pool=config.concurrency + 4, timeout=config.request_timeout
     )
