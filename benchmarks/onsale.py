@@ -1,6 +1,6 @@
 """The on-sale spike: many buyers released at once at one event, every seat sold exactly once.
 
-Why ~670 lines in one module: most of it is one run (`OnsaleRun`: set-up, booking phase, checks),
+Why ~920 lines in one module: most of it is one run (`OnsaleRun`: set-up, booking phase, checks),
 whose phases share the run's state and counters; the report beside it reads exactly that state.
 
 Against any server with TicketFlow's API (TicketFlow itself, or a plain baseline service):
@@ -15,7 +15,10 @@ Against any server with TicketFlow's API (TicketFlow itself, or a plain baseline
    What buyers believe is one shared view, seeded from the inventory and updated with every
    outcome (confirmed or unavailable seats drop out of it); when it runs dry it is refreshed
    from the inventory, and the event is sold out when the inventory shows no seat AVAILABLE or
-   LOCKED. Conflicts come from concurrent buyers picking the same seats, as in a real rush;
+   LOCKED. Conflicts come from concurrent buyers picking the same seats, as in a real rush.
+   `pick="best"` names no seats: an attempt asks for 1-4 seats together and the server chooses
+   (`benchmarks.best_mode` says how its refusals are judged); `wait=True` sends `Prefer: wait=10`
+   on the POST and the GETs instead of polling with backoff;
 3. the checks, from the server's own API: no seat in two CONFIRMED bookings (every buyer's
    `GET /api/bookings/my`), no booking still PENDING after a grace period, no successful charge
    for a FAILED booking (`GET /api/payments/booking/:id`), and the inventory's `reserved` equal

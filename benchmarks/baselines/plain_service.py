@@ -1,19 +1,26 @@
 """A plain booking service, the usual design: one FastAPI app on uvicorn, asyncpg, no Ray.
 
-Why ~620 lines in one module: it stands for the usual single-file FastAPI + asyncpg service (it
-shares only the lock scripts and the seat layout), and that shape is what the benchmark measures.
+Why ~990 lines in one module: it stands for the usual single-file FastAPI + asyncpg service (it
+shares only the lock scripts, the best-available engines, the waiters and the seat layout), and
+that shape is what the benchmark measures.
 
 It answers the part of TicketFlow's API that the on-sale benchmark uses, with the same shapes:
 register/login (a trivial token issue: no password hashing; HS256 JWTs as TicketFlow's),
-venues and events (ADMIN), the inventory, `POST /api/bookings` (202, then polled),
-`GET /api/bookings/:id`, `GET /api/bookings/my`, `GET /api/payments/booking/:id` and `/health`.
+venues and events (ADMIN), the inventory, `POST /api/bookings` (202, then polled; named seats or
+the best available: `quantity`, `tier`, `together`), `GET /api/bookings/:id`, both with
+`Prefer: wait=N` (200 and `Preference-Applied` once final, `benchmarks.baselines.waiters`),
+`GET /api/bookings/my`, `GET /api/payments/booking/:id` and `/health`.
 
 A booking, started in a background task after the 202 (like TicketFlow's saga, but in-process and
 not durable):
 
 1. lock every seat, all or none: a Postgres row-state lock (`--lock postgres`, one statement with
    `FOR UPDATE SKIP LOCKED`) or the Redis Lua script (`--lock redis`); a taken seat ends the
-   booking FAILED / SEATS_UNAVAILABLE;
+   booking FAILED / SEATS_UNAVAILABLE. A best-available booking instead has its seats chosen and
+   locked in one step by the same score as TicketFlow's seat actor (`best_seats.py`: candidate
+   rows `FOR UPDATE SKIP LOCKED`; `best_seats_redis.py`: a Lua script over free-seat sorted
+   sets), then its seats and price written; nothing fitting ends it FAILED / SEATS_UNAVAILABLE
+   with a `failureMessage` saying what is left;
 2. charge a simulated processor (same tokens as TicketFlow's, `--payment-latency-ms` of sleep);
 3. one statement writes the sale (`seat_sales` has the seat as PRIMARY KEY: the unique backstop),
    the payment, the seats' SOLD status and the CONFIRMED booking; a unique violation refunds.
