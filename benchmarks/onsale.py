@@ -43,6 +43,7 @@ from typing import Any
 from benchmarks.best_mode import (
     BEST_QUANTITIES,
     PREFER_WAIT,
+    PREFER_WAIT_SECONDS,
     FreshReads,
     InventorySnapshot,
     snapshot_of,
@@ -524,6 +525,7 @@ class OnsaleRun:
             if time.perf_counter() - t0 > cfg.booking_timeout:
                 self.stats.errors["client TIMEOUT"] += 1
                 return None
+            asked = time.perf_counter()
             status, body, headers = await self.call(
                 "GET",
                 f"/api/bookings/{booking_id}",
@@ -533,6 +535,11 @@ class OnsaleRun:
             if status == 200 and isinstance(body, dict):
                 if body.get("status") in FINAL:
                     return body
+                if cfg.wait and time.perf_counter() - asked < 0.9 * PREFER_WAIT_SECONDS:
+                    # PENDING before the wait ran out: the server did not wait (a preference
+                    # may be ignored, RFC 7240), so poll with backoff rather than spin.
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 1.5, cfg.poll_max_interval)
                 continue
             self.record_error(status, body)
             if status == 429 and headers is not None:
