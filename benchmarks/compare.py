@@ -41,7 +41,7 @@ from benchmarks.common import (
 from benchmarks.httpclient import TransportError, open_client
 from benchmarks.locks import LockBenchConfig, locks_markdown, run_lock_bench
 from benchmarks.medians import median_summary, medians_markdown
-from benchmarks.onsale import SetupError, run_onsale, summary_rows
+from benchmarks.onsale import SetupError, mode_text, run_onsale, summary_rows
 from benchmarks.options import onsale_config
 from benchmarks.pretix.scenario import run_pretix_onsale
 from benchmarks.pretix.server import HEALTH_PATH as PRETIX_HEALTH_PATH
@@ -140,8 +140,13 @@ async def _compare(args: argparse.Namespace) -> dict[str, Any]:
         "onsale": [],
         "locks": None,
         "failures": {},
+        "skipped": {},
     }
     for label, url in targets:
+        if (refusal := mode_refusal(label, args)) is not None:
+            log(f"compare: {label} skipped: {refusal}")
+            report["skipped"][label] = refusal
+            continue
         service: ServiceProcess | PretixServer | None = None
         try:
             if url is None:
@@ -181,6 +186,17 @@ async def _compare(args: argparse.Namespace) -> dict[str, Any]:
         report["locks"] = await run_lock_bench(LockBenchConfig.from_args(args))
     report["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return report
+
+
+def mode_refusal(label: str, args: argparse.Namespace) -> str | None:
+    """Why a target cannot run in the chosen mode (None when it can): pretix sells named seats or
+    quantities of a product, it has no best-available choice to ask for."""
+    if label == PRETIX and args.pick == "best" and not args.skip_onsale:
+        return (
+            "pretix has no best-available API (its orders name a seat per position), so it "
+            "cannot run --pick best; run it with --pick random or adjacent"
+        )
+    return None
 
 
 def ticketflow_setup(args: argparse.Namespace) -> dict[str, Any]:
@@ -319,7 +335,7 @@ def compare_markdown(report: dict[str, Any]) -> str:
         p = runs[0]["params"]
         parts.append(
             f"### On-sale, side by side\n\n{p['seats']} seats, {p['buyers']} buyers, up to {p['attempts']} attempts, "
-            f"concurrency {p['concurrency']}, {p['seats_per_booking']} seats per booking ({p['pick']}), "
+            f"concurrency {p['concurrency']}, {mode_text(p)}, "
             f"{p['retries']} retries.\n\n" + markdown_table(header, rows) + "\n"
         )
         for r in runs:
@@ -339,13 +355,16 @@ def compare_markdown(report: dict[str, Any]) -> str:
         px = report["pretix"]
         parts.append(
             f"pretix {px['version']}: {px['server']}, {px['tasks']}, DEBUG off; {px['orders']}; "
-            "its 202 latency is the order POST's answer (pretix confirms synchronously); its HTTP "
+            "its 202/200 answer is the order POST's answer (pretix confirms synchronously, so "
+            "--wait changes nothing for it); its HTTP "
             "floor is GET /healthcheck/ (a database query and a Redis write and read).\n"
         )
     if report["locks"] is not None:
         parts.append(locks_markdown(report["locks"]))
     if report["failures"]:
         parts.append("Failures: " + "; ".join(f"{k}: {v}" for k, v in report["failures"].items()))
+    if report.get("skipped"):
+        parts.append("Skipped: " + "; ".join(f"{k}: {v}" for k, v in report["skipped"].items()))
     return "\n".join(parts)
 
 

@@ -1,6 +1,6 @@
 """The on-sale spike: many buyers released at once at one event, every seat sold exactly once.
 
-Why ~670 lines in one module: most of it is one run (`OnsaleRun`: set-up, booking phase, checks),
+Why ~920 lines in one module: most of it is one run (`OnsaleRun`: set-up, booking phase, checks),
 whose phases share the run's state and counters; the report beside it reads exactly that state.
 
 Against any server with TicketFlow's API (TicketFlow itself, or a plain baseline service):
@@ -15,7 +15,10 @@ Against any server with TicketFlow's API (TicketFlow itself, or a plain baseline
    What buyers believe is one shared view, seeded from the inventory and updated with every
    outcome (confirmed or unavailable seats drop out of it); when it runs dry it is refreshed
    from the inventory, and the event is sold out when the inventory shows no seat AVAILABLE or
-   LOCKED. Conflicts come from concurrent buyers picking the same seats, as in a real rush;
+   LOCKED. Conflicts come from concurrent buyers picking the same seats, as in a real rush.
+   `pick="best"` names no seats: an attempt asks for 1-4 seats together and the server chooses
+   (`benchmarks.best_mode` says how its refusals are judged); `wait=True` sends `Prefer: wait=10`
+   on the POST and the GETs instead of polling with backoff;
 3. the checks, from the server's own API: no seat in two CONFIRMED bookings (every buyer's
    `GET /api/bookings/my`), no booking still PENDING after a grace period, no successful charge
    for a FAILED booking (`GET /api/payments/booking/:id`), and the inventory's `reserved` equal
@@ -37,6 +40,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from benchmarks.best_mode import (
+    BEST_QUANTITIES,
+    PREFER_WAIT,
+    PREFER_WAIT_SECONDS,
+    FreshReads,
+    InventorySnapshot,
+    snapshot_of,
+)
 from benchmarks.common import (
     CpuMeter,
     Progress,
@@ -49,6 +60,7 @@ from benchmarks.common import (
 from benchmarks.httpclient import HttpClient, TransportError, open_client
 
 FINAL = {"CONFIRMED", "FAILED", "CANCELLED"}
+PICKS = ("random", "adjacent", "best")
 BUYER_PASSWORD = "Bench1234!"
 DECLINE_TOKEN = "pm_card_chargeDeclined"
 
@@ -63,7 +75,8 @@ class OnsaleConfig:
     buyers: int = 100
     attempts: int = 6000
     concurrency: int = 64
-    pick: str = "random"  # "random" | "adjacent"
+    pick: str = "random"  # "random" | "adjacent" | "best" (a quantity, the server chooses)
+    wait: bool = False  # send `Prefer: wait=10` instead of polling with backoff
     seats_per_booking: int = 2
     retries: int = 3
     duration: float = 60.0
@@ -88,8 +101,8 @@ class OnsaleConfig:
             raise ValueError("seats, buyers, attempts and concurrency must be >= 1")
         if not 1 <= self.seats_per_booking <= 10:
             raise ValueError("seats-per-booking must be 1..10 (the API's limit)")
-        if self.pick not in ("random", "adjacent"):
-            raise ValueError("pick must be random or adjacent")
+        if self.pick not in PICKS:
+            raise ValueError(f"pick must be one of {', '.join(PICKS)}")
         if not 0 <= self.vip_fraction < 1 or not 0 <= self.decline_fraction <= 1:
             raise ValueError("vip-fraction must be in [0, 1) and decline-fraction in [0, 1]")
         if self.retries < 0 or self.duration <= 0:
@@ -189,6 +202,9 @@ class _Stats:
     confirmed_seats: int = 0
     in_flight: int = 0
     refreshes: int = 0
+    answered_final: int = 0  # POSTs answered 200 with the final booking (Prefer: wait)
+    unavailable_checked: int = 0  # best mode: SEATS_UNAVAILABLE refusals checked
+    unavailable_while_enough: int = 0  # ... of which the inventory still showed a fitting block
 
 
 class SetupError(RuntimeError):
@@ -214,6 +230,7 @@ class OnsaleRun:
         self._refresh_lock = asyncio.Lock()
         self._last_refresh = 0.0
         self._admin_token = ""
+        self.inventory_reads = FreshReads(self._read_inventory)
 
     # -- HTTP ---------------------------------------------------------------------------------
     async def call(
@@ -225,11 +242,13 @@ class OnsaleRun:
         json: Any = None,
         params: dict[str, Any] | None = None,
         count: bool = True,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[int, Any, Mapping[str, str] | None]:
         """One request; (0, None, None) on a transport error, which is counted by its kind."""
         if count:
             self.stats.requests += 1
-        headers = {"Authorization": f"Bearer {token}"} if token else None
+        if token:
+            headers = {**(headers or {}), "Authorization": f"Bearer {token}"}
         try:
             return await self.http.request(
                 method, path, json_body=json, params=params, headers=headers
@@ -432,7 +451,16 @@ class OnsaleRun:
         return None
 
     async def book(self, buyer: Buyer, seat_ids: list[str]) -> str:
-        """One booking: POST, then poll to the end. Returns CONFIRMED, a failure reason, or ERROR/TIMEOUT."""
+        """One booking of named seats, to its end: CONFIRMED, a failure reason, or ERROR/TIMEOUT."""
+        outcome, _record = await self.post_booking(buyer, {"seatIds": seat_ids}, seat_ids)
+        return outcome
+
+    async def post_booking(
+        self, buyer: Buyer, request: dict[str, Any], seat_ids: list[str]
+    ) -> tuple[str, BookingRecord | None]:
+        """POST a booking (`request`: its seatIds, or quantity and together) and follow it to its
+        end. Returns the outcome (CONFIRMED, a failure reason, or ERROR/TIMEOUT) and its record
+        (None when nothing was booked), whose seats are the ones the server shows at the end."""
         cfg = self.cfg
         token = cfg.payment_token
         if cfg.decline_fraction and self.rng.random() < cfg.decline_fraction:
@@ -444,46 +472,86 @@ class OnsaleRun:
             token=buyer.token,
             json={
                 "eventId": self.event_id,
-                "seatIds": seat_ids,
+                **request,
                 "paymentMethod": {"type": "card", "token": token},
             },
+            headers=PREFER_WAIT if cfg.wait else None,
         )
-        if status != 202 or not isinstance(body, dict) or "bookingId" not in body:
+        # With `Prefer: wait`, a booking final within the wait comes back whole (200); else 202.
+        final = (
+            cfg.wait
+            and status == 200
+            and isinstance(body, dict)
+            and body.get("status") in FINAL
+            and "id" in body
+        )
+        if final:
+            booking_id = str(body["id"])
+            self.stats.answered_final += 1
+        elif status == 202 and isinstance(body, dict) and "bookingId" in body:
+            booking_id = str(body["bookingId"])
+        else:
             self.record_error(status, body)
-            return "ERROR"
+            return "ERROR", None
         self.stats.lat_202.append(time.perf_counter() - t0)
         self.stats.bookings_posted += 1
-        booking_id = str(body["bookingId"])
-        record = BookingRecord(buyer.index, seat_ids)
+        record = BookingRecord(buyer.index, list(seat_ids))
         self.bookings[booking_id] = record
-        delay = cfg.poll_interval
-        while True:
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, cfg.poll_max_interval)
-            if time.perf_counter() - t0 > cfg.booking_timeout:
-                self.stats.errors["client TIMEOUT"] += 1
-                return "TIMEOUT"
-            status, body, headers = await self.call(
-                "GET", f"/api/bookings/{booking_id}", token=buyer.token
-            )
-            if status == 200 and isinstance(body, dict):
-                if body.get("status") in FINAL:
-                    break
-                continue
-            self.record_error(status, body)
-            if status == 429 and headers is not None:
-                delay = max(delay, float(headers.get("retry-after", "1")))
+        if not final:
+            body = await self._follow(buyer, booking_id, t0)
+            if body is None:
+                return "TIMEOUT", record
         end = time.perf_counter() - t0
         record.status = str(body["status"])
         record.failure_reason = body.get("failureReason")
         record.payment_id = body.get("paymentId")
+        record.seat_ids = [str(s) for s in body.get("seatIds") or seat_ids]
         self.stats.lat_e2e.append(end)
         if record.status == "CONFIRMED":
             self.stats.lat_e2e_confirmed.append(end)
-            return "CONFIRMED"
-        return str(record.failure_reason or record.status)
+            return "CONFIRMED", record
+        return str(record.failure_reason or record.status), record
+
+    async def _follow(self, buyer: Buyer, booking_id: str, t0: float) -> dict[str, Any] | None:
+        """GET the booking until it is final: polls with backoff, or (`--wait`) asks the server to
+        answer when it is final (`Prefer: wait=10`), again at once if it is still PENDING. None
+        after `booking_timeout` (counted as a client TIMEOUT)."""
+        cfg = self.cfg
+        delay = cfg.poll_interval
+        while True:
+            if not cfg.wait:
+                await asyncio.sleep(delay)
+                delay = min(delay * 1.5, cfg.poll_max_interval)
+            if time.perf_counter() - t0 > cfg.booking_timeout:
+                self.stats.errors["client TIMEOUT"] += 1
+                return None
+            asked = time.perf_counter()
+            status, body, headers = await self.call(
+                "GET",
+                f"/api/bookings/{booking_id}",
+                token=buyer.token,
+                headers=PREFER_WAIT if cfg.wait else None,
+            )
+            if status == 200 and isinstance(body, dict):
+                if body.get("status") in FINAL:
+                    return body
+                if cfg.wait and time.perf_counter() - asked < 0.9 * PREFER_WAIT_SECONDS:
+                    # PENDING before the wait ran out: the server did not wait (a preference
+                    # may be ignored, RFC 7240), so poll with backoff rather than spin.
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 1.5, cfg.poll_max_interval)
+                continue
+            self.record_error(status, body)
+            if status == 429 and headers is not None:
+                delay = max(delay, float(headers.get("retry-after", "1")))
+            if cfg.wait:  # an error is not a wait: back off as a poll would
+                await asyncio.sleep(delay)
+                delay = min(delay * 1.5, cfg.poll_max_interval)
 
     async def attempt(self, buyer: Buyer) -> None:
+        if self.cfg.pick == "best":
+            await self.attempt_best(buyer)
+            return
         assert self.view is not None
         for try_no in range(self.cfg.retries + 1):
             seats = await self.pick()
@@ -507,6 +575,58 @@ class OnsaleRun:
             if outcome != "SEATS_UNAVAILABLE" or self.stop.is_set():
                 return
             self.view.discard(seats)
+
+    async def attempt_best(self, buyer: Buyer) -> None:
+        """Best available: a random quantity, together; the server chooses the seats. After a
+        SEATS_UNAVAILABLE the buyer looks at the inventory (a read started after the refusal, see
+        `benchmarks.best_mode`) and asks again for at most the largest block it shows."""
+        quantity = self.rng.randint(*BEST_QUANTITIES)
+        for try_no in range(self.cfg.retries + 1):
+            if self.stop.is_set():
+                return
+            if self.elapsed() > self.cfg.duration:
+                self.stop.set()
+                return
+            if try_no:
+                self.stats.retries += 1
+            self.stats.in_flight += 1
+            try:
+                outcome, record = await self.post_booking(
+                    buyer, {"quantity": quantity, "together": True}, []
+                )
+            finally:
+                self.stats.in_flight -= 1
+            self.stats.outcomes[outcome] += 1
+            if outcome == "CONFIRMED" and record is not None:
+                self.stats.confirmed += 1
+                self.stats.confirmed_seats += len(record.seat_ids)
+                if self.stats.confirmed_seats >= self.total_seats:
+                    self._mark_sold_out()
+                return
+            if outcome != "SEATS_UNAVAILABLE" or self.stop.is_set():
+                return
+            seen = await self.inventory_reads.fresh()
+            if seen is None:
+                return
+            self.stats.unavailable_checked += 1
+            if seen.fits(quantity, together=True):
+                self.stats.unavailable_while_enough += 1
+            if seen.sold_out:
+                self._mark_sold_out()
+                return
+            if seen.largest_block == 0:
+                await asyncio.sleep(0.05)  # everything left is locked: wait for those bookings
+            else:
+                quantity = min(quantity, seen.largest_block)
+
+    async def _read_inventory(self) -> InventorySnapshot | None:
+        """The inventory as best mode's checks see it (not a buyer's request: not counted)."""
+        status, body, _ = await self.call(
+            "GET", f"/api/inventory/events/{self.event_id}/seats", count=False
+        )
+        if status != 200:
+            self.record_error(status, body)
+        return snapshot_of(body) if status == 200 else None
 
     async def worker(self) -> None:
         while not self.stop.is_set():
@@ -559,6 +679,16 @@ class OnsaleRun:
             else None,
             "http_requests": s.requests,
             "http_requests_per_s": round(s.requests / phase, 1) if phase > 0 else None,
+            "http_requests_per_confirmed": round(s.requests / s.confirmed, 2)
+            if s.confirmed
+            else None,
+            "answered_final": s.answered_final,
+            # Best mode only (None otherwise): SEATS_UNAVAILABLE while a fitting block was shown.
+            "unavailable_while_enough": s.unavailable_while_enough
+            if self.cfg.pick == "best"
+            else None,
+            "unavailable_checked": s.unavailable_checked if self.cfg.pick == "best" else None,
+            "inventory_reads_for_checks": self.inventory_reads.reads,
             "latency_202_ms": latency_summary(s.lat_202),
             "latency_e2e_ms": latency_summary(s.lat_e2e),
             "latency_e2e_confirmed_ms": latency_summary(s.lat_e2e_confirmed),
@@ -736,14 +866,20 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, Any]]:
             "attempts / bookings posted / retries",
             f"{r['attempts']} / {r['bookings_posted']} / {r['retries']}",
         ),
-        ("202 latency p50 (ms)", lat["p50"]),
-        ("202 latency p95 (ms)", lat["p95"]),
-        ("202 latency p99 (ms)", lat["p99"]),
+        ("202/200 answer p50 (ms)", lat["p50"]),
+        ("202/200 answer p95 (ms)", lat["p95"]),
+        ("202/200 answer p99 (ms)", lat["p99"]),
         ("confirmed end-to-end p50 (ms)", e2e["p50"]),
         ("confirmed end-to-end p95 (ms)", e2e["p95"]),
         ("confirmed end-to-end p99 (ms)", e2e["p99"]),
         ("HTTP requests/s", r["http_requests_per_s"]),
+        ("HTTP requests per confirmed booking", r.get("http_requests_per_confirmed")),
+        ("bookings answered final by the POST (200)", r.get("answered_final")),
         ("failed bookings", sum(r["failed"].values())),
+        (
+            "SEATS_UNAVAILABLE while enough shown (best; target 0)",
+            r.get("unavailable_while_enough"),
+        ),
         ("errors", sum(r["errors"].values())),
         ("oversold seats (must be 0)", c.get("oversold_seats")),
         ("stuck PENDING (must be 0)", c.get("stuck_pending")),
@@ -753,13 +889,27 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, Any]]:
     ]
 
 
+def mode_text(params: dict[str, Any]) -> str:
+    """How buyers booked, in words: e.g. "1-4 seats together, best available, Prefer: wait=10"."""
+    if params.get("pick") == "best":
+        low, high = BEST_QUANTITIES
+        text = f"{low}-{high} seats together, best available"
+    else:
+        text = f"{params['seats_per_booking']} seats per booking ({params['pick']})"
+    if params.get("wait"):
+        text += f", {PREFER_WAIT['Prefer'].replace('wait', 'Prefer: wait')}"
+    else:
+        text += ", polled"
+    return text
+
+
 def report_markdown(report: dict[str, Any]) -> str:
     r = report["results"]
     p = report["params"]
     head = (
         f"### On-sale: {report['label']}\n\n"
         f"{p['seats']} seats, {p['buyers']} buyers, up to {p['attempts']} attempts, concurrency "
-        f"{p['concurrency']}, {p['seats_per_booking']} seats per booking ({p['pick']}), {p['retries']} retries, "
+        f"{p['concurrency']}, {mode_text(p)}, {p['retries']} retries, "
         f"phase {r['duration_s']:.1f} s. Checks: {'PASSED' if report['checks']['passed'] else 'FAILED'}.\n\n"
     )
     table = markdown_table(

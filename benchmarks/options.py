@@ -12,7 +12,7 @@ from pathlib import Path
 from actors import coalescer
 from benchmarks.common import default_database_url, default_redis_url
 from benchmarks.httpclient import CLIENT_KINDS
-from benchmarks.onsale import OnsaleConfig
+from benchmarks.onsale import PICKS, OnsaleConfig
 
 
 def positive_int(text: str) -> int:
@@ -87,9 +87,17 @@ def add_onsale_options(
     )
     g.add_argument(
         "--pick",
-        choices=("random", "adjacent"),
+        choices=PICKS,
         default="random",
-        help="how a buyer picks seats among those believed available (default: %(default)s)",
+        help="how a buyer picks seats: random or adjacent among those believed available (named "
+        "by seatIds), or best: asks for a random quantity 1-4 together and the server chooses "
+        "(best available; --seats-per-booking does not apply) (default: %(default)s)",
+    )
+    g.add_argument(
+        "--wait",
+        action="store_true",
+        help="send `Prefer: wait=10` on the POST (and on a GET while the booking is PENDING) "
+        "instead of polling with backoff; works with every --pick",
     )
     g.add_argument(
         "--seats-per-booking",
@@ -192,6 +200,7 @@ def onsale_config(args: argparse.Namespace, url: str, label: str = "") -> Onsale
         attempts=args.attempts,
         concurrency=args.concurrency,
         pick=args.pick,
+        wait=args.wait,
         seats_per_booking=args.seats_per_booking,
         retries=args.retries,
         duration=args.duration,

@@ -1,19 +1,26 @@
 """A plain booking service, the usual design: one FastAPI app on uvicorn, asyncpg, no Ray.
 
-Why ~620 lines in one module: it stands for the usual single-file FastAPI + asyncpg service (it
-shares only the lock scripts and the seat layout), and that shape is what the benchmark measures.
+Why ~990 lines in one module: it stands for the usual single-file FastAPI + asyncpg service (it
+shares only the lock scripts, the best-available engines, the waiters and the seat layout), and
+that shape is what the benchmark measures.
 
 It answers the part of TicketFlow's API that the on-sale benchmark uses, with the same shapes:
 register/login (a trivial token issue: no password hashing; HS256 JWTs as TicketFlow's),
-venues and events (ADMIN), the inventory, `POST /api/bookings` (202, then polled),
-`GET /api/bookings/:id`, `GET /api/bookings/my`, `GET /api/payments/booking/:id` and `/health`.
+venues and events (ADMIN), the inventory, `POST /api/bookings` (202, then polled; named seats or
+the best available: `quantity`, `tier`, `together`), `GET /api/bookings/:id`, both with
+`Prefer: wait=N` (200 and `Preference-Applied` once final, `benchmarks.baselines.waiters`),
+`GET /api/bookings/my`, `GET /api/payments/booking/:id` and `/health`.
 
 A booking, started in a background task after the 202 (like TicketFlow's saga, but in-process and
 not durable):
 
 1. lock every seat, all or none: a Postgres row-state lock (`--lock postgres`, one statement with
    `FOR UPDATE SKIP LOCKED`) or the Redis Lua script (`--lock redis`); a taken seat ends the
-   booking FAILED / SEATS_UNAVAILABLE;
+   booking FAILED / SEATS_UNAVAILABLE. A best-available booking instead has its seats chosen and
+   locked in one step by the same score as TicketFlow's seat actor (`best_seats.py`: candidate
+   rows `FOR UPDATE SKIP LOCKED`; `best_seats_redis.py`: a Lua script over free-seat sorted
+   sets), then its seats and price written; nothing fitting ends it FAILED / SEATS_UNAVAILABLE
+   with a `failureMessage` saying what is left;
 2. charge a simulated processor (same tokens as TicketFlow's, `--payment-latency-ms` of sleep);
 3. one statement writes the sale (`seat_sales` has the seat as PRIMARY KEY: the unique backstop),
    the payment, the seats' SOLD status and the CONFIRMED booking; a unique violation refunds.
@@ -35,7 +42,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import jwt
@@ -47,15 +54,20 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from benchmarks.baselines.best_seats import SEAT_ROWS_DDL, BestSeats, PostgresBestSeats
+from benchmarks.baselines.best_seats_redis import RedisBestSeats
 from benchmarks.baselines.seatlocks import PostgresSeatLocks, RedisSeatLocks
+from benchmarks.baselines.waiters import BookingWaiters, applied, requested_wait, wait_for_end
 from benchmarks.common import default_database_url, default_redis_url, new_schema_name
+from domain.best_available import SeatRequest
 from domain.seating import TicketTier, generate_layout
 
 logger = logging.getLogger("plain_service")
 
 SUCCESS_TOKENS = {"pm_card_visa", "pm_card_mastercard", "tok_visa"}
 
-SCHEMA_DDL = """
+SCHEMA_DDL = (
+    """
 CREATE TABLE users (
     id text PRIMARY KEY, email text NOT NULL UNIQUE, name text NOT NULL, password_sha256 text NOT NULL,
     role text NOT NULL, created_at timestamptz NOT NULL DEFAULT now()
@@ -78,7 +90,8 @@ CREATE TABLE seats (
 );
 CREATE TABLE bookings (
     id text PRIMARY KEY, user_id text NOT NULL REFERENCES users (id), event_id text NOT NULL REFERENCES events (id),
-    seat_ids text[] NOT NULL, status text NOT NULL, failure_reason text, total_amount integer NOT NULL,
+    seat_ids text[] NOT NULL, status text NOT NULL, failure_reason text, failure_message text,
+    total_amount integer NOT NULL,
     currency text NOT NULL, payment_token text NOT NULL, payment_id text,
     created_at timestamptz NOT NULL DEFAULT now(), confirmed_at timestamptz
 );
@@ -95,6 +108,8 @@ CREATE TABLE payments (
 );
 CREATE INDEX payments_booking_idx ON payments (booking_id);
 """
+    + SEAT_ROWS_DDL
+)
 
 INSERT_USER = """
 INSERT INTO users (id, email, name, password_sha256, role) VALUES ($1, $2, $3, $4, $5)
@@ -122,7 +137,22 @@ FROM seats WHERE event_id = $3 AND seat_id = ANY($4::text[])
 HAVING count(*) = cardinality($4::text[])
 RETURNING total_amount, currency
 """
+# Best available: checks the event (and the tier asked for) exist; seats and price come later.
+INSERT_BEST_BOOKING = """
+INSERT INTO bookings (id, user_id, event_id, seat_ids, status, total_amount, currency, payment_token)
+SELECT $1, $2, $3, '{}', 'PENDING', 0, s.currency, $4
+FROM (SELECT currency FROM seats WHERE event_id = $3 AND ($5::text IS NULL OR tier = $5) LIMIT 1) AS s
+RETURNING currency
+"""
+SET_BOOKING_SEATS = """
+UPDATE bookings SET seat_ids = $3::text[],
+    total_amount = (SELECT sum(price) FROM seats WHERE event_id = $2 AND seat_id = ANY($3::text[]))
+WHERE id = $1 RETURNING total_amount
+"""
 FAIL_BOOKING = "UPDATE bookings SET status = 'FAILED', failure_reason = $2 WHERE id = $1"
+FAIL_BOOKING_SAYING = """
+UPDATE bookings SET status = 'FAILED', failure_reason = $2, failure_message = $3 WHERE id = $1
+"""
 CONFIRM_BOOKING = """
 WITH sale AS (
     INSERT INTO seat_sales (event_id, seat_id, booking_id) SELECT $2, s, $1 FROM unnest($3::text[]) AS s RETURNING 1
@@ -151,13 +181,14 @@ WITH pay AS (
 UPDATE bookings SET status = 'FAILED', failure_reason = 'PAYMENT_DECLINED', payment_id = $2 WHERE id = $1
 """
 SELECT_BOOKING = """
-SELECT b.id, b.user_id, b.event_id, b.seat_ids, b.status, b.failure_reason, b.total_amount, b.currency,
-       b.payment_id, b.created_at, b.confirmed_at, e.name AS event_name, e.starts_at, v.name AS venue_name
+SELECT b.id, b.user_id, b.event_id, b.seat_ids, b.status, b.failure_reason, b.failure_message,
+       b.total_amount, b.currency, b.payment_id, b.created_at, b.confirmed_at, e.name AS event_name, e.starts_at, v.name AS venue_name
 FROM bookings b JOIN events e ON e.id = b.event_id JOIN venues v ON v.id = e.venue_id
 WHERE b.id = $1
 """
 SELECT_MY_BOOKINGS = """
-SELECT b.id, b.event_id, b.seat_ids, b.status, b.failure_reason, b.total_amount, b.currency, b.created_at,
+SELECT b.id, b.event_id, b.seat_ids, b.status, b.failure_reason, b.failure_message, b.total_amount,
+       b.currency, b.created_at,
        b.confirmed_at, e.name AS event_name, e.starts_at, count(*) OVER () AS total
 FROM bookings b JOIN events e ON e.id = b.event_id
 WHERE b.user_id = $1 AND ($2::text IS NULL OR b.status = $2)
@@ -238,8 +269,13 @@ class PaymentMethodBody(BaseModel):
 
 
 class BookingBody(BaseModel):
+    """Named seats (`seatIds`) or the best available (`quantity`, `tier`, `together`)."""
+
     eventId: str
-    seatIds: list[str]
+    seatIds: list[str] | None = None
+    quantity: int | None = None
+    tier: Literal["GENERAL", "VIP", "STANDING"] | None = None
+    together: bool = True
     paymentMethod: PaymentMethodBody
 
 
@@ -253,6 +289,9 @@ class PlainService:
         self.redis: aioredis.Redis[bytes] | None = None
         self.redis_locks: RedisSeatLocks | None = None
         self.pg_locks: PostgresSeatLocks | None = None
+        self.pg_best: PostgresBestSeats | None = None
+        self.redis_best: RedisBestSeats | None = None
+        self.waiters = BookingWaiters()
         self.tasks: set[asyncio.Task[None]] = set()
         self.started_at = time.monotonic()
 
@@ -284,9 +323,14 @@ class PlainService:
             reset=_keep_session,
         )
         self.pg_locks = PostgresSeatLocks(self.pool)
+        self.pg_best = PostgresBestSeats(self.pool)
         if self.args.lock == "redis":
             self.redis = aioredis.from_url(self.args.redis_url)
-            self.redis_locks = RedisSeatLocks(self.redis, f"tf:bench:{self.schema}:seat:")
+            lock_prefix = f"tf:bench:{self.schema}:seat:"
+            self.redis_locks = RedisSeatLocks(self.redis, lock_prefix)
+            # Under the lock keys' prefix (event ids never start with "best"), so that one
+            # clean-up removes both.
+            self.redis_best = RedisBestSeats(self.redis, lock_prefix + "best:", lock_prefix)
         logger.info("plain service ready (schema %s, lock %s)", self.schema, self.args.lock)
 
     async def stop(self) -> None:
@@ -356,7 +400,25 @@ class PlainService:
             event_id, seat_ids, booking_id, self.args.lock_ttl
         )
 
-    async def release(self, event_id: str, seat_ids: list[str], booking_id: str) -> None:
+    async def choose(self, event_id: str, request: SeatRequest, booking_id: str) -> BestSeats:
+        """Best available: choose and lock in one step (a Lua script, or one transaction)."""
+        if self.redis_best is not None:
+            return await self.redis_best.choose_and_lock(
+                event_id, request, booking_id, int(self.args.lock_ttl * 1000)
+            )
+        assert self.pg_best is not None
+        return await self.pg_best.choose_and_lock(event_id, request, booking_id, self.args.lock_ttl)
+
+    async def release(
+        self, event_id: str, seat_ids: list[str], booking_id: str, *, best: bool = False
+    ) -> None:
+        if best:  # the best-available structures get the seats back too
+            if self.redis_best is not None:
+                await self.redis_best.release(event_id, seat_ids, booking_id)
+            else:
+                assert self.pg_best is not None
+                await self.pg_best.release(event_id, seat_ids, booking_id)
+            return
         if self.redis_locks is not None:
             await self.redis_locks.release(event_id, seat_ids, booking_id)
         else:
@@ -373,6 +435,7 @@ class PlainService:
         amount: int,
         currency: str,
         token: str,
+        request: SeatRequest | None = None,
     ) -> None:
         try:
             await self._run_booking(
@@ -383,6 +446,7 @@ class PlainService:
                 amount=amount,
                 currency=currency,
                 token=token,
+                request=request,
             )
         except asyncio.CancelledError:
             raise
@@ -391,6 +455,8 @@ class PlainService:
             with contextlib.suppress(Exception):
                 async with self.db().acquire() as conn:
                     await conn.execute(FAIL_BOOKING, booking_id, "INTERNAL_ERROR")
+        finally:
+            self.waiters.ended(booking_id)  # wakes the requests waiting for it (Prefer: wait)
 
     async def _run_booking(
         self,
@@ -402,9 +468,21 @@ class PlainService:
         amount: int,
         currency: str,
         token: str,
+        request: SeatRequest | None,
     ) -> None:
         pool = self.db()
-        if not await self.lock(event_id, seat_ids, booking_id):
+        best = request is not None
+        if request is not None:
+            chosen = await self.choose(event_id, request, booking_id)
+            async with pool.acquire() as conn:
+                if not chosen.ok:
+                    await conn.execute(
+                        FAIL_BOOKING_SAYING, booking_id, "SEATS_UNAVAILABLE", chosen.message
+                    )
+                    return
+                seat_ids = list(chosen.seat_ids)
+                amount = await conn.fetchval(SET_BOOKING_SEATS, booking_id, event_id, seat_ids)
+        elif not await self.lock(event_id, seat_ids, booking_id):
             async with pool.acquire() as conn:
                 await conn.execute(FAIL_BOOKING, booking_id, "SEATS_UNAVAILABLE")
             return
@@ -413,7 +491,7 @@ class PlainService:
             await asyncio.sleep(self.args.payment_latency_ms / 1000)
         payment_id = _id("pay")
         if token not in SUCCESS_TOKENS:
-            await self.release(event_id, seat_ids, booking_id)
+            await self.release(event_id, seat_ids, booking_id, best=best)
             async with pool.acquire() as conn:
                 await conn.execute(DECLINED_FAIL, booking_id, payment_id, user_id, amount, currency)
             return
@@ -439,7 +517,7 @@ class PlainService:
                 await conn.execute(
                     REFUNDED_FAIL, booking_id, payment_id, user_id, amount, currency, transaction
                 )
-            await self.release(event_id, seat_ids, booking_id)
+            await self.release(event_id, seat_ids, booking_id, best=best)
             return
         if self.redis_locks is not None:
             await self.redis_locks.promote(event_id, seat_ids, booking_id)
@@ -447,6 +525,38 @@ class PlainService:
 
 async def _keep_session(_conn: asyncpg.Connection) -> None:
     return None
+
+
+def _seat_request(body: BookingBody) -> SeatRequest | None:
+    """The best-available request of a body that asks for a quantity (None for named seats);
+    refuses what TicketFlow refuses, with the same codes."""
+    if (body.seatIds is None) == (body.quantity is None):
+        raise ApiError(
+            400,
+            "VALIDATION_ERROR",
+            "Give exactly one of seatIds (the seats to book) and quantity (the best available)",
+        )
+    if body.quantity is None:
+        seat_ids = body.seatIds or []
+        if body.tier is not None:
+            raise ApiError(400, "VALIDATION_ERROR", "tier applies to a best-available request")
+        if not 1 <= len(seat_ids) <= 10:
+            raise ApiError(
+                400, "INVALID_SEAT_COUNT", f"Must book between 1 and 10 seats; got {len(seat_ids)}"
+            )
+        if len(set(seat_ids)) != len(seat_ids):
+            raise ApiError(400, "VALIDATION_ERROR", "seatIds: each seat may appear only once")
+        return None
+    if not 1 <= body.quantity <= 10:
+        raise ApiError(
+            400, "INVALID_SEAT_COUNT", f"Must book between 1 and 10 seats; got {body.quantity}"
+        )
+    return SeatRequest(quantity=body.quantity, tier=body.tier, together=body.together)
+
+
+async def _refuse_unknown_event(conn: asyncpg.Connection, event_id: str) -> None:
+    if await conn.fetchval(SELECT_EVENT_EXISTS, event_id) is None:
+        raise ApiError(404, "EVENT_NOT_FOUND", f"Event {event_id} does not exist")
 
 
 def _sha(password: str) -> str:
@@ -466,6 +576,7 @@ def _booking_item(row: asyncpg.Record) -> dict[str, Any]:
         "createdAt": _z(row["created_at"]),
         "confirmedAt": _z(row["confirmed_at"]),
         "failureReason": row["failure_reason"],
+        "failureMessage": row["failure_message"],
     }
 
 
@@ -597,6 +708,10 @@ def create_app(service: PlainService) -> FastAPI:
                 [price[s.tier] for s in seats],
                 tiers[0].currency,
             )
+            if service.redis_best is None:
+                await PostgresBestSeats.add_event(conn, event_id, seats)
+        if service.redis_best is not None:
+            await service.redis_best.add_event(event_id, seats)
         return JSONResponse(
             {"id": event_id, "name": body.name, "createdAt": _z(created)}, status_code=201
         )
@@ -642,40 +757,61 @@ def create_app(service: PlainService) -> FastAPI:
     @app.post("/api/bookings")
     async def create_booking(body: BookingBody, request: Request) -> JSONResponse:
         claims = service.principal(request)
-        seat_ids = body.seatIds
-        if not 1 <= len(seat_ids) <= 10:
-            raise ApiError(
-                400, "INVALID_SEAT_COUNT", f"Must book between 1 and 10 seats; got {len(seat_ids)}"
-            )
-        if len(set(seat_ids)) != len(seat_ids):
-            raise ApiError(400, "VALIDATION_ERROR", "seatIds: each seat may appear only once")
         booking_id = _id("bkg")
+        wanted = _seat_request(body)
         async with service.db().acquire() as conn:
-            row = await conn.fetchrow(
-                INSERT_BOOKING,
-                booking_id,
-                claims["sub"],
-                body.eventId,
-                seat_ids,
-                body.paymentMethod.token,
-            )
-            if row is None:
-                if await conn.fetchval(SELECT_EVENT_EXISTS, body.eventId) is None:
-                    raise ApiError(404, "EVENT_NOT_FOUND", f"Event {body.eventId} does not exist")
-                raise ApiError(
-                    400, "VALIDATION_ERROR", f"seatIds: not seats of event {body.eventId}"
+            if wanted is not None:
+                currency = await conn.fetchval(
+                    INSERT_BEST_BOOKING,
+                    booking_id,
+                    claims["sub"],
+                    body.eventId,
+                    body.paymentMethod.token,
+                    wanted.tier,
                 )
+                if currency is None:
+                    await _refuse_unknown_event(conn, body.eventId)
+                    raise ApiError(
+                        400,
+                        "VALIDATION_ERROR",
+                        f"tier: event {body.eventId} has no {wanted.tier} seats",
+                    )
+                seat_ids: list[str] = []
+                amount = 0
+            else:
+                seat_ids = body.seatIds or []
+                row = await conn.fetchrow(
+                    INSERT_BOOKING,
+                    booking_id,
+                    claims["sub"],
+                    body.eventId,
+                    seat_ids,
+                    body.paymentMethod.token,
+                )
+                if row is None:
+                    await _refuse_unknown_event(conn, body.eventId)
+                    raise ApiError(
+                        400, "VALIDATION_ERROR", f"seatIds: not seats of event {body.eventId}"
+                    )
+                amount, currency = row["total_amount"], row["currency"]
+        service.waiters.started(booking_id)
         service.spawn(
             service.run_booking(
                 booking_id=booking_id,
                 user_id=claims["sub"],
                 event_id=body.eventId,
                 seat_ids=seat_ids,
-                amount=row["total_amount"],
-                currency=row["currency"],
+                amount=amount,
+                currency=currency,
                 token=body.paymentMethod.token,
+                request=wanted,
             )
         )
+        wait = requested_wait(request.headers.get("prefer"))
+        if wait is not None:
+            final = await _final_within(booking_id, claims, wait)
+            if final is not None:
+                return JSONResponse(final, headers=applied(wait))
         return JSONResponse(
             {
                 "bookingId": booking_id,
@@ -684,6 +820,30 @@ def create_app(service: PlainService) -> FastAPI:
             },
             status_code=202,
         )
+
+    async def _read_booking(booking_id: str, claims: dict[str, Any]) -> dict[str, Any]:
+        async with service.db().acquire() as conn:
+            row = await conn.fetchrow(SELECT_BOOKING, booking_id)
+        if row is None or (row["user_id"] != claims["sub"] and claims.get("role") != "ADMIN"):
+            raise ApiError(404, "BOOKING_NOT_FOUND", f"Booking {booking_id} does not exist")
+        body = _booking_item(row)
+        body.update(
+            userId=row["user_id"],
+            venueName=row["venue_name"],
+            paymentId=row["payment_id"],
+            cancelledAt=None,
+        )
+        return body
+
+    async def _final_within(
+        booking_id: str, claims: dict[str, Any], seconds: int
+    ) -> dict[str, Any] | None:
+        """The booking if it is final within `seconds` (its own task wakes us), else None."""
+        end = service.waiters.end_of(booking_id)  # before the read: an end between is not missed
+        if not await wait_for_end(end, seconds):
+            return None
+        body = await _read_booking(booking_id, claims)
+        return body if body["status"] != "PENDING" else None
 
     @app.get("/api/bookings/my")
     async def my_bookings(
@@ -712,18 +872,16 @@ def create_app(service: PlainService) -> FastAPI:
     @app.get("/api/bookings/{booking_id}")
     async def get_booking(booking_id: str, request: Request) -> JSONResponse:
         claims = service.principal(request)
-        async with service.db().acquire() as conn:
-            row = await conn.fetchrow(SELECT_BOOKING, booking_id)
-        if row is None or (row["user_id"] != claims["sub"] and claims.get("role") != "ADMIN"):
-            raise ApiError(404, "BOOKING_NOT_FOUND", f"Booking {booking_id} does not exist")
-        body = _booking_item(row)
-        body.update(
-            userId=row["user_id"],
-            venueName=row["venue_name"],
-            paymentId=row["payment_id"],
-            cancelledAt=None,
-        )
-        return JSONResponse(body)
+        wait = requested_wait(request.headers.get("prefer"))
+        if wait is not None:
+            end = service.waiters.end_of(booking_id)
+            body = await _read_booking(booking_id, claims)  # also refuses another user's booking
+            if body["status"] == "PENDING" and await wait_for_end(end, wait):
+                body = await _read_booking(booking_id, claims)
+            if body["status"] != "PENDING":
+                return JSONResponse(body, headers=applied(wait))
+            return JSONResponse(body)
+        return JSONResponse(await _read_booking(booking_id, claims))
 
     @app.get("/api/payments/booking/{booking_id}")
     async def payment_of_booking(booking_id: str, request: Request) -> JSONResponse:

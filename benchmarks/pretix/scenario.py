@@ -153,12 +153,13 @@ class PretixOnsaleRun(OnsaleRun):
         json: Any = None,
         params: dict[str, Any] | None = None,
         count: bool = True,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[int, Any, Mapping[str, str] | None]:
         """One request with the team's API token (pretix's `Authorization: Token ...`)."""
         del token  # buyers have no accounts in pretix; every call is the integration's
         if count:
             self.stats.requests += 1
-        headers = {"Authorization": f"Token {self.api_token}"}
+        headers = {**(headers or {}), "Authorization": f"Token {self.api_token}"}
         try:
             return await self.http.request(
                 method, path, json_body=json, params=params, headers=headers
@@ -395,8 +396,14 @@ class PretixOnsaleRun(OnsaleRun):
 
 
 async def run_pretix_onsale(config: OnsaleConfig, *, organizer: str, token: str) -> dict[str, Any]:
-    """`benchmarks.onsale.run_onsale` against pretix at `config.url`: the same report."""
+    """`benchmarks.onsale.run_onsale` against pretix at `config.url`: the same report.
+
+    Raises:
+        SetupError: `pick` is best (pretix has no best-available API).
+    """
     config.validate()
+    if config.pick == "best":
+        raise SetupError("pretix has no best-available API: it cannot run --pick best")
     client = open_client(
         config.http_client, config.url, pool=config.concurrency + 4, timeout=config.request_timeout
     )
