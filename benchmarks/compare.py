@@ -336,7 +336,9 @@ def compare_markdown(report: dict[str, Any]) -> str:
         parts.append(
             f"### On-sale, side by side\n\n{p['seats']} seats, {p['buyers']} buyers, up to {p['attempts']} attempts, "
             f"concurrency {p['concurrency']}, {mode_text(p)}, "
-            f"{p['retries']} retries.\n\n" + markdown_table(header, rows) + "\n"
+            f"{p['retries']} retries; first wave: the first {p['concurrency']} POSTs.\n\n"
+            + markdown_table(header, rows)
+            + "\n"
         )
         for r in runs:
             extra = []

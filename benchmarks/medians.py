@@ -23,6 +23,11 @@ ONSALE_FIGURES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("confirmed end-to-end p50 (ms)", ("latency_e2e_confirmed_ms", "p50")),
     ("confirmed end-to-end p95 (ms)", ("latency_e2e_confirmed_ms", "p95")),
     ("confirmed end-to-end p99 (ms)", ("latency_e2e_confirmed_ms", "p99")),
+    ("first wave: 202/200 answer p95 (ms)", ("first_wave", "latency_202_ms", "p95")),
+    (
+        "first wave: confirmed end-to-end p95 (ms)",
+        ("first_wave", "latency_e2e_confirmed_ms", "p95"),
+    ),
     ("HTTP requests/s", ("http_requests_per_s",)),
     ("HTTP requests per confirmed booking", ("http_requests_per_confirmed",)),
     ("SEATS_UNAVAILABLE while enough shown (best)", ("unavailable_while_enough",)),
@@ -33,6 +38,8 @@ RATIO_FIGURES = (
     "time to sell out (s)",
     "confirmed end-to-end p95 (ms)",
     "202/200 answer p99 (ms)",
+    "first wave: 202/200 answer p95 (ms)",
+    "first wave: confirmed end-to-end p95 (ms)",
     "HTTP requests per confirmed booking",
 )
 

@@ -1,6 +1,6 @@
 """The on-sale spike: many buyers released at once at one event, every seat sold exactly once.
 
-Why ~920 lines in one module: most of it is one run (`OnsaleRun`: set-up, booking phase, checks),
+Why ~940 lines in one module: most of it is one run (`OnsaleRun`: set-up, booking phase, checks),
 whose phases share the run's state and counters; the report beside it reads exactly that state.
 
 Against any server with TicketFlow's API (TicketFlow itself, or a plain baseline service):
@@ -18,7 +18,8 @@ Against any server with TicketFlow's API (TicketFlow itself, or a plain baseline
    LOCKED. Conflicts come from concurrent buyers picking the same seats, as in a real rush.
    `pick="best"` names no seats: an attempt asks for 1-4 seats together and the server chooses
    (`benchmarks.best_mode` says how its refusals are judged); `wait=True` sends `Prefer: wait=10`
-   on the POST and the GETs instead of polling with backoff;
+   on the POST and the GETs instead of polling with backoff. The first `concurrency` POSTs (the
+   buyers released at once) are also measured alone, as the first wave (`benchmarks.first_wave`);
 3. the checks, from the server's own API: no seat in two CONFIRMED bookings (every buyer's
    `GET /api/bookings/my`), no booking still PENDING after a grace period, no successful charge
    for a FAILED booking (`GET /api/payments/booking/:id`), and the inventory's `reserved` equal
@@ -57,6 +58,7 @@ from benchmarks.common import (
     log,
     markdown_table,
 )
+from benchmarks.first_wave import FirstWave
 from benchmarks.httpclient import HttpClient, TransportError, open_client
 
 FINAL = {"CONFIRMED", "FAILED", "CANCELLED"}
@@ -231,6 +233,7 @@ class OnsaleRun:
         self._last_refresh = 0.0
         self._admin_token = ""
         self.inventory_reads = FreshReads(self._read_inventory)
+        self.first_wave = FirstWave(config.concurrency)
 
     # -- HTTP ---------------------------------------------------------------------------------
     async def call(
@@ -465,6 +468,7 @@ class OnsaleRun:
         token = cfg.payment_token
         if cfg.decline_fraction and self.rng.random() < cfg.decline_fraction:
             token = DECLINE_TOKEN
+        first = self.first_wave.admit()
         t0 = time.perf_counter()
         status, body, _ = await self.call(
             "POST",
@@ -494,6 +498,8 @@ class OnsaleRun:
             self.record_error(status, body)
             return "ERROR", None
         self.stats.lat_202.append(time.perf_counter() - t0)
+        if first:
+            self.first_wave.lat_202.append(self.stats.lat_202[-1])
         self.stats.bookings_posted += 1
         record = BookingRecord(buyer.index, list(seat_ids))
         self.bookings[booking_id] = record
@@ -509,6 +515,8 @@ class OnsaleRun:
         self.stats.lat_e2e.append(end)
         if record.status == "CONFIRMED":
             self.stats.lat_e2e_confirmed.append(end)
+            if first:
+                self.first_wave.lat_e2e_confirmed.append(end)
             return "CONFIRMED", record
         return str(record.failure_reason or record.status), record
 
@@ -692,6 +700,8 @@ class OnsaleRun:
             "latency_202_ms": latency_summary(s.lat_202),
             "latency_e2e_ms": latency_summary(s.lat_e2e),
             "latency_e2e_confirmed_ms": latency_summary(s.lat_e2e_confirmed),
+            # The same two for the first `concurrency` POSTs alone (benchmarks.first_wave).
+            "first_wave": self.first_wave.summary(),
             "errors": dict(sorted(s.errors.items())),
             "inventory_refreshes": s.refreshes,
             **cpu.stop(),
@@ -857,6 +867,8 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, Any]]:
     c = report["checks"]
     lat = r["latency_202_ms"]
     e2e = r["latency_e2e_confirmed_ms"]
+    # Reports saved before the first wave was measured have none.
+    first = r.get("first_wave") or {"latency_202_ms": {}, "latency_e2e_confirmed_ms": {}}
     return [
         ("confirmed bookings/s", r["confirmed_per_s"]),
         ("time to sell out (s)", r["time_to_sell_out_s"]),
@@ -872,6 +884,8 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, Any]]:
         ("confirmed end-to-end p50 (ms)", e2e["p50"]),
         ("confirmed end-to-end p95 (ms)", e2e["p95"]),
         ("confirmed end-to-end p99 (ms)", e2e["p99"]),
+        ("first wave: 202/200 answer p95 (ms)", first["latency_202_ms"].get("p95")),
+        ("first wave: confirmed end-to-end p95 (ms)", first["latency_e2e_confirmed_ms"].get("p95")),
         ("HTTP requests/s", r["http_requests_per_s"]),
         ("HTTP requests per confirmed booking", r.get("http_requests_per_confirmed")),
         ("bookings answered final by the POST (200)", r.get("answered_final")),
@@ -910,7 +924,8 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"### On-sale: {report['label']}\n\n"
         f"{p['seats']} seats, {p['buyers']} buyers, up to {p['attempts']} attempts, concurrency "
         f"{p['concurrency']}, {mode_text(p)}, {p['retries']} retries, "
-        f"phase {r['duration_s']:.1f} s. Checks: {'PASSED' if report['checks']['passed'] else 'FAILED'}.\n\n"
+        f"phase {r['duration_s']:.1f} s; first wave: the first {p['concurrency']} POSTs. "
+        f"Checks: {'PASSED' if report['checks']['passed'] else 'FAILED'}.\n\n"
     )
     table = markdown_table(
         ["figure", "value"], [(name, fmt(value)) for name, value in summary_rows(report)]

@@ -310,6 +310,7 @@ class PretixOnsaleRun(OnsaleRun):
 
     async def book(self, buyer: Buyer, seat_ids: list[str]) -> str:
         """One order: confirmed (201), SEATS_UNAVAILABLE (400 for seats or quota), or ERROR."""
+        first = self.first_wave.admit()
         t0 = time.perf_counter()
         status, body, _ = await self.call(
             "POST",
@@ -325,7 +326,14 @@ class PretixOnsaleRun(OnsaleRun):
             },
         )
         elapsed = time.perf_counter() - t0
-        if status == 201 and isinstance(body, dict) and "code" in body:
+        confirmed = status == 201 and isinstance(body, dict) and "code" in body
+        refused = status == 400 and refused_as_unavailable(body)
+        if first and (confirmed or refused):  # an order's answer is final: both figures are one
+            self.first_wave.lat_202.append(elapsed)
+            if confirmed:
+                self.first_wave.lat_e2e_confirmed.append(elapsed)
+        if confirmed:
+            assert isinstance(body, dict)
             self.stats.lat_202.append(elapsed)
             self.stats.bookings_posted += 1
             self.stats.lat_e2e.append(elapsed)
@@ -334,7 +342,7 @@ class PretixOnsaleRun(OnsaleRun):
                 buyer.index, seat_ids, status="CONFIRMED"
             )
             return "CONFIRMED"
-        if status == 400 and refused_as_unavailable(body):
+        if refused:
             self.stats.lat_202.append(elapsed)
             self.stats.bookings_posted += 1
             self.stats.lat_e2e.append(elapsed)

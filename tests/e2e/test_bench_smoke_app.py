@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.onsale import OnsaleConfig, run_onsale
+from benchmarks.onsale import OnsaleConfig, report_markdown, run_onsale
 from tests.helpers import ADMIN
 
 
@@ -34,3 +34,9 @@ async def test_onsale_benchmark_against_ticketflow(server: str) -> None:
     assert checks["oversold_seats"] == 0 and checks["stuck_pending"] == 0
     assert checks["charges_without_booking"] == 0 and checks["reserved_mismatch"] == 0
     assert checks["passed"] is True
+    # The first wave: the first `concurrency` POSTs, measured apart (every one answered here).
+    first = results["first_wave"]
+    assert first["size"] == 8 and first["latency_202_ms"]["n"] == 8
+    assert 1 <= first["latency_e2e_confirmed_ms"]["n"] <= 8
+    assert first["latency_e2e_confirmed_ms"]["p95"] > 0
+    assert "| first wave: confirmed end-to-end p95 (ms) |" in report_markdown(report)
