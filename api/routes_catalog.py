@@ -289,6 +289,7 @@ async def update_event(
         db=svc.database,
         inventories=svc.inventories,
         seats_per_row=svc.settings.seats_per_row,
+        clock=utc_now,
     )
     async with svc.connection() as conn:
         return await event_detail(conn, event_id)

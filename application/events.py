@@ -155,13 +155,16 @@ async def update_event(
     db: Database,
     inventories: SeatInventories,
     seats_per_row: int,
+    clock: Clock,
 ) -> None:
     """Changes an event: name, description and dates at any time; venue, tiers and seat map only
     while no seat is locked or sold.
 
     All in one transaction that holds the event's row lock, which conflicts with the key-share
     lock a booking insert takes, so no booking slips in while the seat map is replaced. A new
-    seat map retires the event's live seat actor, which holds the old one.
+    seat map retires the event's live seat actor, which holds the old one. A change that opens
+    the sale now (`salesStartAt` cleared or moved to the past), or a new seat map of a sale that
+    is open, warms the event's seat actor in the background, as a creation does.
 
     Args:
         event_id: The event.
@@ -169,6 +172,7 @@ async def update_event(
         db: Where events are kept.
         inventories: The live seat actors.
         seats_per_row: Row width when the seats are generated from the tiers.
+        clock: The current time (whether the sale is open after the change).
 
     Raises:
         EventNotFound: No such event.
@@ -179,6 +183,7 @@ async def update_event(
         CapacityExceeded: The tiers hold more seats than the (new) venue.
     """
     seat_map_changed = False
+    now = clock()
     async with db.session() as s, s.transaction():
         if not await s.catalog.lock_event(event_id):
             raise EventNotFound(f"Event {event_id} does not exist")
@@ -221,6 +226,10 @@ async def update_event(
             seats = layout(tiers, changes.seat_map, seats_per_row=seats_per_row)
             await s.catalog.replace_seat_map(event_id=event_id, tiers=tiers, seats=seats)
             seat_map_changed = True
+        was_open = event.sales_start_at is None or event.sales_start_at <= now
+        open_now = (sales_start_at is None or sales_start_at <= now) and starts_at > now
     if seat_map_changed:
         # The live actor holds the old map; nothing is locked or sold, so it can simply go.
         await inventories.retire(event_id)
+    if open_now and (seat_map_changed or not was_open):
+        inventories.warm_soon(event_id)  # a later opening is the warmer's

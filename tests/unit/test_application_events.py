@@ -174,7 +174,12 @@ async def test_update_changes_only_the_fields_given() -> None:
     before = db.state.events[event_id]
     inventories = FakeInventories()
     await update_event(
-        event_id, EventChanges(name="Renamed"), db=db, inventories=inventories, seats_per_row=ROW
+        event_id,
+        EventChanges(name="Renamed"),
+        db=db,
+        inventories=inventories,
+        seats_per_row=ROW,
+        clock=FixedClock(),
     )
     after = db.state.events[event_id]
     assert after.name == "Renamed"
@@ -192,7 +197,14 @@ async def test_update_may_change_name_and_dates_of_an_event_with_bookings() -> N
     db.state.active_bookings.add(event_id)
     later = db.state.events[event_id].starts_at + timedelta(days=1)
     changes = EventChanges(name="Moved", starts_at=later, ends_at=later + timedelta(hours=1))
-    await update_event(event_id, changes, db=db, inventories=FakeInventories(), seats_per_row=ROW)
+    await update_event(
+        event_id,
+        changes,
+        db=db,
+        inventories=FakeInventories(),
+        seats_per_row=ROW,
+        clock=FixedClock(),
+    )
     assert db.state.events[event_id].starts_at == later
 
 
@@ -205,6 +217,7 @@ async def test_update_refuses_an_unknown_event() -> None:
             db=db,
             inventories=FakeInventories(),
             seats_per_row=ROW,
+            clock=FixedClock(),
         )
 
 
@@ -218,6 +231,7 @@ async def test_update_refuses_an_end_before_the_existing_start() -> None:
             db=db,
             inventories=FakeInventories(),
             seats_per_row=ROW,
+            clock=FixedClock(),
         )
 
 
@@ -230,6 +244,7 @@ async def test_update_refuses_an_unknown_venue() -> None:
             db=db,
             inventories=FakeInventories(),
             seats_per_row=ROW,
+            clock=FixedClock(),
         )
 
 
@@ -252,7 +267,9 @@ async def test_update_refuses_layout_changes_once_seats_are_locked_or_sold(
     before = db.state.events[event_id]
     inventories = FakeInventories()
     with pytest.raises(EventHasBookings):
-        await update_event(event_id, changes, db=db, inventories=inventories, seats_per_row=ROW)
+        await update_event(
+            event_id, changes, db=db, inventories=inventories, seats_per_row=ROW, clock=FixedClock()
+        )
     assert db.state.events[event_id] == before and inventories.retired == []
 
 
@@ -261,7 +278,12 @@ async def test_update_replaces_the_seat_map_and_retires_the_live_seat_actor() ->
     inventories = FakeInventories()
     tiers = [TicketTier("FLOOR", 4000, "GBP", 12)]
     await update_event(
-        event_id, EventChanges(tiers=tiers), db=db, inventories=inventories, seats_per_row=ROW
+        event_id,
+        EventChanges(tiers=tiers),
+        db=db,
+        inventories=inventories,
+        seats_per_row=ROW,
+        clock=FixedClock(),
     )
     assert db.state.events[event_id].tiers == tiers
     assert [s.id for s in db.state.seats[event_id]][-1] == "seat_B2"
@@ -273,7 +295,12 @@ async def test_update_moves_the_event_to_another_venue() -> None:
     other = db.add_venue(name="Other")
     inventories = FakeInventories()
     await update_event(
-        event_id, EventChanges(venue_id=other.id), db=db, inventories=inventories, seats_per_row=ROW
+        event_id,
+        EventChanges(venue_id=other.id),
+        db=db,
+        inventories=inventories,
+        seats_per_row=ROW,
+        clock=FixedClock(),
     )
     assert db.state.events[event_id].venue_name == "Other"
     assert inventories.retired == []  # the seats stay as they are
@@ -288,6 +315,7 @@ async def test_update_refuses_tiers_the_venue_cannot_hold() -> None:
             db=db,
             inventories=FakeInventories(),
             seats_per_row=ROW,
+            clock=FixedClock(),
         )
 
 
@@ -301,6 +329,7 @@ async def test_update_refuses_bad_tiers_and_seat_maps() -> None:
             db=db,
             inventories=FakeInventories(),
             seats_per_row=ROW,
+            clock=FixedClock(),
         )
     with pytest.raises(ValidationFailed, match="seatMap"):
         await update_event(
@@ -309,6 +338,7 @@ async def test_update_refuses_bad_tiers_and_seat_maps() -> None:
             db=db,
             inventories=FakeInventories(),
             seats_per_row=ROW,
+            clock=FixedClock(),
         )
 
 
@@ -319,7 +349,12 @@ async def test_a_refused_update_changes_nothing() -> None:
     changes = EventChanges(name="Half-done", seat_map=[ExplicitRow("A", "VIP", 3)])
     with pytest.raises(ValidationFailed):
         await update_event(
-            event_id, changes, db=db, inventories=FakeInventories(), seats_per_row=ROW
+            event_id,
+            changes,
+            db=db,
+            inventories=FakeInventories(),
+            seats_per_row=ROW,
+            clock=FixedClock(),
         )
     assert db.state.events[event_id] == before
 
@@ -336,3 +371,27 @@ async def test_a_sale_that_opens_later_is_not_warmed_at_creation() -> None:
         inventories=seat_actors,
     )
     assert seat_actors.warmed == []  # the warmer starts it ahead of the opening
+
+
+async def test_an_update_that_opens_the_sale_warms_the_seat_actor() -> None:
+    db, event_id = _with_event()
+    seat_actors = FakeInventories()
+    later = EventChanges(sales_start_at=NOW + timedelta(days=1))
+    await update_event(
+        event_id, later, db=db, inventories=seat_actors, seats_per_row=ROW, clock=FixedClock()
+    )
+    assert seat_actors.warmed == []  # the sale closed until tomorrow: the warmer's job then
+    renamed = EventChanges(name="Renamed")
+    await update_event(
+        event_id, renamed, db=db, inventories=seat_actors, seats_per_row=ROW, clock=FixedClock()
+    )
+    assert seat_actors.warmed == []  # still closed
+    opened = EventChanges(clear_sales_start=True)
+    await update_event(
+        event_id, opened, db=db, inventories=seat_actors, seats_per_row=ROW, clock=FixedClock()
+    )
+    assert seat_actors.warmed == [event_id]  # opened now: warmed at once
+    await update_event(
+        event_id, renamed, db=db, inventories=seat_actors, seats_per_row=ROW, clock=FixedClock()
+    )
+    assert seat_actors.warmed == [event_id]  # a rename of an open sale starts nothing new
