@@ -12,6 +12,7 @@ NAMESPACE = "ticketflow"
 PAYMENT_ACTOR = "payment-gateway"
 DIRECTORY_ACTOR = "seat-actor-directory"
 NOTIFIER_ACTOR = "notifier"
+ADMITTER_ACTOR = "waiting-room-admitter"
 
 
 def seat_actor_name(event_id: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
@@ -229,3 +230,43 @@ async def seat_prices(conn: Conn, event_id: str, seat_ids: list[str]) -> dict[st
 
 async def seat_ids_of(conn: Conn, event_id: str) -> list[str]:
     return [r["seat_id"] for r in await conn.fetch(q.SELECT_SEAT_IDS_OF_EVENT, event_id)]
+
+
+@dataclass(frozen=True)
+class RoomSale:
+    """An open sale with a waiting room, as the admitter sees it each tick."""
+
+    event_id: str
+    sales_start_at: datetime | None
+    admit_per_minute: int | None  # None: auto
+    seats: int
+    sold: int  # seats with an active sale
+    confirmed: int  # bookings holding those sales
+    locked: int  # seats under a live lock of a PENDING booking
+    in_flight: int  # PENDING bookings
+
+    @property
+    def seats_left(self) -> int:
+        return max(0, self.seats - self.sold - self.locked)
+
+    @property
+    def sold_out(self) -> bool:
+        """Every seat is sold (a locked seat may still come back; a sold one only by a refund)."""
+        return self.sold >= self.seats
+
+
+async def room_sales(conn: Conn, *, now: datetime, limit: int) -> list[RoomSale]:
+    """The open sales with a waiting room (the soonest events first), with their counts."""
+    return [
+        RoomSale(
+            event_id=r["id"],
+            sales_start_at=r["sales_start_at"],
+            admit_per_minute=r["admit_per_minute"],
+            seats=r["seats"],
+            sold=r["sold"],
+            confirmed=r["confirmed"],
+            locked=r["locked"],
+            in_flight=r["in_flight"],
+        )
+        for r in await conn.fetch(q.SELECT_ROOM_SALES, now, limit)
+    ]
