@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,7 +18,9 @@ import asyncpg
 import httpx
 import redis.asyncio as aioredis
 
+from actors.admitter import AdmitterClient
 from domain.admission import AdmissionTokens, admission_key
+from domain.admission_rate import START_PER_MINUTE
 from storage.waiting_room import WaitingRoom
 from tests.helpers import assert_error, auth, create_event, iso, new_user, wait_final
 from tests.waiting import wait_until
@@ -497,3 +500,49 @@ async def test_a_sold_out_event_closes_its_room_and_waiters_read_closed(
     assert_error(await _join(http, latecomer, event["id"]), 409, "WAITING_ROOM_CLOSED")
     # The admitted buyer's place still says so.
     assert (await _place(http, buyer, bought))["status"] == "ADMITTED"
+
+
+async def test_the_admitter_paces_auto_rooms_from_the_start_rate_and_fixed_ones_at_theirs(
+    http: httpx.AsyncClient, admin_token: str
+) -> None:
+    auto = await _room_event(http, admin_token, rate="auto", opens_in=-1, seats=2)
+    fixed = await _room_event(http, admin_token, rate=90, opens_in=-1, seats=2)
+    token, _ = await new_user(http)
+    ticket = (await _join(http, token, auto["id"])).json()["ticket"]
+
+    report = await AdmitterClient().tick_once()
+
+    assert report.rates[auto["id"]] == START_PER_MINUTE
+    assert report.rates[fixed["id"]] == 90
+    place = await _place(http, token, ticket)
+    assert place["status"] in {"QUEUED", "ADMITTED"}
+
+
+async def test_waiting_room_metrics_reach_the_prometheus_endpoint(
+    http: httpx.AsyncClient, admin_token: str
+) -> None:
+    import ray
+
+    event = await _room_event(http, admin_token, rate=600, opens_in=-1, seats=2)
+    token, _ = await new_user(http)
+    ticket = (await _join(http, token, event["id"])).json()["ticket"]
+    await _until_status(http, token, ticket, "ADMITTED")
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    wanted = (
+        "ray_ticketflow_waiting_room_admitted_total",
+        "ray_ticketflow_waiting_room_time_in_queue_seconds_count",
+        "ray_ticketflow_waiting_room_queue_length",
+    )
+
+    async def missing() -> list[str]:
+        async with httpx.AsyncClient(timeout=5.0) as scraper:
+            body = (await scraper.get(f"http://127.0.0.1:{port}/metrics")).text
+        return [name for name in wanted if not re.search(rf"^{name}[{{ ]", body, re.M)]
+
+    await wait_until(
+        missing,
+        until=lambda gone: not gone,
+        timeout=45,
+        interval=1.0,
+        what="the waiting room's series on Ray's metrics endpoint (value: the ones missing)",
+    )
