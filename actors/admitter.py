@@ -74,6 +74,7 @@ class Admitter:
                 self._redis, admission_window_seconds=settings.admission_token_ttl_seconds
             )
         )
+        self._window = settings.admission_token_ttl_seconds
         self._auto: dict[str, AutoRate] = {}
         self._loop = asyncio.get_running_loop().create_task(self._run())
 
@@ -97,7 +98,7 @@ class Admitter:
         pool = await self._pool.get()
         async with pool.acquire() as conn:
             sales = await catalog_repository.room_sales(
-                conn, now=datetime.now(UTC), limit=MAX_ROOMS
+                conn, now=datetime.now(UTC), limit=MAX_ROOMS, window_seconds=self._window
             )
         report.rooms = len(sales)
         for sale in sales:
@@ -129,7 +130,7 @@ class Admitter:
         admitted = await room.admit_paced(
             event_id=event_id,
             pacer=AdmissionPacer(rate),
-            seats_left=sale.seats_left,
+            seats_left=sale.seats_for_pacing,
             max_batch=MAX_BATCH,
             now=now,
         )

@@ -546,3 +546,28 @@ async def test_waiting_room_metrics_reach_the_prometheus_endpoint(
         interval=1.0,
         what="the waiting room's series on Ray's metrics endpoint (value: the ones missing)",
     )
+
+
+async def test_buyers_who_booked_are_not_counted_twice_against_the_seats_left(
+    http: httpx.AsyncClient, admin_token: str
+) -> None:
+    # Six seats, two a booking, one admission a second. Once two buyers have bought four seats,
+    # two seats are left for the third: counting the two buyers both as sold seats and as admitted
+    # buyers holding a seat would leave 6 - 4 - 2 = 0 and keep the third out for the whole window.
+    event = await _room_event(http, admin_token, rate=60, opens_in=-1, seats=6)
+    buyers = [await new_user(http) for _ in range(3)]
+    tickets = [(await _join(http, t, event["id"])).json()["ticket"] for t, _ in buyers]
+
+    for (token, _), ticket, seats in zip(
+        buyers[:2], tickets[:2], (["seat_A1", "seat_A2"], ["seat_A3", "seat_A4"]), strict=True
+    ):
+        admitted = await _until_status(http, token, ticket, "ADMITTED")
+        r = await http.post(
+            "/api/bookings",
+            headers={**auth(token), "X-Admission-Token": admitted["admissionToken"]},
+            json={"eventId": event["id"], "seatIds": seats, "paymentMethod": PAY},
+        )
+        assert (await wait_final(http, token, r.json()["bookingId"]))["status"] == "CONFIRMED"
+
+    third = await _until_status(http, buyers[2][0], tickets[2], "ADMITTED", timeout=10)
+    assert third["admissionToken"]
