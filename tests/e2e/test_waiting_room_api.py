@@ -22,7 +22,16 @@ from actors.admitter import AdmitterClient
 from domain.admission import AdmissionTokens, admission_key
 from domain.admission_rate import START_PER_MINUTE
 from storage.waiting_room import WaitingRoom
-from tests.helpers import assert_error, auth, create_event, iso, new_user, wait_final
+from tests.helpers import (
+    assert_error,
+    auth,
+    create_event,
+    iso,
+    kill_gateway_replica,
+    new_user,
+    wait_final,
+    wait_healthy,
+)
 from tests.waiting import wait_until
 
 PAY = {"type": "card", "token": "pm_card_visa"}
@@ -571,3 +580,31 @@ async def test_buyers_who_booked_are_not_counted_twice_against_the_seats_left(
 
     third = await _until_status(http, buyers[2][0], tickets[2], "ADMITTED", timeout=10)
     assert third["admissionToken"]
+
+
+async def test_a_gateway_replica_restart_keeps_everyones_place(
+    http: httpx.AsyncClient, admin_token: str
+) -> None:
+    event = await _room_event(http, admin_token, rate=1, opens_in=-1, seats=5)
+    buyers = [await new_user(http) for _ in range(3)]
+    tickets = [(await _join(http, t, event["id"])).json()["ticket"] for t, _ in buyers]
+    before = [await _place(http, t, ticket) for (t, _), ticket in zip(buyers, tickets, strict=True)]
+
+    await asyncio.to_thread(kill_gateway_replica)
+    await wait_healthy(http, timeout=90, what="the API to come back with a new Gateway replica")
+
+    async def places() -> list[dict[str, Any]]:
+        return [
+            await _place(http, t, ticket) for (t, _), ticket in zip(buyers, tickets, strict=True)
+        ]
+
+    # A pooled connection to the killed replica may still fail once: "not yet".
+    after = await wait_until(
+        places,
+        timeout=30,
+        what="the places through the new replica",
+        ignoring=(httpx.TransportError,),
+    )
+    assert [p["position"] for p in after] == [p["position"] for p in before] == [1, 2, 3]
+    again = await _join(http, buyers[1][0], event["id"])
+    assert again.status_code == 200 and again.json()["ticket"] == tickets[1]
