@@ -36,9 +36,15 @@ SEAT_ACTOR_STARTS = PREFIX + "seat_actor_starts_total"
 PAYMENTS = PREFIX + "payments_total"
 EMAILS = PREFIX + "emails_total"
 RATE_LIMITED = PREFIX + "rate_limited_total"
+QUEUE_LENGTH = PREFIX + "waiting_room_queue_length"
+ADMITTED = PREFIX + "waiting_room_admitted_total"
+TIME_IN_QUEUE = PREFIX + "waiting_room_time_in_queue_seconds"
 
 # Saga steps are actor hops (~1-2 ms), Postgres writes (~1-5 ms) and card charges (~0.3-3 s).
 SAGA_STEP_BOUNDARIES = [0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
+# From a few seconds (a room that keeps up) to hours (a big on-sale's back of the line).
+TIME_IN_QUEUE_BOUNDARIES = [1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0]
+BOUNDARIES = {TIME_IN_QUEUE: TIME_IN_QUEUE_BOUNDARIES}
 MAX_LABEL_VALUES = 32
 MAX_LABEL_LENGTH = 48
 OTHER = "other"
@@ -70,6 +76,17 @@ _SPECS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     PAYMENTS: ("counter", "Card payment outcomes (charges and refunds).", ("outcome",)),
     EMAILS: ("counter", "Email delivery outcomes.", ("outcome",)),
     RATE_LIMITED: ("counter", "Requests refused by a rate limit, by route class.", ("kind",)),
+    QUEUE_LENGTH: (
+        "gauge",
+        "Buyers waiting in the waiting rooms of all events on sale (not yet admitted).",
+        (),
+    ),
+    ADMITTED: ("counter", "Buyers admitted from a waiting room (rate: admitted per second).", ()),
+    TIME_IN_QUEUE: (
+        "histogram",
+        "Time from joining a waiting room to being admitted, in seconds.",
+        (),
+    ),
 }
 
 _lock = threading.Lock()
@@ -96,7 +113,10 @@ def _create(name: str) -> Any:
         return ray_metrics.Counter(name, description=description, tag_keys=tag_keys)
     if kind == "histogram":
         return ray_metrics.Histogram(
-            name, description=description, boundaries=SAGA_STEP_BOUNDARIES, tag_keys=tag_keys
+            name,
+            description=description,
+            boundaries=BOUNDARIES.get(name, SAGA_STEP_BOUNDARIES),
+            tag_keys=tag_keys,
         )
     return ray_metrics.Gauge(name, description=description, tag_keys=tag_keys)
 
@@ -189,6 +209,20 @@ def record_email(outcome: str, count: int = 1) -> None:
 def record_rate_limited(kind: str) -> None:
     """A request refused by a rate limit; kind: the route class (login, register, booking, ...)."""
     _record(RATE_LIMITED, "inc", 1.0, {"kind": kind})
+
+
+def set_queue_length(waiting: int) -> None:
+    """How many buyers wait in all waiting rooms now (set by the one admitter each tick)."""
+    _record(QUEUE_LENGTH, "set", float(max(0, waiting)))
+
+
+def record_admitted(times_in_queue: list[float]) -> None:
+    """Buyers admitted from a waiting room, with how long each waited (seconds)."""
+    if not times_in_queue:
+        return
+    _record(ADMITTED, "inc", float(len(times_in_queue)))
+    for seconds in times_in_queue:
+        _record(TIME_IN_QUEUE, "observe", max(0.0, float(seconds)))
 
 
 def _reset_for_tests() -> None:

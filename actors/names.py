@@ -13,6 +13,7 @@ PAYMENT_ACTOR = "payment-gateway"
 DIRECTORY_ACTOR = "seat-actor-directory"
 NOTIFIER_ACTOR = "notifier"
 WARMER_ACTOR = "seat-actor-warmer"
+ADMITTER_ACTOR = "waiting-room-admitter"
 
 
 def seat_actor_name(event_id: str) -> str:

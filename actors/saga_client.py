@@ -12,6 +12,7 @@ from typing import Any
 from ray.actor import ActorHandle
 
 from actors import factory
+from actors.admitter import AdmitterClient
 from actors.booking_saga import BookingSaga
 from actors.clients import DirectoryClient, NotifierClient, PaymentClient, call_with_retries
 from actors.names import saga_actor_name
@@ -94,9 +95,11 @@ class BookingSagaClient:
 
 
 def start_service_actors() -> None:
-    """Creates the fixed actors at start-up, so recovery of unfinished sagas begins at once."""
+    """Creates the fixed actors at start-up, so recovery of unfinished sagas begins at once (and
+    the waiting rooms' admitter begins its rounds)."""
     DirectoryClient().start()
     PaymentClient().start()
     NotifierClient().start()
     BookingSagaClient().start()
     start_warmer()
+    AdmitterClient().start()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import Depends, FastAPI
 
-from api import routes_bookings, routes_catalog, routes_system, routes_users
+from api import routes_bookings, routes_catalog, routes_queue, routes_system, routes_users
 from api.deps import limit_by_ip
 from api.http import CorsMiddleware, RequestContextMiddleware, install_error_handlers
 from api.routes_system import VERSION
@@ -37,7 +37,7 @@ def create_app() -> FastAPI:
     app.add_middleware(RequestContextMiddleware)
     # Every request is matched against the routes in order: the on-sale's hot routes come early.
     app.include_router(routes_system.router)
-    for module in (routes_bookings, routes_users, routes_catalog):
+    for module in (routes_bookings, routes_queue, routes_users, routes_catalog):
         app.include_router(module.router, dependencies=[Depends(limit_by_ip)])
     app.include_router(routes_system.notifications)  # limited per address by its own router
     return app

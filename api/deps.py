@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Annotated
+from typing import Annotated, Any
 
 import asyncpg
+import redis.asyncio as aioredis
 from fastapi import Depends, Request
 
 from actors.clients import SeatInventoryClient
@@ -17,10 +18,14 @@ from api.booking_waiters import BookingWaiters
 from api.ratelimit import Limit, RateLimiter
 from config.settings import Settings, get_settings
 from domain.admission import AdmissionTokens, admission_key
-from domain.errors import Forbidden, Unauthorized
+from domain.errors import Forbidden, ServiceUnavailable, Unauthorized
 from domain.users import Role
 from storage import user_repository
 from storage.pool import LazyPool, require_database_url
+from storage.waiting_room import WaitingRoom
+
+# A place read is one small script: a Redis that does not answer in this long is down for us.
+WAITING_ROOM_REDIS_TIMEOUT = 2.0
 
 
 @dataclass
@@ -35,6 +40,8 @@ class Services:
     # working, and a demoted admin's loses its powers, within auth_user_cache_seconds.
     _known_users: dict[str, tuple[Role, float]] = field(default_factory=dict)
     _waiters: BookingWaiters | None = None
+    _room: WaitingRoom | None = None
+    _room_redis: aioredis.Redis[Any] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
@@ -111,6 +118,28 @@ class Services:
             self._pool = LazyPool(self.settings)
         return await self._pool.get()
 
+    def waiting_room(self) -> WaitingRoom:
+        """The replica's handle on the events' waiting rooms in Redis (docs/waiting-room.md).
+
+        Raises:
+            ServiceUnavailable: no Redis is configured (the queue lives there).
+        """
+        if self._room is None:
+            url = self.settings.redis_url
+            if not url:
+                raise ServiceUnavailable("The waiting room needs Redis, and none is configured")
+            self._room_redis = aioredis.from_url(
+                url,
+                socket_timeout=WAITING_ROOM_REDIS_TIMEOUT,
+                socket_connect_timeout=WAITING_ROOM_REDIS_TIMEOUT,
+            )
+            # Admitted buyers hold their place against the seats for as long as their token lives.
+            self._room = WaitingRoom(
+                self._room_redis,
+                admission_window_seconds=self.settings.admission_token_ttl_seconds,
+            )
+        return self._room
+
     def booking_waiters(self) -> BookingWaiters:
         """The replica's `Prefer: wait` requests; its Postgres listener starts on the first wait."""
         if self._waiters is None:
@@ -144,6 +173,8 @@ class Services:
             await self._waiters.close()
         if self._pool is not None:
             await self._pool.close()
+        if self._room_redis is not None:
+            await self._room_redis.aclose()  # type: ignore[attr-defined]
         await self.limiter.close()
 
 

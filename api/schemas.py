@@ -1,6 +1,6 @@
 """Request and response models of the public API (field names as api-reference.txt gives them).
 
-Why ~430 lines in one module: one short model per request and response shape of the reference,
+Why ~490 lines in one module: one short model per request and response shape of the reference,
 kept in one place that reads side by side with api-reference.txt.
 """
 
@@ -367,6 +367,28 @@ class InventoryResponse(BaseModel):
     onSale: bool
     seats: list[InventorySeat]
     summary: InventorySummary
+
+
+# -- the waiting room -----------------------------------------------------------------------------
+class QueuePlace(BaseModel):
+    """A buyer's place in an event's waiting room (docs/waiting-room.md)."""
+
+    ticket: str
+    eventId: str
+    status: Literal["WAITING", "QUEUED", "ADMITTED", "CLOSED"] = Field(
+        description="WAITING: before the opening (in the lottery, no position yet); QUEUED: in "
+        "line; ADMITTED: may book with `admissionToken` until `admissionExpiresAt`; CLOSED: sold out"
+    )
+    position: int | None = Field(default=None, description="1-based, while QUEUED")
+    ahead: int | None = Field(default=None, description="people ahead, while QUEUED")
+    waiting: int = Field(description="people in line (not yet admitted)")
+    estimatedWaitSeconds: int | None = Field(
+        default=None, description="at the current admission rate, while QUEUED"
+    )
+    admissionToken: str | None = Field(
+        default=None, description="once ADMITTED: send it as X-Admission-Token when booking"
+    )
+    admissionExpiresAt: UtcTime | None = None
 
 
 # -- bookings -----------------------------------------------------------------------------------

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import log, run_async
-from benchmarks.onsale import SetupError, report_markdown, run_onsale
+from benchmarks.onsale import OnsaleConfig, SetupError, report_markdown, run_onsale
 from benchmarks.options import (
     add_lock_options,
     add_onsale_options,
     add_pretix_options,
+    add_queue_options,
     onsale_config,
     positive_int,
     server_env_option,
@@ -36,6 +37,8 @@ def _write_json(path: str | None, data: Any) -> None:
 
 def cmd_onsale(args: argparse.Namespace) -> int:
     config = onsale_config(args, args.url)
+    if args.queue:
+        return cmd_onsale_queue(args, config)
     try:
         report = run_async(run_onsale(config))
     except SetupError as exc:
@@ -44,6 +47,25 @@ def cmd_onsale(args: argparse.Namespace) -> int:
     _write_json(args.json, report)
     print(report_markdown(report))
     return 0 if report["checks"]["passed"] else 1
+
+
+def cmd_onsale_queue(args: argparse.Namespace, config: OnsaleConfig) -> int:
+    from benchmarks.queue import QueueConfig, passed, queue_markdown, run_queue_onsale
+
+    queue = QueueConfig(
+        buyers=args.queue,
+        admit_per_minute=args.admit_per_minute,
+        baseline_concurrency=args.baseline_concurrency,
+        baseline=not args.no_baseline,
+    )
+    try:
+        report = run_async(run_queue_onsale(config, queue))
+    except SetupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    _write_json(args.json, report)
+    print(queue_markdown(report))
+    return 0 if passed(report) else 1
 
 
 def cmd_locks(args: argparse.Namespace) -> int:
@@ -74,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Create an event, release buyers at once, report speed and correctness.",
     )
     add_onsale_options(onsale, url_required=True)
+    add_queue_options(onsale)
     onsale.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH")
     onsale.set_defaults(func=cmd_onsale)
 

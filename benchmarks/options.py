@@ -326,3 +326,32 @@ def add_pretix_options(p: argparse.ArgumentParser) -> None:
         default=DEFAULT_WORKERS,
         help="gunicorn sync workers, as pretix's installation guide runs it (default: %(default)s)",
     )
+
+
+def add_queue_options(p: argparse.ArgumentParser) -> None:
+    """`bench onsale --queue N`: the same sale behind the waiting room (benchmarks/queue.py)."""
+    g = p.add_argument_group("waiting room (issue 15)")
+    g.add_argument(
+        "--queue",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="put N buyers (each a user of its own; replaces --buyers and --attempts) in the "
+        "event's waiting room, admit them, book with their admission tokens, then run the same "
+        "sale without the room, unloaded, for comparison",
+    )
+    g.add_argument(
+        "--admit-per-minute",
+        type=positive_int,
+        default=None,
+        help="the room's admission rate (default: auto)",
+    )
+    g.add_argument(
+        "--baseline-concurrency",
+        type=positive_int,
+        default=4,
+        help="buyers at once in the unloaded reference sale (default: %(default)s)",
+    )
+    g.add_argument(
+        "--no-baseline", action="store_true", help="skip the reference sale without the room"
+    )

@@ -157,6 +157,27 @@ class AdmissionForAnotherEvent(AdmissionRequired):
     default_message = "The admission token is for another event"
 
 
+class QueueTicketNotFound(NotFound):
+    """No such queue ticket, or another user's (never reveal that it exists)."""
+
+    code = "QUEUE_TICKET_NOT_FOUND"
+    default_message = "Queue ticket does not exist"
+
+
+class WaitingRoomNotEnabled(TicketFlowError):
+    code = "WAITING_ROOM_NOT_ENABLED"
+    http_status = 409
+    default_message = "This event has no waiting room; book directly"
+
+
+class WaitingRoomClosed(TicketFlowError):
+    """The event's waiting room closed (sold out): nobody else gets in."""
+
+    code = "WAITING_ROOM_CLOSED"
+    http_status = 409
+    default_message = "The waiting room is closed: the event is sold out"
+
+
 class RefundFailed(TicketFlowError):
     code = "REFUND_FAILED"
     http_status = 502

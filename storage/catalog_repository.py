@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -243,3 +244,62 @@ async def sales_opening(
     have not started), the earliest opening first."""
     rows = await conn.fetch(q.SELECT_SALES_OPENING, now, lead, hot, limit)
     return [r["id"] for r in rows]
+
+
+@dataclass(frozen=True)
+class RoomSale:
+    """An open sale with a waiting room, as the admitter sees it each tick."""
+
+    event_id: str
+    sales_start_at: datetime | None
+    admit_per_minute: int | None  # None: auto
+    seats: int
+    sold: int  # seats with an active sale
+    confirmed: int  # bookings holding those sales
+    locked: int  # seats under a live lock of a PENDING booking
+    in_flight: int  # PENDING bookings
+    recent_buyers: int = 0  # distinct users whose bookings made in the window hold seats
+
+    @property
+    def seats_left(self) -> int:
+        return max(0, self.seats - self.sold - self.locked)
+
+    @property
+    def seats_for_pacing(self) -> int:
+        """The seats the pacer may count admitted buyers against.
+
+        The pacer keeps `holding` (buyers admitted within the admission window) at or below the
+        seats it is given. A buyer who has booked holds seats already (sold or locked, so no longer
+        in `seats_left`) and would be counted twice: the seats left plus the buyers who booked in
+        the window is what the admitted buyers who have not booked yet can still take. Without it
+        a sale of 2-seat bookings stalls once a third of its seats' worth of buyers is admitted.
+        """
+        return self.seats_left + self.recent_buyers
+
+    @property
+    def sold_out(self) -> bool:
+        """Every seat is sold (a locked seat may still come back; a sold one only by a refund)."""
+        return self.sold >= self.seats
+
+
+async def room_sales(
+    conn: Conn, *, now: datetime, limit: int, window_seconds: float
+) -> list[RoomSale]:
+    """The open sales with a waiting room (the soonest events first), with their counts;
+    `window_seconds`: the admission window (how far back `recent_buyers` looks)."""
+    return [
+        RoomSale(
+            event_id=r["id"],
+            sales_start_at=r["sales_start_at"],
+            admit_per_minute=r["admit_per_minute"],
+            seats=r["seats"],
+            sold=r["sold"],
+            confirmed=r["confirmed"],
+            locked=r["locked"],
+            in_flight=r["in_flight"],
+            recent_buyers=r["recent_buyers"],
+        )
+        for r in await conn.fetch(
+            q.SELECT_ROOM_SALES, now, limit, now - timedelta(seconds=window_seconds)
+        )
+    ]

@@ -135,6 +135,40 @@ FROM events e JOIN venues v ON v.id = e.venue_id
 WHERE e.venue_id = $1 AND e.starts_at >= $2
 ORDER BY e.starts_at, e.id
 LIMIT 100"""
+# The waiting rooms to tick (the admitter, every second): events with a room on whose sale is open
+# ($1 = now) and that have not started, with what the pacing needs: seats in all, sold (active
+# sales) and bookings confirmed (their distinct bookings), seats under a live lock, bookings in
+# flight (PENDING), and the buyers who booked since $3 (the start of the admission window: their
+# bookings made since then that hold seats, sold or under a live lock, by distinct user; a
+# booking not locked yet holds no seat, so its buyer still counts as holding one). Every part is a lookup in an index of its
+# own event (sales by event, PENDING bookings by event), the last one a primary-key join per sale.
+SELECT_ROOM_SALES = """
+SELECT e.id, e.sales_start_at, e.admit_per_minute,
+       (SELECT count(*) FROM seats s WHERE s.event_id = e.id) AS seats,
+       ss.sold, ss.confirmed, p.locked, p.in_flight, rb.recent_buyers
+FROM events e
+CROSS JOIN LATERAL (
+    SELECT count(*) AS sold, count(DISTINCT booking_id) AS confirmed
+    FROM seat_sales WHERE event_id = e.id AND released_at IS NULL
+) ss
+CROSS JOIN LATERAL (
+    SELECT count(*) AS in_flight,
+           coalesce(sum(cardinality(seat_ids)) FILTER (WHERE lock_expires_at > $1), 0) AS locked
+    FROM bookings WHERE event_id = e.id AND status = 'PENDING'
+) p
+CROSS JOIN LATERAL (
+    SELECT count(DISTINCT u.user_id) AS recent_buyers FROM (
+        SELECT b.user_id FROM seat_sales s JOIN bookings b ON b.id = s.booking_id
+        WHERE s.event_id = e.id AND s.released_at IS NULL AND b.created_at > $3
+        UNION ALL
+        SELECT b.user_id FROM bookings b
+        WHERE b.event_id = e.id AND b.status = 'PENDING' AND b.lock_expires_at > $1
+          AND b.created_at > $3
+    ) u
+) rb
+WHERE e.waiting_room AND e.starts_at > $1 AND (e.sales_start_at IS NULL OR e.sales_start_at <= $1)
+ORDER BY e.starts_at, e.id
+LIMIT $2"""
 
 # -- seat inventory (the seat actor's view) -----------------------------------------------------
 SELECT_SEAT_IDS_OF_EVENT = "SELECT seat_id FROM seats WHERE event_id = $1 ORDER BY position"

@@ -1,6 +1,6 @@
 """An event's waiting room in Redis: who waits, in which order, and who was admitted when.
 
-Why ~470 lines in one module: about half is the Lua scripts, each beside the method that runs it;
+Why ~490 lines in one module: about half is the Lua scripts, each beside the method that runs it;
 they share one key layout that must not drift apart.
 
 Every gateway replica shares it: a position read is one script call (EVALSHA), no actor, and
@@ -93,6 +93,7 @@ return {
   redis.call('ZRANK', KEYS[4], ARGV[1]) or -1,
   redis.call('ZCARD', KEYS[4]),
   redis.call('HGET', KEYS[3], ARGV[1]) or '',
+  redis.call('HGET', KEYS[1], 'rate') or '',
 }
 """
 
@@ -184,6 +185,7 @@ class Place:
     waiting: int  # how many are in line (not yet admitted)
     joined_at: float | None
     admitted_at: float | None
+    admit_per_minute: int | None = None  # the rate the admitter last used (None: not yet known)
 
 
 @dataclass(frozen=True)
@@ -329,7 +331,7 @@ class WaitingRoom:
         )
         if not raw:
             return None
-        user, state_text, admitted_at_text, rank_raw, waiting_raw, joined_text = raw
+        user, state_text, admitted_at_text, rank_raw, waiting_raw, joined_text, rate_text = raw
         state = QueueState(_text(state_text))
         admitted_at = _seconds(admitted_at_text)
         rank = int(rank_raw)
@@ -353,6 +355,7 @@ class WaitingRoom:
             waiting=int(waiting_raw),
             joined_at=_seconds(joined_text),
             admitted_at=admitted_at,
+            admit_per_minute=int(_text(rate_text)) if _text(rate_text) else None,
         )
 
     async def open(self, *, event_id: str, now: float | None = None) -> float | None:
@@ -465,6 +468,14 @@ class WaitingRoom:
             except AdmitConflict:
                 continue
         return []  # others are admitting right now; the next tick tries again
+
+    async def set_rate(self, *, event_id: str, per_minute: int) -> None:
+        """Records the rate the admitter admits at now, for the place reads' wait estimates."""
+        meta = self.keys(event_id)["meta"]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hset(meta, "rate", per_minute)
+            pipe.expire(meta, self._ttl)
+            await pipe.execute()
 
     async def delete(self, *, event_id: str) -> None:
         """Forgets the event's waiting room (after the sale; tests)."""

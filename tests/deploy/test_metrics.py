@@ -26,6 +26,8 @@ metrics.seat_actor_stopped()
 metrics.record_payment("succeeded")
 metrics.record_email("sent")
 metrics.record_rate_limited("login")
+metrics.set_queue_length(3)
+metrics.record_admitted([1.5, 20.0])
 assert metrics._metrics == {}, metrics._metrics
 """
 
@@ -85,7 +87,11 @@ def fake_ray(monkeypatch: pytest.MonkeyPatch) -> dict[str, FakeMetric]:
 
     def create(name: str) -> FakeMetric:
         kind, _description, tag_keys = metrics._SPECS[name]
-        boundaries = metrics.SAGA_STEP_BOUNDARIES if kind == "histogram" else None
+        boundaries = (
+            metrics.BOUNDARIES.get(name, metrics.SAGA_STEP_BOUNDARIES)
+            if kind == "histogram"
+            else None
+        )
         created[name] = FakeMetric(kind, name, tag_keys, boundaries)
         return created[name]
 
@@ -117,6 +123,9 @@ def test_every_helper_records_with_its_labels(fake_ray: dict[str, FakeMetric]) -
     metrics.record_payment("declined")
     metrics.record_email("retry")
     metrics.record_rate_limited("booking")
+    metrics.set_queue_length(42)
+    metrics.record_admitted([])  # nothing admitted this tick: nothing recorded
+    metrics.record_admitted([2.0, -0.5])
     calls = {name: m.calls for name, m in fake_ray.items()}
     assert calls[metrics.BOOKINGS] == [
         ("inc", 1.0, {"status": "FAILED", "reason": "PAYMENT_DECLINED"}),
@@ -132,6 +141,10 @@ def test_every_helper_records_with_its_labels(fake_ray: dict[str, FakeMetric]) -
     assert calls[metrics.EMAILS] == [("inc", 1.0, {"outcome": "retry"})]
     assert calls[metrics.RATE_LIMITED] == [("inc", 1.0, {"kind": "booking"})]
     assert fake_ray[metrics.SAGA_STEP_SECONDS].boundaries == sorted(metrics.SAGA_STEP_BOUNDARIES)
+    assert calls[metrics.QUEUE_LENGTH] == [("set", 42.0, None)]
+    assert calls[metrics.ADMITTED] == [("inc", 2.0, None)]
+    assert calls[metrics.TIME_IN_QUEUE] == [("observe", 2.0, None), ("observe", 0.0, None)]
+    assert fake_ray[metrics.TIME_IN_QUEUE].boundaries == metrics.TIME_IN_QUEUE_BOUNDARIES
 
 
 def test_label_values_are_bounded(fake_ray: dict[str, FakeMetric]) -> None:

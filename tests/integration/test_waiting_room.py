@@ -404,3 +404,12 @@ async def test_paced_admission_stops_at_the_seats_left(room: WaitingRoom) -> Non
         event_id=event, pacer=pacer, seats_left=12, max_batch=100, now=T0 + 60 + 601
     )
     assert len(later) == 12
+
+
+async def test_the_admitters_rate_reaches_every_place_read(room: WaitingRoom) -> None:
+    event = _event()
+    joined = await room.join(event_id=event, user_id="usr_rate", now=T0, opens_at=T0)
+    assert (await room.place(joined.ticket)).admit_per_minute is None  # type: ignore[union-attr]
+    await room.set_rate(event_id=event, per_minute=240)
+    place = await room.place(joined.ticket)
+    assert place is not None and place.admit_per_minute == 240 and place.position == 1

@@ -1,0 +1,290 @@
+"""`bench onsale --queue N`: the on-sale behind the virtual waiting room (issue 15).
+
+1. Set-up, not timed: the on-sale's event and N buyers (`benchmarks.onsale`), then the event gets
+   a waiting room (`admitPerMinute`, or `auto`) and a `salesStartAt` an hour away; every buyer
+   joins the queue (all in the lottery), then the opening is moved to a few seconds from now.
+2. The queued phase, timed from the opening: each buyer polls its place (as a polite client:
+   every third of its estimated wait, between 0.5 and 10 s, with jitter) until ADMITTED or
+   CLOSED; an admitted buyer makes one on-sale attempt (`OnsaleRun.attempt`: pick seats, book
+   with its `X-Admission-Token`, poll to the end, retry on SEATS_UNAVAILABLE).
+3. The same checks as the on-sale (no seat sold twice, nothing stuck, no charge kept), then the
+   same sale without the room, with few buyers at once (the unloaded reference), for its p99.
+
+Reported: buyers admitted and the time to admit them (from the opening to the last admission,
+read from the tokens' `iat`), the room's closing, the booking path's p99 for the admitted buyers
+and the unloaded sale's, their ratio, 5xx answers and oversold seats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from benchmarks.common import fmt, log, markdown_table
+from benchmarks.httpclient import HttpClient, open_client
+from benchmarks.onsale import (
+    Buyer,
+    OnsaleConfig,
+    OnsaleRun,
+    SetupError,
+    drive,
+    iso_utc,
+    report_markdown,
+    run_onsale,
+)
+
+OPENING_LEAD_SECONDS = 3.0
+
+
+@dataclass
+class QueueConfig:
+    buyers: int  # N: every one joins the room, each a user of its own
+    admit_per_minute: int | None = None  # None: auto
+    baseline_concurrency: int = 4  # the unloaded reference sale's buyers at once
+    baseline: bool = True
+
+
+@dataclass
+class _QueueStats:
+    polls: int = 0
+    poll_errors: Counter[str] = field(default_factory=Counter)
+    admitted_iat: list[int] = field(default_factory=list)
+    closed: int = 0
+    opened_at: float = 0.0  # epoch seconds of salesStartAt
+
+
+def _token_iat(token: str) -> int | None:
+    """The admission time an admission token carries (its `iat`)."""
+    try:
+        body = token.split(".")[1]
+        payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        return int(payload["iat"])
+    except (IndexError, ValueError, KeyError, TypeError):
+        return None
+
+
+class QueuedOnsaleRun(OnsaleRun):
+    """The on-sale run with a waiting room in front of the booking path."""
+
+    def __init__(self, config: OnsaleConfig, client: HttpClient, queue: QueueConfig) -> None:
+        super().__init__(config, client)
+        self.queue = queue
+        self.qstats = _QueueStats()
+        self.tickets: dict[int, str] = {}
+        self._admission: dict[str, str] = {}  # buyer's bearer token -> admission token
+        self._booking_slots = asyncio.Semaphore(config.concurrency)
+        self._line: asyncio.Future[list[None]] | None = None
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str = "",
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        count: bool = True,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, Any, Mapping[str, str] | None]:
+        """As OnsaleRun.call, with the buyer's admission token on its bookings."""
+        if method == "POST" and path == "/api/bookings" and token in self._admission:
+            headers = {**(headers or {}), "X-Admission-Token": self._admission[token]}
+        return await super().call(
+            method, path, token=token, json=json, params=params, count=count, headers=headers
+        )
+
+    async def setup(self) -> dict[str, Any]:
+        setup = await super().setup()
+        t0 = time.perf_counter()
+        room = {
+            "enabled": True,
+            "admitPerMinute": self.queue.admit_per_minute or "auto",
+        }
+        later = iso_utc(datetime.now(UTC) + timedelta(hours=1))
+        await self._update_event({"waitingRoom": room, "salesStartAt": later})
+        sem = asyncio.Semaphore(self.cfg.setup_concurrency * 4)
+
+        async def join(buyer: Buyer) -> None:
+            async with sem:
+                status, body = await self.setup_call(
+                    "POST", f"/api/events/{self.event_id}/queue", token=buyer.token
+                )
+            if status not in (200, 201):
+                raise SetupError(f"joining the queue failed: {status} {body}")
+            self.tickets[buyer.index] = str(body["ticket"])
+
+        await asyncio.gather(*(join(b) for b in self.buyers))
+        opens = datetime.now(UTC) + timedelta(seconds=OPENING_LEAD_SECONDS)
+        await self._update_event({"salesStartAt": iso_utc(opens)})
+        # iso_utc drops the fraction: the opening is that whole second.
+        self.qstats.opened_at = float(int(opens.timestamp()))
+        return {
+            **setup,
+            "queue_joined": len(self.tickets),
+            "queue_setup_s": round(time.perf_counter() - t0, 2),
+        }
+
+    async def _update_event(self, changes: dict[str, Any]) -> None:
+        status, body = await self.setup_call(
+            "PUT", f"/api/events/{self.event_id}", token=self._admin_token, json=changes
+        )
+        if status != 200:
+            raise SetupError(f"updating the event failed: {status} {body}")
+
+    async def _wait_in_line(self, buyer: Buyer) -> None:
+        rng = random.Random(buyer.index)
+        ticket = self.tickets[buyer.index]
+        # Nobody is admitted before the opening: the first look is just after it.
+        await asyncio.sleep(max(0.0, self.qstats.opened_at - time.time()) + rng.uniform(0, 1))
+        while not self.stop.is_set():
+            self.qstats.polls += 1
+            status, body, _ = await self.call(
+                "GET", f"/api/queue/{ticket}", token=buyer.token, count=False
+            )
+            if status != 200 or not isinstance(body, dict):
+                self.qstats.poll_errors[str(status)] += 1
+                await asyncio.sleep(1.0)
+                continue
+            if body["status"] == "ADMITTED":
+                token = str(body["admissionToken"])
+                self._admission[buyer.token] = token
+                iat = _token_iat(token)
+                if iat is not None:
+                    self.qstats.admitted_iat.append(iat)
+                async with self._booking_slots:
+                    self.stats.attempts += 1
+                    await self.attempt(buyer)
+                return
+            if body["status"] == "CLOSED":
+                self.qstats.closed += 1
+                return
+            wait = float(body.get("estimatedWaitSeconds") or 2.0)
+            await asyncio.sleep(min(10.0, max(0.5, wait / 3)) * rng.uniform(0.7, 1.3))
+
+    async def worker(self) -> None:
+        """The phase's work: every buyer waits in line (the first worker runs them all, so the
+        on-sale's phase times and measures it; at most `concurrency` of them book at once)."""
+        if self._line is None:
+            self._line = asyncio.gather(*(self._wait_in_line(b) for b in self.buyers))
+            await self._line
+
+    async def booking_phase(self) -> dict[str, Any]:
+        results = await super().booking_phase()
+        q = self.qstats
+        admitted = sorted(q.admitted_iat)
+        results["queue"] = {
+            "buyers": len(self.buyers),
+            "admitted": len(admitted),
+            "closed_out": q.closed,
+            "time_to_admit_all_s": (admitted[-1] - q.opened_at) if admitted else None,
+            "place_reads": q.polls,
+            "place_read_errors": dict(q.poll_errors),
+        }
+        return results
+
+
+def server_errors(report: dict[str, Any]) -> int:
+    """5xx answers on the booking path and on place reads."""
+    r = report["results"]
+    booking = sum(n for k, n in r["errors"].items() if k[:1] == "5")
+    reads = sum(
+        n for k, n in r.get("queue", {}).get("place_read_errors", {}).items() if k[:1] == "5"
+    )
+    return int(booking + reads)
+
+
+async def run_queue_onsale(config: OnsaleConfig, queue: QueueConfig) -> dict[str, Any]:
+    """The queued sale, then (unless `queue.baseline` is off) the unloaded reference sale."""
+    # Long enough for everyone to be admitted at the configured rate (auto starts at 600 a minute).
+    admit_all = 60.0 * queue.buyers / (queue.admit_per_minute or 600)
+    config = replace(
+        config,
+        buyers=queue.buyers,
+        attempts=queue.buyers,
+        duration=max(config.duration, admit_all + 60.0),
+    )
+    config.validate()
+    client = open_client(
+        config.http_client,
+        config.url,
+        pool=max(config.concurrency, config.setup_concurrency) * 2 + 4,
+        timeout=config.request_timeout,
+    )
+    try:
+        run = QueuedOnsaleRun(config, client, queue)
+        report = await drive(
+            run, config, f"set-up ({config.seats} seats, {queue.buyers} buyers in the room)"
+        )
+    finally:
+        await client.aclose()
+    report["benchmark"] = "onsale-queue"
+    report["queue"] = {
+        "admit_per_minute": queue.admit_per_minute or "auto",
+        **report["results"]["queue"],
+        "server_errors": server_errors(report),
+    }
+    if queue.baseline:
+        log("onsale --queue: the same sale without the room, unloaded")
+        base_cfg = replace(
+            config,
+            buyers=max(1, queue.baseline_concurrency),
+            concurrency=queue.baseline_concurrency,
+            attempts=config.seats,
+            label=(config.label or config.url) + " (no room, unloaded)",
+        )
+        report["baseline"] = await run_onsale(base_cfg)
+    return report
+
+
+def _p99(report: dict[str, Any], key: str) -> float | None:
+    value = report["results"][key]["p99"]
+    return float(value) if value is not None else None
+
+
+def queue_markdown(report: dict[str, Any]) -> str:
+    q = report["queue"]
+    rows: list[tuple[str, Any]] = [
+        ("buyers in the room", q["buyers"]),
+        ("admission rate (per minute)", q["admit_per_minute"]),
+        ("admitted", q["admitted"]),
+        ("told CLOSED (sold out)", q["closed_out"]),
+        ("time to admit them (s, from the opening)", q["time_to_admit_all_s"]),
+        ("place reads", q["place_reads"]),
+        ("5xx answers (must be 0)", q["server_errors"]),
+        ("oversold seats (must be 0)", report["checks"].get("oversold_seats")),
+    ]
+    base = report.get("baseline")
+    for key, name in (("latency_202_ms", "202"), ("latency_e2e_confirmed_ms", "confirmed e2e")):
+        ours = _p99(report, key)
+        rows.append((f"{name} p99 (ms), admitted buyers", ours))
+        if base is not None:
+            ref = _p99(base, key)
+            rows.append((f"{name} p99 (ms), unloaded sale without the room", ref))
+            ratio = round(ours / ref, 2) if ours is not None and ref else None
+            rows.append((f"{name} p99 ratio (goal <= 1.5)", ratio))
+    text = (
+        f"### On-sale behind the waiting room: {report['label']}\n\n"
+        + markdown_table(["figure", "value"], [(n, fmt(v)) for n, v in rows])
+        + "\n\n"
+        + report_markdown(report)
+    )
+    if base is not None:
+        text += "\n" + report_markdown(base)
+    return text
+
+
+def passed(report: dict[str, Any]) -> bool:
+    base = report.get("baseline")
+    return (
+        bool(report["checks"]["passed"])
+        and report["queue"]["server_errors"] == 0
+        and (base is None or bool(base["checks"]["passed"]))
+    )

@@ -1,0 +1,41 @@
+"""A seconds-long run of `bench onsale --queue` against the real app, so that benchmark cannot rot."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.onsale import OnsaleConfig
+from benchmarks.queue import QueueConfig, passed, queue_markdown, run_queue_onsale
+from tests.helpers import ADMIN
+
+
+@pytest.mark.slow
+async def test_onsale_benchmark_behind_the_waiting_room(server: str) -> None:
+    config = OnsaleConfig(
+        url=server,
+        admin_email=ADMIN[0],
+        admin_password=ADMIN[1],
+        seats=12,
+        concurrency=8,
+        seats_per_booking=2,
+        retries=3,
+        duration=30,
+        grace=15,
+        setup_concurrency=4,
+        seed=5,
+        progress=False,
+        label="ticketflow",
+    )
+    queue = QueueConfig(buyers=10, admit_per_minute=1200, baseline_concurrency=2)
+
+    report = await run_queue_onsale(config, queue)
+
+    q = report["queue"]
+    assert q["buyers"] == 10 and q["admitted"] >= 6, q
+    assert q["server_errors"] == 0 and report["results"]["errors"] == {}, report["results"]
+    assert report["results"]["confirmed"] >= 6
+    # 1200 a minute is 20 a second: ten buyers are in within a couple of seconds of the opening.
+    assert q["time_to_admit_all_s"] is not None and q["time_to_admit_all_s"] <= 5
+    assert report["checks"]["oversold_seats"] == 0 and passed(report), report["checks"]
+    assert report["baseline"]["results"]["confirmed"] > 0
+    assert "p99 ratio" in queue_markdown(report)

@@ -1,0 +1,85 @@
+"""The auto admission rate (domain/admission_rate.py): a pure controller, driven by samples."""
+
+from __future__ import annotations
+
+import math
+
+from domain.admission_rate import (
+    ADJUST_SECONDS,
+    HEADROOM,
+    MAX_PER_MINUTE,
+    MIN_PER_MINUTE,
+    START_PER_MINUTE,
+    TARGET_LATENCY_SECONDS,
+    WINDOW_SECONDS,
+    AutoRate,
+    SaleSample,
+    ShopReading,
+    next_rate,
+)
+
+
+def _drive(auto: AutoRate, *, seconds: int, confirmed_per_second: float, in_flight: int) -> int:
+    """Feeds a steady shop for `seconds` (one sample a second, as the admitter ticks)."""
+    start = auto._samples[-1].at if auto._samples else 0.0
+    done = auto._samples[-1].confirmed if auto._samples else 0
+    rate = auto.per_minute
+    for t in range(1, seconds + 1):
+        rate = auto.observe(
+            SaleSample(
+                at=start + t,
+                confirmed=done + math.floor(confirmed_per_second * t),
+                in_flight=in_flight,
+            )
+        )
+    return rate
+
+
+def test_it_starts_at_the_documented_rate_and_holds_it_until_it_has_seen_half_a_window() -> None:
+    auto = AutoRate()
+    assert auto.per_minute == START_PER_MINUTE
+    rate = _drive(auto, seconds=int(WINDOW_SECONDS / 2) - 1, confirmed_per_second=0, in_flight=500)
+    assert rate == START_PER_MINUTE
+
+
+def test_an_overloaded_shop_halves_the_rate_down_to_the_floor() -> None:
+    auto = AutoRate()
+    # 200 in flight, 10 confirmed a second: 20 s a booking, four times the target.
+    rate = _drive(auto, seconds=8, confirmed_per_second=10, in_flight=200)
+    assert rate == START_PER_MINUTE // 2
+    rate = _drive(auto, seconds=60, confirmed_per_second=10, in_flight=200)
+    assert rate == MIN_PER_MINUTE
+
+
+def test_a_shop_that_confirms_nothing_while_bookings_wait_is_overloaded() -> None:
+    reading = ShopReading(confirmed_per_second=0.0, in_flight=3, latency_seconds=math.inf)
+    assert next_rate(1000, reading) == 500
+
+
+def test_a_healthy_shop_grows_the_rate_up_to_twice_what_it_confirms() -> None:
+    auto = AutoRate()
+    # 50 confirmed a second, 20 in flight: 0.4 s a booking. The cap is 2 x 3000 a minute.
+    rate = _drive(auto, seconds=120, confirmed_per_second=50, in_flight=20)
+    assert rate == HEADROOM * 50 * 60
+    # Confirmations fall to 10 a second: the rate follows them down.
+    rate = _drive(auto, seconds=30, confirmed_per_second=10, in_flight=2)
+    assert rate == HEADROOM * 10 * 60
+
+
+def test_the_rate_changes_at_most_once_per_adjustment_period() -> None:
+    auto = AutoRate()
+    rates = [_drive(auto, seconds=1, confirmed_per_second=10, in_flight=500) for _ in range(20)]
+    changes = sum(1 for a, b in zip(rates, rates[1:], strict=False) if a != b)
+    assert changes <= 20 / ADJUST_SECONDS + 1
+
+
+def test_growth_never_passes_the_ceiling_and_a_quiet_sale_settles_at_the_start_rate() -> None:
+    huge = ShopReading(confirmed_per_second=1e9, in_flight=0, latency_seconds=0.0)
+    assert next_rate(MAX_PER_MINUTE, huge) == MAX_PER_MINUTE
+    quiet = ShopReading(confirmed_per_second=0.0, in_flight=0, latency_seconds=0.0)
+    assert next_rate(10_000, quiet) == START_PER_MINUTE
+    assert next_rate(START_PER_MINUTE, quiet) == START_PER_MINUTE
+    at_target = ShopReading(
+        confirmed_per_second=100.0, in_flight=500, latency_seconds=TARGET_LATENCY_SECONDS
+    )
+    assert next_rate(1000, at_target) == 1200  # at the target, not above it: still healthy
