@@ -23,15 +23,13 @@ import argparse
 import asyncio
 import json
 import os
-import secrets
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import default_database_url, default_redis_url, log, markdown_table
+from benchmarks.checkout_server import start_server
+from benchmarks.common import default_database_url, default_redis_url, markdown_table
 from benchmarks.httpclient import HttpClient, open_client
 from benchmarks.onsale import OnsaleConfig, OnsaleRun, SetupError, drive
 from benchmarks.options import add_onsale_options, onsale_config, server_env_option
@@ -49,15 +47,10 @@ from benchmarks.proc_cpu import (
 )
 from benchmarks.pyspy import PySpy
 from benchmarks.services import (
-    APP_DATABASE_PREFIX,
     MARKER_VAR,
     PROJECT_ROOT,
     ServiceProcess,
-    start_service,
-    ticketflow_server_env,
-    with_database,
 )
-from supervision.ports import free_port
 
 
 class ServerScope:
@@ -102,6 +95,34 @@ class ServerScope:
         return None
 
 
+# Per-database counters of pg_stat_database: unlike CPU time they do not depend on what else the
+# machine runs, so a statement or an update saved shows there exactly.
+_DB_COUNTERS = ("xact_commit", "xact_rollback", "tup_inserted", "tup_updated", "tup_deleted")
+# Backends report their counters at most about once a second (PGSTAT_MIN_INTERVAL).
+_STATS_FLUSH_SECONDS = 1.1
+
+
+class DbCounters:
+    """Reads the server database's pg_stat_database row (on the Postgres server `database_url`)."""
+
+    def __init__(self, database_url: str, database: str) -> None:
+        self._url = database_url
+        self._database = database
+
+    async def read(self) -> dict[str, int]:
+        import asyncpg
+
+        conn = await asyncpg.connect(self._url, timeout=10)
+        try:
+            row = await conn.fetchrow(
+                "SELECT " + ", ".join(_DB_COUNTERS) + " FROM pg_stat_database WHERE datname = $1",
+                self._database,
+            )
+        finally:
+            await conn.close()
+        return {k: int(row[k]) for k in _DB_COUNTERS} if row else {}
+
+
 class ProfiledRun(OnsaleRun):
     """The on-sale scenario with the CPU of every process in scope read around its booking phase."""
 
@@ -113,8 +134,11 @@ class ProfiledRun(OnsaleRun):
         sampler: PhaseSampler,
         interval: float,
         spy: PySpy | None,
+        counters: DbCounters | None = None,
     ) -> None:
         super().__init__(config, client)
+        self.counters = counters
+        self.db_delta: dict[str, int] = {}
         self.sampler = sampler
         self.interval = interval
         self.spy = spy
@@ -127,6 +151,7 @@ class ProfiledRun(OnsaleRun):
             self.sampler.sample()
 
     async def booking_phase(self) -> dict[str, Any]:
+        before = await self.counters.read() if self.counters else {}
         self.sampler.begin()
         ticker = asyncio.create_task(self._tick())
         spying = asyncio.create_task(self.spy.record(self.sampler.select)) if self.spy else None
@@ -137,6 +162,10 @@ class ProfiledRun(OnsaleRun):
             self.profile = self.sampler.end()
             if spying is not None:
                 await spying
+            if self.counters:
+                await asyncio.sleep(_STATS_FLUSH_SECONDS)
+                after = await self.counters.read()
+                self.db_delta = {k: after[k] - before[k] for k in after if k in before}
 
     async def checks(self) -> dict[str, Any]:
         # Work the phase left behind (the notifier's backlog, sagas still running) is done while
@@ -150,7 +179,10 @@ class ProfiledRun(OnsaleRun):
 
 
 def profile_report(
-    profile: CpuProfile, confirmed: int, after: CpuProfile | None = None
+    profile: CpuProfile,
+    confirmed: int,
+    after: CpuProfile | None = None,
+    db_delta: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     per = profile.per_booking_ms(confirmed)
     later = after.per_booking_ms(confirmed) if after is not None else {}
@@ -176,6 +208,10 @@ def profile_report(
             for r in roles
         ],
         "checks_s": round(after.seconds, 2) if after is not None else None,
+        # The database's transactions and rows written per confirmed booking over the phase.
+        "db_per_confirmed": {k: round(v / confirmed, 2) for k, v in (db_delta or {}).items()}
+        if confirmed
+        else {},
     }
 
 
@@ -205,6 +241,13 @@ def profile_markdown(report: dict[str, Any]) -> str:
         "phase, per confirmed booking: work the phase left behind (the notifier's backlog) beside "
         "the checks' own requests.\n\n"
     )
+    db = report.get("db_per_confirmed") or {}
+    if db:
+        head += (
+            "Postgres, per confirmed booking (pg_stat_database, the server's database): "
+            + ", ".join(f"{k} {v:.2f}" for k, v in db.items())
+            + ".\n\n"
+        )
     return (
         head
         + markdown_table(
@@ -213,70 +256,6 @@ def profile_markdown(report: dict[str, Any]) -> str:
         )
         + "\n"
     )
-
-
-async def start_server(
-    *,
-    root: Path,
-    database_url: str,
-    redis_url: str,
-    payment_latency_ms: int,
-    admin_email: str,
-    admin_password: str,
-    server_env: list[tuple[str, str]],
-) -> tuple[ServiceProcess, str]:
-    """`ticketflow serve` from checkout `root` on a scratch database, as `bench compare` starts it
-    (`benchmarks.services.start_ticketflow`), but from any checkout; returns it and the database's name."""
-    import asyncpg
-
-    db_name = f"{APP_DATABASE_PREFIX}{secrets.token_hex(4)}"
-    state_dir = Path(tempfile.mkdtemp(prefix="tf-cpu-profile-"))
-
-    async def execute(sql: str) -> None:
-        conn = await asyncpg.connect(database_url, timeout=10)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    async def drop_database() -> None:
-        await execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-
-    async def remove_state_dir() -> None:
-        shutil.rmtree(state_dir, ignore_errors=True)
-
-    port = free_port()
-    env = ticketflow_server_env(
-        os.environ,
-        database_url=with_database(database_url, db_name),
-        redis_url=redis_url,
-        port=port,
-        state_dir=state_dir,
-        payment_latency_ms=payment_latency_ms,
-        admin_email=admin_email,
-        admin_password=admin_password,
-        overrides=server_env,
-    )
-    # The server's code is the checkout's, whatever this interpreter's own installation points at.
-    env["PYTHONPATH"] = os.pathsep.join(
-        p
-        for p in [str(root)] + env.get("PYTHONPATH", "").split(os.pathsep)
-        if p and p != str(PROJECT_ROOT)
-    )
-    await execute(f'CREATE DATABASE "{db_name}"')
-    log(f"cpu_profile: ticketflow from {root}, database {db_name}, port {port}")
-    service = await start_service(
-        "ticketflow",
-        [sys.executable, "-m", "cli", "serve"],
-        env=env,
-        url=f"http://127.0.0.1:{port}",
-        startup_timeout=180.0,
-        settle_seconds=3.0,
-        stop_timeout=90.0,
-        cleanups=[drop_database, remove_state_dir],
-        cwd=root,
-    )
-    return service, db_name
 
 
 async def run_profile(args: argparse.Namespace) -> dict[str, Any]:
@@ -308,8 +287,14 @@ async def run_profile(args: argparse.Namespace) -> dict[str, Any]:
             timeout=config.request_timeout,
         )
         try:
+            counters = DbCounters(args.database_url, database) if database else None
             run = ProfiledRun(
-                config, client, sampler=PhaseSampler(select), interval=args.sample_interval, spy=spy
+                config,
+                client,
+                sampler=PhaseSampler(select),
+                interval=args.sample_interval,
+                spy=spy,
+                counters=counters,
             )
             report = await drive(
                 run, config, f"set-up ({config.seats} seats, {config.buyers} buyers)"
@@ -317,7 +302,9 @@ async def run_profile(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             await client.aclose()
         assert run.profile is not None
-        report["cpu"] = profile_report(run.profile, report["results"]["confirmed"], run.after)
+        report["cpu"] = profile_report(
+            run.profile, report["results"]["confirmed"], run.after, run.db_delta
+        )
         if spy is not None:
             report["py_spy"] = spy.summary
         report["params"]["server_root"] = str(args.server_root)

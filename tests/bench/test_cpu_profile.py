@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import pytest
 import pytest_asyncio
@@ -156,6 +157,8 @@ async def test_a_profiled_onsale_reports_ms_per_confirmed_booking_by_role(
             plain_pg.url,
             "--server-pid",
             str(plain_pg.proc.pid),
+            "--database",
+            urlsplit(default_database_url()).path.lstrip("/") or "postgres",
             "--seats",
             "40",
             "--buyers",
@@ -188,6 +191,8 @@ async def test_a_profiled_onsale_reports_ms_per_confirmed_booking_by_role(
     total = sum(r["cpu_s"] for r in cpu["roles"])
     assert cpu["total_cpu_s"] == pytest.approx(total, abs=0.01)
     assert cpu["total_ms_per_confirmed"] == pytest.approx(1000 * total / cpu["confirmed"], rel=0.01)
+    # Its database's counters, per confirmed booking: each booking was at least one transaction.
+    assert cpu["db_per_confirmed"]["xact_commit"] >= 1 and "tup_updated" in cpu["db_per_confirmed"]
     # The checks after the phase are measured apart: work the phase left behind shows there.
     assert cpu["checks_s"] > 0 and roles[LOAD_GENERATOR]["ms_per_confirmed_in_checks"] is not None
     text = profile_markdown(cpu)
