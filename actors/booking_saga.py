@@ -176,8 +176,6 @@ class _Payments:
 
 
 _ALL = ""  # the one key of coalescers that are not per event
-# A failure to write: booking id, reason, message, the refunded charge made for it (or None).
-_Failure = tuple[str, FailureReason, str | None, str | None]
 
 
 class _Store:
@@ -187,8 +185,11 @@ class _Store:
         self._pool = pool
         self._loads: Coalescer[str, SagaBooking | None] = Coalescer(self._load_batch)
         self._charging: Coalescer[tuple[str, datetime], bool] = Coalescer(self._charging_batch)
-        self._confirms: Coalescer[tuple[str, str | None], bool] = Coalescer(self._confirm_batch)
-        self._failures: Coalescer[_Failure, bool] = Coalescer(self._fail_batch)
+        self._charged: Coalescer[tuple[str, str], bool] = Coalescer(self._charged_batch)
+        self._confirms: Coalescer[str, bool] = Coalescer(self._confirm_batch)
+        self._failures: Coalescer[tuple[str, FailureReason, str | None], bool] = Coalescer(
+            self._fail_batch
+        )
 
     async def load(self, booking_id: str) -> SagaBooking | None:
         return await self._loads.submit(_ALL, booking_id)
@@ -204,21 +205,20 @@ class _Store:
                 conn, booking_id, lock_expires_at, seat_ids
             )
 
-    async def confirm(self, booking_id: str, payment_id: str | None) -> bool:
+    async def mark_charged(self, booking_id: str, payment_id: str) -> bool:
+        return await self._charged.submit(_ALL, (booking_id, payment_id))
+
+    async def confirm(self, booking_id: str) -> bool:
         with _timed("confirm"):
-            done = await self._confirms.submit(_ALL, (booking_id, payment_id))
+            done = await self._confirms.submit(_ALL, booking_id)
         if done:
             metrics.record_booking_final("CONFIRMED", None)
         return done
 
     async def fail(
-        self,
-        booking_id: str,
-        reason: FailureReason,
-        message: str | None = None,
-        payment_id: str | None = None,
+        self, booking_id: str, reason: FailureReason, message: str | None = None
     ) -> bool:
-        done = await self._failures.submit(_ALL, (booking_id, reason, message, payment_id))
+        done = await self._failures.submit(_ALL, (booking_id, reason, message))
         if done:
             metrics.record_booking_final("FAILED", reason.value)
         return done
@@ -253,20 +253,22 @@ class _Store:
             moved = await booking_repository.mark_charging(conn, steps)
         return [booking_id in moved for booking_id, _ in steps]
 
-    async def _confirm_batch(self, _key: str, confirms: list[tuple[str, str | None]]) -> list[bool]:
-        booking_ids = [booking_id for booking_id, _ in confirms]
+    async def _charged_batch(self, _key: str, steps: list[tuple[str, str]]) -> list[bool]:
         async with self._pool.acquire() as conn:
-            moved = await booking_repository.confirm(
-                conn, booking_ids, [payment_id for _, payment_id in confirms]
-            )
+            moved = await booking_repository.mark_charged(conn, steps)
+        return [booking_id in moved for booking_id, _ in steps]
+
+    async def _confirm_batch(self, _key: str, booking_ids: list[str]) -> list[bool]:
+        async with self._pool.acquire() as conn:
+            moved = await booking_repository.confirm(conn, booking_ids)
         return [booking_id in moved for booking_id in booking_ids]
 
-    async def _fail_batch(self, _key: str, failures: list[_Failure]) -> list[bool]:
+    async def _fail_batch(
+        self, _key: str, failures: list[tuple[str, FailureReason, str | None]]
+    ) -> list[bool]:
         async with self._pool.acquire() as conn:
-            moved = await booking_repository.fail(
-                conn, [f[:3] for f in failures], [f[3] for f in failures]
-            )
-        return [f[0] in moved for f in failures]
+            moved = await booking_repository.fail(conn, failures)
+        return [booking_id in moved for booking_id, _, _ in failures]
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=10_000)  # type: ignore[call-overload]

@@ -138,20 +138,11 @@ class BookingStore(Protocol):
         or None when the booking is no longer PENDING."""
         ...
 
-    async def confirm(self, booking_id: str, payment_id: str | None) -> bool:
-        """CONFIRMED with its payment (None: the booking's successful payment, as recorded)."""
-        ...
-
+    async def mark_charged(self, booking_id: str, payment_id: str) -> bool: ...
+    async def confirm(self, booking_id: str) -> bool: ...
     async def fail(
-        self,
-        booking_id: str,
-        reason: FailureReason,
-        message: str | None = None,
-        payment_id: str | None = None,
-    ) -> bool:
-        """FAILED; `payment_id` is a charge made and refunded for it, shown on the booking."""
-        ...
-
+        self, booking_id: str, reason: FailureReason, message: str | None = None
+    ) -> bool: ...
     async def has_sale(self, booking_id: str) -> bool: ...
 
 
@@ -320,13 +311,10 @@ class BookingSagaRunner:
                 await self._release(b)
                 return await self._fail(b, FailureReason.PAYMENT_DECLINED)
             payment_id = charge.payment_id
-            # CHARGED is not written: the payment row already records the charge under its key, so
-            # a saga resumed at CHARGING learns it by replaying the key (no second charge) and
-            # goes on to reserve, which is idempotent per booking. The payment id is written with
-            # the final status instead; one statement fewer per batch of bookings.
+            await self._store.mark_charged(b.id, payment_id)
             step = SagaStep.CHARGED
 
-        if step is SagaStep.CHARGED:  # also rows persisted at CHARGED by earlier versions
+        if step is SagaStep.CHARGED:
             assert payment_id is not None
             if not await self._call(self._seats.reserve(event_id=b.event_id, booking_id=b.id)):
                 # The lock lapsed while the card was charged and the seats may be someone else's:
@@ -334,8 +322,8 @@ class BookingSagaRunner:
                 await self._call(
                     self._payments.refund(payment_id=payment_id, idempotency_key=refund_key(b.id))
                 )
-                return await self._fail(b, FailureReason.LOCK_EXPIRED, payment_id=payment_id)
-            await self._store.confirm(b.id, payment_id)
+                return await self._fail(b, FailureReason.LOCK_EXPIRED)
+            await self._store.confirm(b.id)
             await self._notify()
             return SagaOutcome(b.id, BookingStatus.CONFIRMED)
 
@@ -362,14 +350,10 @@ class BookingSagaRunner:
         booking = await self._store.load(booking_id)
         if booking is None or booking.status is not BookingStatus.PENDING:
             return SagaOutcome(booking_id, booking.status) if booking else None
-        if booking.step in (SagaStep.CHARGING, SagaStep.CHARGED) and await self._store.has_sale(
-            booking.id
-        ):
+        if booking.step is SagaStep.CHARGED and await self._store.has_sale(booking.id):
             # Paid for and the sale is written (Postgres says so, whatever state the seat actor
-            # is in; a sale is only ever written after a successful charge): refunding now would
-            # leave the seats sold to a FAILED booking. The store finds the payment when the row
-            # does not name it (a booking at CHARGING).
-            await self._store.confirm(booking.id, booking.payment_id)
+            # is in): refunding now would leave the seats sold to a FAILED booking.
+            await self._store.confirm(booking.id)
             await self._notify()
             return SagaOutcome(booking.id, BookingStatus.CONFIRMED)
         if booking.step in (SagaStep.CHARGING, SagaStep.CHARGED):
@@ -409,14 +393,9 @@ class BookingSagaRunner:
         await self._call(self._seats.release(event_id=b.event_id, booking_id=b.id))
 
     async def _fail(
-        self,
-        b: SagaBooking,
-        reason: FailureReason,
-        message: str | None = None,
-        *,
-        payment_id: str | None = None,
+        self, b: SagaBooking, reason: FailureReason, message: str | None = None
     ) -> SagaOutcome:
-        await self._store.fail(b.id, reason, message, payment_id)
+        await self._store.fail(b.id, reason, message)
         await self._notify()
         return SagaOutcome(b.id, BookingStatus.FAILED, reason)
 

@@ -296,30 +296,23 @@ async def mark_charging_chosen(
     return Priced(row["total_amount"], row["currency"]) if row else None
 
 
-async def confirm(
-    conn: Conn, booking_ids: Sequence[str], payment_ids: Sequence[str | None] | None = None
-) -> set[str]:
-    """CONFIRMED with each one's payment and notification, atomically. A payment id of None (or
-    no `payment_ids`) keeps the one the row names, else takes the booking's successful charge."""
+async def mark_charged(conn: Conn, steps: Sequence[tuple[str, str]]) -> set[str]:
+    """CHARGED with each payment, for (booking id, payment id) pairs."""
+    ids, payment_ids = _columns(steps)
+    return await _moved(conn, q.UPDATE_BOOKINGS_CHARGED, ids, payment_ids)
+
+
+async def confirm(conn: Conn, booking_ids: Sequence[str]) -> set[str]:
+    """CONFIRMED and each one's notification, atomically."""
     subject = SUBJECTS[NotificationType.BOOKING_CONFIRMED]
-    payments = list(payment_ids) if payment_ids is not None else [None] * len(booking_ids)
     return await _moved(
-        conn,
-        q.CONFIRM_BOOKINGS,
-        list(booking_ids),
-        _notification_ids(booking_ids),
-        subject,
-        payments,
+        conn, q.CONFIRM_BOOKINGS, list(booking_ids), _notification_ids(booking_ids), subject
     )
 
 
-async def fail(
-    conn: Conn,
-    failures: Sequence[tuple[str, FailureReason, str | None]],
-    payment_ids: Sequence[str | None] | None = None,
-) -> set[str]:
-    """FAILED with each one's reason and message (and the refunded charge made for it, if any),
-    any sale released and each one's notification, atomically."""
+async def fail(conn: Conn, failures: Sequence[tuple[str, FailureReason, str | None]]) -> set[str]:
+    """FAILED with each one's reason and message, any sale released and each one's notification,
+    atomically."""
     ids = [f[0] for f in failures]
     subject = SUBJECTS[NotificationType.BOOKING_FAILED]
     return await _moved(
@@ -330,7 +323,6 @@ async def fail(
         subject,
         [f[1].value for f in failures],
         [f[2] for f in failures],
-        list(payment_ids) if payment_ids is not None else [None] * len(ids),
     )
 
 

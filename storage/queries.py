@@ -246,6 +246,10 @@ FROM (
 ) p
 WHERE b.id = $1 AND (b.status = 'PENDING') IS TRUE AND p.seats = cardinality($3::text[])
 RETURNING b.total_amount, b.currency"""
+UPDATE_BOOKINGS_CHARGED = """
+UPDATE bookings b SET saga_step = 'CHARGED', payment_id = u.payment_id, updated_at = now()
+FROM unnest($1::text[], $2::text[]) AS u(id, payment_id)
+WHERE b.id = u.id AND (b.status = 'PENDING') IS TRUE RETURNING b.id"""
 # A final status and its notification in one statement ($1 bookings, $2 their notification
 # ids): atomic, and the email can be late but never lost.
 # Tail of a final-status statement: the notifications of the bookings in `done` ($3 subject),
@@ -264,28 +268,20 @@ SELECT id, pg_notify('"""
     + _FINAL_CHANNEL
     + """', id) FROM done"""
 )
-# $4: each booking's payment; NULL takes the one the row names or else its successful charge
-# (CHARGED is not written any more: the payment row says it).
 CONFIRM_BOOKINGS = f"""
 WITH done AS (
     UPDATE bookings b SET status = 'CONFIRMED', saga_step = 'CONFIRMED', lock_expires_at = NULL,
-           confirmed_at = now(), updated_at = now(),
-           payment_id = COALESCE(n.payment_id, b.payment_id, (
-               SELECT p.id FROM payments p WHERE p.booking_id = b.id AND p.status = 'SUCCESS'
-               ORDER BY p.created_at DESC LIMIT 1))
-    FROM unnest($1::text[], $2::text[], $4::text[]) AS n(id, notification_id, payment_id)
+           confirmed_at = now(), updated_at = now()
+    FROM unnest($1::text[], $2::text[]) AS n(id, notification_id)
     WHERE b.id = n.id AND (b.status = 'PENDING') IS TRUE RETURNING b.id, b.user_id, n.notification_id
 ){_NOTIFY_DONE.format(kind="BOOKING_CONFIRMED")}"""
 # FAILED holds no seats, even if a reserve raced the failure ($4 the failure reasons, $5 their
-# messages, NULL but for a best-available request that found no seats, $6 a charge made and
-# refunded for the booking, or NULL).
+# messages, NULL but for a best-available request that found no seats).
 FAIL_BOOKINGS = f"""
 WITH done AS (
     UPDATE bookings b SET status = 'FAILED', saga_step = 'FAILED', failure_reason = n.reason,
-           failure_message = n.message, lock_expires_at = NULL, failed_at = now(), updated_at = now(),
-           payment_id = COALESCE(n.payment_id, b.payment_id)
-    FROM unnest($1::text[], $2::text[], $4::text[], $5::text[], $6::text[])
-         AS n(id, notification_id, reason, message, payment_id)
+           failure_message = n.message, lock_expires_at = NULL, failed_at = now(), updated_at = now()
+    FROM unnest($1::text[], $2::text[], $4::text[], $5::text[]) AS n(id, notification_id, reason, message)
     WHERE b.id = n.id AND (b.status = 'PENDING') IS TRUE RETURNING b.id, b.user_id, n.notification_id
 ), released AS (
     UPDATE seat_sales SET released_at = now()

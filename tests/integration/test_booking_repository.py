@@ -7,11 +7,9 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from domain.bookings import BookingStatus, CancelStep, FailureReason, SagaStep, charge_key
+from domain.bookings import BookingStatus, CancelStep, FailureReason, SagaStep
 from domain.ids import new_id
-from domain.payments import ChargeCard, ChargeOutcome
 from storage import booking_repository as repo
-from storage import payment_repository
 from tests.integration.storage_support import Catalog, make_catalog
 
 
@@ -118,7 +116,8 @@ async def test_saga_steps_move_pending_bookings_once(conn: asyncpg.Connection) -
     a, b = await _add(conn, c, c.seat_ids[:1]), await _add(conn, c, c.seat_ids[1:2])
     expiry = datetime.now(UTC) + timedelta(minutes=5)
     assert await repo.mark_charging(conn, [(a, expiry), (b, expiry)]) == {a, b}
-    assert await repo.confirm(conn, [a], ["pay_x"]) == {a}
+    assert await repo.mark_charged(conn, [(a, "pay_x")]) == {a}
+    assert await repo.confirm(conn, [a]) == {a}
     assert await repo.fail(
         conn, [(a, FailureReason.PAYMENT_DECLINED, None), (b, FailureReason.PAYMENT_DECLINED, None)]
     ) == {b}
@@ -137,35 +136,6 @@ async def test_saga_steps_move_pending_bookings_once(conn: asyncpg.Connection) -
         (a, "BOOKING_CONFIRMED"),
         (b, "BOOKING_FAILED"),
     }
-
-
-async def test_the_final_status_carries_the_payment_the_row_never_named(
-    conn: asyncpg.Connection,
-) -> None:
-    # CHARGED is not written: the payment id reaches the booking with its final status, given by
-    # the saga, or found among the booking's charges (a saga resumed past its deadline).
-    c = await make_catalog(conn)
-    given, found, refunded = [await _add(conn, c, c.seat_ids[i : i + 1]) for i in range(3)]
-    orders = [
-        ChargeCard(b, c.user_id, 100, "GBP", "pm_card_visa", charge_key(b)) for b in (found, given)
-    ]
-    paid = await payment_repository.start(conn, orders, provider="simulated")
-    await payment_repository.record_outcomes(
-        conn, [(p.id, ChargeOutcome(True, f"ch_{p.id}")) for p in paid.values()]
-    )
-
-    assert await repo.confirm(conn, [given, found], [paid[charge_key(given)].id, None]) == {
-        given,
-        found,
-    }
-    assert await repo.fail(
-        conn, [(refunded, FailureReason.LOCK_EXPIRED, None)], ["pay_refunded"]
-    ) == {refunded}
-
-    rows = {b: await repo.get(conn, b) for b in (given, found, refunded)}
-    assert rows[given] and rows[given].payment_id == paid[charge_key(given)].id
-    assert rows[found] and rows[found].payment_id == paid[charge_key(found)].id
-    assert rows[refunded] and rows[refunded].payment_id == "pay_refunded"
 
 
 async def test_sales_are_unique_per_seat_and_read_back_for_the_seat_actor(

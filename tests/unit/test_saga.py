@@ -255,10 +255,9 @@ class FakePayments(Faults):
 class FakeStore(Faults):
     """Bookings as persisted; every write is guarded like the SQL: only PENDING bookings move."""
 
-    def __init__(self, seats: FakeSeats, payments: FakePayments) -> None:
+    def __init__(self, seats: FakeSeats) -> None:
         super().__init__()
         self.seats = seats
-        self.payments = payments
         self.bookings: dict[str, SagaBooking] = {}
         self.steps: dict[str, list[SagaStep]] = {}
         self.failure_reasons: dict[str, FailureReason] = {}
@@ -299,39 +298,25 @@ class FakeStore(Faults):
         )
         return Priced(amount, "GBP") if moved else None
 
-    def _payment(self, booking_id: str, payment_id: str | None) -> str | None:
-        # Like CONFIRM_BOOKINGS: the payment given, else the row's, else the successful charge.
-        booking = self.bookings.get(booking_id)
-        charge = self.payments.outcomes.get(charge_key(booking_id))
-        recorded = charge.payment_id if charge is not None and charge.succeeded else None
-        return payment_id or (booking.payment_id if booking else None) or recorded
+    async def mark_charged(self, booking_id: str, payment_id: str) -> bool:
+        await self.enter("mark_charged")
+        return self._move(booking_id, step=SagaStep.CHARGED, payment_id=payment_id)
 
-    async def confirm(self, booking_id: str, payment_id: str | None) -> bool:
+    async def confirm(self, booking_id: str) -> bool:
         await self.enter("confirm")
         return self._move(
             booking_id,
             status=BookingStatus.CONFIRMED,
             step=SagaStep.CONFIRMED,
             lock_expires_at=None,
-            payment_id=self._payment(booking_id, payment_id),
         )
 
     async def fail(
-        self,
-        booking_id: str,
-        reason: FailureReason,
-        message: str | None = None,
-        payment_id: str | None = None,
+        self, booking_id: str, reason: FailureReason, message: str | None = None
     ) -> bool:
         await self.enter("fail")
         done = self._move(
-            booking_id,
-            status=BookingStatus.FAILED,
-            step=SagaStep.FAILED,
-            lock_expires_at=None,
-            payment_id=payment_id or self.bookings[booking_id].payment_id
-            if booking_id in self.bookings
-            else None,
+            booking_id, status=BookingStatus.FAILED, step=SagaStep.FAILED, lock_expires_at=None
         )
         if done:
             self.failure_reasons[booking_id] = reason
@@ -421,7 +406,7 @@ class World:
 def world() -> World:
     clock = FakeClock(T0)
     seats, payments, notifier = FakeSeats(clock), FakePayments(), FakeNotifier()
-    store = FakeStore(seats, payments)
+    store = FakeStore(seats)
     runner = BookingSagaRunner(
         seats=seats,
         payments=payments,
@@ -451,6 +436,7 @@ async def test_happy_path_confirms_after_one_charge(world: World) -> None:
     assert world.store.steps[BOOKING_ID] == [
         SagaStep.STARTED,
         SagaStep.CHARGING,
+        SagaStep.CHARGED,
         SagaStep.CONFIRMED,
     ]
     assert world.payments.requests == {
@@ -458,7 +444,7 @@ async def test_happy_path_confirms_after_one_charge(world: World) -> None:
     }
     assert world.seats.calls == ["lock", "reserve"]
     # One write per step: the lock's expiry goes with CHARGING, the sale's outcome with CONFIRMED.
-    assert world.store.calls == ["load", "mark_charging", "confirm"]  # no CHARGED write
+    assert world.store.calls == ["load", "mark_charging", "mark_charged", "confirm"]
     assert world.notifier.pokes == 1
     assert world.seats.status("seat_A3") is SeatStatus.AVAILABLE
 
@@ -525,8 +511,7 @@ async def test_a_lock_lapsing_during_the_charge_refunds_and_fails(world: World) 
     assert world.seats.map.lock_of("bkg_other") is not None
     assert world.seats.status("seat_A1") is SeatStatus.LOCKED
     assert world.seats.status("seat_A2") is SeatStatus.AVAILABLE
-    assert world.store.steps[BOOKING_ID][-2:] == [SagaStep.CHARGING, SagaStep.FAILED]
-    assert world.booking().payment_id == charge.payment_id  # the refunded charge is shown
+    assert world.store.steps[BOOKING_ID][-2:] == [SagaStep.CHARGED, SagaStep.FAILED]
     assert world.notifier.pokes == 1
 
 
@@ -610,6 +595,7 @@ async def test_resume_from_started_with_the_lock_already_taken(world: World) -> 
     assert world.store.steps[BOOKING_ID] == [
         SagaStep.STARTED,
         SagaStep.CHARGING,
+        SagaStep.CHARGED,
         SagaStep.CONFIRMED,
     ]
     # The repeated lock kept the first expiry, and that is what was persisted.
@@ -630,6 +616,7 @@ async def test_resume_from_seats_locked_does_not_lock_again(world: World) -> Non
     assert world.store.steps[BOOKING_ID] == [
         SagaStep.SEATS_LOCKED,
         SagaStep.CHARGING,
+        SagaStep.CHARGED,
         SagaStep.CONFIRMED,
     ]
 
@@ -644,6 +631,7 @@ async def test_resume_from_charging_when_no_charge_happened(world: World) -> Non
     world.assert_confirmed_once()
     assert world.store.steps[BOOKING_ID] == [
         SagaStep.CHARGING,
+        SagaStep.CHARGED,
         SagaStep.CONFIRMED,
     ]
 
@@ -740,8 +728,9 @@ RAISING = [
     ("seats", "lock", SagaStep.STARTED),
     ("store", "mark_charging", SagaStep.STARTED),
     ("payments", "charge", SagaStep.CHARGING),
-    ("seats", "reserve", SagaStep.CHARGING),
-    ("store", "confirm", SagaStep.CHARGING),
+    ("store", "mark_charged", SagaStep.CHARGING),
+    ("seats", "reserve", SagaStep.CHARGED),
+    ("store", "confirm", SagaStep.CHARGED),
 ]
 # Calls to the seat actors and the payment actor are bounded by step_timeout (store writes are
 # bounded by the pool's command timeout instead).
@@ -825,7 +814,7 @@ async def test_after_the_deadline_a_recorded_charge_is_refunded_and_the_booking_
 async def test_after_the_deadline_an_unrecorded_charge_is_found_and_refunded(world: World) -> None:
     expires = world.seats.hold(BOOKING_ID, ttl=DEADLINE.total_seconds() * 2)
     world.add_booking(step=SagaStep.CHARGING, lock_expires_at=expires)
-    world.seats.failing.add("reserve")  # charged, then stopped before any sale
+    world.store.failing.add("mark_charged")
     past_deadline(world)
 
     outcome = await world.runner.run(BOOKING_ID)
@@ -950,36 +939,6 @@ async def test_after_the_deadline_a_failed_booking_keeps_no_sold_seats(world: Wo
     assert not (refunded and sold), (
         f"outcome={outcome}, booking={world.booking().status}, refunded={refunded}, seats still sold={sold}"
     )
-
-
-async def test_after_the_deadline_a_booking_at_charging_whose_sale_is_written_is_confirmed(
-    world: World,
-) -> None:
-    # CHARGED is not persisted: a saga that charged, reserved and died before CONFIRMED leaves
-    # the booking at CHARGING with its sale written. It is confirmed with its payment, not refunded.
-    expires = world.seats.hold(BOOKING_ID, ttl=DEADLINE.total_seconds() * 2)
-    booking = world.add_booking(step=SagaStep.CHARGING, lock_expires_at=expires)
-    await world.charge_directly(booking)
-    assert await world.seats.reserve(event_id=EVENT_ID, booking_id=BOOKING_ID)
-    past_deadline(world)
-
-    outcome = await world.runner.run(BOOKING_ID)
-
-    assert outcome == SagaOutcome(BOOKING_ID, BookingStatus.CONFIRMED)
-    world.assert_confirmed_once()
-
-
-async def test_resume_from_charging_after_the_seats_were_already_sold(world: World) -> None:
-    expires = world.seats.hold(BOOKING_ID)
-    booking = world.add_booking(step=SagaStep.CHARGING, lock_expires_at=expires)
-    await world.charge_directly(booking)
-    assert await world.seats.reserve(event_id=EVENT_ID, booking_id=BOOKING_ID)
-    world.clock.advance(LOCK_TTL * 1.5)  # long after the lock's expiry: the sale stands
-
-    outcome = await world.runner.run(BOOKING_ID)
-
-    assert outcome == SagaOutcome(BOOKING_ID, BookingStatus.CONFIRMED)
-    world.assert_confirmed_once()  # one charge (its key replayed), no refund, the seats sold
 
 
 # -- the sale closes when the event starts -------------------------------------------------------
@@ -1200,7 +1159,7 @@ async def test_best_available_charges_the_price_of_the_seats_chosen(world: World
         charge_key(BOOKING_ID): ChargeRequest(BOOKING_ID, "usr_01", 15_000, "GBP", CARD)
     }
     # The choice and its price are persisted with CHARGING, in one write, before any charge.
-    assert world.store.calls == ["load", "mark_charging_chosen", "confirm"]
+    assert world.store.calls == ["load", "mark_charging_chosen", "mark_charged", "confirm"]
     assert world.seats.calls == ["lock_best", "reserve"]
 
 
