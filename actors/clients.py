@@ -352,10 +352,12 @@ class NotifierClient:
     """The notifier actor (`actors.notifier.Notifier`).
 
     `poke` wakes it at most every `POKE_INTERVAL`: during an on-sale one actor call per booking
-    would cost more than the emails; the notifier's own poll catches anything missed.
+    would cost more than the emails; the notifier's own poll catches anything missed. The notifier
+    starts a round at most every 0.5 s (`actors.notifier.MIN_ROUND_INTERVAL`), so pokes more
+    frequent than that would be actor calls for nothing.
     """
 
-    POKE_INTERVAL = 0.1
+    POKE_INTERVAL = 0.5
 
     def __init__(self) -> None:
         self._last_poke = 0.0

@@ -10,18 +10,13 @@ files instead, so the notification path runs end to end without a mail server.
 from __future__ import annotations
 
 import asyncio
+import binascii
 import hashlib
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from email.charset import QP, Charset
 from email.header import Header
-from email.message import Message
-from email.mime.multipart import MIMEMultipart
-from email.mime.nonmultipart import MIMENonMultipart
 from email.utils import formataddr, formatdate, parseaddr
 from pathlib import Path
 from typing import Literal, Protocol
@@ -30,6 +25,7 @@ from urllib.parse import quote, unquote, urlsplit
 import aiosmtplib
 
 from domain.notifications import ComposedEmail
+from providers.durable_files import write_each
 
 logger = logging.getLogger(__name__)
 
@@ -134,13 +130,8 @@ def message_id_for(message_id_key: str, sender: str) -> str:
     return f"<{left}@{domain}>"
 
 
-# Bodies as UTF-8 quoted-printable: readable, 7-bit clean, and lines kept under SMTP's limit.
-_UTF8_QP = Charset("utf-8")
-_UTF8_QP.body_encoding = QP
-
-
 def _header_value(name: str, value: str, *, address: bool = False) -> str:
-    """A header value the legacy MIME classes write correctly: they check nothing themselves."""
+    """A header value as it goes on the wire: ASCII as is, anything else as RFC 2047 encoded words."""
     if "\r" in value or "\n" in value:
         raise ValueError(f"{name} contains a line break")
     if value.isascii():
@@ -153,35 +144,54 @@ def _header_value(name: str, value: str, *, address: bool = False) -> str:
     return Header(value, "utf-8", header_name=name).encode()
 
 
-def _text_part(body: str, subtype: str) -> MIMENonMultipart:
-    part = MIMENonMultipart("text", subtype)
-    part.set_payload(body, _UTF8_QP)
-    return part
+def _qp_part(body: str, subtype: str) -> bytes:
+    # binascii's quoted-printable (C) keeps lines under 76 characters and the body 7-bit clean.
+    return (
+        f'Content-Type: text/{subtype}; charset="utf-8"\n'
+        "Content-Transfer-Encoding: quoted-printable\n\n"
+    ).encode() + binascii.b2a_qp(body.encode(), istext=True)
 
 
-def build_message(email: ComposedEmail, *, sender: str, message_id_key: str) -> Message:
-    """The multipart/alternative MIME message (plain text first, then HTML).
+def render_message(email: ComposedEmail, *, sender: str, message_id_key: str) -> bytes:
+    """The multipart/alternative MIME message (plain text first, then HTML), as bytes with
+    \\n line ends (the SMTP client sends them as CRLF).
 
-    Built with Python's legacy MIME classes: about 0.3 ms per message here against 1.2 ms with
-    `EmailMessage`, which matters when an on-sale ends with tens of thousands of emails to send.
+    Written directly rather than through the `email` package's classes and generator: about
+    0.02 ms per message against 0.3 ms, which a notifier sending an on-sale's tens of thousands
+    of emails feels. The boundary starts with "=_", which quoted-printable bodies cannot contain
+    ("=" is always followed by two hex digits or a line end there), so it never occurs in a part.
 
     Raises:
         EmailRejected: If a header value is unusable (e.g. contains a line break).
     """
-    msg = MIMEMultipart("alternative")
     try:
-        msg["From"] = _header_value("From", sender, address=True)
-        msg["To"] = _header_value("To", email.to, address=True)
-        msg["Subject"] = _header_value("Subject", email.subject)
-        msg["Date"] = formatdate(usegmt=True)
-        msg["Message-ID"] = message_id_for(message_id_key, sender)
+        headers = (
+            f"From: {_header_value('From', sender, address=True)}\n"
+            f"To: {_header_value('To', email.to, address=True)}\n"
+            f"Subject: {_header_value('Subject', email.subject)}\n"
+            f"Date: {formatdate(usegmt=True)}\n"
+            f"Message-ID: {message_id_for(message_id_key, sender)}\n"
+        )
     except ValueError as exc:
         raise EmailRejected(
             f"the message for {message_id_key} has an invalid header: {exc}"
         ) from exc
-    msg.attach(_text_part(email.text, "plain"))
-    msg.attach(_text_part(email.html, "html"))
-    return msg
+    boundary = "=_" + hashlib.sha256(message_id_key.encode()).hexdigest()[:32]
+    head = (
+        headers + "MIME-Version: 1.0\n"
+        f'Content-Type: multipart/alternative;\n boundary="{boundary}"\n\n'
+    ).encode()
+    delimiter = f"\n--{boundary}\n".encode()
+    return b"".join(
+        (
+            head,
+            delimiter[1:],
+            _qp_part(email.text, "plain"),
+            delimiter,
+            _qp_part(email.html, "html"),
+            f"\n--{boundary}--\n".encode(),
+        )
+    )
 
 
 class EmailSender(Protocol):
@@ -246,7 +256,7 @@ class SmtpSender:
         a lost connection, TLS failure or timeout fails that message and every one after it.
         """
         messages = [
-            (build_message(email, sender=self._sender, message_id_key=key), email.to, key)
+            (render_message(email, sender=self._sender, message_id_key=key), email.to, key)
             for email, key in emails
         ]
         if not messages:
@@ -266,7 +276,7 @@ class SmtpSender:
             await smtp.connect()
             for msg, to, key in messages:
                 try:
-                    await smtp.send_message(msg, sender=self._envelope_from, recipients=[to])
+                    await smtp.sendmail(self._envelope_from, [to], msg)
                 except (aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPResponseException) as exc:
                     results.append(self._failed(key, exc))
                     continue
@@ -362,11 +372,11 @@ class OutboxSender:
         files = [
             (
                 self.path_for(key),
-                build_message(email, sender=self._sender, message_id_key=key).as_bytes(),
+                render_message(email, sender=self._sender, message_id_key=key),
             )
             for email, key in emails
         ]
-        outcomes = await asyncio.to_thread(_write_each, files)
+        outcomes = await asyncio.to_thread(write_each, files)
         results: list[EmailDeliveryFailed | None] = []
         for (target, _), outcome in zip(files, outcomes, strict=True):
             if isinstance(outcome, OSError):
@@ -380,35 +390,6 @@ class OutboxSender:
                 logger.info("email %s written to %s", target.stem, target)
             results.append(None)
         return results
-
-
-def _write_each(files: Sequence[tuple[Path, bytes]]) -> list[bool | OSError]:
-    outcomes: list[bool | OSError] = []
-    for target, data in files:
-        try:
-            outcomes.append(_write_once(target, data))
-        except OSError as exc:
-            outcomes.append(exc)
-    return outcomes
-
-
-def _write_once(target: Path, data: bytes) -> bool:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
-        return False
-    # The temporary name starts with a dot so a watcher globbing *.eml never picks up a
-    # partial file; os.replace within one directory is atomic.
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return True
 
 
 def sender_from_settings(

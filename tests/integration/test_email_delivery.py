@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from domain.notifications import BookingSummary, NotificationType, compose
+from providers.durable_files import write_each
 from providers.email import (
     EmailDeliveryFailed,
     EmailRejected,
@@ -17,10 +18,10 @@ from providers.email import (
     OutboxSender,
     SmtpSender,
     SmtpTarget,
-    build_message,
     check_smtp,
     message_id_for,
     parse_smtp_url,
+    render_message,
     sender_from_settings,
 )
 from tests.fakes.smtp_server import SmtpSink
@@ -376,9 +377,7 @@ def test_non_ascii_names_and_bodies_round_trip_in_seven_bit_lines() -> None:
     email = type(email)(
         to=email.to, subject="Réservation confirmée ✓", text=email.text, html=email.html
     )
-    raw = build_message(
-        email, sender="TicketFlöw <tickets@ticketflow.dev>", message_id_key=KEY
-    ).as_bytes()
+    raw = render_message(email, sender="TicketFlöw <tickets@ticketflow.dev>", message_id_key=KEY)
     assert raw.isascii()  # no 8-bit data for servers without 8BITMIME
     assert max(len(line) for line in raw.splitlines()) <= 78  # SMTP's limit is 998
     message = BytesParser(policy=policy.default).parsebytes(raw)
@@ -394,11 +393,53 @@ def test_non_ascii_names_and_bodies_round_trip_in_seven_bit_lines() -> None:
 def test_a_line_break_in_any_header_is_refused(field: str) -> None:
     evil = type(CONFIRMATION)(**{**CONFIRMATION.__dict__, field: "a@b.c\nBcc: x@y.z"})
     with pytest.raises(EmailRejected, match="line break"):
-        build_message(evil, sender=FROM, message_id_key=KEY)
+        render_message(evil, sender=FROM, message_id_key=KEY)
 
 
 def test_a_non_ascii_address_is_refused_not_mangled() -> None:
     # Registration accepts ASCII addresses only; an encoded-word in the local part would be a wrong address.
     odd = type(CONFIRMATION)(**{**CONFIRMATION.__dict__, "to": "zoë@example.com"})
     with pytest.raises(EmailRejected, match="non-ASCII address"):
-        build_message(odd, sender=FROM, message_id_key=KEY)
+        render_message(odd, sender=FROM, message_id_key=KEY)
+
+
+def test_a_body_quoting_the_boundary_cannot_end_its_part_early() -> None:
+    rendered = render_message(CONFIRMATION, sender=FROM, message_id_key=KEY)
+    boundary = rendered.split(b'boundary="', 1)[1].split(b'"', 1)[0].decode()
+    sly = type(CONFIRMATION)(
+        **{**CONFIRMATION.__dict__, "text": f"before\n--{boundary}--\nafter\n"}
+    )
+    message = BytesParser(policy=policy.default).parsebytes(
+        render_message(sly, sender=FROM, message_id_key=KEY)
+    )
+    assert message.get_body(("plain",)).get_content() == sly.text
+    assert message.get_body(("html",)).get_content() == sly.html
+
+
+async def test_an_outbox_batch_keeps_existing_files_and_writes_new_ones(tmp_path: Path) -> None:
+    sender = OutboxSender(tmp_path, FROM)
+    await sender.send(CONFIRMATION, message_id_key="notif_old")
+    first = (tmp_path / "notif_old.eml").read_bytes()
+
+    results = await sender.send_many([(CONFIRMATION, "notif_old"), (CONFIRMATION, "notif_new")])
+
+    assert results == [None, None]
+    assert (tmp_path / "notif_old.eml").read_bytes() == first
+    parsed = BytesParser(policy=policy.default).parsebytes(
+        (tmp_path / "notif_new.eml").read_bytes()
+    )
+    assert parsed["Message-ID"] == message_id_for("notif_new", FROM)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notif_new.eml", "notif_old.eml"]
+
+
+def test_durable_writes_fail_one_file_alone_and_leave_no_temporary_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    good, bad, also = tmp_path / "a" / "1.eml", blocker / "sub" / "2.eml", tmp_path / "a" / "3.eml"
+
+    outcomes = write_each([(good, b"one"), (bad, b"two"), (also, b"three")])
+
+    assert outcomes[0] is True and outcomes[2] is True and isinstance(outcomes[1], OSError)
+    assert good.read_bytes() == b"one" and also.read_bytes() == b"three"
+    assert write_each([(good, b"again")]) == [False] and good.read_bytes() == b"one"
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["1.eml", "3.eml"]
