@@ -341,11 +341,13 @@ class BookingSagaRunner:
         """Past the deadline: the buyer gets a final answer now; compensation is best effort.
 
         A paid booking whose sale Postgres already holds is confirmed (the seats were
-        delivered). Anything else fails with INTERNAL_ERROR after trying to learn the charge's
-        outcome, refund it and release the locks; whatever of that cannot be done now (the
-        processor or an actor does not answer) is finished later by the payment actor's
-        reconciliation, which refunds every successful charge of a FAILED booking, and by
-        the lock's own expiry.
+        delivered). Anything else is first recorded FAILED with INTERNAL_ERROR, then its charge
+        (if one succeeded) refunded and its locks released. Failed first: a refund made before
+        the booking is final could meet a crash, and the resumed saga would then find the lock
+        still live, reserve and confirm a booking whose money went back. Whatever of the
+        compensation cannot be done now (the processor or an actor does not answer) is finished
+        later by the payment actor's reconciliation, which refunds every successful charge of a
+        FAILED booking, and by the lock's own expiry.
         """
         booking = await self._store.load(booking_id)
         if booking is None or booking.status is not BookingStatus.PENDING:
@@ -356,6 +358,7 @@ class BookingSagaRunner:
             await self._store.confirm(booking.id)
             await self._notify()
             return SagaOutcome(booking.id, BookingStatus.CONFIRMED)
+        outcome = await self._fail(booking, FailureReason.INTERNAL_ERROR)
         if booking.step in (SagaStep.CHARGING, SagaStep.CHARGED):
             try:
                 # The charge's real outcome, without charging if no charge was ever attempted.
@@ -387,7 +390,7 @@ class BookingSagaRunner:
             logger.warning(
                 "saga %s: release failed (%s); the lock will expire", booking.id, type(exc).__name__
             )
-        return await self._fail(booking, FailureReason.INTERNAL_ERROR)
+        return outcome
 
     async def _release(self, b: SagaBooking) -> None:
         await self._call(self._seats.release(event_id=b.event_id, booking_id=b.id))

@@ -924,6 +924,31 @@ async def test_after_the_deadline_an_unanswered_refund_is_left_to_reconciliation
     assert world.seats.map.lock_of(BOOKING_ID) is None
 
 
+async def test_a_give_up_cut_short_never_leaves_a_confirmed_booking_without_its_money(
+    world: World,
+) -> None:
+    expires = world.seats.hold(BOOKING_ID, ttl=DEADLINE.total_seconds() * 2)
+    booking = world.add_booking(step=SagaStep.CHARGING, lock_expires_at=expires)
+    charge = await world.charge_directly(booking)
+    world.store.add(replace(booking, step=SagaStep.CHARGED, payment_id=charge.payment_id))
+    world.seats.failing.add("reserve")
+    # The give-up is cut short: it cannot record FAILED nor release (a crash, Postgres away).
+    world.store.failing.add("fail")
+    world.seats.failing.add("release")
+    past_deadline(world)
+
+    assert await world.runner.run(BOOKING_ID) is None  # left for the next run
+    # The outage is over; the lock still lives, so the resumed saga can deliver the seats.
+    world.seats.failing.difference_update({"reserve", "release"})
+    world.store.failing.discard("fail")
+    outcome = await world.runner.run(BOOKING_ID)
+
+    # Had the refund come before the FAILED write, this booking would be CONFIRMED and refunded.
+    assert outcome == SagaOutcome(BOOKING_ID, BookingStatus.CONFIRMED)
+    assert world.payments.refunds == {}
+    assert [c.payment_id for c in world.payments.money_taken()] == [charge.payment_id]
+
+
 async def test_after_the_deadline_a_failed_booking_keeps_no_sold_seats(world: World) -> None:
     expires = world.seats.hold(BOOKING_ID, ttl=DEADLINE.total_seconds() * 2)
     booking = world.add_booking(step=SagaStep.CHARGING, lock_expires_at=expires)
