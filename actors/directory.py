@@ -30,6 +30,19 @@ class _Entry:
     node_id: str
     last_used: float
     holds_locks: bool
+    heard_at: float = 0.0  # when the actor last reported (or was placed); 0: now, at creation
+
+    def __post_init__(self) -> None:
+        if not self.heard_at:
+            self.heard_at = time.time()
+
+
+# A live seat actor reports every REPORT_EVERY_SWEEPS sweeps of its lock sweeper; one not heard
+# from for SILENT_REPORTS reports (at least SILENT_SECONDS) is gone (killed with its node, or its
+# `forget` lost), and its slot is free again.
+REPORT_EVERY_SWEEPS = 5
+SILENT_REPORTS = 12
+SILENT_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,11 @@ def free_node(entries: dict[str, _Entry], nodes: list[str], *, cap: int) -> str 
     return node if counts[node] < cap else None
 
 
+def silent_entries(entries: dict[str, _Entry], *, now: float, silent: float) -> list[str]:
+    """Pure decision: the actors not heard from for `silent` seconds (gone, whatever they held)."""
+    return [event_id for event_id, e in entries.items() if now - e.heard_at > silent]
+
+
 @ray.remote(max_restarts=-1, max_task_retries=0)
 class SeatActorDirectory:
     """Live seat actors by node, as they report themselves.
@@ -91,7 +109,11 @@ class SeatActorDirectory:
 
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
-        self._cap = get_settings().seat_actors_per_node
+        settings = get_settings()
+        self._cap = settings.seat_actors_per_node
+        self._silent = max(
+            SILENT_SECONDS, SILENT_REPORTS * REPORT_EVERY_SWEEPS * settings.seat_actor_sweep_seconds
+        )
 
     def _alive_nodes(self) -> list[str]:
         nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
@@ -137,13 +159,9 @@ class SeatActorDirectory:
         return {event_id: e.node_id for event_id, e in self._entries.items()}
 
     def _expire(self, now: float) -> None:
-        # An actor that stopped reporting (killed with its node) no longer counts after a while.
-        stale = [
-            event_id
-            for event_id, e in self._entries.items()
-            if now - e.last_used > 3600 and not e.holds_locks
-        ]
-        for event_id in stale:
+        # An actor that stopped reporting (killed with its node, or a `forget` that never came) no
+        # longer counts: live ones report every few seconds, locks or not.
+        for event_id in silent_entries(self._entries, now=now, silent=self._silent):
             del self._entries[event_id]
 
 

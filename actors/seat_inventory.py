@@ -9,7 +9,7 @@ import time
 import ray
 
 from actors import metrics
-from actors.directory import DirectoryClient
+from actors.directory import REPORT_EVERY_SWEEPS, DirectoryClient
 from config.settings import get_settings
 from domain.best_available import BestLockResult, SeatRequest
 from domain.inventory import LockResult, ReserveResult, SeatMap, Summary
@@ -18,7 +18,6 @@ from storage.booking_repository import SeatsTaken
 from storage.pool import LazyPool
 
 logger = logging.getLogger(__name__)
-REPORT_EVERY_SWEEPS = 5
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=1000)  # type: ignore[call-overload]

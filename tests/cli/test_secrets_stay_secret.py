@@ -52,10 +52,13 @@ class Server:
 
 
 def _clean_env() -> dict[str, str]:
-    """This process's environment without anything of TicketFlow's or of the suite's server."""
+    """This process's environment without anything of TicketFlow's or of the suite's server (its
+    Serve settings too: the suite's HAProxy holds the stats and metrics ports they name)."""
     drop = secret_env_names() | {"STRIPE_API_BASE", "RAY_ADDRESS"}
     return {
-        k: v for k, v in os.environ.items() if k not in drop and not k.startswith("TICKETFLOW_")
+        k: v
+        for k, v in os.environ.items()
+        if k not in drop and not k.startswith(("TICKETFLOW_", "RAY_SERVE_"))
     }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from actors.directory import _Entry, choose_placement, free_node
+from actors.directory import _Entry, choose_placement, free_node, silent_entries
 
 
 def entries(**spec: tuple[str, float, bool]) -> dict[str, _Entry]:
@@ -49,3 +49,12 @@ def test_warming_never_retires_anyone_when_every_node_is_full() -> None:
     live = entries(e1=("n1", 1.0, False), e2=("n2", 2.0, False))
     assert free_node(live, ["n1", "n2"], cap=1) is None
     assert free_node(live, [], cap=5) is None
+
+
+def test_an_actor_not_heard_from_no_longer_counts_even_if_it_held_locks() -> None:
+    live = {
+        "reporting": _Entry("n1", 1.0, True, heard_at=95.0),
+        "gone_with_its_node": _Entry("n1", 1.0, True, heard_at=30.0),
+        "forget_lost": _Entry("n2", 1.0, False, heard_at=39.0),
+    }
+    assert silent_entries(live, now=100.0, silent=60.0) == ["gone_with_its_node", "forget_lost"]
