@@ -341,10 +341,10 @@ class BookingSagaRunner:
         """Past the deadline: the buyer gets a final answer now; compensation is best effort.
 
         A paid booking whose sale Postgres already holds is confirmed (the seats were
-        delivered). Anything else is first recorded FAILED with INTERNAL_ERROR, then its charge
-        (if one succeeded) refunded and its locks released. Failed first: a refund made before
-        the booking is final could meet a crash, and the resumed saga would then find the lock
-        still live, reserve and confirm a booking whose money went back. Whatever of the
+        delivered). Anything else has its locks released, is recorded FAILED with INTERNAL_ERROR,
+        then has its charge (if one succeeded) refunded. The refund comes after FAILED: a refund
+        made before the booking is final could meet a crash, and a resumed saga finding the lock
+        still live would reserve and confirm a booking whose money went back. Whatever of the
         compensation cannot be done now (the processor or an actor does not answer) is finished
         later by the payment actor's reconciliation, which refunds every successful charge of a
         FAILED booking, and by the lock's own expiry.
@@ -358,6 +358,12 @@ class BookingSagaRunner:
             await self._store.confirm(booking.id)
             await self._notify()
             return SagaOutcome(booking.id, BookingStatus.CONFIRMED)
+        try:
+            await self._release(booking)
+        except Exception as exc:  # noqa: BLE001 - the lock expires by itself
+            logger.warning(
+                "saga %s: release failed (%s); the lock will expire", booking.id, type(exc).__name__
+            )
         outcome = await self._fail(booking, FailureReason.INTERNAL_ERROR)
         if booking.step in (SagaStep.CHARGING, SagaStep.CHARGED):
             try:
@@ -384,12 +390,6 @@ class BookingSagaRunner:
                     booking.id,
                     type(exc).__name__,
                 )
-        try:
-            await self._release(booking)
-        except Exception as exc:  # noqa: BLE001 - the lock expires by itself
-            logger.warning(
-                "saga %s: release failed (%s); the lock will expire", booking.id, type(exc).__name__
-            )
         return outcome
 
     async def _release(self, b: SagaBooking) -> None:
