@@ -28,7 +28,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from benchmarks.checkout_server import start_server
 from benchmarks.common import default_database_url, default_redis_url, markdown_table
 from benchmarks.httpclient import HttpClient, open_client
 from benchmarks.onsale import OnsaleConfig, OnsaleRun, SetupError, drive
@@ -50,6 +49,7 @@ from benchmarks.services import (
     MARKER_VAR,
     PROJECT_ROOT,
     ServiceProcess,
+    start_ticketflow,
 )
 
 
@@ -268,7 +268,7 @@ async def run_profile(args: argparse.Namespace) -> dict[str, Any]:
     if args.url:
         url, marker, database = args.url, None, args.database
     else:
-        service, database = await start_server(
+        service = await start_ticketflow(
             root=args.server_root.resolve(),
             database_url=args.database_url,
             redis_url=args.redis_url,
@@ -277,7 +277,7 @@ async def run_profile(args: argparse.Namespace) -> dict[str, Any]:
             admin_password=args.admin_password,
             server_env=args.server_env,
         )
-        url, marker = service.url, service.marker
+        url, marker, database = service.url, service.marker, service.database
     try:
         config = onsale_config(args, url, label=args.label or str(args.server_root))
         config.validate()

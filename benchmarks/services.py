@@ -1,10 +1,10 @@
 """Starting and stopping the benchmark's servers as subprocesses on free 127.0.0.1 ports.
 
-Why ~430 lines in one module: the three kinds of server (TicketFlow, the plain baselines, pretix)
+Why ~450 lines in one module: the three kinds of server (TicketFlow, the plain baselines, pretix)
 share one start, health-wait, log and stop path; only their commands differ.
 
 `start_plain_service` runs a baseline (`benchmarks.baselines.plain_service`); `start_ticketflow`
-runs `ticketflow serve` on a scratch database of its own. Both come back as a `ServiceProcess`
+runs `ticketflow serve`, of this checkout or another, on a scratch database of its own. Both come back as a `ServiceProcess`
 whose `stop()` returns only when the server, every process it left (found by a marker in their
 environment) and its scratch state are gone, so the next target has the machine, and Postgres's
 connections, to itself.
@@ -84,6 +84,8 @@ class ServiceProcess:
     reap_grace: float = 20.0
     # Run after the processes are gone (drop the scratch database, remove the state directory).
     cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # The scratch database of a TicketFlow server (`start_ticketflow`), else "".
+    database: str = ""
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -244,10 +246,16 @@ async def _wait_healthy(
     return f"did not answer {health_path} within {timeout:.0f} s"
 
 
-def _with_project_on_path(env: dict[str, str]) -> dict[str, str]:
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p
-    )
+def _with_project_on_path(env: dict[str, str], root: Path = PROJECT_ROOT) -> dict[str, str]:
+    """`env` with checkout `root` first on PYTHONPATH. Another checkout's server must run that
+    checkout's code, whatever this interpreter's own installation points at: this project's root
+    is then dropped from what `env` carried."""
+    inherited = env.get("PYTHONPATH", "")
+    if root != PROJECT_ROOT:
+        inherited = os.pathsep.join(
+            p for p in inherited.split(os.pathsep) if p and p != str(PROJECT_ROOT)
+        )
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), inherited) if p)
     return env
 
 
@@ -325,9 +333,11 @@ def ticketflow_server_env(
     admin_email: str,
     admin_password: str,
     overrides: Sequence[tuple[str, str]] = (),
+    root: Path = PROJECT_ROOT,
 ) -> dict[str, str]:
     """The environment of the benchmarked server: `base` without any TicketFlow configuration it
-    carried, then the benchmark's settings, then `overrides` (`--server-env`, in order)."""
+    carried, then the benchmark's settings, then `overrides` (`--server-env`, in order), with
+    checkout `root`'s code on PYTHONPATH."""
     # Settings matches names case-insensitively, hence upper().
     env = {
         k: v
@@ -356,7 +366,7 @@ def ticketflow_server_env(
         }
     )
     env.update(overrides)
-    return _with_project_on_path(env)
+    return _with_project_on_path(env, root)
 
 
 def with_database(url: str, name: str) -> str:
@@ -384,10 +394,14 @@ async def start_ticketflow(
     startup_timeout: float = TICKETFLOW_STARTUP_TIMEOUT,
     settle_seconds: float = TICKETFLOW_SETTLE_SECONDS,
     stop_timeout: float = TICKETFLOW_STOP_TIMEOUT,
+    root: Path = PROJECT_ROOT,
 ) -> ServiceProcess:
     """`ticketflow serve` on a fresh database `tf_bench_app_<hex>` on the Postgres server of
-    `database_url` (dropped, with its connections, after the server stopped) and a temporary state
-    directory; Redis is `redis_url` (with rate limits off TicketFlow writes nothing there)."""
+    `database_url` (dropped, with its connections, after the server stopped; its name is the
+    service's `database`) and a temporary state directory; Redis is `redis_url` (with rate limits
+    off TicketFlow writes nothing there). The server runs the code of checkout `root`: this one,
+    or another (`benchmarks.cpu_profile --server-root`, say `git archive <commit>` unpacked in a
+    directory, for before/after measurements in one sitting)."""
     db_name = f"{APP_DATABASE_PREFIX}{secrets.token_hex(4)}"
     state_dir = Path(tempfile.mkdtemp(prefix="tf-bench-ticketflow-"))
 
@@ -408,11 +422,10 @@ async def start_ticketflow(
         admin_email=admin_email,
         admin_password=admin_password,
         overrides=server_env,
+        root=root,
     )
-    if (PROJECT_ROOT / ".env").exists():
-        log(
-            f"ticketflow: note: the server also reads {PROJECT_ROOT / '.env'} (the environment wins)"
-        )
+    if (root / ".env").exists():
+        log(f"ticketflow: note: the server also reads {root / '.env'} (the environment wins)")
     try:
         await _execute(database_url, f'CREATE DATABASE "{db_name}"')
     except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
@@ -423,10 +436,11 @@ async def start_ticketflow(
     except BaseException:
         await remove_state_dir()
         raise
+    source = "" if root == PROJECT_ROOT else f" from {root}"
     log(
-        f"ticketflow: database {db_name}, port {port}; waiting for /health (up to {startup_timeout:.0f} s)"
+        f"ticketflow{source}: database {db_name}, port {port}; waiting for /health (up to {startup_timeout:.0f} s)"
     )
-    return await start_service(
+    service = await start_service(
         "ticketflow",
         ticketflow_server_command(),
         env=env,
@@ -435,4 +449,7 @@ async def start_ticketflow(
         settle_seconds=settle_seconds,
         stop_timeout=stop_timeout,
         cleanups=[drop_database, remove_state_dir],
+        cwd=root,
     )
+    service.database = db_name
+    return service

@@ -119,6 +119,12 @@ def test_server_env_drops_configuration_inherited_from_the_shell() -> None:
     assert env["DATABASE_URL"].endswith("/tf_bench_app_0011aabb")
 
 
+def test_server_env_of_another_checkout_puts_that_checkout_s_code_first(tmp_path: Path) -> None:
+    # `benchmarks.cpu_profile --server-root`: this checkout's code must not shadow the other's.
+    env = _env(base={"PYTHONPATH": f"{PROJECT_ROOT}::/elsewhere"}, root=tmp_path)
+    assert env["PYTHONPATH"] == f"{tmp_path}:/elsewhere"
+
+
 def test_server_env_overrides_apply_last_and_in_order() -> None:
     env = _env(
         overrides=[

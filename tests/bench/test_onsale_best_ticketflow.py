@@ -7,14 +7,12 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.onsale import OnsaleConfig, run_onsale
-from tests.helpers import ADMIN
+from tests.bench_app import app_onsale_config
 
 
 def _config(server: str, *, pick: str, seed: int) -> OnsaleConfig:
-    return OnsaleConfig(
-        url=server,
-        admin_email=ADMIN[0],
-        admin_password=ADMIN[1],
+    return app_onsale_config(
+        server,
         seats=30,
         buyers=3,
         attempts=120,
@@ -26,8 +24,6 @@ def _config(server: str, *, pick: str, seed: int) -> OnsaleConfig:
         grace=15,
         setup_concurrency=3,
         seed=seed,
-        progress=False,
-        label="ticketflow",
     )
 
 

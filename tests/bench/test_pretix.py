@@ -21,9 +21,11 @@ import pytest
 
 from benchmarks import compare
 from benchmarks.cli import build_parser
+from benchmarks.httpclient import TransportError
 from benchmarks.onsale import OnsaleConfig
 from benchmarks.pretix.install import DEFAULT_PRETIX_DIR, PRETIX_VERSION
 from benchmarks.pretix.scenario import (
+    PretixOnsaleRun,
     layout_tiers,
     refused_as_unavailable,
     run_pretix_onsale,
@@ -99,6 +101,44 @@ def test_seating_plan_is_valid_for_pretixs_schema_when_installed() -> None:
 )
 def test_only_seat_or_quota_refusals_count_as_seats_unavailable(body: Any, expected: bool) -> None:
     assert refused_as_unavailable(body) is expected
+
+
+class _RecordingClient:
+    """Answers 200 and records each request's headers; a path ending in /down raises TransportError."""
+
+    def __init__(self) -> None:
+        self.headers: list[dict[str, str]] = []
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: Any = None,
+        headers: Any = None,
+    ) -> tuple[int, Any, dict[str, str]]:
+        self.headers.append(dict(headers or {}))
+        if path.endswith("/down"):
+            raise TransportError("Timeout")
+        return 200, {"ok": True}, {}
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_pretix_calls_carry_the_team_token_and_count_as_the_on_sale_counts() -> None:
+    client = _RecordingClient()
+    run = PretixOnsaleRun(OnsaleConfig(url="http://x"), client, organizer="o", token="tok")
+    assert await run.call("GET", "/api/v1/a", token="buyer") == (200, {"ok": True}, {})
+    assert await run.call("GET", "/api/v1/down") == (0, None, None)
+    await run.call("GET", "/api/v1/b", count=False, headers={"X-Extra": "1"})
+    assert client.headers == [
+        {"Authorization": "Token tok"},  # never a buyer's bearer token
+        {"Authorization": "Token tok"},
+        {"X-Extra": "1", "Authorization": "Token tok"},
+    ]
+    assert run.stats.requests == 2 and run.stats.errors == {"transport Timeout": 1}
 
 
 def test_pretix_config_uses_its_own_database_redis_and_no_debug(tmp_path: Path) -> None:

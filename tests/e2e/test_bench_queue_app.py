@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.onsale import OnsaleConfig
 from benchmarks.queue import QueueConfig, passed, queue_markdown, run_queue_onsale
-from tests.helpers import ADMIN
+from tests.bench_app import app_onsale_config
 
 
 @pytest.mark.slow
 async def test_onsale_benchmark_behind_the_waiting_room(server: str) -> None:
-    config = OnsaleConfig(
-        url=server,
-        admin_email=ADMIN[0],
-        admin_password=ADMIN[1],
+    config = app_onsale_config(
+        server,
         seats=12,
         concurrency=8,
         seats_per_booking=2,
@@ -23,8 +20,6 @@ async def test_onsale_benchmark_behind_the_waiting_room(server: str) -> None:
         grace=15,
         setup_concurrency=4,
         seed=5,
-        progress=False,
-        label="ticketflow",
     )
     queue = QueueConfig(buyers=10, admit_per_minute=1200, baseline_concurrency=2)
 

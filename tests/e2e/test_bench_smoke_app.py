@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.onsale import OnsaleConfig, report_markdown, run_onsale
-from tests.helpers import ADMIN
+from benchmarks.onsale import report_markdown, run_onsale
+from tests.bench_app import app_onsale_config
 
 
 @pytest.mark.slow
 async def test_onsale_benchmark_against_ticketflow(server: str) -> None:
-    config = OnsaleConfig(
-        url=server,
-        admin_email=ADMIN[0],
-        admin_password=ADMIN[1],
+    config = app_onsale_config(
+        server,
         seats=20,
         buyers=3,
         attempts=30,
@@ -24,8 +22,6 @@ async def test_onsale_benchmark_against_ticketflow(server: str) -> None:
         setup_concurrency=3,
         decline_fraction=0.2,
         seed=3,
-        progress=False,
-        label="ticketflow",
     )
     report = await run_onsale(config)
     results, checks = report["results"], report["checks"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
@@ -17,24 +18,28 @@ from tests.integration.storage_support import Catalog, make_catalog
 async def _add(
     conn: asyncpg.Connection,
     c: Catalog,
-    seats: tuple[str, ...],
+    seats: tuple[str, ...] | SeatRequest,
     *,
     key: str | None = None,
     hash: str | None = None,
     request_id: str | None = None,  # noqa: A002
 ) -> str:
+    """A PENDING booking by `c`'s user: of `seats`, or best-available for a SeatRequest."""
     booking_id = new_id("bkg")
-    added = await repo.add(
-        conn,
-        booking_id=booking_id,
-        user_id=c.user_id,
-        event_id=c.event_id,
-        seat_ids=list(seats),
-        saga_slot=0,
-        payment_token="pm_card_visa",
-        idempotency_key=key,
-        request_hash=hash,
-        request_id=request_id,
+    fields: dict[str, Any] = {
+        "booking_id": booking_id,
+        "user_id": c.user_id,
+        "event_id": c.event_id,
+        "saga_slot": 0,
+        "payment_token": "pm_card_visa",
+        "idempotency_key": key,
+        "request_hash": hash,
+        "request_id": request_id,
+    }
+    added = await (
+        repo.add_best(conn, request=seats, **fields)
+        if isinstance(seats, SeatRequest)
+        else repo.add(conn, seat_ids=list(seats), **fields)
     )
     assert added.booking_id == booking_id, added
     return booking_id
@@ -139,28 +144,11 @@ async def test_saga_steps_move_pending_bookings_once(conn: asyncpg.Connection) -
     }
 
 
-async def _add_best(conn: asyncpg.Connection, c: Catalog, quantity: int) -> str:
-    booking_id = new_id("bkg")
-    added = await repo.add_best(
-        conn,
-        booking_id=booking_id,
-        user_id=c.user_id,
-        event_id=c.event_id,
-        request=SeatRequest(quantity),
-        saga_slot=0,
-        payment_token="pm_card_visa",
-        idempotency_key=None,
-        request_hash=None,
-    )
-    assert added.booking_id == booking_id, added
-    return booking_id
-
-
 async def test_chosen_seats_of_many_bookings_are_priced_and_written_in_one_statement(
     conn: asyncpg.Connection,
 ) -> None:
     c = await make_catalog(conn, seats=6)
-    a, b, gone, foreign = [await _add_best(conn, c, n) for n in (2, 1, 1, 1)]
+    a, b, gone, foreign = [await _add(conn, c, SeatRequest(n)) for n in (2, 1, 1, 1)]
     assert await repo.fail(conn, [(gone, FailureReason.SEATS_UNAVAILABLE, None)]) == {gone}
     expiry = datetime.now(UTC) + timedelta(minutes=5)
     priced = await repo.mark_charging_chosen(
