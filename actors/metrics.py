@@ -39,6 +39,8 @@ RATE_LIMITED = PREFIX + "rate_limited_total"
 QUEUE_LENGTH = PREFIX + "waiting_room_queue_length"
 ADMITTED = PREFIX + "waiting_room_admitted_total"
 TIME_IN_QUEUE = PREFIX + "waiting_room_time_in_queue_seconds"
+PLACE_READS = PREFIX + "waiting_room_place_reads_total"
+STREAMS_OPEN = PREFIX + "waiting_room_streams_open"
 
 # Saga steps are actor hops (~1-2 ms), Postgres writes (~1-5 ms) and card charges (~0.3-3 s).
 SAGA_STEP_BOUNDARIES = [0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
@@ -85,6 +87,16 @@ _SPECS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     TIME_IN_QUEUE: (
         "histogram",
         "Time from joining a waiting room to being admitted, in seconds.",
+        (),
+    ),
+    PLACE_READS: (
+        "counter",
+        "Waiting-room place reads answered (joins, polls and stream re-reads), by kind.",
+        ("kind",),
+    ),
+    STREAMS_OPEN: (
+        "gauge",
+        "Server-sent-event streams of queue places open now in one Gateway replica (sum them).",
         (),
     ),
 }
@@ -223,6 +235,16 @@ def record_admitted(times_in_queue: list[float]) -> None:
     _record(ADMITTED, "inc", float(len(times_in_queue)))
     for seconds in times_in_queue:
         _record(TIME_IN_QUEUE, "observe", max(0.0, float(seconds)))
+
+
+def record_place_read(kind: str) -> None:
+    """A waiting-room place answered; kind: join, poll or stream."""
+    _record(PLACE_READS, "inc", 1.0, {"kind": kind})
+
+
+def set_streams_open(count: int) -> None:
+    """How many place streams this Gateway replica holds open now."""
+    _record(STREAMS_OPEN, "set", float(max(0, count)))
 
 
 def _reset_for_tests() -> None:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from redis.exceptions import RedisError
 
 from actors.clients import SeatInventoryClient
 from api.adapters import utc_now
-from api.deps import AdminDep, ServicesDep
+from api.deps import AdminDep, Services, ServicesDep
 from api.schemas import (
     CreateEventRequest,
     CreateVenueRequest,
@@ -41,6 +43,7 @@ from application.events import EventChanges, NewEvent
 from domain.catalog import Event, HeldCounts, Venue, WaitingRoomSettings, tier_availability
 from domain.errors import (
     EventNotFound,
+    ServiceUnavailable,
     VenueNotFound,
 )
 from domain.inventory import Summary
@@ -53,6 +56,7 @@ from storage import catalog_repository
 from storage.pool import Conn
 
 router = APIRouter(tags=["events"])
+logger = logging.getLogger(__name__)
 _seats = SeatInventoryClient()
 
 
@@ -292,7 +296,32 @@ async def update_event(
         clock=utc_now,
     )
     async with svc.connection() as conn:
-        return await event_detail(conn, event_id)
+        detail = await event_detail(conn, event_id)
+    await _tell_waiting_room(svc, detail)
+    return detail
+
+
+async def _tell_waiting_room(svc: Services, detail: EventDetail) -> None:
+    """A moved opening or a new rate reaches the waiters' hints of when to look (next_look).
+
+    Best effort: the admitter opens the room at `salesStartAt` from Postgres either way; with
+    Redis away, waiters far back learn of an earlier opening within one horizon instead."""
+    room = detail.waitingRoom
+    if not room.enabled:
+        return
+    rate = room.admitPerMinute
+    try:
+        await svc.waiting_room().set_opening(
+            event_id=detail.id,
+            opens_at=None if detail.salesStartAt is None else detail.salesStartAt.timestamp(),
+            per_minute=None if rate == "auto" else int(rate),
+        )
+    except (RedisError, OSError, TimeoutError, ServiceUnavailable) as exc:
+        logger.warning(
+            "waiting room not told of the event's change (%s)",
+            type(exc).__name__,
+            extra={"event_id": detail.id},
+        )
 
 
 # -- inventory ----------------------------------------------------------------------------------

@@ -385,6 +385,11 @@ class QueuePlace(BaseModel):
     estimatedWaitSeconds: int | None = Field(
         default=None, description="at the current admission rate, while QUEUED"
     )
+    retryAfterSeconds: int | None = Field(
+        default=None,
+        description="until the place is final: when the next look can bring news (about the "
+        "buyer's turn, at most the room's horizon); also sent as the Retry-After header",
+    )
     admissionToken: str | None = Field(
         default=None, description="once ADMITTED: send it as X-Admission-Token when booking"
     )

@@ -57,6 +57,7 @@ def cmd_onsale_queue(args: argparse.Namespace, config: OnsaleConfig) -> int:
         admit_per_minute=args.admit_per_minute,
         baseline_concurrency=args.baseline_concurrency,
         baseline=not args.no_baseline,
+        tell_seconds=args.tell_seconds,
     )
     try:
         report = run_async(run_queue_onsale(config, queue))

@@ -355,3 +355,10 @@ def add_queue_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--no-baseline", action="store_true", help="skip the reference sale without the room"
     )
+    g.add_argument(
+        "--tell-seconds",
+        type=float,
+        default=120.0,
+        help="after the sell-out, how long buyers still in line go on looking at their place "
+        "(to hear that it closed; default: %(default)s)",
+    )

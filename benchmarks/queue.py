@@ -1,18 +1,22 @@
 """`bench onsale --queue N`: the on-sale behind the virtual waiting room (issue 15).
 
 1. Set-up, not timed: the on-sale's event and N buyers (`benchmarks.onsale`), then the event gets
-   a waiting room (`admitPerMinute`, or `auto`) and a `salesStartAt` an hour away; every buyer
-   joins the queue (all in the lottery), then the opening is moved to a few seconds from now.
-2. The queued phase, timed from the opening: each buyer polls its place (as a polite client:
-   every third of its estimated wait, between 0.5 and 10 s, with jitter) until ADMITTED or
-   CLOSED; an admitted buyer makes one on-sale attempt (`OnsaleRun.attempt`: pick seats, book
-   with its `X-Admission-Token`, poll to the end, retry on SEATS_UNAVAILABLE).
+   a waiting room (`admitPerMinute`, or `auto`) and a `salesStartAt` far enough ahead for
+   everyone to join first (estimated from how long registering the buyers took); every buyer
+   joins the queue (all in the lottery), and the set-up waits for the opening.
+2. The queued phase, timed from the opening: each buyer looks at its place when the server said
+   to (`retryAfterSeconds`, from the join on; a server without hints: every third of the
+   estimated wait, between 0.5 and 10 s, with jitter) until ADMITTED or CLOSED; an admitted buyer
+   makes one on-sale attempt (`OnsaleRun.attempt`: pick seats, book with its
+   `X-Admission-Token`, poll to the end, retry on SEATS_UNAVAILABLE). After the sell-out the
+   buyers still waiting go on looking, for at most `tell_seconds`, to learn that it closed.
 3. The same checks as the on-sale (no seat sold twice, nothing stuck, no charge kept), then the
    same sale without the room, with few buyers at once (the unloaded reference), for its p99.
 
 Reported: buyers admitted and the time to admit them (from the opening to the last admission,
-read from the tokens' `iat`), the room's closing, the booking path's p99 for the admitted buyers
-and the unloaded sale's, their ratio, 5xx answers and oversold seats.
+read from the tokens' `iat`), the room's closing and how soon those still waiting heard of it,
+the place reads (in all, and a second while the sale ran), the booking path's p99 for the
+admitted buyers and the unloaded sale's, their ratio, 5xx answers and oversold seats.
 """
 
 from __future__ import annotations
@@ -41,7 +45,12 @@ from benchmarks.onsale import (
     run_onsale,
 )
 
-OPENING_LEAD_SECONDS = 3.0
+# The opening comes this long after the joins are expected to end (and at least this long after
+# the set-up starts joining): a margin for an estimate made from the registrations.
+OPENING_MARGIN_SECONDS = 10.0
+# A join is one request; registering a buyer two (and a password hash): joins take about this share
+# of the registrations' time. Over-estimating only makes the set-up wait.
+JOIN_SHARE_OF_REGISTRATION = 0.75
 
 
 @dataclass
@@ -50,6 +59,7 @@ class QueueConfig:
     admit_per_minute: int | None = None  # None: auto
     baseline_concurrency: int = 4  # the unloaded reference sale's buyers at once
     baseline: bool = True
+    tell_seconds: float = 120.0  # after the sell-out, how long waiters go on looking (to hear it)
 
 
 @dataclass
@@ -58,7 +68,11 @@ class _QueueStats:
     poll_errors: Counter[str] = field(default_factory=Counter)
     admitted_iat: list[int] = field(default_factory=list)
     closed: int = 0
+    closed_heard_at: list[float] = field(default_factory=list)  # epoch seconds of each CLOSED
     opened_at: float = 0.0  # epoch seconds of salesStartAt
+    poll_times: list[float] = field(default_factory=list)  # epoch seconds of every place read
+    joined_late: int = 0  # joins answered after the opening (queued behind the lottery)
+    hinted: int = 0  # place answers that said when to look next
 
 
 def _token_iat(token: str) -> int | None:
@@ -79,6 +93,7 @@ class QueuedOnsaleRun(OnsaleRun):
         self.queue = queue
         self.qstats = _QueueStats()
         self.tickets: dict[int, str] = {}
+        self.next_look: dict[int, float] = {}  # buyer -> epoch seconds of its first look
         self._admission: dict[str, str] = {}  # buyer's bearer token -> admission token
         self._booking_slots = asyncio.Semaphore(config.concurrency)
         self._line: asyncio.Future[list[None]] | None = None
@@ -108,29 +123,47 @@ class QueuedOnsaleRun(OnsaleRun):
             "enabled": True,
             "admitPerMinute": self.queue.admit_per_minute or "auto",
         }
-        later = iso_utc(datetime.now(UTC) + timedelta(hours=1))
-        await self._update_event({"waitingRoom": room, "salesStartAt": later})
+        lead = OPENING_MARGIN_SECONDS + JOIN_SHARE_OF_REGISTRATION * float(
+            setup.get("buyers_setup_s") or 0.0
+        )
+        opens = datetime.now(UTC) + timedelta(seconds=lead)
+        await self._update_event({"waitingRoom": room, "salesStartAt": iso_utc(opens)})
+        # iso_utc drops the fraction: the opening is that whole second.
+        self.qstats.opened_at = float(int(opens.timestamp()))
         sem = asyncio.Semaphore(self.cfg.setup_concurrency * 4)
 
         async def join(buyer: Buyer) -> None:
             async with sem:
-                status, body = await self.setup_call(
-                    "POST", f"/api/events/{self.event_id}/queue", token=buyer.token
+                status, body, headers = await self.call(
+                    "POST", f"/api/events/{self.event_id}/queue", token=buyer.token, count=False
                 )
-            if status not in (200, 201):
+            if status not in (200, 201) or not isinstance(body, dict):
                 raise SetupError(f"joining the queue failed: {status} {body}")
             self.tickets[buyer.index] = str(body["ticket"])
+            self.next_look[buyer.index] = time.time() + self._next_wait(body, buyer.index)
+            if body.get("status") != "WAITING":
+                self.qstats.joined_late += 1
 
         await asyncio.gather(*(join(b) for b in self.buyers))
-        opens = datetime.now(UTC) + timedelta(seconds=OPENING_LEAD_SECONDS)
-        await self._update_event({"salesStartAt": iso_utc(opens)})
-        # iso_utc drops the fraction: the opening is that whole second.
-        self.qstats.opened_at = float(int(opens.timestamp()))
+        joined_s = time.perf_counter() - t0
+        # Not timed: the sale starts at its opening, as buyers who joined early see it.
+        await asyncio.sleep(max(0.0, self.qstats.opened_at - time.time()))
         return {
             **setup,
             "queue_joined": len(self.tickets),
-            "queue_setup_s": round(time.perf_counter() - t0, 2),
+            "queue_joined_after_opening": self.qstats.joined_late,
+            "queue_setup_s": round(joined_s, 2),
         }
+
+    def _next_wait(self, body: dict[str, Any], seed: int) -> float:
+        """When to look next: the server's hint; without one, a third of the estimated wait."""
+        hint = body.get("retryAfterSeconds")
+        if hint is not None:
+            self.qstats.hinted += 1
+            return float(hint)
+        rng = random.Random(seed + self.qstats.polls)
+        wait = float(body.get("estimatedWaitSeconds") or 2.0)
+        return min(10.0, max(0.5, wait / 3)) * rng.uniform(0.7, 1.3)
 
     async def _update_event(self, changes: dict[str, Any]) -> None:
         status, body = await self.setup_call(
@@ -140,12 +173,11 @@ class QueuedOnsaleRun(OnsaleRun):
             raise SetupError(f"updating the event failed: {status} {body}")
 
     async def _wait_in_line(self, buyer: Buyer) -> None:
-        rng = random.Random(buyer.index)
         ticket = self.tickets[buyer.index]
-        # Nobody is admitted before the opening: the first look is just after it.
-        await asyncio.sleep(max(0.0, self.qstats.opened_at - time.time()) + rng.uniform(0, 1))
-        while not self.stop.is_set():
+        await asyncio.sleep(max(0.0, self.next_look[buyer.index] - time.time()))
+        while not self._told_enough():
             self.qstats.polls += 1
+            self.qstats.poll_times.append(time.time())
             status, body, _ = await self.call(
                 "GET", f"/api/queue/{ticket}", token=buyer.token, count=False
             )
@@ -165,9 +197,25 @@ class QueuedOnsaleRun(OnsaleRun):
                 return
             if body["status"] == "CLOSED":
                 self.qstats.closed += 1
+                self.qstats.closed_heard_at.append(time.time())
                 return
-            wait = float(body.get("estimatedWaitSeconds") or 2.0)
-            await asyncio.sleep(min(10.0, max(0.5, wait / 3)) * rng.uniform(0.7, 1.3))
+            await self._sleep_until_told(self._next_wait(body, buyer.index))
+
+    def _told_enough(self) -> bool:
+        """After the sell-out, waiters go on looking for `tell_seconds` (to hear it), no longer."""
+        if self.sold_out_at is None:
+            if self.elapsed() > self.cfg.duration:
+                self.stop.set()
+            return self.stop.is_set()  # the phase's time or attempts ran out
+        return self.elapsed() > self.sold_out_at + self.queue.tell_seconds
+
+    async def _sleep_until_told(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self._told_enough():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, 1.0))
 
     async def worker(self) -> None:
         """The phase's work: every buyer waits in line (the first worker runs them all, so the
@@ -180,12 +228,25 @@ class QueuedOnsaleRun(OnsaleRun):
         results = await super().booking_phase()
         q = self.qstats
         admitted = sorted(q.admitted_iat)
+        sale_s = self.sold_out_at if self.sold_out_at is not None else results["duration_s"]
+        sale_end = q.opened_at + float(sale_s)
+        during_sale = sum(1 for t in q.poll_times if t <= sale_end)
+        sold_out_epoch = q.opened_at + self.sold_out_at if self.sold_out_at is not None else None
+        heard = sorted(t - sold_out_epoch for t in q.closed_heard_at) if sold_out_epoch else []
         results["queue"] = {
             "buyers": len(self.buyers),
             "admitted": len(admitted),
             "closed_out": q.closed,
+            "still_waiting_at_the_end": len(self.buyers) - len(admitted) - q.closed,
             "time_to_admit_all_s": (admitted[-1] - q.opened_at) if admitted else None,
             "place_reads": q.polls,
+            "place_reads_per_s_during_sale": round(during_sale / sale_s, 1) if sale_s else None,
+            "place_reads_per_admitted": round(q.polls / len(admitted), 2) if admitted else None,
+            "answers_with_a_hint": q.hinted,
+            "closed_heard_within_s": {
+                "p50": round(heard[len(heard) // 2], 1) if heard else None,
+                "max": round(heard[-1], 1) if heard else None,
+            },
             "place_read_errors": dict(q.poll_errors),
         }
         return results
@@ -203,13 +264,14 @@ def server_errors(report: dict[str, Any]) -> int:
 
 async def run_queue_onsale(config: OnsaleConfig, queue: QueueConfig) -> dict[str, Any]:
     """The queued sale, then (unless `queue.baseline` is off) the unloaded reference sale."""
-    # Long enough for everyone to be admitted at the configured rate (auto starts at 600 a minute).
+    # Long enough for everyone to be admitted at the configured rate (auto starts at 600 a minute),
+    # unless the seats run out first.
     admit_all = 60.0 * queue.buyers / (queue.admit_per_minute or 600)
     config = replace(
         config,
         buyers=queue.buyers,
         attempts=queue.buyers,
-        duration=max(config.duration, admit_all + 60.0),
+        duration=max(config.duration, admit_all + queue.tell_seconds),
     )
     config.validate()
     client = open_client(
@@ -249,6 +311,12 @@ def _p99(report: dict[str, Any], key: str) -> float | None:
     return float(value) if value is not None else None
 
 
+def _pair(d: dict[str, Any] | None) -> str | None:
+    if not d or d.get("p50") is None:
+        return None
+    return f"{d['p50']} / {d['max']}"
+
+
 def queue_markdown(report: dict[str, Any]) -> str:
     q = report["queue"]
     rows: list[tuple[str, Any]] = [
@@ -257,7 +325,11 @@ def queue_markdown(report: dict[str, Any]) -> str:
         ("admitted", q["admitted"]),
         ("told CLOSED (sold out)", q["closed_out"]),
         ("time to admit them (s, from the opening)", q["time_to_admit_all_s"]),
+        ("still waiting when the run ended", q.get("still_waiting_at_the_end")),
+        ("heard of the sell-out within (s): p50 / max", _pair(q.get("closed_heard_within_s"))),
         ("place reads", q["place_reads"]),
+        ("place reads a second while the sale ran", q.get("place_reads_per_s_during_sale")),
+        ("place reads per admitted buyer", q.get("place_reads_per_admitted")),
         ("5xx answers (must be 0)", q["server_errors"]),
         ("oversold seats (must be 0)", report["checks"].get("oversold_seats")),
     ]

@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     # How long an admission token from an event's waiting room lets its buyer book, counted from
     # the admission (docs/waiting-room.md); signed with a key derived from JWT_SECRET.
     admission_token_ttl_seconds: int = Field(default=600, ge=60, le=3600)
+    # The place reads a second that a waiting room's buyers far back may cost, at most: they are
+    # told to look again at most waiting / this many seconds later (30 s to 10 min; next_look).
+    queue_reads_per_second: float = Field(default=50.0, gt=0, le=100_000)
     auth_user_cache_seconds: float = Field(default=10.0, ge=0)
     password_hash_memory_kib: int = Field(default=19 * 1024, ge=8)
     password_hash_time_cost: int = Field(default=2, ge=1)

@@ -1,6 +1,6 @@
 """An event's waiting room in Redis: who waits, in which order, and who was admitted when.
 
-Why ~490 lines in one module: about half is the Lua scripts, each beside the method that runs it;
+Why ~540 lines in one module: about half is the Lua scripts, each beside the method that runs it;
 they share one key layout that must not drift apart.
 
 Every gateway replica shares it: a position read is one script call (EVALSHA), no actor, and
@@ -9,7 +9,8 @@ nothing lives in the process, so a replica restart loses nobody's place (docs/wa
 Keys, per event (`{event}` is a Redis Cluster hash tag: one event's keys share a slot, so its
 scripts may touch them all):
 
-    <prefix>:{<event>}:meta      hash   state (waiting|open|closed), opened_at, closed_at, seq
+    <prefix>:{<event>}:meta      hash   state (waiting|open|closed), opened_at, closed_at, seq,
+                                        opens_at (salesStartAt, for the hints), rate
     <prefix>:{<event>}:users     hash   user id -> ticket          (one place per user)
     <prefix>:{<event>}:tickets   hash   ticket -> user id
     <prefix>:{<event>}:joined    hash   ticket -> joined at (unix seconds)
@@ -53,7 +54,8 @@ _TICKET = re.compile(r"^([A-Za-z0-9_-]{1,64})\.([A-Za-z0-9_-]{16})$")
 ADMIT_CONFLICT_RETRIES = 5
 
 # KEYS: meta users tickets joined queue admitted;
-# ARGV: user, new ticket, draw, now, ttl, late base, opening time ('' if none given)
+# ARGV: user, new ticket, draw, now, ttl, late base, opening time ('' if none given),
+#       fixed rate ('' for auto)
 _JOIN = """
 local existing = redis.call('HGET', KEYS[2], ARGV[1])
 if existing then
@@ -63,6 +65,8 @@ local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'closed' then
   return {'', 'closed', ''}
 end
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'opens_at', ARGV[7]) end
+if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'rate', ARGV[8]) end
 if state ~= 'open' and ARGV[7] ~= '' and tonumber(ARGV[4]) >= tonumber(ARGV[7]) then
   redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', ARGV[7])
   state = 'open'
@@ -94,7 +98,24 @@ return {
   redis.call('ZCARD', KEYS[4]),
   redis.call('HGET', KEYS[3], ARGV[1]) or '',
   redis.call('HGET', KEYS[1], 'rate') or '',
+  redis.call('HGET', KEYS[1], 'opens_at') or '',
 }
+"""
+
+# KEYS: meta; ARGV: opening time ('' for none: on sale now), fixed rate ('' for auto), ttl
+_SET_OPENING = """
+if ARGV[1] == '' then
+  redis.call('HDEL', KEYS[1], 'opens_at')
+else
+  redis.call('HSET', KEYS[1], 'opens_at', ARGV[1])
+end
+if ARGV[2] ~= '' then
+  redis.call('HSET', KEYS[1], 'rate', ARGV[2])
+elseif redis.call('HGET', KEYS[1], 'state') ~= 'open' then
+  redis.call('HDEL', KEYS[1], 'rate')  -- auto: the start rate until the admitter's first round
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
 """
 
 # KEYS: all six; ARGV: now, ttl
@@ -173,7 +194,11 @@ class QueueTicket:
 
 @dataclass(frozen=True)
 class Place:
-    """Where a ticket stands. `position` is 1-based; both it and `ahead` are None unless QUEUED."""
+    """Where a ticket stands. `position` is 1-based; both it and `ahead` are None unless QUEUED.
+
+    `rank` (people before it in the queue's order, the draw's before the opening) and `opens_at`
+    are for the server's own use (when to look next): the draw is not shown as a position.
+    """
 
     ticket: str
     event_id: str
@@ -186,6 +211,8 @@ class Place:
     joined_at: float | None
     admitted_at: float | None
     admit_per_minute: int | None = None  # the rate the admitter last used (None: not yet known)
+    rank: int | None = None  # 0-based, while in the queue (WAITING or QUEUED)
+    opens_at: float | None = None  # the room's opening as the joins and updates last said
 
 
 @dataclass(frozen=True)
@@ -262,6 +289,7 @@ class WaitingRoom:
         self._close = redis.register_script(_CLOSE)
         self._admit = redis.register_script(_ADMIT)
         self._pacing = redis.register_script(_PACING)
+        self._set_opening = redis.register_script(_SET_OPENING)
 
     def keys(self, event_id: str) -> dict[str, str]:
         """The event's key names by kind."""
@@ -280,13 +308,16 @@ class WaitingRoom:
         user_id: str,
         now: float | None = None,
         opens_at: float | None = None,
+        per_minute: int | None = None,
     ) -> QueueTicket:
         """Puts the user in line, once: joining again returns the same ticket (and place).
 
         Args:
             opens_at: the event's `salesStartAt`, when known: a join at or after it opens the room
                 first (as `open` would, with that time), so a late opener never lets a latecomer
-                into the lottery.
+                into the lottery. Kept for the place reads' hints (`set_opening` moves it).
+            per_minute: the room's fixed rate (None: auto), kept for the same hints until the
+                admitter records the rate it admits at.
 
         Raises:
             QueueClosed: the room closed before this user joined.
@@ -307,6 +338,7 @@ class WaitingRoom:
                 self._ttl,
                 str(LATE_BASE),
                 "" if opens_at is None else repr(opens_at),
+                "" if per_minute is None else str(per_minute),
             ],
         )
         got, outcome, joined = (_text(v) for v in raw)
@@ -331,7 +363,16 @@ class WaitingRoom:
         )
         if not raw:
             return None
-        user, state_text, admitted_at_text, rank_raw, waiting_raw, joined_text, rate_text = raw
+        (
+            user,
+            state_text,
+            admitted_at_text,
+            rank_raw,
+            waiting_raw,
+            joined_text,
+            rate_text,
+            opens_text,
+        ) = raw
         state = QueueState(_text(state_text))
         admitted_at = _seconds(admitted_at_text)
         rank = int(rank_raw)
@@ -356,6 +397,8 @@ class WaitingRoom:
             joined_at=_seconds(joined_text),
             admitted_at=admitted_at,
             admit_per_minute=int(_text(rate_text)) if _text(rate_text) else None,
+            rank=rank if rank >= 0 else None,
+            opens_at=_seconds(opens_text),
         )
 
     async def open(self, *, event_id: str, now: float | None = None) -> float | None:
@@ -468,6 +511,20 @@ class WaitingRoom:
             except AdmitConflict:
                 continue
         return []  # others are admitting right now; the next tick tries again
+
+    async def set_opening(
+        self, *, event_id: str, opens_at: float | None, per_minute: int | None
+    ) -> None:
+        """Records a changed opening (None: on sale now) and fixed rate (None: auto) for the place
+        reads' hints. It moves no admission: the admitter opens at `salesStartAt` from Postgres."""
+        await self._set_opening(
+            keys=[self.keys(event_id)["meta"]],
+            args=[
+                "" if opens_at is None else repr(opens_at),
+                "" if per_minute is None else str(per_minute),
+                self._ttl,
+            ],
+        )
 
     async def set_rate(self, *, event_id: str, per_minute: int) -> None:
         """Records the rate the admitter admits at now, for the place reads' wait estimates."""

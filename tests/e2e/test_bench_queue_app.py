@@ -21,7 +21,7 @@ async def test_onsale_benchmark_behind_the_waiting_room(server: str) -> None:
         setup_concurrency=4,
         seed=5,
     )
-    queue = QueueConfig(buyers=10, admit_per_minute=1200, baseline_concurrency=2)
+    queue = QueueConfig(buyers=10, admit_per_minute=1200, baseline_concurrency=2, tell_seconds=40)
 
     report = await run_queue_onsale(config, queue)
 
@@ -31,6 +31,9 @@ async def test_onsale_benchmark_behind_the_waiting_room(server: str) -> None:
     assert report["results"]["confirmed"] >= 6
     # 1200 a minute is 20 a second: ten buyers are in within a couple of seconds of the opening.
     assert q["time_to_admit_all_s"] is not None and q["time_to_admit_all_s"] <= 5
+    # Every buyer looked when the server said to, and those left over heard of the sell-out.
+    assert q["answers_with_a_hint"] >= q["buyers"], q
+    assert q["still_waiting_at_the_end"] == 0, q
     assert report["checks"]["oversold_seats"] == 0 and passed(report), report["checks"]
     assert report["baseline"]["results"]["confirmed"] > 0
     assert "p99 ratio" in queue_markdown(report)

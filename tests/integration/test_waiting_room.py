@@ -413,3 +413,37 @@ async def test_the_admitters_rate_reaches_every_place_read(room: WaitingRoom) ->
     await room.set_rate(event_id=event, per_minute=240)
     place = await room.place(joined.ticket)
     assert place is not None and place.admit_per_minute == 240 and place.position == 1
+
+
+async def test_the_opening_and_a_fixed_rate_reach_the_place_reads_for_their_hints(
+    room: WaitingRoom,
+) -> None:
+    event = _event()
+    users = _users(3)
+    tickets = [
+        (await room.join(event_id=event, user_id=u, now=T0, opens_at=T0 + 3600, per_minute=120))
+        for u in users
+    ]
+    places = [await room.place(t.ticket) for t in tickets]
+    assert all(p is not None and p.status is PlaceStatus.WAITING for p in places)
+    # The draw's order is there for the hints (never shown as a position before the opening).
+    assert sorted(p.rank for p in places if p is not None) == [0, 1, 2]
+    assert all(p is not None and p.position is None for p in places)
+    first = places[0]
+    assert first is not None and first.opens_at == T0 + 3600 and first.admit_per_minute == 120
+
+    # The organiser moves the opening and turns the rate to auto: the fixed rate goes too.
+    await room.set_opening(event_id=event, opens_at=T0 + 60, per_minute=None)
+    moved = await room.place(tickets[0].ticket)
+    assert moved is not None and moved.opens_at == T0 + 60 and moved.admit_per_minute is None
+    # On sale at once (no opening) with a fixed rate again.
+    await room.set_opening(event_id=event, opens_at=None, per_minute=90)
+    now_on_sale = await room.place(tickets[0].ticket)
+    assert now_on_sale is not None and now_on_sale.opens_at is None
+    assert now_on_sale.admit_per_minute == 90
+    # Once open, auto keeps the rate the admitter recorded.
+    await room.open(event_id=event, now=T0 + 61)
+    await room.set_rate(event_id=event, per_minute=300)
+    await room.set_opening(event_id=event, opens_at=T0 + 61, per_minute=None)
+    kept = await room.place(tickets[0].ticket)
+    assert kept is not None and kept.admit_per_minute == 300 and kept.status is PlaceStatus.QUEUED
