@@ -31,6 +31,9 @@ class _Entry:
     last_used: float
     holds_locks: bool
     heard_at: float = 0.0  # when the actor last reported (or was placed); 0: now, at creation
+    # The actor's recent service time (domain.service_time) and when it was measured (0: never).
+    service_seconds: float | None = None
+    measured_at: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.heard_at:
@@ -43,6 +46,8 @@ class _Entry:
 REPORT_EVERY_SWEEPS = 5
 SILENT_REPORTS = 12
 SILENT_SECONDS = 60.0
+# A service time older than this many reports is no longer "recent": the admitter gets none.
+FRESH_REPORTS = 3
 
 
 @dataclass(frozen=True)
@@ -97,13 +102,37 @@ def silent_entries(entries: dict[str, _Entry], *, now: float, silent: float) -> 
     return [event_id for event_id, e in entries.items() if now - e.heard_at > silent]
 
 
+def reported(previous: _Entry | None, entry: _Entry, *, service_seconds: float | None) -> _Entry:
+    """Pure: the entry after a report. Only the periodic reports measure; the others (a first
+    lock, say) keep the last figure and when it was measured."""
+    if service_seconds is not None:
+        entry.service_seconds, entry.measured_at = service_seconds, entry.heard_at
+    elif previous is not None:
+        entry.service_seconds, entry.measured_at = previous.service_seconds, previous.measured_at
+    return entry
+
+
+def recent_service_times(
+    entries: dict[str, _Entry], event_ids: list[str], *, now: float, fresh: float
+) -> dict[str, float]:
+    """Pure: the service times of `event_ids`' actors measured within `fresh` seconds."""
+    found = {}
+    for event_id in event_ids:
+        entry = entries.get(event_id)
+        if entry is not None and entry.service_seconds is not None:
+            if now - entry.measured_at <= fresh:
+                found[event_id] = entry.service_seconds
+    return found
+
+
 @ray.remote(max_restarts=-1, max_task_retries=0)
 class SeatActorDirectory:
     """Live seat actors by node, as they report themselves.
 
-    State: event id -> (node, last use, holds locks), refreshed by every seat actor's sweeper
-    (`report`) and dropped when it retires (`forget`). Losing it (a restart) only loosens the cap
-    until the next reports arrive, so it is kept in memory alone. A sync actor: calls are
+    State: event id -> (node, last use, holds locks, recent service time), refreshed by every seat
+    actor's sweeper (`report`) and dropped when it retires (`forget`). Losing it (a restart) only
+    loosens the cap, and leaves the auto admission rates without the seat actors' latency, until
+    the next reports arrive, so it is kept in memory alone. A sync actor: calls are
     serialised, so two placements never count the same free slot.
     """
 
@@ -114,6 +143,7 @@ class SeatActorDirectory:
         self._silent = max(
             SILENT_SECONDS, SILENT_REPORTS * REPORT_EVERY_SWEEPS * settings.seat_actor_sweep_seconds
         )
+        self._fresh = FRESH_REPORTS * REPORT_EVERY_SWEEPS * settings.seat_actor_sweep_seconds
 
     def _alive_nodes(self) -> list[str]:
         nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
@@ -147,8 +177,25 @@ class SeatActorDirectory:
         self._entries[event_id] = _Entry(node, now, False)
         return Placement(node, ())
 
-    def report(self, event_id: str, node_id: str, last_used: float, holds_locks: bool) -> None:
-        self._entries[event_id] = _Entry(node_id, last_used, holds_locks)
+    def report(
+        self,
+        event_id: str,
+        node_id: str,
+        last_used: float,
+        holds_locks: bool,
+        service_seconds: float | None = None,
+    ) -> None:
+        """A seat actor's report; `service_seconds` None keeps the figure it reported last."""
+        self._entries[event_id] = reported(
+            self._entries.get(event_id),
+            _Entry(node_id, last_used, holds_locks, heard_at=time.time()),
+            service_seconds=service_seconds,
+        )
+
+    def service_times(self, event_ids: list[str]) -> dict[str, float]:
+        """event id -> its seat actor's recent service time, for those measured lately (the
+        admitter's auto rate reads it: domain.admission_rate)."""
+        return recent_service_times(self._entries, event_ids, now=time.time(), fresh=self._fresh)
 
     def forget(self, event_id: str) -> None:
         self._entries.pop(event_id, None)
@@ -189,9 +236,22 @@ class DirectoryClient:
         """The same, for synchronous callers (tools and tests; never inside an actor or a handler)."""
         return cast(Placement, ray.get(self._handle().place.remote(event_id)))
 
-    def report(self, *, event_id: str, node_id: str, last_used: float, holds_locks: bool) -> None:
+    def report(
+        self,
+        *,
+        event_id: str,
+        node_id: str,
+        last_used: float,
+        holds_locks: bool,
+        service_seconds: float | None = None,
+    ) -> None:
         """Fire and forget: a lost report only loosens the cap until the next one."""
-        self._handle().report.remote(event_id, node_id, last_used, holds_locks)
+        self._handle().report.remote(event_id, node_id, last_used, holds_locks, service_seconds)
+
+    async def service_times(self, event_ids: list[str]) -> dict[str, float]:
+        """event id -> the recent service time its seat actor reported (those measured lately)."""
+        found: dict[str, float] = await self._handle().service_times.remote(event_ids)
+        return found
 
     def forget(self, event_id: str) -> None:
         """Fire and forget: the event's seat actor has gone."""

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
 import ray
 
@@ -13,11 +16,37 @@ from actors.directory import REPORT_EVERY_SWEEPS, DirectoryClient
 from config.settings import get_settings
 from domain.best_available import BestLockResult, SeatRequest
 from domain.inventory import LockResult, ReserveResult, SeatMap, Summary
+from domain.service_time import ServiceTimes
 from storage import booking_repository, catalog_repository
 from storage.booking_repository import SeatsTaken
 from storage.pool import LazyPool
 
 logger = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class _Measured(Protocol):
+    _times: ServiceTimes
+
+
+M = TypeVar("M", bound=_Measured)
+
+
+def _timed(
+    method: Callable[Concatenate[M, P], Awaitable[R]],
+) -> Callable[Concatenate[M, P], Awaitable[R]]:
+    """Records the call's service time (its start to its return, failed or not) in `_times`."""
+
+    @functools.wraps(method)
+    async def timed(self: M, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        started = time.monotonic()
+        try:
+            return await method(self, *args, **kwargs)
+        finally:
+            self._times.record(time.monotonic() - started)
+
+    return timed
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=1000)  # type: ignore[call-overload]
@@ -37,6 +66,11 @@ class SeatInventory:
     call whose outcome they did not see. Expired locks are swept every
     `seat_actor_sweep_seconds`; after `seat_actor_idle_seconds` with no call and no live lock the
     actor retires itself and the next call starts a fresh one.
+
+    Latency: its calls time themselves and the sweeper times its own wake-ups (the
+    event loop's lag); every periodic report to the directory carries the interval's figure
+    (domain.service_time, which says why the actor measures itself), read by the `auto`
+    admission rate of the event's waiting room.
     """
 
     def __init__(self, event_id: str) -> None:
@@ -48,6 +82,7 @@ class SeatInventory:
         self._loading: asyncio.Task[SeatMap] | None = None
         self._reserving: dict[str, asyncio.Task[dict[str, ReserveResult]]] = {}
         self._last_call = time.monotonic()
+        self._times = ServiceTimes()
         self._node_id = ray.get_runtime_context().get_node_id()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
         metrics.seat_actor_started()
@@ -92,20 +127,28 @@ class SeatInventory:
         self._map = seat_map
         return seat_map
 
-    def _report(self) -> None:
-        """Tells the directory where this actor lives and whether it may be retired."""
+    def _report(self, *, measured: bool = False) -> None:
+        """Tells the directory where this actor lives and whether it may be retired; `measured`:
+        with the service time since the last such report (the periodic reports)."""
         holds = self._map is not None and self._map.holds_anything()
         last_used = time.time() - (time.monotonic() - self._last_call)
         self._directory.report(
-            event_id=self._event_id, node_id=self._node_id, last_used=last_used, holds_locks=holds
+            event_id=self._event_id,
+            node_id=self._node_id,
+            last_used=last_used,
+            holds_locks=holds,
+            service_seconds=self._times.take() if measured else None,
         )
 
     async def _sweep_forever(self) -> None:
         sweeps = 0
+        every = self._settings.seat_actor_sweep_seconds
         while True:
-            await asyncio.sleep(self._settings.seat_actor_sweep_seconds)
+            slept = time.monotonic()
+            await asyncio.sleep(every)
+            self._times.record_lag(time.monotonic() - slept - every)
             if sweeps % REPORT_EVERY_SWEEPS == 0:
-                self._report()
+                self._report(measured=True)
             sweeps += 1
             if self._map is not None:
                 lapsed = self._map.expire(time.time())
@@ -121,6 +164,7 @@ class SeatInventory:
                 ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
                 return
 
+    @_timed
     async def lock(
         self, booking_id: str, seat_ids: tuple[str, ...], ttl: float | None = None
     ) -> LockResult:
@@ -135,6 +179,7 @@ class SeatInventory:
             self._report()  # from now on the directory must not retire this actor
         return result
 
+    @_timed
     async def lock_many(self, requests: list[tuple[str, tuple[str, ...]]]) -> list[LockResult]:
         """Many bookings' locks in one call (coalesced by the callers), each all-or-none, in order."""
         seat_map = await self._ready()
@@ -151,12 +196,14 @@ class SeatInventory:
             self._report()
         return results
 
+    @_timed
     async def release(self, booking_id: str) -> tuple[str, ...]:
         return (await self._ready()).release(booking_id)
 
     async def reserve(self, booking_id: str) -> ReserveResult:
         return (await self.reserve_many([booking_id]))[0]
 
+    @_timed
     async def reserve_many(self, booking_ids: list[str]) -> list[ReserveResult]:
         """Many bookings' reserves in one call (coalesced by the callers), answered in order.
 
@@ -245,22 +292,27 @@ class SeatInventory:
             results[booking_id] = ReserveResult(ok=True, seat_ids=seats)
         return results
 
+    @_timed
     async def unreserve(self, booking_id: str) -> tuple[str, ...]:
         """After a cancellation released the sale in Postgres: the seats are AVAILABLE again."""
         return (await self._ready()).unreserve(booking_id)
 
+    @_timed
     async def snapshot(self) -> tuple[dict[str, str], Summary]:
         seat_map = await self._ready()
         now = time.time()
         statuses = {seat: status.value for seat, status in seat_map.statuses(now).items()}
         return statuses, seat_map.summary(now)
 
+    @_timed
     async def summary(self) -> Summary:
         return (await self._ready()).summary(time.time())
 
+    @_timed
     async def lock_of(self, booking_id: str) -> tuple[tuple[str, ...], float] | None:
         return (await self._ready()).lock_of(booking_id)
 
+    @_timed
     async def warm(self) -> Summary:
         """Loads everything a booking needs (seat statuses and the layout best available chooses
         by) before buyers arrive, so the first wave of a sale meets a warm actor. Counts as a use:
@@ -277,6 +329,7 @@ class SeatInventory:
             seats = await catalog_repository.seats_of(conn, self._event_id)
         seat_map.use_layout([s.seat for s in seats])  # a no-op if a concurrent call won
 
+    @_timed
     async def lock_best(
         self, *, booking_id: str, request: SeatRequest, ttl: float | None = None
     ) -> BestLockResult:
@@ -299,6 +352,7 @@ class SeatInventory:
             self._report()
         return result
 
+    @_timed
     async def lock_best_many(self, requests: list[tuple[str, SeatRequest]]) -> list[BestLockResult]:
         """Many bookings' best-available locks in one call (coalesced by the callers), chosen and
         locked one after another in order, each as `lock_best` would."""

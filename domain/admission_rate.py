@@ -2,24 +2,35 @@
 
 An organiser who does not know what the shop can serve sets `admitPerMinute: "auto"`. The
 admitter then feeds this controller, once a tick, a sample of the event's sale: how many bookings
-are confirmed so far (a counter) and how many are in flight (PENDING: accepted, not final yet).
-From a sliding window of samples it derives
+are confirmed so far (a counter), how many are in flight (PENDING: accepted, not final yet), how
+many failed on the shop's account in the last `WINDOW_SECONDS` (LOCK_EXPIRED: the saga was too
+slow to pay within the lock; INTERNAL_ERROR: a dependency failed until the saga's deadline), and
+the recent service time its seat actor reported (None when it reported none). From a sliding
+window of samples it derives
 
 - throughput: bookings confirmed per second over the window;
 - latency: in flight / throughput (Little's law: the mean time a booking takes from accepted to
-  final, while the flows are steady). A shop that fails bookings, times out or queues them in its
-  saga or seat actor shows it here: in-flight grows while confirmations do not.
+  final, while the flows are steady). A shop that times out or queues bookings in its saga or
+  seat actor shows it here: in-flight grows while confirmations do not;
+- error share: the shop's failures / (those failures + bookings confirmed in the window), once at
+  least `MIN_FINAL_FOR_ERROR_SHARE` bookings ended in the window (one failure of two is noise).
+  SEATS_UNAVAILABLE (another buyer was faster) and PAYMENT_DECLINED (the card) are not counted:
+  they are what a working shop answers in a popular sale, and backing off on them would throttle
+  a sale for being popular;
+- seat-actor latency: what the event's seat actor measured itself (the 90th percentile of its
+  calls' service time, or its event loop's lag if that is worse, over its last report interval);
+  it rises before the booking latency does, since every booking passes the actor twice.
 
 and adjusts the rate every `ADJUST_SECONDS`:
 
-- overloaded (latency above `TARGET_LATENCY_SECONDS`): halve, down to `MIN_PER_MINUTE`;
+- overloaded (latency above `TARGET_LATENCY_SECONDS`, error share above `MAX_ERROR_SHARE`, or
+  seat-actor latency above `MAX_SEAT_ACTOR_SECONDS`): halve, down to `MIN_PER_MINUTE`;
 - healthy: grow by a fifth, up to `HEADROOM` times what the shop confirms (and never below
   `START_PER_MINUTE` for that cap, so a sale whose first buyers are still choosing is not throttled
   to nothing), and never above `MAX_PER_MINUTE`.
 
-Multiplicative decrease and bounded growth (as TCP's congestion control): a shop that slows is
-relieved within a few seconds, and the rate climbs back while the shop keeps up. Latency of the
-seat actors shows in the booking latency (every booking passes them), so it is not sampled apart.
+Multiplicative decrease and bounded growth (as TCP's congestion control): a shop that slows or
+fails is relieved within a few seconds, and the rate climbs back while the shop keeps up.
 """
 
 from __future__ import annotations
@@ -35,6 +46,14 @@ HEADROOM = 2.0  # admitted buyers browse, hesitate or get declined: admit more t
 INCREASE = 1.2
 DECREASE = 0.5
 TARGET_LATENCY_SECONDS = 5.0
+# More than one booking in ten ending LOCK_EXPIRED or INTERNAL_ERROR is a shop in trouble: a
+# healthy one has none of either (its saga pays well within the lock and its dependencies answer).
+MAX_ERROR_SHARE = 0.1
+MIN_FINAL_FOR_ERROR_SHARE = 5
+# A seat actor's calls take well under 10 ms (a lock is a dict update, a reserve one insert); half
+# a second at the 90th percentile is a backed-up event loop or a struggling Postgres, still far
+# below the saga's step timeout, so the room backs off before bookings start timing out.
+MAX_SEAT_ACTOR_SECONDS = 0.5
 WINDOW_SECONDS = 10.0
 ADJUST_SECONDS = 3.0
 
@@ -46,6 +65,8 @@ class SaleSample:
     at: float
     confirmed: int  # bookings confirmed so far (a counter that only grows, bar cancellations)
     in_flight: int  # bookings accepted and not final yet
+    failed: int = 0  # bookings failed on the shop's account within the last WINDOW_SECONDS
+    seat_actor_seconds: float | None = None  # the seat actor's recent service time, if reported
 
 
 @dataclass(frozen=True)
@@ -55,6 +76,8 @@ class ShopReading:
     confirmed_per_second: float
     in_flight: int
     latency_seconds: float  # inf when bookings are in flight and none is confirmed
+    error_share: float = 0.0  # 0 until MIN_FINAL_FOR_ERROR_SHARE bookings ended in the window
+    seat_actor_seconds: float | None = None
 
 
 @dataclass
@@ -64,6 +87,7 @@ class AutoRate:
     per_minute: int = START_PER_MINUTE
     _samples: deque[SaleSample] = field(default_factory=deque)
     _adjusted_at: float | None = None
+    overload: str | None = None  # why the last adjustment halved the rate (None: it did not)
 
     def reading(self) -> ShopReading | None:
         """The shop's throughput and latency over the window; None until half a window is seen."""
@@ -80,7 +104,10 @@ class AutoRate:
             latency = last.in_flight / rate
         else:
             latency = math.inf
-        return ShopReading(rate, last.in_flight, latency)
+        confirmed = max(0, last.confirmed - first.confirmed)
+        final = confirmed + last.failed
+        share = last.failed / final if final >= MIN_FINAL_FOR_ERROR_SHARE else 0.0
+        return ShopReading(rate, last.in_flight, latency, share, last.seat_actor_seconds)
 
     def observe(self, sample: SaleSample) -> int:
         """Takes a sample and returns the rate to admit at now (admissions per minute)."""
@@ -93,13 +120,26 @@ class AutoRate:
         if reading is None:
             return self.per_minute
         self._adjusted_at = sample.at
+        self.overload = overload(reading)
         self.per_minute = next_rate(self.per_minute, reading)
         return self.per_minute
 
 
+def overload(reading: ShopReading) -> str | None:
+    """Why the shop counts as overloaded (for logs and reports), or None when it keeps up."""
+    if reading.latency_seconds > TARGET_LATENCY_SECONDS:
+        return f"booking latency {reading.latency_seconds:.1f} s"
+    if reading.error_share > MAX_ERROR_SHARE:
+        return f"error share {reading.error_share:.0%}"
+    seat = reading.seat_actor_seconds
+    if seat is not None and seat > MAX_SEAT_ACTOR_SECONDS:
+        return f"seat actor latency {seat * 1000:.0f} ms"
+    return None
+
+
 def next_rate(per_minute: int, reading: ShopReading) -> int:
     """The rate after one adjustment (see the module docstring)."""
-    if reading.latency_seconds > TARGET_LATENCY_SECONDS:
+    if overload(reading) is not None:
         return max(MIN_PER_MINUTE, math.floor(per_minute * DECREASE))
     cap = max(START_PER_MINUTE, HEADROOM * reading.confirmed_per_second * 60)
     grown = math.ceil(per_minute * INCREASE)

@@ -259,6 +259,7 @@ class RoomSale:
     locked: int  # seats under a live lock of a PENDING booking
     in_flight: int  # PENDING bookings
     recent_buyers: int = 0  # distinct users whose bookings made in the window hold seats
+    failed: int = 0  # bookings failed on the shop's account (LOCK_EXPIRED, INTERNAL_ERROR) lately
 
     @property
     def seats_left(self) -> int:
@@ -283,10 +284,11 @@ class RoomSale:
 
 
 async def room_sales(
-    conn: Conn, *, now: datetime, limit: int, window_seconds: float
+    conn: Conn, *, now: datetime, limit: int, window_seconds: float, failures_seconds: float
 ) -> list[RoomSale]:
     """The open sales with a waiting room (the soonest events first), with their counts;
-    `window_seconds`: the admission window (how far back `recent_buyers` looks)."""
+    `window_seconds`: the admission window (how far back `recent_buyers` looks);
+    `failures_seconds`: how far back `failed` looks (the auto rate's sample window)."""
     return [
         RoomSale(
             event_id=r["id"],
@@ -298,8 +300,20 @@ async def room_sales(
             locked=r["locked"],
             in_flight=r["in_flight"],
             recent_buyers=r["recent_buyers"],
+            failed=r["failed"],
         )
         for r in await conn.fetch(
-            q.SELECT_ROOM_SALES, now, limit, now - timedelta(seconds=window_seconds)
+            q.SELECT_ROOM_SALES,
+            now,
+            limit,
+            now - timedelta(seconds=window_seconds),
+            now - timedelta(seconds=failures_seconds),
         )
     ]
+
+
+async def started_room_events(
+    conn: Conn, *, now: datetime, since: datetime, limit: int
+) -> list[str]:
+    """The events with a waiting room that started after `since` and by `now`, soonest first."""
+    return [r["id"] for r in await conn.fetch(q.SELECT_STARTED_ROOM_EVENTS, now, since, limit)]

@@ -138,14 +138,17 @@ LIMIT 100"""
 # The waiting rooms to tick (the admitter, every second): events with a room on whose sale is open
 # ($1 = now) and that have not started, with what the pacing needs: seats in all, sold (active
 # sales) and bookings confirmed (their distinct bookings), seats under a live lock, bookings in
-# flight (PENDING), and the buyers who booked since $3 (the start of the admission window: their
+# flight (PENDING), the buyers who booked since $3 (the start of the admission window: their
 # bookings made since then that hold seats, sold or under a live lock, by distinct user; a
-# booking not locked yet holds no seat, so its buyer still counts as holding one). Every part is a lookup in an index of its
-# own event (sales by event, PENDING bookings by event), the last one a primary-key join per sale.
+# booking not locked yet holds no seat, so its buyer still counts as holding one), and the bookings
+# that failed on the shop's account (LOCK_EXPIRED, INTERNAL_ERROR) since $4 (the auto rate's error
+# share). Every part is a lookup in an index of its own event (sales by event, PENDING bookings by
+# event, the shop's failures by event and time: migration 0009), the buyers a primary-key join per
+# sale.
 SELECT_ROOM_SALES = """
 SELECT e.id, e.sales_start_at, e.admit_per_minute,
        (SELECT count(*) FROM seats s WHERE s.event_id = e.id) AS seats,
-       ss.sold, ss.confirmed, p.locked, p.in_flight, rb.recent_buyers
+       ss.sold, ss.confirmed, p.locked, p.in_flight, rb.recent_buyers, f.failed
 FROM events e
 CROSS JOIN LATERAL (
     SELECT count(*) AS sold, count(DISTINCT booking_id) AS confirmed
@@ -166,9 +169,21 @@ CROSS JOIN LATERAL (
           AND b.created_at > $3
     ) u
 ) rb
+CROSS JOIN LATERAL (
+    SELECT count(*) AS failed FROM bookings
+    WHERE event_id = e.id AND status = 'FAILED' AND failure_reason IN ('LOCK_EXPIRED', 'INTERNAL_ERROR')
+      AND failed_at > $4
+) f
 WHERE e.waiting_room AND e.starts_at > $1 AND (e.sales_start_at IS NULL OR e.sales_start_at <= $1)
 ORDER BY e.starts_at, e.id
 LIMIT $2"""
+# Events with a room on that started between $2 and $1 (now): SELECT_ROOM_SALES no longer lists
+# them, and the admitter closes their rooms so that waiters read CLOSED (events_waiting_room_idx).
+SELECT_STARTED_ROOM_EVENTS = """
+SELECT id FROM events
+WHERE waiting_room AND starts_at <= $1 AND starts_at > $2
+ORDER BY starts_at, id
+LIMIT $3"""
 
 # -- seat inventory (the seat actor's view) -----------------------------------------------------
 SELECT_SEAT_IDS_OF_EVENT = "SELECT seat_id FROM seats WHERE event_id = $1 ORDER BY position"

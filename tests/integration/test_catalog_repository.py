@@ -7,11 +7,13 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from domain.bookings import FailureReason
 from domain.catalog import HeldCounts, WaitingRoomSettings
 from domain.ids import new_id
 from domain.seating import TicketTier, generate_layout
 from storage import booking_repository
 from storage import catalog_repository as repo
+from storage import queries as q
 from tests.integration.storage_support import make_catalog
 
 
@@ -159,3 +161,95 @@ async def test_the_warmer_finds_sales_open_and_opening(conn: asyncpg.Connection)
         conn, now=now, lead=timedelta(minutes=1), hot=timedelta(minutes=30), limit=10_000
     )
     assert [e for e in warm if e in mine] == [opened, opening]  # the earliest opening first
+
+
+async def test_room_sales_count_the_shops_recent_failures_only(conn: asyncpg.Connection) -> None:
+    c = await make_catalog(conn, seats=4)
+    await conn.execute("UPDATE events SET waiting_room = true WHERE id = $1", c.event_id)
+    reasons = [
+        FailureReason.LOCK_EXPIRED,
+        FailureReason.INTERNAL_ERROR,
+        FailureReason.LOCK_EXPIRED,  # failed a minute ago: outside the window
+        FailureReason.PAYMENT_DECLINED,  # the card's answer, not the shop's trouble
+        FailureReason.SEATS_UNAVAILABLE,  # another buyer was faster
+    ]
+    ids = [new_id("bkg") for _ in reasons]
+    for booking_id in ids:
+        added = await booking_repository.add(
+            conn,
+            booking_id=booking_id,
+            user_id=c.user_id,
+            event_id=c.event_id,
+            seat_ids=[c.seat_ids[0]],
+            saga_slot=0,
+            payment_token="t",
+            idempotency_key=None,
+            request_hash=None,
+            admitted=True,
+        )
+        assert added.booking_id == booking_id
+    await booking_repository.fail(
+        conn, [(b, reason, None) for b, reason in zip(ids, reasons, strict=True)]
+    )
+    await conn.execute(
+        "UPDATE bookings SET failed_at = now() - interval '1 minute' WHERE id = $1", ids[2]
+    )
+
+    sales = await repo.room_sales(
+        conn, now=datetime.now(UTC), limit=10_000, window_seconds=600, failures_seconds=10
+    )
+
+    (sale,) = [s for s in sales if s.event_id == c.event_id]
+    assert (sale.failed, sale.in_flight, sale.confirmed) == (2, 0, 0)
+
+
+async def test_the_shops_failures_are_counted_from_their_own_index(
+    conn: asyncpg.Connection,
+) -> None:
+    # The tables are nearly empty here, so the planner would scan them anyway; with scans made
+    # expensive, the plan shows the count can use the index of migration 0009 (and which one).
+    await conn.execute("SET LOCAL enable_seqscan = off")
+    now = datetime.now(UTC)
+    plan = "\n".join(
+        r[0]
+        for r in await conn.fetch(
+            "EXPLAIN " + q.SELECT_ROOM_SALES,
+            now,
+            10,
+            now - timedelta(minutes=10),
+            now - timedelta(seconds=10),
+        )
+    )
+    assert "bookings_shop_failures_idx" in plan, plan
+
+
+async def test_started_room_events_are_those_of_the_last_day_with_a_room(
+    conn: asyncpg.Connection,
+) -> None:
+    now = datetime.now(UTC)
+    started, long_ago, upcoming, no_room = [
+        (await make_catalog(conn, starts_in=timedelta(days=2))).event_id for _ in range(4)
+    ]
+    for event_id, starts_at, room in [
+        (started, now - timedelta(minutes=1), True),
+        (long_ago, now - timedelta(days=2), True),
+        (upcoming, now + timedelta(minutes=1), True),
+        (no_room, now - timedelta(minutes=1), False),
+    ]:
+        await conn.execute(
+            "UPDATE events SET starts_at = $2, waiting_room = $3 WHERE id = $1",
+            event_id,
+            starts_at,
+            room,
+        )
+    mine = {started, long_ago, upcoming, no_room}
+
+    found = await repo.started_room_events(
+        conn, now=now, since=now - timedelta(days=1), limit=10_000
+    )
+
+    assert [e for e in found if e in mine] == [started]
+    sales = await repo.room_sales(
+        conn, now=now, limit=10_000, window_seconds=600, failures_seconds=10
+    )
+    assert {s.event_id for s in sales} & mine == {upcoming}

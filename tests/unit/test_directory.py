@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from actors.directory import _Entry, choose_placement, free_node, silent_entries
+from actors.directory import (
+    _Entry,
+    choose_placement,
+    free_node,
+    recent_service_times,
+    reported,
+    silent_entries,
+)
 
 
 def entries(**spec: tuple[str, float, bool]) -> dict[str, _Entry]:
@@ -58,3 +65,22 @@ def test_an_actor_not_heard_from_no_longer_counts_even_if_it_held_locks() -> Non
         "forget_lost": _Entry("n2", 1.0, False, heard_at=39.0),
     }
     assert silent_entries(live, now=100.0, silent=60.0) == ["gone_with_its_node", "forget_lost"]
+
+
+def test_a_report_without_a_measurement_keeps_the_last_one() -> None:
+    measured = reported(None, _Entry("n1", 1.0, False, heard_at=10.0), service_seconds=0.02)
+    assert (measured.service_seconds, measured.measured_at) == (0.02, 10.0)
+    kept = reported(measured, _Entry("n1", 2.0, True, heard_at=12.0), service_seconds=None)
+    assert (kept.service_seconds, kept.measured_at, kept.holds_locks) == (0.02, 10.0, True)
+    first = reported(None, _Entry("n1", 1.0, False, heard_at=5.0), service_seconds=None)
+    assert first.service_seconds is None
+
+
+def test_only_recent_service_times_are_handed_out() -> None:
+    live = {
+        "fresh": _Entry("n1", 1.0, True, heard_at=95.0, service_seconds=0.7, measured_at=95.0),
+        "stale": _Entry("n1", 1.0, True, heard_at=99.0, service_seconds=0.9, measured_at=80.0),
+        "never": _Entry("n2", 1.0, False, heard_at=99.0),
+    }
+    found = recent_service_times(live, ["fresh", "stale", "never", "gone"], now=100.0, fresh=15.0)
+    assert found == {"fresh": 0.7}
