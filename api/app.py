@@ -17,9 +17,10 @@ carries `X-Request-Id`. Authenticate with `Authorization: Bearer <token>` from `
 """
 
 
-def create_app() -> FastAPI:
+def _base_app(title: str) -> FastAPI:
+    """An app with TicketFlow's error envelope, request ids, security headers and CORS."""
     app = FastAPI(
-        title="TicketFlow",
+        title=title,
         version=VERSION,
         description=DESCRIPTION,
         responses={
@@ -35,6 +36,19 @@ def create_app() -> FastAPI:
     # preflight carries X-Request-Id and the security headers like every other response.
     app.add_middleware(CorsMiddleware)
     app.add_middleware(RequestContextMiddleware)
+    return app
+
+
+def create_places_app() -> FastAPI:
+    """The waiting room's place reads alone, served under the `/api/queue` route prefix (serve_app:
+    the places application): the same answers as the Gateway's route, in a process of its own."""
+    app = _base_app("TicketFlow waiting-room places")
+    app.include_router(routes_queue.places, dependencies=[Depends(limit_by_ip)])
+    return app
+
+
+def create_app() -> FastAPI:
+    app = _base_app("TicketFlow")
     # Every request is matched against the routes in order: the on-sale's hot routes come early.
     app.include_router(routes_system.router)
     for module in (routes_bookings, routes_queue, routes_users, routes_catalog):

@@ -199,6 +199,17 @@ async def queue_place(
     )
 
 
+# The places application (serve_app) serves the same read under its `/api/queue` route prefix.
+places = APIRouter(tags=["waiting room"])
+places.add_api_route(
+    "/{ticket}",
+    queue_place,
+    methods=["GET"],
+    response_model=QueuePlace,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+
+
 async def _stream(
     svc: Services, request: Request, place: Place, user_id: str
 ) -> AsyncIterator[str]:

@@ -14,7 +14,7 @@ from cli.databases import embedded_services, prepare_database
 from cli.ray_env import start_ray
 from cli.signals import on_stop_signals
 from config.settings import Settings, get_settings
-from serve_app import app
+from serve_app import deploy as deploy_applications
 from supervision.ports import port_in_use
 from supervision.processes import stop_descendants
 from supervision.state_dir import StateDirBusy, try_acquire
@@ -27,7 +27,7 @@ def deploy(settings: Settings) -> None:
     from actors.saga_client import start_service_actors
 
     serve.start(http_options={"host": settings.host, "port": settings.port})
-    serve.run(app, name="ticketflow", route_prefix="/")
+    deploy_applications()
     start_service_actors()
 
 

@@ -8,8 +8,12 @@ few seconds would cost the sale more than the sale itself: 20 000 of them lookin
 
 - queued: about when their turn comes at the current rate, `(ahead + 1) / rate` plus one admitter
   round, so a buyer typically looks once more and finds themselves admitted;
-- before the opening: the time to the opening plus their turn after it, by the lottery's draw. The
-  draw was fixed at the join, so the hint gives away roughly where it fell; it changes nothing.
+- before the opening, within one horizon of it: the time to the opening plus their turn after it,
+  by the lottery's draw. The draw was fixed at the join, so the hint gives away roughly where it
+  fell; it changes nothing. Further from the opening the turn is not known yet (everyone who
+  joins later draws too, and may draw ahead), so the buyer is told to look again within the last
+  horizon before the opening, at a point spread by `jitter`: the line's looks there stay within
+  the budget, and each is told its turn from a line that is (nearly) complete.
 - never sooner than `MIN_SECONDS`, and never later than the horizon: those whose turn lies beyond
   it are spread over its last quarter (`jitter`), so they do not come back together. The horizon
   is `waiting / reads_per_second` (within `MIN_HORIZON_SECONDS`..`MAX_HORIZON_SECONDS`): however
@@ -69,7 +73,12 @@ def next_look_seconds(
         raise ValueError("jitter must be in [0, 1)")
     horizon = horizon_seconds(waiting=waiting, reads_per_second=reads_per_second)
     turn = (max(rank or 0, 0) + 1) * 60.0 / per_minute + ROUND_SECONDS
-    wait = max(0.0, until_opening or 0.0) + turn
+    opening = max(0.0, until_opening or 0.0) if status == "WAITING" else 0.0
+    if opening > horizon:
+        # Back within the last horizon before the opening (or one horizon on, if that is nearer).
+        last_call = opening - horizon * jitter
+        return max(MIN_SECONDS, math.ceil(min(last_call, horizon * (0.75 + 0.25 * jitter))))
+    wait = opening + turn
     if wait > horizon:
         return max(MIN_SECONDS, math.ceil(horizon * (0.75 + 0.25 * jitter)))
     return max(MIN_SECONDS, math.ceil(wait))

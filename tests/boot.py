@@ -124,7 +124,7 @@ def serve_app_on_ray(
     try:
         start_ray()
         serve.start(http_options={"host": "127.0.0.1", "port": settings.port}, **serve_options)
-        serve.run(serve_app.app if app is None else app, name="ticketflow", route_prefix="/")
+        serve_app.deploy(app)
         start_service_actors()
         url = f"http://127.0.0.1:{settings.port}"
         # The route table reaches the proxy a moment after serve.run returns.

@@ -257,16 +257,17 @@ async def wait_healthy(
     )
 
 
-def kill_gateway_replica() -> str:
-    """Kills the Gateway's replica process; Serve's controller starts a new one."""
+def kill_gateway_replica(deployment: str = "Gateway") -> str:
+    """Kills a replica process of `deployment` (the Gateway by default); Serve's controller starts
+    a new one."""
     import ray
 
     for entry in ray.util.list_named_actors(all_namespaces=True):
         if (
             entry["namespace"] == "serve"
             and entry["name"].startswith("SERVE_REPLICA::")
-            and "#Gateway#" in entry["name"]
+            and f"#{deployment}#" in entry["name"]
         ):
             ray.kill(ray.get_actor(entry["name"], namespace="serve"), no_restart=True)
             return str(entry["name"])
-    raise AssertionError("no Gateway replica to kill")
+    raise AssertionError(f"no {deployment} replica to kill")

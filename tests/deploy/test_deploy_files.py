@@ -40,8 +40,13 @@ def cluster() -> dict[str, Any]:
     return dict(load("cluster.yaml"))
 
 
+def application(config: dict[str, Any], name: str = "ticketflow") -> dict[str, Any]:
+    (app,) = [a for a in config["applications"] if a["name"] == name]
+    return dict(app)
+
+
 def gateway_of(config: dict[str, Any]) -> dict[str, Any]:
-    (app,) = config["applications"]
+    app = application(config)
     (deployment,) = [d for d in app["deployments"] if d["name"] == "Gateway"]
     return dict(deployment)
 
@@ -57,15 +62,25 @@ def test_serve_config_is_a_valid_serve_deploy_schema(serve_config: dict[str, Any
     from ray.serve.schema import ServeDeploySchema
 
     schema = ServeDeploySchema.model_validate(serve_config)
-    (app,) = schema.applications
-    assert app.import_path == "serve_app:app"
-    assert app.route_prefix == "/"
+    gateway, places = schema.applications
+    assert (gateway.name, gateway.import_path, gateway.route_prefix) == (
+        "ticketflow",
+        "serve_app:app",
+        "/",
+    )
+    assert (places.name, places.import_path, places.route_prefix) == (
+        serve_app.PLACES_APP_NAME,
+        "serve_app:places_app",
+        serve_app.PLACES_ROUTE_PREFIX,
+    )
+    # The same settings reach the place readers as the Gateway (one anchor in the file).
+    assert places.runtime_env == gateway.runtime_env
     assert schema.http_options.host == "0.0.0.0"
 
 
 def test_serve_config_header_says_how_it_was_generated() -> None:
     head = (DEPLOY / "serve_config.yaml").read_text().split("\n\n", 1)[0]
-    assert "serve build serve_app:app -o deploy/serve_config.yaml" in head
+    assert "serve build serve_app:app serve_app:places_app -o deploy/serve_config.yaml" in head
     assert "edited" in head
 
 
@@ -73,11 +88,14 @@ def test_the_import_path_imports_the_serve_application(serve_config: dict[str, A
     from ray._common.utils import import_attr
     from ray.serve import Application
 
-    (app,) = serve_config["applications"]
+    app = application(serve_config)
     target = import_attr(app["import_path"])
     assert isinstance(target, Application)
     assert target is serve_app.app
     assert serve_app.Gateway.name == "Gateway"
+    places = application(serve_config, serve_app.PLACES_APP_NAME)
+    assert import_attr(places["import_path"]) is serve_app.places_app
+    assert serve_app.PlaceReader.name == "PlaceReader"
 
 
 def test_gateway_autoscales_with_max_ongoing_requests(serve_config: dict[str, Any]) -> None:
@@ -98,7 +116,7 @@ def test_gateway_autoscales_with_max_ongoing_requests(serve_config: dict[str, An
 def test_runtime_env_carries_the_settings_and_the_proxy_callback(
     serve_config: dict[str, Any],
 ) -> None:
-    (app,) = serve_config["applications"]
+    app = application(serve_config)
     env = app["runtime_env"]["env_vars"]
     assert env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] == ray_env.PROXY_CALLBACK
     # Serve's proxies are started by the controller, so the callback must reach its environment.
@@ -116,7 +134,7 @@ def test_runtime_env_carries_the_settings_and_the_proxy_callback(
 def test_runtime_env_settings_are_valid_with_secrets_from_the_cluster(
     serve_config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (app,) = serve_config["applications"]
+    app = application(serve_config)
     for key, value in app["runtime_env"]["env_vars"].items():
         monkeypatch.setenv(key, value)
     # What the cluster's environment provides (deploy/README.md):
@@ -131,7 +149,7 @@ def test_runtime_env_settings_are_valid_with_secrets_from_the_cluster(
 
 
 def test_no_secret_is_written_in_the_serve_config(serve_config: dict[str, Any]) -> None:
-    (app,) = serve_config["applications"]
+    app = application(serve_config)
     env = {
         **app["runtime_env"]["env_vars"],
         **serve_config["controller_options"]["runtime_env"]["env_vars"],

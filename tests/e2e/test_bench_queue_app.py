@@ -35,5 +35,8 @@ async def test_onsale_benchmark_behind_the_waiting_room(server: str) -> None:
     assert q["answers_with_a_hint"] >= q["buyers"], q
     assert q["still_waiting_at_the_end"] == 0, q
     assert report["checks"]["oversold_seats"] == 0 and passed(report), report["checks"]
+    # The references: the same arrivals without the room, and a closed loop of two buyers.
     assert report["baseline"]["results"]["confirmed"] > 0
+    assert report["baseline"]["results"]["attempts"] <= q["admitted"]
+    assert report["baseline_closed_loop"]["results"]["confirmed"] > 0
     assert "p99 ratio" in queue_markdown(report)

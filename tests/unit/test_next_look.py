@@ -64,6 +64,36 @@ def test_buyers_far_back_are_told_the_horizon_spread_over_its_last_quarter() -> 
     assert _look(status="WAITING", until_opening=3600.0, waiting=20_000, jitter=0.0) == 300
 
 
+def test_far_from_the_opening_the_last_look_before_it_falls_in_its_last_horizon() -> None:
+    """Turns are not known an hour ahead (later joiners draw too): every buyer's looks step towards
+    the opening and the last one before it lands in its last horizon, spread, so the line is
+    nearly complete when each is told its turn (and the looks there stay within the budget)."""
+    rng = random.Random(3)
+    waiting, budget, opening = 20_000, 50.0, 3_600.0
+    horizon = horizon_seconds(waiting=waiting, reads_per_second=budget)  # 400 s
+    last_looks = []
+    for _ in range(2_000):
+        now = 0.0
+        while True:
+            look = _look(
+                status="WAITING",
+                rank=19_000,
+                waiting=waiting,
+                until_opening=opening - now,
+                reads_per_second=budget,
+                jitter=rng.random(),
+            )
+            assert look is not None
+            if now + look >= opening:
+                break
+            now += look
+        last_looks.append(opening - now)
+    assert all(0 < before <= horizon for before in last_looks)
+    # Spread over the horizon, not bunched at its start or end: each quarter holds a fair share.
+    quarters = [sum(1 for b in last_looks if q * 100 < b <= (q + 1) * 100) for q in range(4)]
+    assert min(quarters) > 2_000 / 4 * 0.5, quarters
+
+
 def _simulated_reads(*, buyers: int, per_minute: int, budget: float, seconds: int) -> int:
     """A line of `buyers` (all in the draw) from its opening: the admitter admits on schedule once
     a second, every buyer looks when told (first at the hint their join gave) until admitted."""
