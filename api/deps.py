@@ -23,6 +23,7 @@ from domain.users import Role
 from storage import user_repository
 from storage.pool import LazyPool, require_database_url
 from storage.waiting_room import WaitingRoom
+from storage.waiting_room import connect as connect_waiting_room
 
 # A place read is one small script: a Redis that does not answer in this long is down for us.
 WAITING_ROOM_REDIS_TIMEOUT = 2.0
@@ -128,11 +129,7 @@ class Services:
             url = self.settings.redis_url
             if not url:
                 raise ServiceUnavailable("The waiting room needs Redis, and none is configured")
-            self._room_redis = aioredis.from_url(
-                url,
-                socket_timeout=WAITING_ROOM_REDIS_TIMEOUT,
-                socket_connect_timeout=WAITING_ROOM_REDIS_TIMEOUT,
-            )
+            self._room_redis = connect_waiting_room(url, timeout=WAITING_ROOM_REDIS_TIMEOUT)
             # Admitted buyers hold their place against the seats for as long as their token lives.
             self._room = WaitingRoom(
                 self._room_redis,

@@ -1,6 +1,6 @@
 """An event's waiting room in Redis: who waits, in which order, and who was admitted when.
 
-Why ~540 lines in one module: about half is the Lua scripts, each beside the method that runs it;
+Why ~560 lines in one module: about half is the Lua scripts, each beside the method that runs it;
 they share one key layout that must not drift apart.
 
 Every gateway replica shares it: a position read is one script call (EVALSHA), no actor, and
@@ -256,6 +256,26 @@ def _text(value: Any) -> str:
 def _seconds(value: Any) -> float | None:
     text = _text(value)
     return float(text) if text else None
+
+
+def connect(url: str, *, timeout: float) -> Redis[Any]:
+    """A Redis client for the waiting room that survives a Redis restart: a pooled connection the
+    restart closed is retried on a fresh one (redis-py's `from_url` alone answers the first call
+    after a restart with ConnectionError). Every script here may run twice: a join returns the same
+    ticket, a place read reads, the admitter's admission checks the count it paced with."""
+    from redis.asyncio import Redis as AsyncRedis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    return AsyncRedis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )
 
 
 class WaitingRoom:

@@ -13,6 +13,7 @@ import os
 import secrets
 from collections import Counter
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -25,6 +26,7 @@ from storage.waiting_room import (
     QueueClosed,
     QueueState,
     WaitingRoom,
+    connect,
     event_of_ticket,
 )
 
@@ -447,3 +449,25 @@ async def test_the_opening_and_a_fixed_rate_reach_the_place_reads_for_their_hint
     await room.set_opening(event_id=event, opens_at=T0 + 61, per_minute=None)
     kept = await room.place(tickets[0].ticket)
     assert kept is not None and kept.admit_per_minute == 300 and kept.status is PlaceStatus.QUEUED
+
+
+async def test_the_first_read_after_a_redis_restart_is_answered(tmp_path: Path) -> None:
+    """A pooled connection that a Redis restart closed is retried on a fresh one: without
+    `connect`'s retry policy the first call after the restart fails with ConnectionError (and the
+    place read answered 503 until some other call had replaced the connection)."""
+    from supervision.redis import start_embedded_redis
+
+    server = await asyncio.to_thread(start_embedded_redis, tmp_path)
+    client = connect(server.url, timeout=2.0)
+    try:
+        room = WaitingRoom(client, prefix="tftest:restart")
+        joined = await room.join(event_id=_event(), user_id="usr_restart", now=T0)
+        assert await room.place(joined.ticket) is not None
+        await asyncio.to_thread(server.stop)
+        server = await asyncio.to_thread(start_embedded_redis, tmp_path, port=server.port)
+        # The restarted Redis keeps nothing (no persistence here): the ticket is unknown, but
+        # the call is answered, not refused.
+        assert await room.place(joined.ticket) is None
+    finally:
+        await client.aclose()
+        await asyncio.to_thread(server.stop)
