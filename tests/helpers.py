@@ -271,3 +271,18 @@ def kill_gateway_replica(deployment: str = "Gateway") -> str:
             ray.kill(ray.get_actor(entry["name"], namespace="serve"), no_restart=True)
             return str(entry["name"])
     raise AssertionError(f"no {deployment} replica to kill")
+
+
+async def create_room_event(
+    http: httpx.AsyncClient, admin: str, *, rate: int | str, opens_in: float, seats: int = 4
+) -> dict[str, Any]:
+    """An event of `seats` VIP seats with a waiting room at `rate` (a minute, or "auto"), whose sale
+    opens `opens_in` seconds from now (negative: it opened that long ago)."""
+    return await create_event(
+        http,
+        admin,
+        vip=seats,
+        general=0,
+        salesStartAt=iso(datetime.now(UTC) + timedelta(seconds=opens_in)),
+        waitingRoom={"enabled": True, "admitPerMinute": rate},
+    )

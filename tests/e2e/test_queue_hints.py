@@ -11,20 +11,12 @@ from typing import Any
 import httpx
 
 from domain.next_look import MIN_HORIZON_SECONDS
-from tests.helpers import auth, create_event, iso, new_user
+from tests.helpers import auth, create_room_event, iso, new_user
 from tests.waiting import wait_until
 
 
 async def _room(http: httpx.AsyncClient, admin: str, *, rate: int, opens_in: float) -> str:
-    event = await create_event(
-        http,
-        admin,
-        vip=4,
-        general=0,
-        salesStartAt=iso(datetime.now(UTC) + timedelta(seconds=opens_in)),
-        waitingRoom={"enabled": True, "admitPerMinute": rate},
-    )
-    return str(event["id"])
+    return str((await create_room_event(http, admin, rate=rate, opens_in=opens_in))["id"])
 
 
 async def _join(http: httpx.AsyncClient, event_id: str) -> tuple[str, httpx.Response]:

@@ -26,6 +26,7 @@ from tests.helpers import (
     assert_error,
     auth,
     create_event,
+    create_room_event,
     iso,
     kill_gateway_replica,
     new_user,
@@ -314,24 +315,11 @@ async def _until_status(
     )
 
 
-async def _room_event(
-    http: httpx.AsyncClient, admin: str, *, rate: int | str, opens_in: float, seats: int
-) -> dict[str, Any]:
-    return await create_event(
-        http,
-        admin,
-        vip=seats,
-        general=0,
-        salesStartAt=_at(opens_in),
-        waitingRoom={"enabled": True, "admitPerMinute": rate},
-    )
-
-
 async def test_joining_twice_keeps_one_place_and_positions_follow_the_line(
     http: httpx.AsyncClient, admin_token: str
 ) -> None:
     # Open since a second ago at one a minute: nobody is admitted during this test.
-    event = await _room_event(http, admin_token, rate=1, opens_in=-1, seats=5)
+    event = await create_room_event(http, admin_token, rate=1, opens_in=-1, seats=5)
     first_token, _ = await new_user(http)
     second_token, _ = await new_user(http)
 
@@ -364,13 +352,13 @@ async def test_queue_errors_are_clear(
     token, _ = await new_user(http)
     other_token, _ = await new_user(http)
     plain = await create_event(http, admin_token, vip=1, general=0)
-    started = await _room_event(http, admin_token, rate=60, opens_in=-1, seats=1)
+    started = await create_room_event(http, admin_token, rate=60, opens_in=-1, seats=1)
     await db.execute(
         "UPDATE events SET sales_start_at = now() - interval '2 hours',"
         " starts_at = now() - interval '1 minute' WHERE id = $1",
         started["id"],
     )
-    room = await _room_event(http, admin_token, rate=1, opens_in=-1, seats=1)
+    room = await create_room_event(http, admin_token, rate=1, opens_in=-1, seats=1)
     ticket = (await _join(http, token, room["id"])).json()["ticket"]
 
     assert_error(await _join(http, token, "evnt_missing"), 404, "EVENT_NOT_FOUND")
@@ -391,7 +379,7 @@ async def test_queue_errors_are_clear(
 async def test_early_joiners_wait_for_the_lottery_and_later_ones_queue_behind(
     http: httpx.AsyncClient, admin_token: str
 ) -> None:
-    event = await _room_event(http, admin_token, rate=1, opens_in=3, seats=10)
+    event = await create_room_event(http, admin_token, rate=1, opens_in=3, seats=10)
     buyers = [await new_user(http) for _ in range(5)]
     tickets = [(await _join(http, t, event["id"])).json()["ticket"] for t, _ in buyers]
     before = [await _place(http, t, ticket) for (t, _), ticket in zip(buyers, tickets, strict=True)]
@@ -414,7 +402,7 @@ async def test_early_joiners_wait_for_the_lottery_and_later_ones_queue_behind(
 async def test_an_admitted_buyer_gets_a_token_books_with_it_and_the_stream_says_admitted(
     http: httpx.AsyncClient, admin_token: str
 ) -> None:
-    event = await _room_event(http, admin_token, rate=600, opens_in=2, seats=4)
+    event = await create_room_event(http, admin_token, rate=600, opens_in=2, seats=4)
     token, _ = await new_user(http)
     streamer, _ = await new_user(http)
     ticket = (await _join(http, token, event["id"])).json()["ticket"]
@@ -462,7 +450,7 @@ async def test_an_admitted_buyer_gets_a_token_books_with_it_and_the_stream_says_
 async def test_admissions_never_run_ahead_of_the_configured_rate(
     http: httpx.AsyncClient, admin_token: str, app_env: dict[str, str]
 ) -> None:
-    event = await _room_event(http, admin_token, rate=60, opens_in=2, seats=50)
+    event = await create_room_event(http, admin_token, rate=60, opens_in=2, seats=50)
     for _ in range(12):
         token, _ = await new_user(http)
         assert (await _join(http, token, event["id"])).status_code == 201
@@ -489,7 +477,7 @@ async def test_admissions_never_run_ahead_of_the_configured_rate(
 async def test_a_sold_out_event_closes_its_room_and_waiters_read_closed(
     http: httpx.AsyncClient, admin_token: str
 ) -> None:
-    event = await _room_event(http, admin_token, rate=600, opens_in=-1, seats=1)
+    event = await create_room_event(http, admin_token, rate=600, opens_in=-1, seats=1)
     buyer, _ = await new_user(http)
     waiter, _ = await new_user(http)
     bought = (await _join(http, buyer, event["id"])).json()["ticket"]
@@ -514,8 +502,8 @@ async def test_a_sold_out_event_closes_its_room_and_waiters_read_closed(
 async def test_the_admitter_paces_auto_rooms_from_the_start_rate_and_fixed_ones_at_theirs(
     http: httpx.AsyncClient, admin_token: str
 ) -> None:
-    auto = await _room_event(http, admin_token, rate="auto", opens_in=-1, seats=2)
-    fixed = await _room_event(http, admin_token, rate=90, opens_in=-1, seats=2)
+    auto = await create_room_event(http, admin_token, rate="auto", opens_in=-1, seats=2)
+    fixed = await create_room_event(http, admin_token, rate=90, opens_in=-1, seats=2)
     token, _ = await new_user(http)
     ticket = (await _join(http, token, auto["id"])).json()["ticket"]
 
@@ -532,7 +520,7 @@ async def test_waiting_room_metrics_reach_the_prometheus_endpoint(
 ) -> None:
     import ray
 
-    event = await _room_event(http, admin_token, rate=600, opens_in=-1, seats=2)
+    event = await create_room_event(http, admin_token, rate=600, opens_in=-1, seats=2)
     token, _ = await new_user(http)
     ticket = (await _join(http, token, event["id"])).json()["ticket"]
     await _until_status(http, token, ticket, "ADMITTED")
@@ -563,7 +551,7 @@ async def test_buyers_who_booked_are_not_counted_twice_against_the_seats_left(
     # Six seats, two a booking, one admission a second. Once two buyers have bought four seats,
     # two seats are left for the third: counting the two buyers both as sold seats and as admitted
     # buyers holding a seat would leave 6 - 4 - 2 = 0 and keep the third out for the whole window.
-    event = await _room_event(http, admin_token, rate=60, opens_in=-1, seats=6)
+    event = await create_room_event(http, admin_token, rate=60, opens_in=-1, seats=6)
     buyers = [await new_user(http) for _ in range(3)]
     tickets = [(await _join(http, t, event["id"])).json()["ticket"] for t, _ in buyers]
 
@@ -585,7 +573,7 @@ async def test_buyers_who_booked_are_not_counted_twice_against_the_seats_left(
 async def test_a_gateway_replica_restart_keeps_everyones_place(
     http: httpx.AsyncClient, admin_token: str
 ) -> None:
-    event = await _room_event(http, admin_token, rate=1, opens_in=-1, seats=5)
+    event = await create_room_event(http, admin_token, rate=1, opens_in=-1, seats=5)
     buyers = [await new_user(http) for _ in range(3)]
     tickets = [(await _join(http, t, event["id"])).json()["ticket"] for t, _ in buyers]
     before = [await _place(http, t, ticket) for (t, _), ticket in zip(buyers, tickets, strict=True)]

@@ -5,7 +5,6 @@ the test's `tick_once` calls; both feed the same rates."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -15,7 +14,7 @@ from actors.admitter import AdmitterClient, TickReport
 from actors.clients import SeatInventoryClient
 from domain.admission_rate import MAX_SEAT_ACTOR_SECONDS, START_PER_MINUTE
 from domain.ids import new_id
-from tests.helpers import auth, create_event, iso, new_user
+from tests.helpers import auth, create_room_event, new_user
 from tests.waiting import wait_until
 
 
@@ -23,14 +22,7 @@ async def _room_event(
     http: httpx.AsyncClient, admin: str, *, rate: int | str, seats: int = 4
 ) -> dict[str, Any]:
     """An event whose sale and room opened a minute ago."""
-    return await create_event(
-        http,
-        admin,
-        vip=seats,
-        general=0,
-        salesStartAt=iso(datetime.now(UTC) - timedelta(minutes=1)),
-        waitingRoom={"enabled": True, "admitPerMinute": rate},
-    )
+    return await create_room_event(http, admin, rate=rate, opens_in=-60, seats=seats)
 
 
 async def _place(http: httpx.AsyncClient, token: str, ticket: str) -> dict[str, Any]:
