@@ -22,6 +22,7 @@ from ray.serve import Application
 
 from api.app import create_app, create_places_app
 from config.settings import get_settings
+from supervision.priority import lower_priority
 
 fastapi_app = create_app()
 places_fastapi_app = create_places_app()
@@ -64,8 +65,10 @@ class PlaceReader:
     """`GET /api/queue/{ticket}` in a process of its own: one Redis script per look, no actor."""
 
     def __init__(self) -> None:
+        settings = get_settings()
         for package in APP_LOGGERS:
-            logging.getLogger(package).setLevel(get_settings().log_level)
+            logging.getLogger(package).setLevel(settings.log_level)
+        lower_priority(settings.place_reader_nice)
 
 
 APP_LOGGERS = (

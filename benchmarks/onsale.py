@@ -31,6 +31,7 @@ Against any server with TicketFlow's API (TicketFlow itself, or a plain baseline
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import random
 import secrets
@@ -49,6 +50,7 @@ from benchmarks.best_mode import (
     InventorySnapshot,
     snapshot_of,
 )
+from benchmarks.client_health import ClientHealth, freeze_setup_objects
 from benchmarks.common import (
     CpuMeter,
     Progress,
@@ -838,7 +840,15 @@ async def drive(run: OnsaleRun, config: OnsaleConfig, setup_note: str) -> dict[s
         f"onsale [{label}]: booking phase ({config.attempts} attempts max, "
         f"concurrency {config.concurrency}, {config.duration:.0f} s max)"
     )
-    results = await run.booking_phase()
+    freeze_setup_objects()
+    health = ClientHealth()
+    health.start()
+    try:
+        results = await run.booking_phase()
+    finally:
+        load_generator = await health.stop()
+        gc.unfreeze()
+    results["load_generator"] = load_generator
     log(f"onsale [{label}]: checks")
     try:
         checks = await run.checks()
@@ -861,6 +871,19 @@ async def drive(run: OnsaleRun, config: OnsaleConfig, setup_note: str) -> dict[s
 
 
 # -- rendering --------------------------------------------------------------------------------------
+def _lag(health: dict[str, Any] | None) -> str | None:
+    """The client's own stall, beside the latencies it measured (reports before it have none)."""
+    if not health or health["loop_lag_ms"]["n"] == 0:
+        return None
+    return f"{health['loop_lag_ms']['p99']} / {health['loop_lag_ms']['max']}"
+
+
+def _gc(health: dict[str, Any] | None) -> str | None:
+    if not health:
+        return None
+    return f"{health['gc_pause_ms']['max'] or 0} / {health['gc_pause_total_ms']}"
+
+
 def summary_rows(report: dict[str, Any]) -> list[tuple[str, Any]]:
     """(figure, value) pairs shared by the single-run table and the side-by-side comparison."""
     r = report["results"]
@@ -895,6 +918,8 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, Any]]:
             r.get("unavailable_while_enough"),
         ),
         ("errors", sum(r["errors"].values())),
+        ("load generator's loop lag p99 / max (ms)", _lag(r.get("load_generator"))),
+        ("load generator's GC pauses: max / total (ms)", _gc(r.get("load_generator"))),
         ("oversold seats (must be 0)", c.get("oversold_seats")),
         ("stuck PENDING (must be 0)", c.get("stuck_pending")),
         ("charges without booking (must be 0)", c.get("charges_without_booking")),

@@ -6,10 +6,12 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 
+from config.settings import get_settings
 from domain.next_look import MIN_HORIZON_SECONDS
 from tests.helpers import auth, create_room_event, iso, new_user
 from tests.waiting import wait_until
@@ -123,3 +125,35 @@ async def test_a_stream_whose_client_went_away_ends_on_the_server(
         interval=1.0,
         what="the stream to end on the server after its client went away",
     )
+
+
+def _replica_nice(deployment: str) -> list[int]:
+    """The nice value of every thread of each live replica process of `deployment` (Ray titles a
+    replica's process `ray::ServeReplica:<app>:<deployment>`)."""
+    values: list[int] = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            title = (proc / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            if not title.startswith("ray::ServeReplica:") or not title.endswith(f":{deployment}"):
+                continue
+            for task in (proc / "task").iterdir():
+                # Field 19 of stat is the nice value; the name before it may hold spaces.
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                values.append(int(fields[16]))
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return values
+
+
+async def test_the_place_readers_yield_the_cpu_to_the_gateway(http: httpx.AsyncClient) -> None:
+    assert (await http.get("/api/queue/none")).status_code in (401, 404)
+    # The suite runs with the default TICKETFLOW_PLACE_READER_NICE (10), on Linux. The places
+    # application may still be starting its replica (the Gateway answers meanwhile).
+    readers = await wait_until(
+        lambda: _replica_nice("PlaceReader"), timeout=60, what="a place reader's process"
+    )
+    gateway = _replica_nice("Gateway")
+    assert gateway
+    assert min(readers) >= min(gateway) + get_settings().place_reader_nice, (readers, gateway)
