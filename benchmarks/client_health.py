@@ -18,9 +18,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchmarks.common import latency_summary
+from benchmarks.common import latency_summary, timeline
 
 LAG_PROBE_SECONDS = 0.005
+TIMELINE_WINDOW_SECONDS = 5.0
 
 
 def freeze_setup_objects() -> None:
@@ -33,11 +34,14 @@ class ClientHealth:
     """Loop lag and collector pauses between `start()` and `stop()`."""
 
     lags: list[float] = field(default_factory=list)
+    lagged_at: list[float] = field(default_factory=list)  # seconds from start() of each lag
     gc_pauses: list[float] = field(default_factory=list)
+    _started: float = 0.0
     _gc_started: float = 0.0
     _probe: asyncio.Task[None] | None = None
 
     def start(self) -> None:
+        self._started = time.perf_counter()
         gc.callbacks.append(self._on_gc)
         self._probe = asyncio.ensure_future(self._measure_lag())
 
@@ -55,6 +59,7 @@ class ClientHealth:
     def summary(self) -> dict[str, Any]:
         return {
             "loop_lag_ms": latency_summary(self.lags),
+            "loop_lag_timeline": timeline(self.lagged_at, self.lags, TIMELINE_WINDOW_SECONDS),
             "gc_pause_ms": latency_summary(self.gc_pauses),
             "gc_pause_total_ms": round(sum(self.gc_pauses) * 1000, 1),
         }
@@ -71,3 +76,4 @@ class ClientHealth:
             asked = time.perf_counter()
             await asyncio.sleep(LAG_PROBE_SECONDS)
             self.lags.append(max(0.0, time.perf_counter() - asked - LAG_PROBE_SECONDS))
+            self.lagged_at.append(asked - self._started)

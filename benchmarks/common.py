@@ -72,6 +72,19 @@ def latency_summary(seconds: Iterable[float]) -> dict[str, float | int | None]:
     }
 
 
+def timeline(
+    at: Sequence[float], seconds: Sequence[float], window: float
+) -> list[dict[str, float | int | None]]:
+    """`latency_summary` of the samples in each `window` seconds of `at` (when each was taken),
+    from the first window on: `start_s` is the window's start."""
+    windows: dict[int, list[float]] = {}
+    for t, value in zip(at, seconds, strict=True):
+        windows.setdefault(int(t // window), []).append(value)
+    return [
+        {"start_s": round(k * window, 1), **latency_summary(windows[k])} for k in sorted(windows)
+    ]
+
+
 def ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or b == 0 or math.isnan(a) or math.isnan(b):
         return None

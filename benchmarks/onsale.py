@@ -59,12 +59,14 @@ from benchmarks.common import (
     latency_summary,
     log,
     markdown_table,
+    timeline,
 )
 from benchmarks.first_wave import FirstWave
 from benchmarks.httpclient import HttpClient, TransportError, open_client
 
 FINAL = {"CONFIRMED", "FAILED", "CANCELLED"}
 PICKS = ("random", "adjacent", "best")
+TIMELINE_WINDOW_SECONDS = 5.0
 BUYER_PASSWORD = "Bench1234!"
 DECLINE_TOKEN = "pm_card_chargeDeclined"
 
@@ -197,6 +199,7 @@ class _Stats:
     errors: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
     lat_202: list[float] = field(default_factory=list)
+    sent_202: list[float] = field(default_factory=list)  # when each of lat_202's POSTs was sent
     lat_e2e: list[float] = field(default_factory=list)
     lat_e2e_confirmed: list[float] = field(default_factory=list)
     attempts: int = 0
@@ -500,6 +503,7 @@ class OnsaleRun:
             self.record_error(status, body)
             return "ERROR", None
         self.stats.lat_202.append(time.perf_counter() - t0)
+        self.stats.sent_202.append(t0 - self.phase_start)
         if first:
             self.first_wave.lat_202.append(self.stats.lat_202[-1])
         self.stats.bookings_posted += 1
@@ -700,6 +704,9 @@ class OnsaleRun:
             "unavailable_checked": s.unavailable_checked if self.cfg.pick == "best" else None,
             "inventory_reads_for_checks": self.inventory_reads.reads,
             "latency_202_ms": latency_summary(s.lat_202),
+            # The same over the phase, window by window: a tail that is one moment (the opening,
+            # say) shows as one window.
+            "latency_202_timeline": timeline(s.sent_202, s.lat_202, TIMELINE_WINDOW_SECONDS),
             "latency_e2e_ms": latency_summary(s.lat_e2e),
             "latency_e2e_confirmed_ms": latency_summary(s.lat_e2e_confirmed),
             # The same two for the first `concurrency` POSTs alone (benchmarks.first_wave).

@@ -7,7 +7,8 @@
    while the buyers look as told (their looks before the opening are counted, not timed).
 2. The queued phase, timed from the opening: each buyer looks at its place when the server said
    to (`retryAfterSeconds`; a server without hints: every third of the estimated wait, between
-   0.5 and 10 s, with jitter) until ADMITTED or CLOSED; an admitted buyer
+   0.5 and 10 s, with jitter) until ADMITTED or CLOSED. The looks run in a process of their own
+   (`benchmarks.waiters`), so that this one times only the bookings; an admitted buyer
    makes one on-sale attempt (`OnsaleRun.attempt`: pick seats, book with its
    `X-Admission-Token`, poll to the end, retry on SEATS_UNAVAILABLE). After the sell-out the
    buyers still waiting go on looking, for at most `tell_seconds`, to learn that it closed.
@@ -28,6 +29,7 @@ import asyncio
 import base64
 import json
 import random
+import sys
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -48,9 +50,14 @@ from benchmarks.onsale import (
     run_onsale,
 )
 from benchmarks.paced import run_paced_onsale
+from benchmarks.waiters import next_wait
 
 # The opening comes this long after the last buyer's next look as its join answer gave it.
 OPENING_MARGIN_SECONDS = 10.0
+# The waiters' process: its connections, and the longest line it writes (its figures, with the
+# time of every look).
+LINE_POOL = 64
+LINE_MESSAGE_LIMIT = 1 << 27
 
 
 @dataclass
@@ -96,7 +103,8 @@ class QueuedOnsaleRun(OnsaleRun):
         self.next_look: dict[int, float] = {}  # buyer -> epoch seconds of its first look
         self._admission: dict[str, str] = {}  # buyer's bearer token -> admission token
         self._booking_slots = asyncio.Semaphore(config.concurrency)
-        self._line: asyncio.Future[list[None]] | None = None
+        self._line: asyncio.Future[None] | None = None
+        self._line_process: asyncio.subprocess.Process | None = None
         self._told = asyncio.Event()  # the waiters' time is up (sold out + tell_seconds, or over)
         self._watching = False
 
@@ -150,7 +158,7 @@ class QueuedOnsaleRun(OnsaleRun):
         await self._update_event({"salesStartAt": iso_utc(opens)})
         # iso_utc drops the fraction: the opening is that whole second.
         self.qstats.opened_at = float(int(opens.timestamp()))
-        self._line = asyncio.gather(*(self._wait_in_line(b) for b in self.buyers))
+        self._line = asyncio.ensure_future(self._follow_the_line())
         # Not timed: the sale starts at its opening; the buyers look meanwhile as they were told.
         await asyncio.sleep(max(0.0, self.qstats.opened_at - time.time()))
         return {
@@ -161,14 +169,9 @@ class QueuedOnsaleRun(OnsaleRun):
         }
 
     def _next_wait(self, body: dict[str, Any], seed: int) -> float:
-        """When to look next: the server's hint; without one, a third of the estimated wait."""
-        hint = body.get("retryAfterSeconds")
-        if hint is not None:
+        if body.get("retryAfterSeconds") is not None:
             self.qstats.hinted += 1
-            return float(hint)
-        rng = random.Random(seed + self.qstats.polls)
-        wait = float(body.get("estimatedWaitSeconds") or 2.0)
-        return min(10.0, max(0.5, wait / 3)) * rng.uniform(0.7, 1.3)
+        return next_wait(body, random.Random(seed))
 
     async def _update_event(self, changes: dict[str, Any]) -> None:
         status, body = await self.setup_call(
@@ -177,44 +180,86 @@ class QueuedOnsaleRun(OnsaleRun):
         if status != 200:
             raise SetupError(f"updating the event failed: {status} {body}")
 
-    async def _wait_in_line(self, buyer: Buyer) -> None:
-        ticket = self.tickets[buyer.index]
-        await self._sleep_until_told(self.next_look[buyer.index] - time.time())
-        while not self._told.is_set():
-            self.qstats.polls += 1
-            self.qstats.poll_times.append(time.time())
-            status, body, _ = await self.call(
-                "GET", f"/api/queue/{ticket}", token=buyer.token, count=False
-            )
-            if status != 200 or not isinstance(body, dict):
-                self.qstats.poll_errors[str(status)] += 1
-                await asyncio.sleep(1.0)
-                continue
-            if body["status"] == "ADMITTED":
-                token = str(body["admissionToken"])
-                self._admission[buyer.token] = token
-                iat = _token_iat(token)
-                if iat is not None:
-                    self.qstats.admitted_iat.append(iat)
-                async with self._booking_slots:
-                    self.stats.attempts += 1
-                    await self.attempt(buyer)
-                return
-            if body["status"] == "CLOSED":
-                self.qstats.closed += 1
-                self.qstats.closed_heard_at.append(time.time())
-                return
-            await self._sleep_until_told(self._next_wait(body, buyer.index))
-
-    async def _sleep_until_told(self, seconds: float) -> None:
-        """Sleeps `seconds`, or less if the waiters' time is up (one timer per waiter, so 20 000
-        sleeping buyers cost the load generator nothing between their looks)."""
-        if seconds <= 0:
-            return
+    async def _follow_the_line(self) -> None:
+        """Starts the waiters' process (`benchmarks.waiters`: every buyer looks when told, apart
+        from this process, which times the bookings) and books for each buyer it reports
+        admitted; ends with its figures and the last of those bookings."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "benchmarks.waiters",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=LINE_MESSAGE_LIMIT,
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        self._line_process = proc
+        config = {
+            "url": self.cfg.url,
+            "http_client": self.cfg.http_client,
+            "timeout": self.cfg.request_timeout,
+            "pool": LINE_POOL,
+            "waiters": [
+                [b.index, b.token, self.tickets[b.index], self.next_look[b.index]]
+                for b in self.buyers
+            ],
+        }
+        proc.stdin.write((json.dumps(config) + "\n").encode())
+        await proc.stdin.drain()
+        by_index = {b.index: b for b in self.buyers}
+        bookings: list[asyncio.Task[None]] = []
         try:
-            await asyncio.wait_for(self._told.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
+            while True:
+                raw = await proc.stdout.readline()
+                if not raw:
+                    raise RuntimeError(f"the waiters' process ended early ({await proc.wait()})")
+                message = json.loads(raw)
+                if "admitted" in message:
+                    buyer = by_index[int(message["admitted"])]
+                    bookings.append(asyncio.create_task(self._book(buyer, message["token"])))
+                elif "closed" in message:
+                    self.qstats.closed += 1
+                    self.qstats.closed_heard_at.append(float(message["at"]))
+                elif "stats" in message:
+                    self._add_line_stats(message["stats"])
+                    break
+            await asyncio.gather(*bookings)
+        finally:
+            self._tell_the_line()
+            try:
+                await asyncio.wait_for(proc.wait(), timeout=10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+    def _add_line_stats(self, line: dict[str, Any]) -> None:
+        q = self.qstats
+        q.polls += int(line["polls"])
+        q.poll_errors.update({str(k): int(n) for k, n in line["poll_errors"].items()})
+        q.poll_times.extend(float(t) for t in line["poll_times"])
+        q.hinted += int(line["hinted"])
+
+    async def _book(self, buyer: Buyer, admission_token: str) -> None:
+        """An admitted buyer's one on-sale attempt, with its admission token."""
+        self._admission[buyer.token] = admission_token
+        iat = _token_iat(admission_token)
+        if iat is not None:
+            self.qstats.admitted_iat.append(iat)
+        async with self._booking_slots:
+            self.stats.attempts += 1
+            await self.attempt(buyer)
+
+    def _tell_the_line(self) -> None:
+        """The waiters' time is up: they stop looking and the waiters' process reports."""
+        if self._told.is_set():
+            return
+        self._told.set()
+        proc = self._line_process
+        if proc is not None and proc.returncode is None and proc.stdin is not None:
+            try:
+                proc.stdin.write(b"told\n")
+            except (BrokenPipeError, ConnectionResetError):
+                pass
 
     async def _watch_the_time(self) -> None:
         """Ends the waiters' time: `tell_seconds` after the sell-out (so those still in line can
@@ -229,7 +274,7 @@ class QueuedOnsaleRun(OnsaleRun):
             await asyncio.sleep(
                 max(0.0, self.sold_out_at + self.queue.tell_seconds - self.elapsed())
             )
-        self._told.set()
+        self._tell_the_line()
 
     async def worker(self) -> None:
         """The phase's work: every buyer waits in line (the first worker runs them all, so the
@@ -241,7 +286,7 @@ class QueuedOnsaleRun(OnsaleRun):
         try:
             await self._line
         finally:
-            self._told.set()
+            self._tell_the_line()
             watcher.cancel()
 
     async def booking_phase(self) -> dict[str, Any]:

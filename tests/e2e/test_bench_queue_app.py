@@ -40,3 +40,7 @@ async def test_onsale_benchmark_behind_the_waiting_room(server: str) -> None:
     assert report["baseline"]["results"]["attempts"] <= q["admitted"]
     assert report["baseline_closed_loop"]["results"]["confirmed"] > 0
     assert "p99 ratio" in queue_markdown(report)
+    # The load generator's own stalls are measured beside the latencies it times.
+    health = report["results"]["load_generator"]
+    assert health["loop_lag_ms"]["n"] > 0 and health["gc_pause_total_ms"] >= 0
+    assert "load generator's loop lag" in queue_markdown(report)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
 
 # Runs in a process of its own: the test process keeps its priority.
 _CHILD = r"""
@@ -37,17 +38,18 @@ print(json.dumps({"before": before, "after": after, "lowered": lowered, "tasks":
 """
 
 
-def _run(code: str) -> dict[str, object]:
+def _run(code: str) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=30
     )
-    return json.loads(out.stdout)  # type: ignore[no-any-return]
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
 
 
 def test_every_thread_is_lowered_and_later_threads_inherit_it() -> None:
     result = _run(_CHILD)
-    before = {int(k): v for k, v in result["before"].items()}  # type: ignore[union-attr]
-    after = {int(k): v for k, v in result["after"].items()}  # type: ignore[union-attr]
+    before = {int(k): v for k, v in result["before"].items()}
+    after = {int(k): v for k, v in result["after"].items()}
     base = min(before.values())
     assert all(v == base for v in before.values())
     # The main thread, the thread started before and the thread started after: all 3 lower.
