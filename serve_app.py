@@ -22,7 +22,7 @@ from ray.serve import Application
 
 from api.app import create_app, create_places_app
 from config.settings import get_settings
-from supervision.priority import lower_priority
+from supervision.priority import set_priority
 
 fastapi_app = create_app()
 places_fastapi_app = create_places_app()
@@ -68,7 +68,7 @@ class PlaceReader:
         settings = get_settings()
         for package in APP_LOGGERS:
             logging.getLogger(package).setLevel(settings.log_level)
-        lower_priority(settings.place_reader_nice)
+        set_priority(settings.place_reader_priority)
 
 
 APP_LOGGERS = (

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-from pathlib import Path
 
 import ray
 
@@ -23,6 +21,7 @@ from providers.email import (
 from storage import notification_repository
 from storage.notification_repository import DueNotification
 from storage.pool import LazyPool
+from supervision.priority import lower_niceness
 
 logger = logging.getLogger(__name__)
 BATCH = 200
@@ -31,23 +30,6 @@ BATCH = 200
 # every poke gave ~10 rounds a second of ~12 emails each during an on-sale. Emails wait at most
 # this much longer.
 MIN_ROUND_INTERVAL = 0.5
-
-
-def lower_priority(increment: int) -> None:
-    """Adds `increment` to the nice value of every thread of this process.
-
-    Linux keeps a nice value per thread and `os.nice` changes only the caller's; Ray runs this
-    actor's event loop, its task loop and its C++ I/O threads on different threads. Threads
-    started later inherit their creator's value. Lowering priority needs no privilege.
-    """
-    for task in Path("/proc/self/task").iterdir():
-        tid = int(task.name)
-        try:
-            os.setpriority(
-                os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment)
-            )
-        except (ProcessLookupError, PermissionError):
-            continue  # the thread ended meanwhile
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=100)  # type: ignore[call-overload]
@@ -67,8 +49,7 @@ class Notifier:
 
     def __init__(self) -> None:
         self._settings = get_settings()
-        if self._settings.notify_nice:
-            lower_priority(self._settings.notify_nice)
+        lower_niceness(self._settings.notify_nice)
         self._sender: EmailSender = sender_from_settings(
             smtp_url=self._settings.smtp_url,
             smtp_from=self._settings.smtp_from,

@@ -85,6 +85,31 @@ def timeline(
     ]
 
 
+def burstiness(at: Sequence[float], bin_seconds: float) -> dict[str, float | int | None]:
+    """How bunched events at times `at` came: their counts per `bin_seconds` from the first to the
+    last, the counts' mean, max, and variance over mean (1 for arrivals at random, 0 for evenly
+    spaced ones, above 1 for bursts)."""
+    if not at:
+        return {"bins": 0, "mean": None, "max": None, "dispersion": None}
+    first = min(at)
+
+    def bin_of(t: float) -> int:
+        # The epsilon keeps a time on a bin's edge in that bin despite the float's rounding.
+        return int((t - first) / bin_seconds + 1e-9)
+
+    counts = [0] * (bin_of(max(at)) + 1)
+    for t in at:
+        counts[bin_of(t)] += 1
+    mean = sum(counts) / len(counts)
+    variance = sum((c - mean) ** 2 for c in counts) / len(counts)
+    return {
+        "bins": len(counts),
+        "mean": round(mean, 2),
+        "max": max(counts),
+        "dispersion": round(variance / mean, 2) if mean else None,
+    }
+
+
 def ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or b == 0 or math.isnan(a) or math.isnan(b):
         return None

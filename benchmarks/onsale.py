@@ -55,6 +55,7 @@ from benchmarks.common import (
     CpuMeter,
     Progress,
     bar,
+    burstiness,
     fmt,
     latency_summary,
     log,
@@ -707,6 +708,8 @@ class OnsaleRun:
             # The same over the phase, window by window: a tail that is one moment (the opening,
             # say) shows as one window.
             "latency_202_timeline": timeline(s.sent_202, s.lat_202, TIMELINE_WINDOW_SECONDS),
+            # How bunched the bookings came (the room admits in rounds; paced arrivals do not).
+            "posts_per_100ms": burstiness(s.sent_202, 0.1),
             "latency_e2e_ms": latency_summary(s.lat_e2e),
             "latency_e2e_confirmed_ms": latency_summary(s.lat_e2e_confirmed),
             # The same two for the first `concurrency` POSTs alone (benchmarks.first_wave).

@@ -3,7 +3,7 @@
 Why a process: 20 000 buyers in line are 20 000 coroutines, their timers and their looks. In the
 process that times the admitted buyers' bookings, every look and every collection of their heap
 stretches the latencies being measured by the client's own event loop, which is not the shop's
-p99. Here they run apart, at the lowest CPU priority (`LINE_NICENESS`): they stand for clients on
+p99. Here they run apart, at the lowest CPU priority (SCHED_IDLE): they stand for clients on
 other machines, whose CPU the shop never shares. What the shop does for their looks (the place
 readers, Redis, the admitter) is what the benchmark measures, and that stays on the server.
 
@@ -33,7 +33,6 @@ from typing import Any, TextIO
 
 from benchmarks.httpclient import HttpClient, TransportError, open_client
 
-LINE_NICENESS = 19
 ERROR_BACKOFF_SECONDS = 1.0
 
 
@@ -136,9 +135,17 @@ async def run(config: dict[str, Any]) -> None:
     )
 
 
+def run_at_the_lowest_priority() -> None:
+    """SCHED_IDLE (CPU that nothing else wants), else nice 19. Called before any thread starts,
+    so that every thread of this process inherits it."""
+    if hasattr(os, "SCHED_IDLE"):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    else:
+        os.nice(19)
+
+
 def main() -> None:
-    # Before any thread starts, so that every thread of this process inherits it.
-    os.nice(LINE_NICENESS)
+    run_at_the_lowest_priority()
     config = json.loads(sys.stdin.readline())
     asyncio.run(run(config))
 

@@ -96,9 +96,9 @@ class Settings(BaseSettings):
     # The place reads a second that a waiting room's buyers far back may cost, at most: they are
     # told to look again at most waiting / this many seconds later (30 s to 10 min; next_look).
     queue_reads_per_second: float = Field(default=50.0, gt=0, le=100_000)
-    # How far the place readers' processes yield the CPU to the booking path (nice, 0-19; 0: not
-    # at all): supervision/priority.py says why.
-    place_reader_nice: int = Field(default=10, ge=0, le=19)
+    # How the place readers' processes yield the CPU to the booking path: idle (SCHED_IDLE), low
+    # (nice +10) or normal; supervision/priority.py says why.
+    place_reader_priority: Literal["idle", "low", "normal"] = "idle"
     auth_user_cache_seconds: float = Field(default=10.0, ge=0)
     password_hash_memory_kib: int = Field(default=19 * 1024, ge=8)
     password_hash_time_cost: int = Field(default=2, ge=1)

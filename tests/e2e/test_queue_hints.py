@@ -4,6 +4,7 @@ on the server (issue 15), over HTTP against the running Serve app, real Ray and 
 from __future__ import annotations
 
 import math
+import os
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -127,9 +128,9 @@ async def test_a_stream_whose_client_went_away_ends_on_the_server(
     )
 
 
-def _replica_nice(deployment: str) -> list[int]:
-    """The nice value of every thread of each live replica process of `deployment` (Ray titles a
-    replica's process `ray::ServeReplica:<app>:<deployment>`)."""
+def _replica_policies(deployment: str) -> list[int]:
+    """The scheduling policy of every thread of each live replica process of `deployment` (Ray
+    titles a replica's process `ray::ServeReplica:<app>:<deployment>`)."""
     values: list[int] = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -139,9 +140,7 @@ def _replica_nice(deployment: str) -> list[int]:
             if not title.startswith("ray::ServeReplica:") or not title.endswith(f":{deployment}"):
                 continue
             for task in (proc / "task").iterdir():
-                # Field 19 of stat is the nice value; the name before it may hold spaces.
-                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-                values.append(int(fields[16]))
+                values.append(os.sched_getscheduler(int(task.name)))
         except (FileNotFoundError, ProcessLookupError):
             continue
     return values
@@ -149,11 +148,12 @@ def _replica_nice(deployment: str) -> list[int]:
 
 async def test_the_place_readers_yield_the_cpu_to_the_gateway(http: httpx.AsyncClient) -> None:
     assert (await http.get("/api/queue/none")).status_code in (401, 404)
-    # The suite runs with the default TICKETFLOW_PLACE_READER_NICE (10), on Linux. The places
-    # application may still be starting its replica (the Gateway answers meanwhile).
+    # The suite runs with the default TICKETFLOW_PLACE_READER_PRIORITY (idle), on Linux. The
+    # places application may still be starting its replica (the Gateway answers meanwhile).
+    assert get_settings().place_reader_priority == "idle"
     readers = await wait_until(
-        lambda: _replica_nice("PlaceReader"), timeout=60, what="a place reader's process"
+        lambda: _replica_policies("PlaceReader"), timeout=60, what="a place reader's process"
     )
-    gateway = _replica_nice("Gateway")
-    assert gateway
-    assert min(readers) >= min(gateway) + get_settings().place_reader_nice, (readers, gateway)
+    gateway = _replica_policies("Gateway")
+    assert set(readers) == {os.SCHED_IDLE}, readers
+    assert gateway and os.SCHED_IDLE not in gateway, gateway
