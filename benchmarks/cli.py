@@ -50,7 +50,8 @@ def cmd_onsale(args: argparse.Namespace) -> int:
 
 
 def cmd_onsale_queue(args: argparse.Namespace, config: OnsaleConfig) -> int:
-    from benchmarks.queue import QueueConfig, passed, queue_markdown, run_queue_onsale
+    from benchmarks.queue import QueueConfig, run_queue_onsale
+    from benchmarks.queue_report import passed, queue_markdown
 
     queue = QueueConfig(
         buyers=args.queue,

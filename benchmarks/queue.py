@@ -13,9 +13,10 @@
    `X-Admission-Token`, poll to the end, retry on SEATS_UNAVAILABLE). After the sell-out the
    buyers still waiting go on looking, for at most `tell_seconds`, to learn that it closed.
 3. The same checks as the on-sale (no seat sold twice, nothing stuck, no charge kept), then the
-   same sale without the room, for its p99: buyers arriving at the rate the room admitted them,
-   one attempt each (`benchmarks.paced`: the reference of the goal), and a closed loop of a few
-   buyers at once (stricter: never more than those few bookings in flight).
+   same sale without the room, for its p99 (`benchmarks.paced`): buyers arriving when the
+   admitted buyers started their attempts, replayed, one attempt each (the reference of the
+   goal); buyers at the same rate evenly spaced (what the arrivals' bunching alone costs); and a
+   closed loop of a few buyers at once (never more than those few bookings in flight).
 
 Reported: buyers admitted and the time to admit them (from the opening to the last admission,
 read from the tokens' `iat`), the room's closing and how soon those still waiting heard of it,
@@ -37,7 +38,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from benchmarks.common import fmt, log, markdown_table
+from benchmarks.common import log
 from benchmarks.httpclient import HttpClient, open_client
 from benchmarks.onsale import (
     Buyer,
@@ -46,10 +47,10 @@ from benchmarks.onsale import (
     SetupError,
     drive,
     iso_utc,
-    report_markdown,
     run_onsale,
 )
-from benchmarks.paced import run_paced_onsale
+from benchmarks.paced import even_arrivals, run_paced_onsale
+from benchmarks.queue_report import server_errors
 from benchmarks.waiters import next_wait
 
 # The opening comes this long after the last buyer's next look as its join answer gave it.
@@ -102,6 +103,7 @@ class QueuedOnsaleRun(OnsaleRun):
         self.tickets: dict[int, str] = {}
         self.next_look: dict[int, float] = {}  # buyer -> epoch seconds of its first look
         self._admission: dict[str, str] = {}  # buyer's bearer token -> admission token
+        self.arrivals: list[float] = []  # when each admitted buyer started its attempt (phase s)
         self._booking_slots = asyncio.Semaphore(config.concurrency)
         self._line: asyncio.Future[None] | None = None
         self._line_process: asyncio.subprocess.Process | None = None
@@ -241,6 +243,7 @@ class QueuedOnsaleRun(OnsaleRun):
 
     async def _book(self, buyer: Buyer, admission_token: str) -> None:
         """An admitted buyer's one on-sale attempt, with its admission token."""
+        self.arrivals.append(self.elapsed())
         self._admission[buyer.token] = admission_token
         iat = _token_iat(admission_token)
         if iat is not None:
@@ -319,16 +322,6 @@ class QueuedOnsaleRun(OnsaleRun):
         return results
 
 
-def server_errors(report: dict[str, Any]) -> int:
-    """5xx answers on the booking path and on place reads."""
-    r = report["results"]
-    booking = sum(n for k, n in r["errors"].items() if k[:1] == "5")
-    reads = sum(
-        n for k, n in r.get("queue", {}).get("place_read_errors", {}).items() if k[:1] == "5"
-    )
-    return int(booking + reads)
-
-
 async def run_queue_onsale(config: OnsaleConfig, queue: QueueConfig) -> dict[str, Any]:
     """The queued sale, then (unless `queue.baseline` is off) the unloaded reference sale."""
     # Long enough for everyone to be admitted at the configured rate (auto starts at 600 a minute),
@@ -366,23 +359,33 @@ async def run_queue_onsale(config: OnsaleConfig, queue: QueueConfig) -> dict[str
         per_second = (queue.admit_per_minute or 0) / 60 or (
             q["admitted"] / max(1.0, q["time_to_admit_all_s"] or 1.0)
         )
-        log(f"onsale --queue: the same sale without the room, {per_second:.1f} buyers a second")
-        paced_cfg = replace(
-            config,
-            buyers=max(1, q["admitted"]),
-            attempts=max(1, q["admitted"]),
-            label=(config.label or config.url) + " (no room, the same arrivals)",
-        )
-        client = open_client(
-            config.http_client,
-            config.url,
-            pool=config.concurrency + 4,
-            timeout=config.request_timeout,
-        )
-        try:
-            report["baseline"] = await run_paced_onsale(paced_cfg, per_second, client)
-        finally:
-            await client.aclose()
+        arrivals = sorted(run.arrivals)
+        for key, times, how, what in (
+            ("baseline", arrivals, "when the admitted buyers did", "the same arrivals"),
+            (
+                "baseline_even",
+                even_arrivals(len(arrivals), per_second),
+                f"{per_second:.1f} a second, evenly",
+                "the same rate, evenly",
+            ),
+        ):
+            log(f"onsale --queue: the same sale without the room, {what}")
+            paced_cfg = replace(
+                config,
+                buyers=max(1, len(times)),
+                attempts=max(1, len(times)),
+                label=(config.label or config.url) + f" (no room, {what})",
+            )
+            client = open_client(
+                config.http_client,
+                config.url,
+                pool=config.concurrency + 4,
+                timeout=config.request_timeout,
+            )
+            try:
+                report[key] = await run_paced_onsale(paced_cfg, times, client, how)
+            finally:
+                await client.aclose()
         log("onsale --queue: the same sale without the room, a closed loop of few buyers")
         base_cfg = replace(
             config,
@@ -393,67 +396,3 @@ async def run_queue_onsale(config: OnsaleConfig, queue: QueueConfig) -> dict[str
         )
         report["baseline_closed_loop"] = await run_onsale(base_cfg)
     return report
-
-
-def _p99(report: dict[str, Any], key: str) -> float | None:
-    value = report["results"][key]["p99"]
-    return float(value) if value is not None else None
-
-
-def _pair(d: dict[str, Any] | None) -> str | None:
-    if not d or d.get("p50") is None:
-        return None
-    return f"{d['p50']} / {d['max']}"
-
-
-def queue_markdown(report: dict[str, Any]) -> str:
-    q = report["queue"]
-    rows: list[tuple[str, Any]] = [
-        ("buyers in the room", q["buyers"]),
-        ("admission rate (per minute)", q["admit_per_minute"]),
-        ("admitted", q["admitted"]),
-        ("told CLOSED (sold out)", q["closed_out"]),
-        ("time to admit them (s, from the opening)", q["time_to_admit_all_s"]),
-        ("still waiting when the run ended", q.get("still_waiting_at_the_end")),
-        ("heard of the sell-out within (s): p50 / max", _pair(q.get("closed_heard_within_s"))),
-        ("place reads", q["place_reads"]),
-        ("place reads before the opening (not timed)", q.get("place_reads_before_opening")),
-        ("place reads a second while the sale ran", q.get("place_reads_per_s_during_sale")),
-        ("place reads per admitted buyer", q.get("place_reads_per_admitted")),
-        ("5xx answers (must be 0)", q["server_errors"]),
-        ("oversold seats (must be 0)", report["checks"].get("oversold_seats")),
-    ]
-    base = report.get("baseline")
-    closed = report.get("baseline_closed_loop")
-    for key, name in (("latency_202_ms", "202"), ("latency_e2e_confirmed_ms", "confirmed e2e")):
-        ours = _p99(report, key)
-        rows.append((f"{name} p99 (ms), admitted buyers", ours))
-        for ref_report, what, goal in (
-            (base, "the same arrivals without the room", " (goal <= 1.5)"),
-            (closed, "a closed loop of few buyers without the room", ""),
-        ):
-            if ref_report is None:
-                continue
-            ref = _p99(ref_report, key)
-            rows.append((f"{name} p99 (ms), {what}", ref))
-            ratio = round(ours / ref, 2) if ours is not None and ref else None
-            rows.append((f"{name} p99 ratio to it{goal}", ratio))
-    text = (
-        f"### On-sale behind the waiting room: {report['label']}\n\n"
-        + markdown_table(["figure", "value"], [(n, fmt(v)) for n, v in rows])
-        + "\n\n"
-        + report_markdown(report)
-    )
-    for ref_report in (base, closed):
-        if ref_report is not None:
-            text += "\n" + report_markdown(ref_report)
-    return text
-
-
-def passed(report: dict[str, Any]) -> bool:
-    refs = [report.get("baseline"), report.get("baseline_closed_loop")]
-    return (
-        bool(report["checks"]["passed"])
-        and report["queue"]["server_errors"] == 0
-        and all(ref is None or bool(ref["checks"]["passed"]) for ref in refs)
-    )

@@ -73,6 +73,9 @@ def test_server_env_is_read_by_settings_as_intended(
     from config.settings import Settings
 
     monkeypatch.chdir(tmp_path)  # no .env here
+    # The e2e session's fake Stripe, when it ran first in this process, is not the server's env.
+    for key in ("STRIPE_API_KEY", "STRIPE_API_BASE", "RAY_ADDRESS"):
+        monkeypatch.delenv(key, raising=False)
     for key, value in _env(overrides=[("TICKETFLOW_SAGA_POOL_SIZE", "4")]).items():
         monkeypatch.setenv(key, value)
     settings = Settings()

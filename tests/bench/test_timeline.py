@@ -24,3 +24,9 @@ def test_burstiness_tells_even_arrivals_from_bursts() -> None:
     b = burstiness(bursts, 0.1)
     assert b["max"] == 20 and (b["dispersion"] or 0) > 10
     assert burstiness([], 0.1)["dispersion"] is None
+
+
+def test_even_arrivals_are_spaced_by_the_rate() -> None:
+    from benchmarks.paced import even_arrivals
+
+    assert even_arrivals(4, 2.0) == [0.0, 0.5, 1.0, 1.5]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.queue import QueueConfig, passed, queue_markdown, run_queue_onsale
+from benchmarks.queue import QueueConfig, run_queue_onsale
+from benchmarks.queue_report import passed, queue_markdown
 from tests.bench_app import app_onsale_config
 
 
@@ -35,9 +36,13 @@ async def test_onsale_benchmark_behind_the_waiting_room(server: str) -> None:
     assert q["answers_with_a_hint"] >= q["buyers"], q
     assert q["still_waiting_at_the_end"] == 0, q
     assert report["checks"]["oversold_seats"] == 0 and passed(report), report["checks"]
-    # The references: the same arrivals without the room, and a closed loop of two buyers.
+    # The references: the same arrivals replayed, the same rate evenly spaced, and a closed loop
+    # of two buyers, all without the room.
     assert report["baseline"]["results"]["confirmed"] > 0
     assert report["baseline"]["results"]["attempts"] <= q["admitted"]
+    assert report["baseline"]["params"]["buyers"] == report["results"]["attempts"]
+    assert report["baseline_even"]["results"]["confirmed"] > 0
+    assert report["baseline_even"]["results"]["attempts"] <= q["admitted"]
     assert report["baseline_closed_loop"]["results"]["confirmed"] > 0
     assert "p99 ratio" in queue_markdown(report)
     # The load generator's own stalls are measured beside the latencies it times.
