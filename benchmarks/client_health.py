@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchmarks.common import latency_summary, timeline
+from benchmarks.common import cancel_and_wait, latency_summary, timeline
 
 LAG_PROBE_SECONDS = 0.005
 TIMELINE_WINDOW_SECONDS = 5.0
@@ -49,11 +49,7 @@ class ClientHealth:
         if self._on_gc in gc.callbacks:
             gc.callbacks.remove(self._on_gc)
         if self._probe is not None:
-            self._probe.cancel()
-            try:
-                await self._probe
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(self._probe)
         return self.summary()
 
     def summary(self) -> dict[str, Any]:

@@ -72,6 +72,15 @@ def latency_summary(seconds: Iterable[float]) -> dict[str, float | int | None]:
     }
 
 
+async def cancel_and_wait(task: asyncio.Future[Any]) -> None:
+    """Cancels `task` and waits until it has ended."""
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+
+
 def timeline(
     at: Sequence[float], seconds: Sequence[float], window: float
 ) -> list[dict[str, float | int | None]]:
@@ -198,11 +207,7 @@ class Progress:
 
     async def stop(self, final: Callable[[], str] | None = None) -> None:
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(self._task)
             self._task = None
         if self.enabled:
             if final is not None:

@@ -30,7 +30,6 @@ import asyncio
 import base64
 import json
 import random
-import sys
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -51,14 +50,12 @@ from benchmarks.onsale import (
 )
 from benchmarks.paced import even_arrivals, run_paced_onsale
 from benchmarks.queue_report import server_errors
-from benchmarks.waiters import next_wait
+from benchmarks.waiters import next_wait, start_line
 
 # The opening comes this long after the last buyer's next look as its join answer gave it.
 OPENING_MARGIN_SECONDS = 10.0
-# The waiters' process: its connections, and the longest line it writes (its figures, with the
-# time of every look).
+# The waiters' process's connections.
 LINE_POOL = 64
-LINE_MESSAGE_LIMIT = 1 << 27
 
 
 @dataclass
@@ -186,28 +183,20 @@ class QueuedOnsaleRun(OnsaleRun):
         """Starts the waiters' process (`benchmarks.waiters`: every buyer looks when told, apart
         from this process, which times the bookings) and books for each buyer it reports
         admitted; ends with its figures and the last of those bookings."""
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "benchmarks.waiters",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            limit=LINE_MESSAGE_LIMIT,
+        proc = await start_line(
+            {
+                "url": self.cfg.url,
+                "http_client": self.cfg.http_client,
+                "timeout": self.cfg.request_timeout,
+                "pool": LINE_POOL,
+                "waiters": [
+                    [b.index, b.token, self.tickets[b.index], self.next_look[b.index]]
+                    for b in self.buyers
+                ],
+            }
         )
-        assert proc.stdin is not None and proc.stdout is not None
+        assert proc.stdout is not None
         self._line_process = proc
-        config = {
-            "url": self.cfg.url,
-            "http_client": self.cfg.http_client,
-            "timeout": self.cfg.request_timeout,
-            "pool": LINE_POOL,
-            "waiters": [
-                [b.index, b.token, self.tickets[b.index], self.next_look[b.index]]
-                for b in self.buyers
-            ],
-        }
-        proc.stdin.write((json.dumps(config) + "\n").encode())
-        await proc.stdin.drain()
         by_index = {b.index: b for b in self.buyers}
         bookings: list[asyncio.Task[None]] = []
         try:

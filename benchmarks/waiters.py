@@ -34,6 +34,25 @@ from typing import Any, TextIO
 from benchmarks.httpclient import HttpClient, TransportError, open_client
 
 ERROR_BACKOFF_SECONDS = 1.0
+# The longest line the parent reads: the figures, with the time of every look.
+MESSAGE_LIMIT = 1 << 27
+
+
+async def start_line(config: dict[str, Any]) -> asyncio.subprocess.Process:
+    """Starts `python -m benchmarks.waiters` and hands it `config` (the first stdin line above);
+    its messages come on the process's stdout."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "benchmarks.waiters",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        limit=MESSAGE_LIMIT,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write((json.dumps(config) + "\n").encode())
+    await proc.stdin.drain()
+    return proc
 
 
 @dataclass

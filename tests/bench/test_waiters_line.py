@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -14,6 +13,8 @@ from typing import Any
 
 import pytest_asyncio
 from aiohttp import web
+
+from benchmarks.waiters import start_line
 
 # ticket -> the answers it gives, in turn (the last one repeats).
 SCRIPT: dict[str, list[dict[str, Any] | None]] = {
@@ -67,16 +68,8 @@ async def test_the_line_reports_admissions_and_closings_as_they_come_and_its_fig
         "pool": 4,
         "waiters": [[i, f"bearer-{t}", t, now + 0.2] for i, t in enumerate(SCRIPT)],
     }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "benchmarks.waiters",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write((json.dumps(config) + "\n").encode())
-    await proc.stdin.drain()
+    proc = await start_line(config)
+    assert proc.stdin is not None
 
     async def next_message() -> dict[str, Any]:
         raw = await asyncio.wait_for(proc.stdout.readline(), timeout=20)  # type: ignore[union-attr]
