@@ -104,7 +104,7 @@ class QueuedOnsaleRun(OnsaleRun):
         self._booking_slots = asyncio.Semaphore(config.concurrency)
         self._line: asyncio.Future[None] | None = None
         self._line_process: asyncio.subprocess.Process | None = None
-        self._told = asyncio.Event()  # the waiters' time is up (sold out + tell_seconds, or over)
+        self._told = False  # the waiters' time is up (sold out + tell_seconds, or over)
         self._watching = False
 
     async def call(
@@ -243,9 +243,9 @@ class QueuedOnsaleRun(OnsaleRun):
 
     def _tell_the_line(self) -> None:
         """The waiters' time is up: they stop looking and the waiters' process reports."""
-        if self._told.is_set():
+        if self._told:
             return
-        self._told.set()
+        self._told = True
         proc = self._line_process
         if proc is not None and proc.returncode is None and proc.stdin is not None:
             try:
